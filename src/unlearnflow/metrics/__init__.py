@@ -1,0 +1,1 @@
+"""Evaluation metrics: margins, KLOM, accuracies, membership inference, U-LiRA."""

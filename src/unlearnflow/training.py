@@ -1,0 +1,328 @@
+"""The one training loop of unlearnflow, and the pieces the vectorised trainer shares with it.
+
+Everything that trains or fine-tunes a model (original models, oracles, subset models for
+datamodels, and every fine-tuning unlearning method) goes through :func:`fit`. The vectorised
+trainer (:mod:`unlearnflow.vectorised`) reuses the same schedule, batch order, augmentation,
+loss and optimizer construction, so that training E models at once gives the same models as
+training each one here with the same seed.
+
+Determinism. A model is defined by one integer seed (:func:`model_seed` derives it from the
+global seed, the model's role and its id, never from how models are chunked into jobs). The
+seed initialises the weights; ``seed + 1`` seeds the generator that draws the batch order and
+the augmentation, in this order per epoch: one permutation of the model's training subset,
+then per step the crop offsets and flips.
+
+BatchNorm. Running statistics are *not* tracked while training (batch statistics are used,
+which is what training-mode BatchNorm computes anyway); after the last step they are estimated
+exactly, as a cumulative average over the model's own training subset without augmentation
+(:func:`recalibrate_batchnorm`). This makes training a pure function of the parameters, which
+is what ``torch.func.vmap`` needs, and gives identical statistics in both trainers. Fine-tuning
+methods that must keep statistics fixed (PGU) use ``batchnorm="frozen"`` (eval mode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import UserError
+
+#: Per-example loss: (logits (B, C), targets (B, ...)) -> losses (B,).
+PerExampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "onecycle", "exponential")
+BATCHNORM_MODES = ("recalibrate", "frozen")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (the config's ``training`` section).
+
+    Schedules (per optimisation step t of T, with E epochs):
+    ``constant``; ``onecycle``: linear warm-up from 0 to ``lr`` over the first
+    ``warmup_fraction`` of the steps, then linear decay to 0 (the ResNet-9 recipe of the DMM
+    paper, Appendix D); ``exponential``: ``lr * gamma**epoch`` (Oracle Matching decays 0.95 per
+    epoch, PGU decays geometrically from 0.05 to 0.01).
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    epochs: int = 20
+    batch_size: int = 64
+    schedule: str = "onecycle"
+    warmup_fraction: float = 0.2
+    gamma: float = 0.95
+    label_smoothing: float = 0.0
+    crop_padding: int = 0
+    flip: bool = False
+    drop_last: bool = True
+    batchnorm: str = "recalibrate"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.batchnorm in BATCHNORM_MODES, f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}"),
+            (self.lr > 0, "lr must be positive"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
+            (0 < self.gamma <= 1, "gamma must be in (0, 1]"),
+            (self.crop_padding >= 0, "crop_padding must be >= 0"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(f"training: {message}")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> "TrainConfig":
+        """Build from a config slice; an unknown key is a one-line UserError."""
+        mapping = dict(mapping or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(mapping) - known)
+        if unknown:
+            raise UserError(f"training: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**mapping)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def steps_per_epoch(self, n_examples: int) -> int:
+        steps = n_examples // self.batch_size if self.drop_last else math.ceil(n_examples / self.batch_size)
+        if steps == 0:
+            raise UserError(f"training: {n_examples} training examples are fewer than one batch of "
+                            f"{self.batch_size} (lower batch_size or set drop_last: false)")
+        return steps
+
+    def lr_at(self, step: int, steps_per_epoch: int) -> float:
+        """Learning rate of optimisation step `step` (0-based)."""
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule == "exponential":
+            return self.lr * self.gamma ** (step // steps_per_epoch)
+        total = self.epochs * steps_per_epoch
+        warmup = self.warmup_fraction * total
+        t = step + 1
+        if t <= warmup:
+            return self.lr * t / warmup
+        return self.lr * max(0.0, (total - t) / max(total - warmup, 1e-12))
+
+
+@dataclass(frozen=True)
+class FitStats:
+    """What a training run cost: wall time, optimisation steps and examples processed."""
+
+    seconds: float
+    steps: int
+    examples: int
+
+
+def model_seed(global_seed: int, role: str, model_id: int) -> int:
+    """Seed of model `model_id` of a role (e.g. ``"original"``, ``"oracle/random_10"``).
+
+    Depends only on (global seed, role, model id), so re-chunking reproduces the same models.
+    """
+    digest = hashlib.sha256(f"{global_seed}:{role}:{model_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**62 - 1)
+
+
+def init_model(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """Build a model with weights drawn from `seed`, leaving the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def data_generator(seed: int) -> torch.Generator:
+    """The generator of a model's batch order and augmentation (see module docstring)."""
+    return torch.Generator().manual_seed(seed + 1)
+
+
+def resolve_device(setting: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a UserError."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: 'cuda' requested but no CUDA GPU is available (use 'auto' or 'cpu')")
+    if setting not in ("cpu", "cuda"):
+        raise UserError(f"device: expected auto, cpu or cuda, got {setting!r}")
+    return torch.device(setting)
+
+
+def epoch_order(generator: torch.Generator, subset: torch.Tensor) -> torch.Tensor:
+    """One epoch's visiting order: a permutation of the training indices in `subset`."""
+    return subset[torch.randperm(len(subset), generator=generator)]
+
+
+def batch_slices(n_examples: int, config: TrainConfig) -> list[slice]:
+    """Positions of each step's batch within an epoch order (last partial batch per drop_last)."""
+    size = config.batch_size
+    return [slice(i * size, min((i + 1) * size, n_examples)) for i in range(config.steps_per_epoch(n_examples))]
+
+
+def augmentation_draws(generator: torch.Generator, batch: int, config: TrainConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Random crop offsets (batch, 2) and flip flags (batch,) for one step, or None when off."""
+    offsets = (torch.randint(0, 2 * config.crop_padding + 1, (batch, 2), generator=generator)
+               if config.crop_padding else None)
+    flips = torch.rand(batch, generator=generator) < 0.5 if config.flip else None
+    return offsets, flips
+
+
+def augment(images: torch.Tensor, offsets: torch.Tensor | None, flips: torch.Tensor | None,
+            padding: int) -> torch.Tensor:
+    """Random crop after zero padding and horizontal flip, per example.
+
+    `images` has shape (..., C, H, W); `offsets` (..., 2) and `flips` (...) match its leading
+    dimensions. Zero padding pads with the training mean, since inputs are normalised.
+    """
+    if offsets is None and flips is None:
+        return images
+    lead, (channels, height, width) = images.shape[:-3], images.shape[-3:]
+    flat = images.reshape(-1, channels, height, width)
+    count = flat.shape[0]
+    rows = torch.arange(height, device=images.device).expand(count, height)
+    cols = torch.arange(width, device=images.device).expand(count, width)
+    if offsets is not None:
+        flat = nn.functional.pad(flat, (padding,) * 4)
+        offsets = offsets.reshape(count, 2).to(images.device)
+        rows = rows + offsets[:, :1]
+        cols = cols + offsets[:, 1:]
+    if flips is not None:
+        cols = torch.where(flips.reshape(count, 1).to(images.device), cols.flip(1), cols)
+    picked = flat[torch.arange(count, device=images.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return picked.permute(0, 3, 1, 2).reshape(*lead, channels, height, width)
+
+
+def cross_entropy_loss(label_smoothing: float = 0.0) -> PerExampleLoss:
+    """Per-example cross-entropy with optional label smoothing (the default training loss)."""
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
+    return loss
+
+
+def make_optimizer(params: Sequence[torch.Tensor], config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov, weight decay) or Adam; both act elementwise, which is what
+    lets the vectorised trainer optimise stacked parameters with the same optimizer."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                               weight_decay=config.weight_decay, foreach=True)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def use_batch_statistics(model: nn.Module) -> None:
+    """Make BatchNorm layers use batch statistics and track nothing (see module docstring)."""
+    for layer in batchnorm_layers(model):
+        layer.track_running_stats = False
+        layer.running_mean = layer.running_var = layer.num_batches_tracked = None
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> None:
+    """Estimate BatchNorm running statistics exactly over `inputs` (cumulative average)."""
+    layers = batchnorm_layers(model)
+    if not layers:
+        return
+    for layer in layers:
+        layer.track_running_stats = True
+        layer.momentum = None
+        layer.register_buffer("running_mean", torch.zeros(layer.num_features, device=inputs.device))
+        layer.register_buffer("running_var", torch.ones(layer.num_features, device=inputs.device))
+        layer.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=inputs.device))
+    model.train()
+    for batch in inputs.split(batch_size):
+        model(batch)
+    model.eval()
+
+
+def progress_bar(total: int, description: str, enabled: bool) -> tqdm:
+    """tqdm on stderr (which rules redirect to their log); off in tests."""
+    return tqdm(total=total, desc=description, disable=not enabled, mininterval=2.0, leave=False)
+
+
+def fit(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, config: TrainConfig, seed: int,
+        subset: torch.Tensor | None = None, loss: PerExampleLoss | None = None,
+        after_backward: Callable[[nn.Module], None] | None = None,
+        progress: bool = False, description: str = "train") -> FitStats:
+    """Train `model` in place on ``inputs[subset]`` (all of them by default).
+
+    `targets` are labels for the default cross-entropy loss, or whatever `loss` expects (target
+    logits for Oracle Matching). `after_backward` may edit gradients before the optimizer step
+    (PGU projects them). Inputs and targets must already be on the model's device.
+    """
+    device = inputs.device
+    subset = torch.arange(len(inputs), device=device) if subset is None else subset.to(device)
+    loss = loss or cross_entropy_loss(config.label_smoothing)
+    if config.batchnorm == "frozen":
+        model.eval()
+    else:
+        use_batch_statistics(model)
+        model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(trainable, config)
+    generator = data_generator(seed)
+    steps_per_epoch = config.steps_per_epoch(len(subset))
+    step = examples = 0
+    start = time.perf_counter()
+    with progress_bar(config.epochs * steps_per_epoch, description, progress) as bar:
+        for _ in range(config.epochs):
+            order = epoch_order(generator, subset.cpu()).to(device)
+            for positions in batch_slices(len(subset), config):
+                batch = order[positions]
+                offsets, flips = augmentation_draws(generator, len(batch), config)
+                x = augment(inputs[batch], offsets, flips, config.crop_padding)
+                set_lr(optimizer, config.lr_at(step, steps_per_epoch))
+                batch_loss = loss(model(x), targets[batch]).mean()
+                optimizer.zero_grad(set_to_none=True)
+                batch_loss.backward()
+                if after_backward is not None:
+                    after_backward(model)
+                optimizer.step()
+                step += 1
+                examples += len(batch)
+                bar.update()
+    if config.batchnorm == "recalibrate":
+        recalibrate_batchnorm(model, inputs[subset], config.batch_size)
+    model.eval()
+    return FitStats(seconds=time.perf_counter() - start, steps=step, examples=examples)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Eval-mode logits of `model` on every row of `inputs`."""
+    model.eval()
+    return torch.cat([model(batch) for batch in inputs.split(batch_size)])
+
+
+def to_numpy_state(model: nn.Module) -> dict[str, np.ndarray]:
+    """A model's state dict as numpy arrays (for the artifact store)."""
+    return {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+
+
+def subset_mask(seed: int, n: int, fraction: float) -> np.ndarray:
+    """Boolean mask of exactly ``round(fraction * n)`` points drawn with `seed` (datamodels' subsets)."""
+    chosen = np.random.default_rng(seed).choice(n, size=int(round(fraction * n)), replace=False)
+    mask = np.zeros(n, dtype=bool)
+    mask[chosen] = True
+    return mask
