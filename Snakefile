@@ -1,0 +1,34 @@
+# unlearnflow: machine unlearning of classifiers as one workflow.
+# Run `snakemake --cores 2` for the embedded default (sklearn digits), or add
+# `--configfile config/fashion-mnist.yaml` for a preset. See README.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# config.yaml is the embedded default; a --configfile preset replaces it instead of merging
+# into it (so a preset's forget sets are the only ones).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+
+
+wildcard_constraints:
+    forget_set=r"[A-Za-z0-9_.-]+",
+    chunk=r"\d+-\d+",
+
+
+include: "rules/data.smk"
+include: "rules/forget_sets.smk"
+include: "rules/train.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{RESULTS}/originals.h5",
+        expand(f"{RESULTS}/oracles/{{forget_set}}.h5", forget_set=FORGET_SETS),

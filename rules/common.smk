@@ -1,0 +1,43 @@
+# Config validation and helpers shared by the rules. Validation runs before any rule is
+# defined, so an unknown key or a wrong type stops the workflow with one line.
+
+import json
+import math
+import sys
+
+from unlearnflow.config import load_schema, oracle_training, poison_set, validate_config
+from unlearnflow.errors import UserError
+from unlearnflow.store import STAGE_VERSIONS
+
+try:
+    validate_config(config, load_schema(workflow.source_path("../workflow/schemas/config.schema.yaml")))
+except UserError as error:
+    sys.exit(f"unlearnflow: error: {error}")
+
+RESULTS = f"results/{config['experiment']}"
+FORGET_SETS = list(config["forget_sets"])
+POISON_SET = poison_set(config)
+PROGRESS = "--progress" if config["progress"] else ""
+
+
+def as_json(value):
+    """A config slice as compact JSON for a rule's shell command (quote it with :q)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def chunk_ids(bank):
+    """Chunks of config[bank]['models'] models, chunk_size per job, named by their model-id
+    range ("0-24"), so that growing a bank adds chunks and keeps the complete ones."""
+    size, total = config[bank]["chunk_size"], config[bank]["models"]
+    return [f"{first}-{min(first + size, total) - 1}" for first in range(0, total, size)]
+
+
+def chunk_models(chunk):
+    """(first model id, number of models) of a chunk named "first-last"."""
+    first, last = map(int, chunk.split("-"))
+    return first, last - first + 1
+
+
+def poisoned_labels():
+    """The poison forget set whose flipped labels every model of the experiment trains on."""
+    return [f"{RESULTS}/forget_sets/{POISON_SET}.h5"] if POISON_SET else []

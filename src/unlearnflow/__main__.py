@@ -1,0 +1,7 @@
+"""``python -m unlearnflow``: see :mod:`unlearnflow.cli`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""Typed readers and writers for the workflow's artifacts, on top of :mod:`unlearnflow.store`.
+
+- ``dataset``: the normalised splits of :class:`~unlearnflow.data.Dataset`.
+- ``forget_set``: the requests of a :class:`~unlearnflow.forget_sets.ForgetSet` and the
+  experiment's training labels (poisoned labels for a poison set).
+- ``model_bank``: E models of one role (original, oracle of a forget set, ...): stacked weights
+  (``weights/<state dict name>``), model ids and seeds, each model's training mask, its logits on
+  every train/val/test point (``logits/<split>``), and the training cost.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import Dataset
+from .errors import UserError
+from .forget_sets import ForgetSet
+from .models import build_model
+from .store import read_artifact, write_artifact
+from .training import TrainConfig
+from .vectorised import fit_many, predict_logits_many
+
+SPLITS = ("train", "val", "test")
+
+
+def write_dataset(path: str | Path, dataset: Dataset, provenance: Mapping[str, Any]) -> Path:
+    arrays = {f"{axis}_{split}": getattr(dataset, f"{axis}_{split}") for split in SPLITS for axis in "xy"}
+    arrays.update(classes=np.array(dataset.classes), mean=dataset.mean, std=dataset.std)
+    return write_artifact(path, "dataset", arrays, attrs={"name": dataset.name}, provenance_record=provenance)
+
+
+def read_dataset(path: str | Path) -> Dataset:
+    artifact = read_artifact(path, "dataset")
+    arrays = {f"{axis}_{split}": artifact[f"{axis}_{split}"] for split in SPLITS for axis in "xy"}
+    return Dataset(name=artifact.attrs["name"], classes=tuple(artifact["classes"]), mean=artifact["mean"],
+                   std=artifact["std"], **arrays)
+
+
+def write_forget_set(path: str | Path, forget_set: ForgetSet, provenance: Mapping[str, Any]) -> Path:
+    arrays = {f"requests/{r}": request for r, request in enumerate(forget_set.requests)}
+    arrays.update(indices=forget_set.indices, train_labels=forget_set.train_labels)
+    return write_artifact(path, "forget_set", arrays, provenance_record=provenance,
+                          attrs={"name": forget_set.name, "kind": forget_set.kind,
+                                 "n_requests": len(forget_set.requests)})
+
+
+def read_forget_set(path: str | Path) -> ForgetSet:
+    artifact = read_artifact(path, "forget_set")
+    requests = tuple(artifact[f"requests/{r}"] for r in range(artifact.attrs["n_requests"]))
+    return ForgetSet(artifact.attrs["name"], artifact.attrs["kind"], requests, artifact["train_labels"])
+
+
+@dataclass
+class ModelBank:
+    """E trained models of one role and everything measured on them."""
+
+    weights: dict[str, np.ndarray]      # state dict entries stacked over models
+    model_ids: np.ndarray               # (E,)
+    seeds: np.ndarray                   # (E,)
+    train_masks: np.ndarray             # (E, n_train) bool: the points each model trained on
+    logits: dict[str, np.ndarray]       # split -> (E, n_split, classes)
+    attrs: dict[str, Any]               # role, arch, options, training recipe, cost
+
+    def __len__(self) -> int:
+        return len(self.model_ids)
+
+    def builder(self, input_shape: Sequence[int], num_classes: int) -> Callable[[], nn.Module]:
+        """A function that builds one (untrained) model of this bank's architecture."""
+        return functools.partial(build_model, self.attrs["arch"], tuple(input_shape), num_classes,
+                                 **self.attrs["model_options"])
+
+    def load_models(self, input_shape: Sequence[int], num_classes: int) -> list[nn.Module]:
+        """The bank's models as modules in eval mode."""
+        build = self.builder(input_shape, num_classes)
+        models = []
+        for index in range(len(self)):
+            model = build()
+            model.load_state_dict({name: torch.from_numpy(np.array(value[index]))
+                                   for name, value in self.weights.items()})
+            models.append(model.eval())
+        return models
+
+
+def write_bank(path: str | Path, bank: ModelBank, provenance: Mapping[str, Any]) -> Path:
+    arrays = {f"weights/{name}": value for name, value in bank.weights.items()}
+    arrays.update({f"logits/{split}": value for split, value in bank.logits.items()})
+    arrays.update(model_ids=bank.model_ids, seeds=bank.seeds, train_masks=bank.train_masks)
+    return write_artifact(path, "model_bank", arrays, attrs=bank.attrs, provenance_record=provenance)
+
+
+def read_bank(path: str | Path, with_weights: bool = True) -> ModelBank:
+    artifact = read_artifact(path, "model_bank")
+    weights = {name[len("weights/"):]: value for name, value in artifact.arrays.items()
+               if name.startswith("weights/")} if with_weights else {}
+    logits = {name[len("logits/"):]: value for name, value in artifact.arrays.items() if name.startswith("logits/")}
+    return ModelBank(weights=weights, model_ids=artifact["model_ids"], seeds=artifact["seeds"],
+                     train_masks=artifact["train_masks"], logits=logits, attrs=artifact.attrs)
+
+
+def concatenate_banks(banks: Sequence[ModelBank]) -> ModelBank:
+    """One bank from chunks of the same role and recipe, ordered by model id."""
+    if not banks:
+        raise UserError("no model-bank chunks to gather")
+    recipe_keys = ("role", "arch", "model_options", "training")
+    first = banks[0].attrs
+    for bank in banks[1:]:
+        differing = [key for key in recipe_keys if bank.attrs.get(key) != first.get(key)]
+        if differing:
+            raise UserError(f"cannot gather model-bank chunks with different {', '.join(differing)}")
+    order = np.argsort(np.concatenate([bank.model_ids for bank in banks]), kind="stable")
+
+    def stack(values: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate(values)[order]
+
+    model_ids = stack([bank.model_ids for bank in banks])
+    if len(np.unique(model_ids)) != len(model_ids):
+        raise UserError("cannot gather model-bank chunks: some model ids appear twice")
+    attrs = dict(first)
+    attrs["train_seconds"] = float(sum(bank.attrs["train_seconds"] for bank in banks))
+    return ModelBank(
+        weights={name: stack([bank.weights[name] for bank in banks]) for name in banks[0].weights},
+        model_ids=model_ids, seeds=stack([bank.seeds for bank in banks]),
+        train_masks=stack([bank.train_masks for bank in banks]),
+        logits={split: stack([bank.logits[split] for bank in banks]) for split in banks[0].logits},
+        attrs=attrs)
+
+
+
+def train_bank(build: Callable[[], nn.Module], arch: str, model_options: Mapping[str, Any], role: str,
+               model_ids: Sequence[int], seeds: Sequence[int], dataset: Dataset, labels: np.ndarray,
+               masks: np.ndarray, config: TrainConfig, device: torch.device, progress: bool) -> ModelBank:
+    """Train models `model_ids` of a role with the vectorised trainer and record their logits."""
+    inputs = {split: torch.from_numpy(getattr(dataset, f"x_{split}")).to(device) for split in SPLITS}
+    targets = torch.from_numpy(labels).to(device)
+    models, stats = fit_many(build, list(seeds), inputs["train"], targets, masks, config, progress=progress,
+                             description=role)
+    logits = {split: predict_logits_many(models, x).cpu().numpy() for split, x in inputs.items()}
+    weights = {name: torch.stack([model.state_dict()[name] for model in models]).cpu().numpy()
+               for name in models[0].state_dict()}
+    attrs = {"role": role, "arch": arch, "model_options": dict(model_options), "training": config.to_dict(),
+             "train_seconds": stats.seconds, "steps_per_model": stats.steps,
+             "examples_per_model": stats.examples // len(models), "device": str(device)}
+    return ModelBank(weights=weights, model_ids=np.asarray(model_ids, dtype=np.int64),
+                     seeds=np.asarray(seeds, dtype=np.int64), train_masks=np.asarray(masks, dtype=bool),
+                     logits=logits, attrs=attrs)

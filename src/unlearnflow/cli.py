@@ -1,0 +1,147 @@
+"""Command line of unlearnflow: ``python -m unlearnflow COMMAND ...``; the workflow's rules call it.
+
+Config slices arrive as JSON strings, so each command sees only the part of the config it needs.
+A user mistake (:class:`~unlearnflow.errors.UserError`) prints one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .artifacts import (concatenate_banks, read_bank, read_dataset, read_forget_set, train_bank, write_bank,
+                        write_dataset, write_forget_set)
+from .data import load_dataset
+from .errors import UserError
+from .forget_sets import build_forget_set
+from .models import build_model
+from .store import STAGE_VERSIONS, provenance
+from .training import TrainConfig, model_seed, resolve_device
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"expected a JSON value, got {text!r} ({error.msg})") from error
+
+
+def _check_version(stage: str, version: int | None) -> None:
+    """Rules pass the stage version they were written for; a mismatch means a stale workflow."""
+    if version is not None and version != STAGE_VERSIONS[stage]:
+        raise UserError(f"the workflow asks for {stage} stage version {version}, the library writes "
+                        f"version {STAGE_VERSIONS[stage]}; update the workflow's rules and the library together")
+
+
+def prepare_data(args: argparse.Namespace) -> None:
+    spec = _json(args.spec)
+    dataset = load_dataset(spec)
+    write_dataset(args.out, dataset, provenance(spec, {"split_seed": spec.get("seed", 0)}))
+    print(f"{dataset.name}: train {len(dataset.y_train)}, val {len(dataset.y_val)}, test {len(dataset.y_test)}, "
+          f"{dataset.num_classes} classes, input {dataset.input_shape}")
+
+
+def make_forget_set(args: argparse.Namespace) -> None:
+    spec = _json(args.spec)
+    dataset = read_dataset(args.data)
+    forget_set = build_forget_set(args.name, spec, dataset.x_train, dataset.y_train, args.seed)
+    write_forget_set(args.out, forget_set, provenance(spec, {"seed": args.seed}, [args.data]))
+    print(f"forget set {args.name}: {forget_set.kind}, {len(forget_set.indices)} points "
+          f"in {len(forget_set.requests)} request(s)")
+
+
+def train(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset = read_dataset(args.data)
+    model_spec, config = _json(args.model), TrainConfig.from_mapping(_json(args.training))
+    labels = read_forget_set(args.labels_from).train_labels if args.labels_from else dataset.y_train
+    n_train = len(dataset.y_train)
+    if args.forget_set:
+        forget_set = read_forget_set(args.forget_set)
+        role = f"oracle/{forget_set.name}"
+        retain = forget_set.retain_mask(n_train)
+    else:
+        role, retain = args.role, np.ones(n_train, dtype=bool)
+    model_ids = list(range(args.first_id, args.first_id + args.count))
+    seeds = [model_seed(args.seed, role, model_id) for model_id in model_ids]
+    options = model_spec.get("options", {})
+    build = lambda: build_model(model_spec["arch"], dataset.input_shape, dataset.num_classes, **options)  # noqa: E731
+    build()  # fail early, with a clear message, on bad model options
+    masks = np.tile(retain, (len(model_ids), 1))
+    bank = train_bank(build, model_spec["arch"], options, role, model_ids, seeds, dataset, labels, masks, config,
+                      resolve_device(args.device), progress=args.progress)
+    inputs = [args.data] + [p for p in (args.forget_set, args.labels_from) if p]
+    write_bank(args.out, bank, provenance({"model": model_spec, "training": config.to_dict()},
+                                          {"global_seed": args.seed, "model_seeds": seeds}, inputs))
+    accuracy = (bank.logits["test"].argmax(-1) == dataset.y_test).mean()
+    print(f"{role}: models {model_ids[0]}..{model_ids[-1]} trained in {bank.attrs['train_seconds']:.1f} s "
+          f"on {bank.attrs['device']}; mean test accuracy {accuracy:.4f}")
+
+
+def gather(args: argparse.Namespace) -> None:
+    bank = concatenate_banks([read_bank(path) for path in args.chunks])
+    write_bank(args.out, bank, provenance({"role": bank.attrs["role"]}, {}, args.chunks))
+    print(f"{bank.attrs['role']}: gathered {len(bank)} models from {len(args.chunks)} chunk(s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unlearnflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, function, help_text: str, stage: str | None = None) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.set_defaults(function=function, stage=stage)
+        if stage:
+            sub.add_argument("--stage-version", type=int, help="stage version the calling rule expects")
+        return sub
+
+    sub = command("prepare-data", prepare_data, "load, split and normalise a data set", "dataset")
+    sub.add_argument("--spec", required=True, help="JSON data config slice")
+    sub.add_argument("--out", required=True)
+
+    sub = command("forget-set", make_forget_set, "build one named forget set", "forget_set")
+    sub.add_argument("--name", required=True)
+    sub.add_argument("--spec", required=True, help="JSON forget-set config slice")
+    sub.add_argument("--data", required=True, help="dataset artifact")
+    sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--out", required=True)
+
+    sub = command("train", train, "train a chunk of a model bank (vectorised)", "model_bank")
+    sub.add_argument("--role", default="original", help="role of the models (seeds depend on it)")
+    sub.add_argument("--data", required=True, help="dataset artifact")
+    sub.add_argument("--forget-set", help="retrain without this forget set (oracles)")
+    sub.add_argument("--labels-from", help="poison forget set whose labels the experiment trains on")
+    sub.add_argument("--model", required=True, help="JSON model config slice")
+    sub.add_argument("--training", required=True, help="JSON training config slice")
+    sub.add_argument("--seed", type=int, required=True, help="global seed")
+    sub.add_argument("--first-id", type=int, required=True)
+    sub.add_argument("--count", type=int, required=True)
+    sub.add_argument("--device", default="auto")
+    sub.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    sub.add_argument("--progress", action="store_true")
+    sub.add_argument("--out", required=True)
+
+    sub = command("gather", gather, "concatenate model-bank chunks", "model_bank")
+    sub.add_argument("--out", required=True)
+    sub.add_argument("chunks", nargs="+")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.stage:
+            _check_version(args.stage, args.stage_version)
+        args.function(args)
+    except UserError as error:
+        print(f"unlearnflow: error: {error}", file=sys.stderr)
+        return 2
+    return 0

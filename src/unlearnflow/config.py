@@ -1,0 +1,74 @@
+"""Workflow configuration: JSON-schema validation with defaults, then the library's own checks.
+
+The Snakefile calls :func:`validate_config` before any rule is defined; every problem becomes
+one :class:`~unlearnflow.errors.UserError` line such as
+``config: forget_sets.random_10.size: 'ten' is not of type 'integer'``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+from .errors import UserError
+from .forget_sets import check_spec
+from .models import ARCHITECTURES
+from .training import TrainConfig
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator that fills in each property's ``default`` before validating it."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if isinstance(subschema, dict) and "default" in subschema and name not in instance:
+                    instance[name] = _copy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _copy(value: Any) -> Any:
+    return yaml.safe_load(yaml.safe_dump(value))
+
+
+def load_schema(path: str | Path) -> dict[str, Any]:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate `config` in place (filling defaults) and return it; errors are one line."""
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise UserError(f"config: {where}: {error.message}")
+    if not config["forget_sets"]:
+        raise UserError("config: forget_sets: define at least one forget set")
+    for name, spec in config["forget_sets"].items():
+        check_spec(name, spec)
+    poison_sets = [name for name, spec in config["forget_sets"].items() if spec["kind"] == "poison"]
+    if len(poison_sets) > 1:
+        raise UserError(f"config: forget_sets: at most one poison set per experiment "
+                        f"(its flipped labels become the experiment's training labels), got {', '.join(poison_sets)}")
+    TrainConfig.from_mapping(config["training"])
+    TrainConfig.from_mapping(oracle_training(config))
+    if config["model"]["arch"] not in ARCHITECTURES:
+        raise UserError(f"config: model.arch: unknown architecture {config['model']['arch']!r}")
+    return config
+
+
+def oracle_training(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The oracles' training recipe: the shared recipe with the oracles' overrides applied."""
+    return {**config["training"], **config["oracles"].get("training", {})}
+
+
+def poison_set(config: Mapping[str, Any]) -> str | None:
+    """Name of the experiment's poison forget set, whose labels every model trains on."""
+    return next((name for name, spec in config["forget_sets"].items() if spec["kind"] == "poison"), None)

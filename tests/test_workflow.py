@@ -1,0 +1,104 @@
+"""The Snakemake workflow: lint, planning, a real run, idempotence and targeted invalidation."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from unlearnflow.artifacts import read_bank, read_dataset, read_forget_set
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "experiment": "tiny",
+    "progress": False,
+    "device": "cpu",
+    "model": {"arch": "mlp", "options": {"hidden": [16]}},
+    "training": {"epochs": 2, "batch_size": 64, "lr": 0.1},
+    "originals": {"models": 3, "chunk_size": 2},
+    "oracles": {"models": 2, "chunk_size": 2},
+    "forget_sets": {"r5": {"kind": "random", "size": 5}, "c7": {"kind": "class_sample", "class": 7, "size": 4}},
+}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--cores", "2", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Jobs per rule that a dry run plans (empty when there is nothing to do)."""
+    output = snakemake(workdir, "--dry-run", *args).stdout
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    write_config(tmp_path, TINY)
+    return tmp_path
+
+
+def test_lint_is_clean():
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr, result.stdout
+
+
+def test_dry_run_plans_the_expected_jobs(tiny):
+    assert planned_jobs(tiny) == {"prepare_data": 1, "forget_sets": 2, "train_originals": 2, "gather_originals": 1,
+                                  "train_oracles": 2, "gather_oracles": 2, "all": 1}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"training": {"epochs": "two"}}, "config: training.epochs: 'two' is not of type 'integer'"),
+    ({"forget_sets": {"r5": {"kind": "random", "sise": 5}}}, "unknown key 'sise' for kind 'random'"),
+    ({"modle": {}}, "'modle' was unexpected"),
+])
+def test_config_errors_are_one_line(tmp_path, change, message):
+    write_config(tmp_path, {**TINY, **change})
+    result = snakemake(tmp_path, "--dry-run", check=False)
+    assert result.returncode != 0
+    error_lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(error_lines) == 1 and message in error_lines[0], error_lines
+
+
+@pytest.mark.slow
+def test_real_run_then_nothing_then_only_oracles_after_an_oracle_change(tiny):
+    snakemake(tiny)
+    results = tiny / "results" / "tiny"
+    data = read_dataset(results / "data.h5")
+    originals = read_bank(results / "originals.h5")
+    assert list(originals.model_ids) == [0, 1, 2] and originals.train_masks.all()
+    assert originals.logits["test"].shape == (3, len(data.y_test), 10)
+    assert (originals.logits["test"].argmax(-1) == data.y_test).mean() > 0.7
+    forget = read_forget_set(results / "forget_sets" / "r5.h5")
+    oracles = read_bank(results / "oracles" / "r5.h5")
+    assert oracles.attrs["role"] == "oracle/r5"
+    assert not oracles.train_masks[:, forget.indices].any()
+    assert oracles.train_masks.sum(1).tolist() == [len(data.y_train) - 5] * 2
+    # the same model ids of different roles are different models
+    assert not np.allclose(oracles.logits["test"][0], originals.logits["test"][0])
+    for log in (results / "logs").rglob("*.log"):
+        assert "Traceback" not in log.read_text(), log
+
+    assert planned_jobs(tiny) == {}
+
+    write_config(tiny, {**TINY, "oracles": {**TINY["oracles"], "training": {"epochs": 3}}})
+    assert planned_jobs(tiny) == {"train_oracles": 2, "gather_oracles": 2, "all": 1}
+
+    write_config(tiny, {**TINY, "originals": {"models": 4, "chunk_size": 2}})
+    assert planned_jobs(tiny) == {"train_originals": 1, "gather_originals": 1, "all": 1}  # chunk 2-3 only
