@@ -20,15 +20,17 @@ include: "rules/common.smk"
 wildcard_constraints:
     forget_set=r"[A-Za-z0-9_.-]+",
     chunk=r"\d+-\d+",
+    method="|".join(METHODS),
 
 
 include: "rules/data.smk"
 include: "rules/forget_sets.smk"
 include: "rules/train.smk"
+include: "rules/unlearn.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
     default_target: True
     input:
-        f"{RESULTS}/originals.h5",
-        expand(f"{RESULTS}/oracles/{{forget_set}}.h5", forget_set=FORGET_SETS),
+        rules.report.output,

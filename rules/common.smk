@@ -2,7 +2,7 @@
 # defined, so an unknown key or a wrong type stops the workflow with one line.
 
 import json
-import math
+import os
 import sys
 
 from unlearnflow.config import load_schema, oracle_training, poison_set, validate_config
@@ -18,6 +18,9 @@ RESULTS = f"results/{config['experiment']}"
 FORGET_SETS = list(config["forget_sets"])
 POISON_SET = poison_set(config)
 PROGRESS = "--progress" if config["progress"] else ""
+# Reference methods, always evaluated so that every table shows its bounds.
+REFERENCE_METHODS = ["do_nothing", "retrain"]
+METHODS = REFERENCE_METHODS
 
 
 def as_json(value):
@@ -41,3 +44,13 @@ def chunk_models(chunk):
 def poisoned_labels():
     """The poison forget set whose flipped labels every model of the experiment trains on."""
     return [f"{RESULTS}/forget_sets/{POISON_SET}.h5"] if POISON_SET else []
+
+
+def unlearned_bank(wildcards):
+    """The bank a method produced for a forget set (do_nothing: the original models)."""
+    if wildcards.method == "do_nothing":
+        return f"{RESULTS}/originals.h5"
+    return f"{RESULTS}/unlearned/{wildcards.method}/{wildcards.forget_set}.h5"
+
+
+EVALUATIONS = expand(f"{RESULTS}/evaluation/{{method}}/{{forget_set}}", method=METHODS, forget_set=FORGET_SETS)

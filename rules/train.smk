@@ -61,7 +61,7 @@ rule train_oracles:
         first_id=lambda wildcards: chunk_models(wildcards.chunk)[0],
         n_models=lambda wildcards: chunk_models(wildcards.chunk)[1],
         extra=lambda wildcards, input: " ".join(
-            [f"--forget-set {input.forget_set}"] + ([f"--labels-from {input.labels}"] if input.labels else [])
+            [f"--role oracle --forget-set {input.forget_set}"] + ([f"--labels-from {input.labels}"] if input.labels else [])
         ),
         device=config["device"],
         progress=PROGRESS,

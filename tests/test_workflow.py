@@ -20,8 +20,9 @@ TINY = {
     "model": {"arch": "mlp", "options": {"hidden": [16]}},
     "training": {"epochs": 2, "batch_size": 64, "lr": 0.1},
     "originals": {"models": 3, "chunk_size": 2},
-    "oracles": {"models": 2, "chunk_size": 2},
+    "oracles": {"models": 4, "chunk_size": 2},
     "forget_sets": {"r5": {"kind": "random", "size": 5}, "c7": {"kind": "class_sample", "class": 7, "size": 4}},
+    "evaluation": {"ulira": {"base_models": 8, "forget_sets_per_model": 2, "forget_size": 2, "pool_size": 12}},
 }
 
 
@@ -60,7 +61,8 @@ def test_lint_is_clean():
 
 def test_dry_run_plans_the_expected_jobs(tiny):
     assert planned_jobs(tiny) == {"prepare_data": 1, "forget_sets": 2, "train_originals": 2, "gather_originals": 1,
-                                  "train_oracles": 2, "gather_oracles": 2, "all": 1}
+                                  "train_oracles": 4, "gather_oracles": 2, "retrain": 2, "ulira_base_models": 1,
+                                  "ulira": 2, "evaluate": 4, "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -89,16 +91,24 @@ def test_real_run_then_nothing_then_only_oracles_after_an_oracle_change(tiny):
     oracles = read_bank(results / "oracles" / "r5.h5")
     assert oracles.attrs["role"] == "oracle/r5"
     assert not oracles.train_masks[:, forget.indices].any()
-    assert oracles.train_masks.sum(1).tolist() == [len(data.y_train) - 5] * 2
+    assert oracles.train_masks.sum(1).tolist() == [len(data.y_train) - 5] * 4
     # the same model ids of different roles are different models
     assert not np.allclose(oracles.logits["test"][0], originals.logits["test"][0])
     for log in (results / "logs").rglob("*.log"):
         assert "Traceback" not in log.read_text(), log
+    report = results / "report"
+    assert sorted(p.name for p in report.iterdir()) == sorted(
+        ["summary.md", "summary.csv", "klom_vs_compute.png", "entropy_r5.png", "entropy_c7.png",
+         "mia_roc_r5.png", "mia_roc_c7.png"])
+    summary = (report / "summary.md").read_text()
+    assert summary.count("| do_nothing |") == 2 and summary.count("| retrain |") == 2
 
     assert planned_jobs(tiny) == {}
 
     write_config(tiny, {**TINY, "oracles": {**TINY["oracles"], "training": {"epochs": 3}}})
-    assert planned_jobs(tiny) == {"train_oracles": 2, "gather_oracles": 2, "all": 1}
+    assert planned_jobs(tiny) == {"train_oracles": 4, "gather_oracles": 2, "retrain": 2, "evaluate": 4, "report": 1,
+                                  "all": 1}
 
     write_config(tiny, {**TINY, "originals": {"models": 4, "chunk_size": 2}})
-    assert planned_jobs(tiny) == {"train_originals": 1, "gather_originals": 1, "all": 1}  # chunk 2-3 only
+    assert planned_jobs(tiny) == {"train_originals": 1, "gather_originals": 1, "evaluate": 4, "report": 1,
+                                  "all": 1}  # chunk 2-3 only

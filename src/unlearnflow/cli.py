@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any, Sequence
 
@@ -19,10 +20,13 @@ from .artifacts import (concatenate_banks, read_bank, read_dataset, read_forget_
                         write_dataset, write_forget_set)
 from .data import load_dataset
 from .errors import UserError
+from .evaluation import ROW_COLUMNS, evaluate
 from .forget_sets import build_forget_set
 from .models import build_model
-from .store import STAGE_VERSIONS, provenance
-from .training import TrainConfig, model_seed, resolve_device
+from .store import STAGE_VERSIONS, provenance, read_rows, write_artifact, write_rows
+from .training import TrainConfig, model_seed, resolve_device, subset_mask
+from .report import write_report
+from .shadow import run_ulira
 
 
 def _json(text: str) -> Any:
@@ -65,7 +69,7 @@ def train(args: argparse.Namespace) -> None:
     n_train = len(dataset.y_train)
     if args.forget_set:
         forget_set = read_forget_set(args.forget_set)
-        role = f"oracle/{forget_set.name}"
+        role = f"{args.role}/{forget_set.name}"
         retain = forget_set.retain_mask(n_train)
     else:
         role, retain = args.role, np.ones(n_train, dtype=bool)
@@ -75,6 +79,8 @@ def train(args: argparse.Namespace) -> None:
     build = lambda: build_model(model_spec["arch"], dataset.input_shape, dataset.num_classes, **options)  # noqa: E731
     build()  # fail early, with a clear message, on bad model options
     masks = np.tile(retain, (len(model_ids), 1))
+    if args.subset_fraction:
+        masks &= np.stack([subset_mask(seed, n_train, args.subset_fraction) for seed in seeds])
     bank = train_bank(build, model_spec["arch"], options, role, model_ids, seeds, dataset, labels, masks, config,
                       resolve_device(args.device), progress=args.progress)
     inputs = [args.data] + [p for p in (args.forget_set, args.labels_from) if p]
@@ -83,6 +89,42 @@ def train(args: argparse.Namespace) -> None:
     accuracy = (bank.logits["test"].argmax(-1) == dataset.y_test).mean()
     print(f"{role}: models {model_ids[0]}..{model_ids[-1]} trained in {bank.attrs['train_seconds']:.1f} s "
           f"on {bank.attrs['device']}; mean test accuracy {accuracy:.4f}")
+
+
+def evaluate_result(args: argparse.Namespace) -> None:
+    dataset, forget_set = read_dataset(args.data), read_forget_set(args.forget_set)
+    originals, oracles, unlearned = (read_bank(path, with_weights=False)
+                                     for path in (args.originals, args.oracles, args.unlearned))
+    ulira = float(read_rows(args.ulira)[0]["ulira_accuracy"]) if args.ulira else math.nan
+    result = evaluate(dataset, forget_set, originals, oracles, unlearned, args.method, args.config_label,
+                      seed=args.seed, ulira_accuracy=ulira, paired_with_originals=not args.from_scratch)
+    inputs = [args.data, args.forget_set, args.originals, args.oracles, args.unlearned]
+    write_artifact(args.out_h5, "evaluation", result.arrays, provenance_record=provenance({}, {"seed": args.seed}, inputs),
+                   attrs={"method": args.method, "config": args.config_label, "forget_set": forget_set.name})
+    write_rows(args.out_csv, [result.row], ROW_COLUMNS)
+    row = result.row
+    print(f"{args.method} [{args.config_label}] on {forget_set.name}: KLOM-95 forget {row['klom_forget_p95']:.2f} "
+          f"retain {row['klom_retain_p95']:.2f} validation {row['klom_validation_p95']:.2f} "
+          f"(noise floor {row['floor_forget_p95']:.2f}/{row['floor_retain_p95']:.2f}/{row['floor_validation_p95']:.2f}), "
+          f"test accuracy {row['acc_test']:.4f}")
+
+
+def ulira(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset, base = read_dataset(args.data), read_bank(args.base)
+    labels = read_forget_set(args.labels_from).train_labels if args.labels_from else dataset.y_train
+    spec = _json(args.spec)
+    result = run_ulira(args.method, base, dataset, labels, TrainConfig.from_mapping(_json(args.training)),
+                       args.seed, spec["forget_sets_per_model"], spec["forget_size"], spec["pool_class"],
+                       resolve_device(args.device), pool_size=spec.get("pool_size"), progress=args.progress)
+    write_rows(args.out, [result], list(result))
+    print(f"U-LiRA of {args.method}: attacker accuracy {result['ulira_accuracy']:.3f} (0.5 is ideal)")
+
+
+def make_report(args: argparse.Namespace) -> None:
+    written = write_report(args.csv, args.evaluations, args.out_dir)
+    print(f"report: wrote {len(written)} files to {args.out_dir}")
 
 
 def gather(args: argparse.Namespace) -> None:
@@ -115,19 +157,55 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", required=True)
 
     sub = command("train", train, "train a chunk of a model bank (vectorised)", "model_bank")
-    sub.add_argument("--role", default="original", help="role of the models (seeds depend on it)")
+    sub.add_argument("--role", default="original",
+                     help="role of the models, seeds depend on it (with --forget-set: ROLE/FORGET_SET)")
     sub.add_argument("--data", required=True, help="dataset artifact")
     sub.add_argument("--forget-set", help="retrain without this forget set (oracles)")
     sub.add_argument("--labels-from", help="poison forget set whose labels the experiment trains on")
     sub.add_argument("--model", required=True, help="JSON model config slice")
     sub.add_argument("--training", required=True, help="JSON training config slice")
     sub.add_argument("--seed", type=int, required=True, help="global seed")
+    sub.add_argument("--subset-fraction", type=float,
+                     help="train each model on a random subset of this fraction (mask drawn from its seed)")
     sub.add_argument("--first-id", type=int, required=True)
     sub.add_argument("--count", type=int, required=True)
     sub.add_argument("--device", default="auto")
     sub.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     sub.add_argument("--progress", action="store_true")
     sub.add_argument("--out", required=True)
+
+    sub = command("evaluate", evaluate_result, "evaluate one unlearned bank against the oracles", "evaluation")
+    sub.add_argument("--data", required=True)
+    sub.add_argument("--forget-set", required=True)
+    sub.add_argument("--originals", required=True)
+    sub.add_argument("--oracles", required=True)
+    sub.add_argument("--unlearned", required=True)
+    sub.add_argument("--method", required=True)
+    sub.add_argument("--config-label", default="default")
+    sub.add_argument("--from-scratch", action="store_true",
+                     help="the unlearned models were not obtained from the original models (retraining)")
+    sub.add_argument("--ulira", help="CSV with the method's U-LiRA accuracy")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--out-h5", required=True)
+    sub.add_argument("--out-csv", required=True)
+
+    sub = command("ulira", ulira, "U-LiRA attacker accuracy of a method on shadow models")
+    sub.add_argument("--method", required=True)
+    sub.add_argument("--data", required=True)
+    sub.add_argument("--base", required=True, help="bank of base models trained on 50%% subsets")
+    sub.add_argument("--labels-from", help="poison forget set whose labels the experiment trains on")
+    sub.add_argument("--spec", required=True, help="JSON: forget_sets_per_model, forget_size, pool_class[, pool_size]")
+    sub.add_argument("--training", required=True, help="JSON training recipe (for retraining)")
+    sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--device", default="auto")
+    sub.add_argument("--threads", type=int, default=0)
+    sub.add_argument("--progress", action="store_true")
+    sub.add_argument("--out", required=True)
+
+    sub = command("report", make_report, "summary tables and plots of all evaluations")
+    sub.add_argument("--out-dir", required=True)
+    sub.add_argument("--csv", nargs="+", required=True, help="evaluation CSV rows")
+    sub.add_argument("--evaluations", nargs="+", required=True, help="evaluation HDF5 artifacts")
 
     sub = command("gather", gather, "concatenate model-bank chunks", "model_bank")
     sub.add_argument("--out", required=True)

@@ -17,14 +17,16 @@ downstream, while a refactor that keeps the version reruns nothing.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -38,6 +40,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "dataset": 1,
     "forget_set": 1,
     "model_bank": 1,
+    "evaluation": 1,
 }
 
 #: Arrays smaller than this many bytes are stored contiguous and uncompressed.
@@ -156,6 +159,39 @@ def read_artifact(path: str | os.PathLike, kind: str, names: Iterable[str] | Non
         record = json.loads(h5.attrs.get("provenance", "{}"))
     return Artifact(path=path, kind=kind, version=found_version, arrays=arrays, attrs=attrs,
                     provenance=record)
+
+
+def write_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+    """Write a CSV table atomically (the human-readable side output of a stage)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="raise")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(path, buffer.getvalue())
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a CSV written by :func:`write_rows` (values as strings)."""
+    try:
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+    except OSError as error:
+        raise UserError(f"{path}: cannot read CSV table ({error.strerror})") from error
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically: temporary file in the same directory, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _write_array(h5: h5py.File, name: str, array: np.ndarray) -> None:

@@ -142,6 +142,7 @@ def pgu_mia(
     n_estimators: int = 200,
     early_stopping_rounds: int = 20,
     n_jobs: int = 2,
+    paired_with_originals: bool = False,
 ) -> PguMiaResult:
     """Membership inference attack of the PGU paper (Section 4.1) on the forget points.
 
@@ -160,7 +161,9 @@ def pgu_mia(
     4. The attack scores the test rows (AUC original vs retrained) and every unlearned row
        (AUC and ROC curve of unlearned vs held-out retrained rows).
 
-    The paper uses 50 models per side; the unlearned models need not be paired with them.
+    The paper uses 50 models per side. With ``paired_with_originals`` (unlearned model i was
+    obtained from original model i, as for do-nothing and every fine-tuning method) only the
+    unlearned models whose originals are in the attack's test split are attacked.
     `n_jobs` is XGBoost's thread count; keep it at or below the free cores (oversubscribed
     threads make training many times slower).
     """
@@ -169,7 +172,12 @@ def pgu_mia(
     unlearned, _ = check_logits(unlearned_logits, labels)
     if not original.shape[1:] == retrained.shape[1:] == unlearned.shape[1:]:
         raise UserError(f"logits disagree on (points, classes): {original.shape}, {retrained.shape}, {unlearned.shape}")
-    splits = zip(split_models(len(original), rng), split_models(len(retrained), rng))
+    original_split, retrained_split = split_models(len(original), rng), split_models(len(retrained), rng)
+    if paired_with_originals:
+        # unlearned model i started from original model i: attack only those whose original
+        # the attack never saw, or it would be scored on its own training rows
+        unlearned = unlearned[original_split[2]]
+    splits = zip(original_split, retrained_split)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = (_labelled_rows(original, retrained, labels, o, r) for o, r in splits)
     attack = xgboost.XGBClassifier(
         n_estimators=n_estimators,

@@ -1,0 +1,39 @@
+# Unlearning methods. Each writes, per forget set, a bank of N unlearned models in the
+# model_bank format (logits on every point, cost) that the evaluation rule consumes.
+# References: do_nothing is the original bank itself; retrain trains N fresh models without
+# the forget set (seeds of role retrain/{forget_set}, independent of the oracles').
+
+
+rule retrain:
+    """Reference method: retrain from scratch without the forget set (the quality upper bound)."""
+    input:
+        data=f"{RESULTS}/data.h5",
+        forget_set=f"{RESULTS}/forget_sets/{{forget_set}}.h5",
+        labels=poisoned_labels(),
+    output:
+        f"{RESULTS}/unlearned/retrain/{{forget_set}}.h5",
+    log:
+        f"{RESULTS}/logs/unlearned/retrain/{{forget_set}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/unlearned/retrain/{{forget_set}}.tsv"
+    params:
+        model=as_json(config["model"]),
+        training=as_json(oracle_training(config)),
+        seed=config["seed"],
+        first_id=0,
+        n_models=config["oracles"]["models"],
+        extra=lambda wildcards, input: " ".join(
+            [f"--role retrain --forget-set {input.forget_set}"]
+            + ([f"--labels-from {input.labels}"] if input.labels else [])
+        ),
+        device=config["device"],
+        progress=PROGRESS,
+        version=STAGE_VERSIONS["model_bank"],
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        TRAIN_SHELL

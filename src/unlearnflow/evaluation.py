@@ -1,0 +1,167 @@
+"""The evaluation loop: every metric of one unlearning result, from model banks' logits.
+
+One result is a bank of N unlearned models for one (method, configuration, forget set). It is
+compared with the forget set's N oracles (models retrained without it) and the N original
+models the method started from. Groups of points follow the DMM paper (Section 3): the
+forget set, the retained training points and the validation set. All metrics read only the
+banks' stored logits, so evaluating a method never retrains or re-runs a model.
+
+The row written per result (see :data:`ROW_COLUMNS`) is what :mod:`unlearnflow.report` reads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .artifacts import ModelBank
+from .data import Dataset
+from .forget_sets import ForgetSet
+from .metrics.klom import bootstrap_ci, klom, noise_floor, selection_score, summarise
+from .metrics.margins import margins
+from .metrics.mia import per_example_loss, pgu_mia, simple_mia
+from .metrics.readouts import accuracy, exclude_classes, prediction_entropy
+
+GROUPS = ("forget", "retain", "validation")
+STATISTICS = ("mean", "p50", "p95", "p99")
+SIMPLE_MIA_FOLDS = 5
+
+ROW_COLUMNS = (
+    ["method", "config", "forget_set", "forget_kind", "n_forget", "n_oracles", "n_unlearned"]
+    + [f"klom_{g}_{s}" for g in GROUPS for s in STATISTICS]
+    + ["selection_score", "selection_ci_low", "selection_ci_high"]
+    + [f"floor_{g}_p95" for g in GROUPS] + ["floor_selection_score"]
+    + ["acc_forget", "acc_retain", "acc_val", "acc_test", "acc_test_oracle", "acc_test_original",
+       "entropy_forget", "mia_simple", "mia_pgu_auc", "mia_attack_auc", "ulira_accuracy",
+       "unlearn_seconds", "retrain_seconds", "compute_fraction"]
+)
+
+
+@dataclass
+class Evaluation:
+    """One evaluated result: the summary row and the per-point arrays behind the plots."""
+
+    row: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
+             unlearned: ModelBank, method: str, config: str = "default", seed: int = 0,
+             ulira_accuracy: float = math.nan, n_boot: int = 200,
+             paired_with_originals: bool = True) -> Evaluation:
+    """Compare `unlearned` with `oracles` (KLOM, accuracies, entropy, MIAs, cost).
+
+    Cost: ``compute_fraction`` is the unlearned bank's training examples processed per model
+    (``examples_per_model``; 0 when the method trains nothing) over the oracles' (retraining),
+    the measure of the DMM paper's Figure 1; ``unlearn_seconds`` and ``retrain_seconds`` are
+    the per-model wall times recorded in the banks. `paired_with_originals` says that
+    unlearned model i started from original model i (false for retraining from scratch).
+    """
+    rng = np.random.default_rng(seed)
+    labels = forget_set.train_labels
+    forget = forget_set.indices
+    retain = np.flatnonzero(forget_set.retain_mask(len(labels)))
+
+    def group_margins(bank: ModelBank) -> np.ndarray:
+        """Margins on [forget, retain, validation] points, shape (models, points)."""
+        return np.concatenate([margins(bank.logits["train"], labels),
+                               margins(bank.logits["val"], dataset.y_val)], axis=1)
+
+    oracle_margins, unlearned_margins = group_margins(oracles), group_margins(unlearned)
+    n_train = len(labels)
+    groups = {"forget": forget, "retain": retain, "validation": n_train + np.arange(len(dataset.y_val))}
+    per_point = klom(oracle_margins, unlearned_margins)
+    summary = summarise(per_point, groups)
+    floor_summary = summarise(noise_floor(oracle_margins, rng)[0], groups)
+    intervals = bootstrap_ci(oracle_margins, unlearned_margins, groups, rng, stat="p95", n_boot=n_boot)
+
+    row: dict[str, Any] = {
+        "method": method, "config": config, "forget_set": forget_set.name, "forget_kind": forget_set.kind,
+        "n_forget": len(forget), "n_oracles": len(oracles), "n_unlearned": len(unlearned),
+    }
+    for group in GROUPS:
+        for statistic in STATISTICS:
+            row[f"klom_{group}_{statistic}"] = summary[group][statistic]
+        row[f"floor_{group}_p95"] = floor_summary[group]["p95"]
+    row["selection_score"] = selection_score(summary)
+    # Averaging the groups' interval ends: a conservative interval for the equal-weight mean.
+    row["selection_ci_low"] = float(np.mean([intervals[g][0] for g in GROUPS]))
+    row["selection_ci_high"] = float(np.mean([intervals[g][1] for g in GROUPS]))
+    row["floor_selection_score"] = selection_score(floor_summary)
+    row.update(_readouts(dataset, forget_set, originals, oracles, unlearned))
+
+    entropies = {name: prediction_entropy(bank.logits["train"][:, forget])
+                 for name, bank in (("original", originals), ("oracle", oracles), ("unlearned", unlearned))}
+    row["entropy_forget"] = float(entropies["unlearned"].mean())
+    row["mia_simple"] = _simple_mia(unlearned, labels, forget, dataset.y_test, rng)
+    attack = pgu_mia(originals.logits["train"][:, forget], oracles.logits["train"][:, forget],
+                     unlearned.logits["train"][:, forget], labels[forget], rng, n_jobs=1,
+                     paired_with_originals=paired_with_originals)
+    row["mia_pgu_auc"], row["mia_attack_auc"] = attack.unlearned_auc, attack.attack_auc
+    row["ulira_accuracy"] = ulira_accuracy
+    row.update(_cost(oracles, unlearned))
+
+    arrays = {f"klom/{g}": per_point[groups[g]] for g in GROUPS}
+    arrays.update({f"entropy/{name}": value for name, value in entropies.items()})
+    arrays.update({"mia/fpr": attack.fpr, "mia/tpr": attack.tpr})
+    return Evaluation(row=row, arrays=arrays)
+
+
+def _readouts(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
+              unlearned: ModelBank) -> dict[str, float]:
+    """Mean accuracies; for class removal the test accuracy counts only the retained classes."""
+    labels = forget_set.train_labels
+    forget = forget_set.indices
+    retain = forget_set.retain_mask(len(labels))
+    test = np.ones(len(dataset.y_test), dtype=bool)
+    if forget_set.kind == "class":
+        test = exclude_classes(dataset.y_test, np.unique(labels[forget]))
+
+    def test_accuracy(bank: ModelBank) -> float:
+        return accuracy(bank.logits["test"][:, test], dataset.y_test[test]).mean
+
+    return {
+        "acc_forget": accuracy(unlearned.logits["train"][:, forget], labels[forget]).mean,
+        "acc_retain": accuracy(unlearned.logits["train"][:, retain], labels[retain]).mean,
+        "acc_val": accuracy(unlearned.logits["val"], dataset.y_val).mean,
+        "acc_test": test_accuracy(unlearned),
+        "acc_test_oracle": test_accuracy(oracles),
+        "acc_test_original": test_accuracy(originals),
+    }
+
+
+def _simple_mia(bank: ModelBank, labels: np.ndarray, forget: np.ndarray, y_test: np.ndarray,
+                rng: np.random.Generator) -> float:
+    """Mean over models of the loss-threshold attack's accuracy, forget vs test points (NaN for
+    forget sets too small for its cross-validation)."""
+    if len(forget) < SIMPLE_MIA_FOLDS:
+        return math.nan
+    forget_losses = per_example_loss(bank.logits["train"][:, forget], labels[forget])
+    test_losses = per_example_loss(bank.logits["test"], y_test)
+    return float(np.mean([simple_mia(f, t, rng, n_splits=SIMPLE_MIA_FOLDS) for f, t in zip(forget_losses, test_losses)]))
+
+
+def unlearning_cost(bank: ModelBank) -> tuple[float, float]:
+    """(seconds, training examples processed) per model that producing `bank` cost.
+
+    Unlearning methods record their own cost; the original models cost nothing to "unlearn"
+    (do-nothing); any other bank was trained from scratch without the forget set (retrain).
+    """
+    attrs = bank.attrs
+    if "unlearn_examples_per_model" in attrs:
+        return attrs["unlearn_seconds"] / len(bank), attrs["unlearn_examples_per_model"]
+    if attrs["role"] == "original":
+        return 0.0, 0.0
+    return attrs["train_seconds"] / len(bank), attrs["examples_per_model"]
+
+
+def _cost(oracles: ModelBank, unlearned: ModelBank) -> dict[str, float]:
+    seconds, examples = unlearning_cost(unlearned)
+    return {
+        "unlearn_seconds": seconds,
+        "retrain_seconds": oracles.attrs["train_seconds"] / len(oracles),
+        "compute_fraction": examples / oracles.attrs["examples_per_model"],
+    }

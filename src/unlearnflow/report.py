@@ -1,0 +1,506 @@
+"""The report: one summary table and a set of figures over every method's evaluation.
+
+Inputs are what the evaluation step writes for each (method, configuration, forget set):
+
+- a CSV file with a header and one (or more) rows of metrics, columns :data:`REQUIRED_COLUMNS`
+  (``NaN`` or an empty cell for a metric that was not computed; extra columns are kept);
+- an ``evaluation`` artifact (stage version :data:`EVALUATION_VERSION`) with the arrays
+  :data:`EVALUATION_ARRAYS` and the attributes ``method``, ``config`` and ``forget_set``.
+
+:func:`write_report` writes into its output directory:
+
+``summary.csv``
+    Every row, sorted by forget set, then method (``do_nothing`` first, ``retrain`` last,
+    the others alphabetically), then config, with a ``best`` column: ``True`` for the
+    configuration of lowest ``selection_score`` of each (method, forget set).
+``summary.md``
+    One markdown table per forget set: the best configuration of each method, the
+    ``do_nothing`` and ``retrain`` references, and the noise floor of the oracles, with lines
+    under the table saying what is ideal.
+``klom_vs_compute.png``
+    The DMM paper's Figure 1, one row of panels per forget set: KLOM 95th percentile (y)
+    against the fraction of retraining compute (x, log scale; zero compute, ``do_nothing``,
+    sits one decade left of the smallest positive fraction, behind an axis break, with the
+    tick label "0"), one panel for the selection score and one per group (forget, retain,
+    validation), a line per method through its configurations in order of compute, and the
+    noise floor dashed.
+``entropy_{forget set}.png``
+    Histograms of the forget points' prediction entropies of the original, oracle and
+    unlearned models, one panel per method.
+``mia_roc_{forget set}.png``
+    ROC curves of the PGU attack on each method's unlearned models, with the chance diagonal.
+
+Forget set names must be of letters, digits, ``_``, ``.`` and ``-`` (as the config schema
+requires), since they name files. The entropy and ROC figures show, for each method, the
+evaluated configuration of lowest selection score; a forget set without evaluation artifacts
+still gets both figures, saying so. Figures use the Agg backend and never need a display.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+
+from unlearnflow.errors import UserError  # noqa: E402
+from unlearnflow.store import read_artifact  # noqa: E402
+
+GROUPS = ("forget", "retain", "validation")
+TEXT_COLUMNS = ("method", "config", "forget_set", "forget_kind")
+INT_COLUMNS = ("n_forget", "n_oracles", "n_unlearned")
+FLOAT_COLUMNS = (
+    *(f"klom_{group}_{stat}" for group in GROUPS for stat in ("mean", "p50", "p95", "p99")),
+    "selection_score", "selection_ci_low", "selection_ci_high",
+    *(f"floor_{group}_p95" for group in GROUPS), "floor_selection_score",
+    "acc_forget", "acc_retain", "acc_val", "acc_test", "acc_test_oracle", "entropy_forget",
+    "mia_simple", "mia_pgu_auc", "mia_attack_auc", "ulira_accuracy",
+    "unlearn_seconds", "retrain_seconds", "compute_fraction",
+)
+REQUIRED_COLUMNS = TEXT_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS
+EVALUATION_ARRAYS = ("entropy/original", "entropy/oracle", "entropy/unlearned", "mia/fpr", "mia/tpr")
+EVALUATION_VERSION = 1
+DO_NOTHING, RETRAIN = "do_nothing", "retrain"
+DPI = 120
+#: Forget set names, as the config schema allows them; they appear in file names.
+FORGET_SET_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+#: Panels of the KLOM-vs-compute figure: (column, noise-floor column, title).
+KLOM_PANELS = (("selection_score", "floor_selection_score", "Selection score (mean of groups)"),
+               *((f"klom_{group}_p95", f"floor_{group}_p95", f"{group.capitalize()} points") for group in GROUPS))
+
+#: Fixed styles for the two references; other methods cycle through the palette and markers.
+_REFERENCE_STYLES = {DO_NOTHING: ("tab:gray", "X"), RETRAIN: ("black", "*")}
+_PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+            "tab:pink", "tab:olive", "tab:cyan")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "h")
+_MISSING = "–"
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation artifact: forget-point entropies and the PGU attack's ROC curve."""
+
+    path: Path
+    method: str
+    config: str
+    forget_set: str
+    entropy: dict[str, np.ndarray]
+    fpr: np.ndarray
+    tpr: np.ndarray
+
+
+def write_report(csv_paths: Sequence[str | os.PathLike], evaluation_paths: Sequence[str | os.PathLike],
+                 out_dir: str | os.PathLike) -> list[Path]:
+    """Write the summary table and every figure into `out_dir`; return the written paths.
+
+    No CSV file, a CSV file without the required columns or rows, a duplicated (method,
+    config, forget set) or an evaluation artifact without a CSV row is a UserError.
+    """
+    rows = sort_rows(flag_best(read_rows(csv_paths)))
+    evaluations = read_evaluations(evaluation_paths, rows)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    styles = method_styles(row["method"] for row in rows)
+    written = [write_summary_csv(rows, out_dir / "summary.csv"),
+               write_summary_md(rows, out_dir / "summary.md"),
+               plot_klom_vs_compute(rows, styles, out_dir / "klom_vs_compute.png")]
+    for (forget_set,), set_rows in group_by(rows, "forget_set").items():
+        chosen = choose_evaluations(evaluations, set_rows)
+        written += [plot_entropy(chosen, forget_set, styles, out_dir / f"entropy_{forget_set}.png"),
+                    plot_mia_roc(chosen, forget_set, styles, out_dir / f"mia_roc_{forget_set}.png")]
+    return written
+
+
+# --- reading -------------------------------------------------------------------------------
+
+def read_rows(csv_paths: Sequence[str | os.PathLike]) -> list[Row]:
+    """Read and parse every metrics CSV; duplicated (forget set, method, config) is an error."""
+    if not csv_paths:
+        raise UserError("report: no evaluation CSV files given; run the evaluation step first")
+    rows: list[Row] = []
+    seen: dict[tuple[str, str, str], Path] = {}
+    for path in map(Path, csv_paths):
+        for row in read_csv(path):
+            key = (row["forget_set"], row["method"], row["config"])
+            if key in seen:
+                raise UserError(f"{path}: forget set '{key[0]}', method '{key[1]}', config '{key[2]}' "
+                                f"is also in {seen[key]}")
+            seen[key] = path
+            rows.append(row)
+    return rows
+
+
+def read_csv(path: Path) -> list[Row]:
+    """Parse one metrics CSV file: a header with :data:`REQUIRED_COLUMNS` and at least one row."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such evaluation CSV file")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or ())]
+        if missing:
+            raise UserError(f"{path}: evaluation CSV lacks column(s) {', '.join(missing)}")
+        rows = [parse_row(path, raw) for raw in reader]
+    if not rows:
+        raise UserError(f"{path}: evaluation CSV has a header but no data row")
+    return rows
+
+
+def parse_row(path: Path, raw: Mapping[str, str | None]) -> Row:
+    """Convert one CSV row: text, int and float columns; extra columns stay text."""
+    row: Row = {column: (value or "") for column, value in raw.items() if column is not None}
+    if not FORGET_SET_NAME.fullmatch(row["forget_set"]):
+        raise UserError(f"{path}: forget set name '{row['forget_set']}' is not of letters, digits, '_', '.' "
+                        "and '-' (it names the report's files)")
+    for column in INT_COLUMNS + FLOAT_COLUMNS:
+        row[column] = parse_number(path, column, row[column], integer=column in INT_COLUMNS)
+    return row
+
+
+def parse_number(path: Path, column: str, text: str, integer: bool) -> float | int:
+    """A float (an empty cell is NaN) or, for `integer`, a whole number; else a UserError."""
+    text = text.strip()
+    try:
+        value = float(text) if text or integer else math.nan
+    except ValueError:
+        value = None
+    if value is None or (integer and not value.is_integer()):
+        kind = "an integer" if integer else "a number"
+        raise UserError(f"{path}: column '{column}' should be {kind}, found '{text}'")
+    return int(value) if integer else value
+
+
+def read_evaluations(paths: Iterable[str | os.PathLike], rows: Sequence[Row]) -> list[Evaluation]:
+    """Read every evaluation artifact; each must match a CSV row and appear only once."""
+    known = {(row["forget_set"], row["method"], row["config"]) for row in rows}
+    evaluations: dict[tuple[str, str, str], Evaluation] = {}
+    for path in paths:
+        evaluation = read_evaluation(path)
+        key = (evaluation.forget_set, evaluation.method, evaluation.config)
+        if key not in known:
+            raise UserError(f"{path}: evaluation of forget set '{key[0]}', method '{key[1]}', config "
+                            f"'{key[2]}' has no row in the evaluation CSV files")
+        if key in evaluations:
+            raise UserError(f"{path}: the same evaluation as {evaluations[key].path}")
+        evaluations[key] = evaluation
+    return list(evaluations.values())
+
+
+def read_evaluation(path: str | os.PathLike) -> Evaluation:
+    """Read one evaluation artifact's entropies, ROC curve and identifying attributes."""
+    artifact = read_artifact(path, "evaluation", names=EVALUATION_ARRAYS, version=EVALUATION_VERSION)
+    missing = [name for name in ("method", "config", "forget_set") if name not in artifact.attrs]
+    if missing:
+        raise UserError(f"{path}: evaluation artifact lacks attribute(s) {', '.join(missing)}")
+    return Evaluation(
+        path=Path(path), method=str(artifact.attrs["method"]), config=str(artifact.attrs["config"]),
+        forget_set=str(artifact.attrs["forget_set"]),
+        entropy={name: artifact[f"entropy/{name}"] for name in ("original", "oracle", "unlearned")},
+        fpr=artifact["mia/fpr"], tpr=artifact["mia/tpr"])
+
+
+# --- ordering and selection ----------------------------------------------------------------
+
+def method_key(method: str) -> tuple[int, str]:
+    """Sort key of a method: ``do_nothing`` first, ``retrain`` last, the others by name."""
+    return ({DO_NOTHING: 0, RETRAIN: 2}.get(method, 1), method)
+
+
+def score_key(row: Row) -> tuple[bool, float, str]:
+    """Sort key by selection score, lowest first, NaN last, ties broken by config."""
+    score = row["selection_score"]
+    return (math.isnan(score), 0.0 if math.isnan(score) else score, row["config"])
+
+
+def sort_rows(rows: Iterable[Row]) -> list[Row]:
+    """Rows sorted by forget set, method (see :func:`method_key`) and config."""
+    return sorted(rows, key=lambda row: (row["forget_set"], method_key(row["method"]), row["config"]))
+
+
+def group_by(rows: Iterable[Row], *columns: str) -> dict[tuple, list[Row]]:
+    """Rows grouped by the values of `columns`, groups and rows in their order of appearance."""
+    groups: dict[tuple, list[Row]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row[column] for column in columns)].append(row)
+    return dict(groups)
+
+
+def flag_best(rows: list[Row]) -> list[Row]:
+    """Set ``row["best"]`` on every row: the lowest selection score of its (method, forget set)."""
+    for group in group_by(rows, "forget_set", "method").values():
+        best = min(group, key=score_key)
+        for row in group:
+            row["best"] = row is best
+    return rows
+
+
+def choose_evaluations(evaluations: Sequence[Evaluation], rows: Sequence[Row]) -> list[tuple[Evaluation, Row]]:
+    """Per method of `rows` (one forget set), its evaluated config of lowest selection score."""
+    by_key = {(row["method"], row["config"]): row for row in rows}
+    pairs = [(evaluation, by_key[evaluation.method, evaluation.config]) for evaluation in evaluations
+             if evaluation.forget_set == rows[0]["forget_set"]]
+    chosen: dict[str, tuple[Evaluation, Row]] = {}
+    for evaluation, row in sorted(pairs, key=lambda pair: score_key(pair[1])):
+        chosen.setdefault(row["method"], (evaluation, row))
+    return [chosen[method] for method in sorted(chosen, key=method_key)]
+
+
+def nan_median(values: Iterable[float]) -> float:
+    """Median of the finite values, NaN if there are none (the floor is shared by all rows)."""
+    finite = [value for value in values if math.isfinite(value)]
+    return float(np.median(finite)) if finite else math.nan
+
+
+# --- tables --------------------------------------------------------------------------------
+
+def write_summary_csv(rows: Sequence[Row], path: Path) -> Path:
+    """All rows with the required columns first, extra columns next and ``best`` last."""
+    extra = [column for row in rows for column in row if column not in REQUIRED_COLUMNS and column != "best"]
+    columns = [*REQUIRED_COLUMNS, *dict.fromkeys(extra), "best"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_summary_md(rows: Sequence[Row], path: Path) -> Path:
+    """The markdown summary: a title, a one-line guide and a section per forget set."""
+    lines = ["# Unlearning report", "",
+             "Per forget set, the best configuration of each method (lowest selection score), the "
+             "`do_nothing` and `retrain` references and the oracles' noise floor; every "
+             "configuration is in `summary.csv`.", ""]
+    for (forget_set,), set_rows in group_by(rows, "forget_set").items():
+        lines += forget_set_section(forget_set, set_rows)
+    path.write_text("\n".join(lines))
+    return path
+
+
+_TABLE_HEADER = ("method", "config", "KLOM-95 forget", "KLOM-95 retain", "KLOM-95 validation",
+                 "selection score [CI]", "test acc", "MIA AUC (PGU)", "U-LiRA acc", "compute")
+
+
+def forget_set_section(forget_set: str, rows: Sequence[Row]) -> list[str]:
+    """Heading, table (references, best configs by score, noise floor) and what is ideal."""
+    first = rows[0]
+    groups = group_by(rows, "method")
+    best = sorted((next(row for row in group if row["best"]) for group in groups.values()),
+                  key=lambda row: (method_key(row["method"])[0], score_key(row)))
+    table = [table_row(row, len(groups[(row["method"],)])) for row in best] + [floor_row(rows)]
+    return [f"## Forget set `{forget_set}`", "",
+            f"{first['forget_kind']}, {first['n_forget']} points; KLOM against {first['n_oracles']} oracles.", "",
+            markdown_line(_TABLE_HEADER), markdown_line(["---"] * len(_TABLE_HEADER)),
+            *map(markdown_line, table), "", *explanation(rows), ""]
+
+
+def table_row(row: Row, n_configs: int) -> list[str]:
+    """One method's cells; the config says of how many it is the best."""
+    config = row["config"] + (f" (best of {n_configs})" if n_configs > 1 else "")
+    score = fmt(row["selection_score"], ".3f")
+    if math.isfinite(row["selection_ci_low"]) and math.isfinite(row["selection_ci_high"]):
+        score += f" [{row['selection_ci_low']:.3f}, {row['selection_ci_high']:.3f}]"
+    return [row["method"], config, *(fmt(row[f"klom_{group}_p95"], ".3f") for group in GROUPS), score,
+            fmt(row["acc_test"], ".3f"), fmt(row["mia_pgu_auc"], ".3f"), fmt(row["ulira_accuracy"], ".3f"),
+            fmt(row["compute_fraction"], ".3g")]
+
+
+def floor_row(rows: Sequence[Row]) -> list[str]:
+    """The oracles' row: KLOM noise floor (oracle halves) and the oracles' test accuracy."""
+    floors = [fmt(nan_median(row[f"floor_{group}_p95"] for row in rows), ".3f") for group in GROUPS]
+    per_side = int(nan_median(row["n_oracles"] for row in rows)) // 2
+    return [f"*noise floor ({per_side} vs {per_side} oracles)*", _MISSING, *floors,
+            fmt(nan_median(row["floor_selection_score"] for row in rows), ".3f"),
+            fmt(nan_median(row["acc_test_oracle"] for row in rows), ".3f"), _MISSING, _MISSING, _MISSING]
+
+
+def explanation(rows: Sequence[Row]) -> list[str]:
+    """Lines under a table saying what each column measures and what is ideal."""
+    attack = nan_median(row["mia_attack_auc"] for row in rows)
+    return [
+        "- KLOM-95: 95th percentile over the group's points of the KL divergence between oracle "
+        "and unlearned margins; 0 is perfect. The noise floor row compares two halves of the "
+        "oracles, so it is the floor at *half* the models per side (KLOM's floor falls with the "
+        "number of models); `retrain` (fresh models against all oracles) is the floor at full "
+        "size, the level of exact unlearning. `do_nothing` bounds it from above.",
+        "- Selection score: mean KLOM-95 of the three groups, lower is better; it picks each "
+        "method's best configuration. [CI]: its confidence interval.",
+        "- Test acc: mean test accuracy of the unlearned models; ideal is the oracles' (noise floor row).",
+        f"- MIA AUC (PGU): how well the attack tells unlearned from retrained models, ideal 0.5 "
+        f"(the attack separates original from retrained models with AUC {fmt(attack, '.3f')}). "
+        "U-LiRA acc: ideal 0.5.",
+        "- Compute: unlearning compute as a fraction of retraining (`do_nothing` 0, `retrain` 1).",
+    ]
+
+
+def markdown_line(cells: Iterable[str]) -> str:
+    """A markdown table line, with ``|`` inside cells escaped."""
+    return "| " + " | ".join(str(cell).replace("|", r"\|") for cell in cells) + " |"
+
+
+def fmt(value: float, spec: str) -> str:
+    """`value` formatted with `spec`, or a dash for NaN."""
+    return format(value, spec) if math.isfinite(value) else _MISSING
+
+
+# --- figures -------------------------------------------------------------------------------
+
+def method_styles(methods: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """(colour, marker) per method, the same in every figure; references in grey and black."""
+    others = sorted({method for method in methods if method not in _REFERENCE_STYLES})
+    styles = {method: (_PALETTE[i % len(_PALETTE)], _MARKERS[i % len(_MARKERS)])
+              for i, method in enumerate(others)}
+    return {**_REFERENCE_STYLES, **styles}
+
+
+def save(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, save at :data:`DPI` (growing the canvas to fit outside legends) and close."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def zero_position(fractions: Sequence[float]) -> float:
+    """Where zero compute sits on the log axis: one decade below the smallest positive fraction."""
+    positive = [value for value in fractions if value > 0]
+    return 10.0 ** (math.floor(math.log10(min(positive, default=1.0))) - 1)
+
+
+def plot_klom_vs_compute(rows: Sequence[Row], styles: Mapping[str, tuple[str, str]], path: Path) -> Path:
+    """Figure 1 of the DMM paper: KLOM-95 against the fraction of compute, a row per forget set."""
+    forget_sets = group_by(rows, "forget_set")
+    fractions = [row["compute_fraction"] for row in rows if math.isfinite(row["compute_fraction"])]
+    zero = zero_position(fractions)
+    fig, axes = plt.subplots(len(forget_sets), len(KLOM_PANELS), squeeze=False, sharex=True,
+                             figsize=(4.0 * len(KLOM_PANELS), 3.4 * len(forget_sets)))
+    for axes_row, ((forget_set,), set_rows) in zip(axes, forget_sets.items()):
+        for ax, panel in zip(axes_row, KLOM_PANELS):
+            klom_panel(ax, set_rows, panel, styles, zero)
+            ax.set_title(f"{forget_set}: {panel[2]}")
+            format_compute_axis(ax, fractions, zero)
+        axes_row[0].set_ylabel("KLOM, 95th percentile")
+    for ax in axes[-1]:
+        ax.set_xlabel("Fraction of retrain compute")
+    legend = {label: handle for ax in axes.flat for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.suptitle("KLOM vs compute (lower is better; ideal: at the noise floor with little compute)")
+    fig.legend(legend.values(), legend.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(len(legend), 6), frameon=False)
+    return save(fig, path)
+
+
+def klom_panel(ax: plt.Axes, rows: Sequence[Row], panel: tuple[str, str, str],
+               styles: Mapping[str, tuple[str, str]], zero: float) -> None:
+    """One forget set's panel: a line per method and the noise floor dashed."""
+    column, floor_column, _ = panel
+    for (method,), method_rows in group_by(rows, "method").items():
+        plot_method_line(ax, method_rows, column, zero, styles[method])
+    floor = nan_median(row[floor_column] for row in rows)
+    if math.isfinite(floor):
+        ax.axhline(floor, linestyle="--", color="0.35", linewidth=1.2, label="noise floor (oracle halves, N/2 per side)")
+    ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+
+
+def plot_method_line(ax: plt.Axes, rows: Sequence[Row], column: str, zero: float,
+                     style: tuple[str, str]) -> None:
+    """One method's configurations as markers joined in order of compute (zero at `zero`)."""
+    points = sorted((row["compute_fraction"] or zero, row[column]) for row in rows
+                    if math.isfinite(row["compute_fraction"]) and math.isfinite(row[column]))
+    if points:
+        color, marker = style
+        ax.plot(*zip(*points), color=color, marker=marker, markersize=7, linewidth=1.5,
+                label=rows[0]["method"])
+
+
+def format_compute_axis(ax: plt.Axes, fractions: Sequence[float], zero: float) -> None:
+    """Decade ticks on the compute axis, and a "0" tick behind an axis break if zero is plotted."""
+    top = math.ceil(math.log10(max(fractions, default=1.0) or 1.0))
+    decades = [10.0 ** k for k in range(round(math.log10(zero)) + 1, max(top, 0) + 1)]
+    has_zero = any(value == 0 for value in fractions)
+    ticks = [zero] * has_zero + decades
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels(["0"] * has_zero + [f"{tick:g}" for tick in decades])
+    ax.set_xlim(zero / 2, ticks[-1] * 2)
+    if has_zero:
+        gap = zero * math.sqrt(10)
+        ax.plot([gap / 1.12, gap * 1.12], [0, 0], transform=ax.get_xaxis_transform(), marker=[(-1, -2), (1, 2)],
+                markersize=9, linestyle="none", color="black", clip_on=False)
+
+
+def plot_entropy(chosen: Sequence[tuple[Evaluation, Row]], forget_set: str,
+                 styles: Mapping[str, tuple[str, str]], path: Path) -> Path:
+    """Forget-point entropy histograms (original, oracle, unlearned), one panel per method."""
+    if not chosen:
+        return save(message_figure(f"No evaluation artifacts for forget set '{forget_set}'"), path)
+    ncols = min(3, len(chosen))
+    nrows = math.ceil(len(chosen) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    bins = entropy_bins([evaluation for evaluation, _ in chosen])
+    for ax, (evaluation, _) in zip(axes.flat, chosen):
+        entropy_panel(ax, evaluation, bins, styles[evaluation.method][0])
+    for ax in axes.flat[len(chosen):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Prediction entropy on forget set '{forget_set}' (ideal: unlearned overlaps oracle)")
+    return save(fig, path)
+
+
+def entropy_bins(evaluations: Sequence[Evaluation], count: int = 30) -> np.ndarray:
+    """Shared histogram edges from 0 to the largest finite entropy of any model."""
+    values = np.concatenate([array.ravel() for evaluation in evaluations for array in evaluation.entropy.values()])
+    values = values[np.isfinite(values)]
+    top = float(values.max()) if values.size and values.max() > 0 else 1.0
+    return np.linspace(0.0, top, count + 1)
+
+
+def entropy_panel(ax: plt.Axes, evaluation: Evaluation, bins: np.ndarray, color: str) -> None:
+    """One method's panel: original filled grey, oracle black outline, unlearned in its colour."""
+    def finite(name: str) -> np.ndarray:
+        values = evaluation.entropy[name].ravel()
+        return values[np.isfinite(values)]
+
+    ax.hist(finite("original"), bins=bins, density=True, color="0.8", label="original")
+    ax.hist(finite("oracle"), bins=bins, density=True, histtype="step", linewidth=2, color="black",
+            label="oracle (retrained)")
+    ax.hist(finite("unlearned"), bins=bins, density=True, histtype="step", linewidth=2, color=color,
+            linestyle="--", label="unlearned")
+    ax.set(title=f"{evaluation.method} ({evaluation.config})", xlabel="Prediction entropy", ylabel="Density")
+    ax.legend(fontsize="small")
+
+
+def plot_mia_roc(chosen: Sequence[tuple[Evaluation, Row]], forget_set: str,
+                 styles: Mapping[str, tuple[str, str]], path: Path) -> Path:
+    """ROC curves of the PGU attack (unlearned vs retrained) per method, with the diagonal."""
+    if not chosen:
+        return save(message_figure(f"No evaluation artifacts for forget set '{forget_set}'"), path)
+    fig, ax = plt.subplots(figsize=(9.0, 5.0))
+    ax.plot([0, 1], [0, 1], linestyle="--", color="0.5", label="chance (ideal, AUC 0.5)")
+    for evaluation, row in chosen:
+        ax.plot(evaluation.fpr, evaluation.tpr, color=styles[evaluation.method][0], linewidth=1.8,
+                label=f"{evaluation.method} ({evaluation.config}), AUC {fmt(row['mia_pgu_auc'], '.3f')}")
+    ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="False positive rate", ylabel="True positive rate",
+           title=f"PGU attack, unlearned vs retrained\nforget set '{forget_set}'")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.03, 0.5), fontsize="small", frameon=False)
+    return save(fig, path)
+
+
+def message_figure(message: str) -> plt.Figure:
+    """A small figure holding only `message`, for a forget set with nothing to plot."""
+    fig = plt.figure(figsize=(6, 1.5))
+    fig.text(0.5, 0.5, message, ha="center", va="center")
+    return fig

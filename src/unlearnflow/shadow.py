@@ -1,0 +1,130 @@
+"""Shadow experiments of efficient U-LiRA (DMM paper, Appendix F, Algorithm F.4).
+
+N base models are trained on random 50% subsets of the training set (a ``model_bank`` of role
+``ulira_base``, built by the ordinary bank trainer with subset masks). For each base model i,
+`forget_sets_per_model` random forget sets F_ij of `forget_size` points are drawn from the
+points of a *pool* (the forgettable points, by default points of one class) that model i trained
+on; the method under test unlearns each F_ij from model i. The unlearned models of the first
+half of the base models are *shadows*, those of the second half *targets*. Per pool point,
+Gaussians are fitted to the shadows' margins on it where they unlearned it and where their
+base model never saw it; each target is then attacked on the points it unlearned and on pool
+points it never saw (:func:`unlearnflow.metrics.ulira.ulira_accuracy`). 0.5 is ideal.
+
+Only the references are wired here: ``do_nothing`` (the unlearned model is the base model)
+and ``retrain`` (a fresh model on the base subset without F_ij). Fine-tuning methods plug in
+through :data:`UNLEARNERS` as they are implemented.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from .artifacts import ModelBank
+from .data import Dataset
+from .errors import UserError
+from .metrics.margins import margins
+from .metrics.ulira import ulira_accuracy
+from .training import TrainConfig, model_seed
+from .vectorised import fit_many, predict_logits_many
+
+
+@dataclass(frozen=True)
+class ShadowDesign:
+    """Which points each unlearned shadow/target model forgot: indices (base, set, point)."""
+
+    pool: np.ndarray          # (P,) training indices of the forgettable points
+    forget_sets: np.ndarray   # (N, n_f, m) training indices, each row within its base subset
+
+
+def draw_forget_sets(base_masks: np.ndarray, labels: np.ndarray, seed: int, forget_sets_per_model: int,
+                     forget_size: int, pool_class: int, pool_size: int | None = None) -> ShadowDesign:
+    """The pool (the training points of `pool_class`, or `pool_size` random ones of them) and
+    n_f forget sets per base model. A smaller pool gives each point more shadow observations."""
+    rng = np.random.default_rng([seed, 0x5AD0])
+    pool = np.flatnonzero(labels == pool_class)
+    if pool.size == 0:
+        raise UserError(f"ulira: class {pool_class} has no training points")
+    if pool_size is not None:
+        if pool_size > pool.size:
+            raise UserError(f"ulira: pool_size {pool_size} exceeds the {pool.size} points of class {pool_class}")
+        pool = np.sort(rng.choice(pool, pool_size, replace=False))
+    sets = []
+    for mask in base_masks:
+        candidates = pool[mask[pool]]
+        if candidates.size < forget_size:
+            raise UserError(f"ulira: a base model trained on only {candidates.size} points of class "
+                            f"{pool_class}, fewer than forget_size {forget_size}")
+        sets.append([np.sort(rng.choice(candidates, forget_size, replace=False))
+                     for _ in range(forget_sets_per_model)])
+    return ShadowDesign(pool=pool, forget_sets=np.asarray(sets, dtype=np.int64))
+
+
+def _do_nothing(base: ModelBank, design: ShadowDesign, **_: Any) -> tuple[np.ndarray, float, int]:
+    n_sets = design.forget_sets.shape[1]
+    return np.repeat(base.logits["train"][:, None], n_sets, axis=1), 0.0, 0
+
+
+def _retrain(base: ModelBank, design: ShadowDesign, dataset: Dataset, labels: np.ndarray, config: TrainConfig,
+             seed: int, device: torch.device, progress: bool) -> tuple[np.ndarray, float, int]:
+    n_base, n_sets, _ = design.forget_sets.shape
+    masks = np.repeat(base.train_masks, n_sets, axis=0)
+    rows = np.repeat(np.arange(n_base * n_sets), design.forget_sets.shape[2])
+    masks[rows, design.forget_sets.reshape(-1)] = False
+    seeds = [model_seed(seed, "ulira_retrain", i) for i in range(len(masks))]
+    inputs = torch.from_numpy(dataset.x_train).to(device)
+    models, stats = fit_many(base.builder(dataset.input_shape, dataset.num_classes), seeds, inputs,
+                             torch.from_numpy(labels).to(device), masks, config, progress=progress,
+                             description="ulira retrain")
+    logits = predict_logits_many(models, inputs).cpu().numpy()
+    return logits.reshape(n_base, n_sets, *logits.shape[1:]), stats.seconds, stats.examples
+
+
+#: method -> function returning (logits (N, n_f, n_train, C), seconds, examples processed)
+UNLEARNERS: Mapping[str, Callable[..., tuple[np.ndarray, float, int]]] = {
+    "do_nothing": _do_nothing,
+    "retrain": _retrain,
+}
+
+
+def shadow_margin_tables(design: ShadowDesign, base_masks: np.ndarray, unlearned_logits: np.ndarray,
+                         labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Margins on pool points of every unlearned model in its two roles, NaN elsewhere.
+
+    Returns (unlearned, never_seen), each (N * n_f, P): a model's margin on a pool point it
+    unlearned, and on a pool point its base subset never contained.
+    """
+    n_base, n_sets, _ = design.forget_sets.shape
+    pool_margins = margins(unlearned_logits[:, :, design.pool], labels[design.pool]).reshape(n_base * n_sets, -1)
+    forgot = np.zeros((n_base, n_sets, len(labels)), dtype=bool)
+    base_index, set_index = np.indices(design.forget_sets.shape[:2])
+    forgot[base_index[..., None], set_index[..., None], design.forget_sets] = True
+    forgot = forgot[:, :, design.pool].reshape(n_base * n_sets, -1)
+    never_seen = np.repeat(~base_masks[:, design.pool], n_sets, axis=0)
+    return np.where(forgot, pool_margins, np.nan), np.where(never_seen, pool_margins, np.nan)
+
+
+def run_ulira(method: str, base: ModelBank, dataset: Dataset, labels: np.ndarray, config: TrainConfig,
+              seed: int, forget_sets_per_model: int, forget_size: int, pool_class: int,
+              device: torch.device, pool_size: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """U-LiRA accuracy of `method`: shadows from the first half of the base models, targets
+    from the second half."""
+    if method not in UNLEARNERS:
+        raise UserError(f"ulira: no shadow unlearner for method {method!r} (have: {', '.join(UNLEARNERS)})")
+    if len(base) < 4:
+        raise UserError(f"ulira: needs at least 4 base models, got {len(base)}")
+    design = draw_forget_sets(base.train_masks, labels, seed, forget_sets_per_model, forget_size, pool_class,
+                              pool_size)
+    start = time.perf_counter()
+    logits, _, _ = UNLEARNERS[method](base, design, dataset=dataset, labels=labels, config=config, seed=seed,
+                                      device=device, progress=progress)
+    unlearned, never_seen = shadow_margin_tables(design, base.train_masks, logits, labels)
+    shadows = np.arange(len(unlearned)) < (len(base) // 2) * forget_sets_per_model
+    accuracy = ulira_accuracy(unlearned[shadows], never_seen[shadows], unlearned[~shadows], never_seen[~shadows])
+    return {"method": method, "ulira_accuracy": accuracy, "base_models": len(base),
+            "forget_sets_per_model": forget_sets_per_model, "forget_size": forget_size, "pool_size": len(design.pool),
+            "seconds": time.perf_counter() - start}
