@@ -1,0 +1,45 @@
+"""The command line: user mistakes are one line and exit status 2, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from unlearnflow.artifacts import read_bank, read_dataset, read_forget_set
+
+
+def run(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "unlearnflow", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["prepare-data", "--spec", '{"loader": "idx", "path": "/no/such/dir"}', "--out", "d.h5"], "/no/such/dir"),
+    (["prepare-data", "--spec", "{loader: digits}", "--out", "d.h5"], "expected a JSON value"),
+    (["prepare-data", "--stage-version", "99", "--spec", "{}", "--out", "d.h5"], "stage version 99"),
+    (["forget-set", "--name", "x", "--spec", '{"kind": "random", "size": 3}', "--data", "missing.h5",
+      "--seed", "0", "--out", "f.h5"], "missing.h5: no such artifact"),
+])
+def test_user_errors_are_one_line(tmp_path, args, message):
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("unlearnflow: error:") and message in lines[0], result.stderr
+    assert not (tmp_path / "d.h5").exists()
+
+
+def test_data_forget_set_and_a_bank_chunk_from_the_command_line(tmp_path):
+    assert run("prepare-data", "--spec", '{"loader": "digits"}', "--out", "d.h5", cwd=tmp_path).returncode == 0
+    assert run("forget-set", "--name", "r", "--spec", '{"kind": "random", "size": 7}', "--data", "d.h5",
+               "--seed", "0", "--out", "f.h5", cwd=tmp_path).returncode == 0
+    bad = run("train", "--data", "d.h5", "--model", '{"arch": "mlp", "options": {"hiden": [4]}}',
+              "--training", "{}", "--seed", "0", "--first-id", "0", "--count", "2", "--out", "b.h5", cwd=tmp_path)
+    assert bad.returncode == 2 and "hiden" in bad.stderr and not (tmp_path / "b.h5").exists()
+    done = run("train", "--role", "oracle", "--forget-set", "f.h5", "--data", "d.h5",
+               "--model", '{"arch": "mlp", "options": {"hidden": [8]}}', "--training", '{"epochs": 1}',
+               "--seed", "0", "--first-id", "3", "--count", "2", "--out", "b.h5", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    bank, forget = read_bank(tmp_path / "b.h5"), read_forget_set(tmp_path / "f.h5")
+    data = read_dataset(tmp_path / "d.h5")
+    assert bank.attrs["role"] == "oracle/r" and list(bank.model_ids) == [3, 4]
+    assert bank.logits["val"].shape == (2, len(data.y_val), 10)
+    assert not bank.train_masks[:, forget.indices].any()

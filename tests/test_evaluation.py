@@ -1,0 +1,96 @@
+"""The evaluation loop on synthetic banks whose truth is known."""
+
+import math
+
+import numpy as np
+import pytest
+
+from unlearnflow.artifacts import ModelBank
+from unlearnflow.data import Dataset
+from unlearnflow.evaluation import ROW_COLUMNS, evaluate
+from unlearnflow.forget_sets import ForgetSet
+
+N_TRAIN, N_VAL, N_TEST, CLASSES, MODELS = 120, 40, 40, 3, 50
+
+
+def _dataset(rng):
+    def split(n):
+        return np.zeros((n, 2), np.float32), rng.integers(0, CLASSES, n)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = split(N_TRAIN), split(N_VAL), split(N_TEST)
+    return Dataset("toy", x_train, y_train, x_val, y_val, x_test, y_test, ("a", "b", "c"),
+                   np.zeros(2, np.float32), np.ones(2, np.float32))
+
+
+def _logits(labels, rng, confidence, models=MODELS):
+    """Logits whose correct class leads by about `confidence` (per point) with model noise."""
+    logits = rng.normal(0, 1, (models, len(labels), CLASSES))
+    logits[:, np.arange(len(labels)), labels] += confidence
+    return logits
+
+
+def _bank(dataset, rng, confidence_train, role, masks=None, **attrs):
+    logits = {"train": _logits(dataset.y_train, rng, confidence_train),
+              "val": _logits(dataset.y_val, rng, 2.0), "test": _logits(dataset.y_test, rng, 2.0)}
+    masks = np.ones((MODELS, N_TRAIN), bool) if masks is None else masks
+    return ModelBank(weights={}, model_ids=np.arange(MODELS), seeds=np.arange(MODELS), train_masks=masks,
+                     logits=logits, attrs={"role": role, "train_seconds": 10.0 * MODELS, "examples_per_model": 1000,
+                                           **attrs})
+
+
+@pytest.fixture
+def world():
+    rng = np.random.default_rng(0)
+    dataset = _dataset(rng)
+    forget = np.arange(20)
+    forget_set = ForgetSet("f", "random", (forget,), dataset.y_train)
+    retained = np.full(N_TRAIN, 2.0)
+    memorised = retained.copy()
+    memorised[forget] = 8.0  # the originals fit the forget points far better than oracles do
+    originals = _bank(dataset, rng, memorised, "original")
+    oracles = _bank(dataset, rng, retained, "oracle/f")
+    retrained = _bank(dataset, rng, retained, "retrain/f")
+    return dataset, forget_set, originals, oracles, retrained
+
+
+def test_do_nothing_is_far_from_oracles_on_forget_points_and_retrain_is_not(world):
+    dataset, forget_set, originals, oracles, retrained = world
+    nothing = evaluate(dataset, forget_set, originals, oracles, originals, "do_nothing", n_boot=20).row
+    retrain = evaluate(dataset, forget_set, originals, oracles, retrained, "retrain", n_boot=20,
+                       paired_with_originals=False).row
+    assert set(nothing) == set(ROW_COLUMNS)
+    assert nothing["klom_forget_p95"] > 8 and retrain["klom_forget_p95"] < 3
+    assert abs(nothing["klom_retain_p95"] - retrain["klom_retain_p95"]) < 1.5
+    assert nothing["selection_score"] > retrain["selection_score"]
+    assert nothing["selection_ci_low"] <= nothing["selection_score"] <= nothing["selection_ci_high"]
+    assert nothing["mia_attack_auc"] > 0.9 and nothing["mia_pgu_auc"] > 0.9
+    assert abs(retrain["mia_pgu_auc"] - 0.5) < 0.2
+    assert nothing["mia_simple"] > retrain["mia_simple"]
+    assert nothing["entropy_forget"] < retrain["entropy_forget"]
+    assert nothing["compute_fraction"] == 0 and retrain["compute_fraction"] == 1
+    assert retrain["retrain_seconds"] == pytest.approx(10.0)
+    assert math.isnan(nothing["ulira_accuracy"])
+    assert nothing["n_forget"] == 20 and nothing["n_oracles"] == MODELS
+
+
+def test_recorded_unlearning_cost_and_class_removal_accuracy(world):
+    dataset, _, originals, oracles, _ = world
+    removed_class = 1
+    forget = np.flatnonzero(dataset.y_train == removed_class)
+    forget_set = ForgetSet("cls", "class", (forget,), dataset.y_train)
+    unlearned = _bank(dataset, np.random.default_rng(1), np.full(N_TRAIN, 2.0), "unlearned/ga",
+                      unlearn_seconds=2.0 * MODELS, unlearn_examples_per_model=50)
+    # the unlearned models get every test point of the removed class wrong, the rest right
+    unlearned.logits["test"] = np.zeros((MODELS, N_TEST, CLASSES))
+    keep = dataset.y_test != removed_class
+    unlearned.logits["test"][:, keep, dataset.y_test[keep]] = 5.0
+    unlearned.logits["test"][:, ~keep, (removed_class + 1) % CLASSES] = 5.0
+    row = evaluate(dataset, forget_set, originals, oracles, unlearned, "ga", n_boot=10).row
+    assert row["acc_test"] == 1.0  # retain-test set excludes the forgotten class
+    assert row["compute_fraction"] == pytest.approx(0.05) and row["unlearn_seconds"] == pytest.approx(2.0)
+
+
+def test_tiny_forget_set_reports_nan_for_the_cross_validated_attack(world):
+    dataset, _, originals, oracles, retrained = world
+    forget_set = ForgetSet("t", "random", (np.arange(3),), dataset.y_train)
+    row = evaluate(dataset, forget_set, originals, oracles, retrained, "retrain", n_boot=10).row
+    assert math.isnan(row["mia_simple"]) and not math.isnan(row["klom_forget_p95"])

@@ -1,0 +1,53 @@
+"""The U-LiRA shadow experiment: roles of each (model, point) and the attack end to end."""
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnflow.artifacts import train_bank
+from unlearnflow.data import load_dataset
+from unlearnflow.models import build_model
+from unlearnflow.shadow import ShadowDesign, draw_forget_sets, run_ulira, shadow_margin_tables
+from unlearnflow.training import TrainConfig, model_seed, subset_mask
+
+
+def test_forget_sets_come_from_the_pool_inside_each_base_subset():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    masks = np.stack([subset_mask(s, 200, 0.5) for s in range(6)])
+    design = draw_forget_sets(masks, labels, seed=1, forget_sets_per_model=3, forget_size=4, pool_class=2)
+    assert set(design.pool) == set(np.flatnonzero(labels == 2))
+    assert design.forget_sets.shape == (6, 3, 4)
+    for mask, sets in zip(masks, design.forget_sets):
+        assert mask[sets].all() and (labels[sets] == 2).all()
+
+
+def test_margin_tables_put_each_margin_in_its_role():
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    design = ShadowDesign(pool=np.array([1, 3, 5]), forget_sets=np.array([[[1]], [[3]]]))
+    base_masks = np.array([[1, 1, 1, 0, 1, 0], [1, 0, 1, 1, 1, 1]], bool)
+    logits = np.zeros((2, 1, 6, 2))
+    logits[..., 1] = np.arange(6)  # margin of class 1 on point i is i (other logit 0)
+    unlearned, never_seen = shadow_margin_tables(design, base_masks, logits, labels)
+    np.testing.assert_array_equal(unlearned, [[1, np.nan, np.nan], [np.nan, 3, np.nan]])
+    np.testing.assert_array_equal(never_seen, [[np.nan, 3, 5], [1, np.nan, np.nan]])
+
+
+@pytest.mark.slow
+def test_ulira_detects_do_nothing_on_a_memorising_model_and_not_retraining():
+    dataset = load_dataset({"loader": "digits", "max_train": 300})
+    labels = dataset.y_train.copy()
+    pool = np.flatnonzero(labels == 5)
+    labels[pool[::2]] = 0  # mislabelled pool points can only be fit by memorising them
+    config = TrainConfig(epochs=60, lr=0.1, batch_size=32, weight_decay=0.0)
+    seeds = [model_seed(0, "ulira_base", i) for i in range(24)]
+    masks = np.stack([subset_mask(s, len(labels), 0.5) for s in seeds])
+    build = lambda: build_model("mlp", dataset.input_shape, 10, hidden=[256])  # noqa: E731
+    base = train_bank(build, "mlp", {"hidden": [256]}, "ulira_base", range(24), seeds, dataset, labels, masks,
+                      config, torch.device("cpu"), progress=False)
+    kwargs = dict(base=base, dataset=dataset, labels=labels, config=config, seed=0, forget_sets_per_model=3,
+                  forget_size=3, pool_class=0, pool_size=None, device=torch.device("cpu"))
+    nothing = run_ulira("do_nothing", **{**kwargs, "pool_class": 0})
+    assert nothing["ulira_accuracy"] > 0.6
+    retrain = run_ulira("retrain", **kwargs)
+    assert abs(retrain["ulira_accuracy"] - 0.5) < 0.1
