@@ -28,6 +28,7 @@ include: "rules/forget_sets.smk"
 include: "rules/train.smk"
 include: "rules/unlearn.smk"
 include: "rules/evaluate.smk"
+include: "rules/theory.smk"
 
 
 rule all:

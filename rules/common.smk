@@ -20,7 +20,7 @@ POISON_SET = poison_set(config)
 PROGRESS = "--progress" if config["progress"] else ""
 # Reference methods, always evaluated so that every table shows its bounds.
 REFERENCE_METHODS = ["do_nothing", "retrain"]
-METHODS = REFERENCE_METHODS
+METHODS = REFERENCE_METHODS + list(config["methods"])
 
 
 def as_json(value):
@@ -51,6 +51,18 @@ def unlearned_bank(wildcards):
     if wildcards.method == "do_nothing":
         return f"{RESULTS}/originals.h5"
     return f"{RESULTS}/unlearned/{wildcards.method}/{wildcards.forget_set}.h5"
+
+
+def method_spec(method):
+    """A method's config slice (hyper-parameter overrides, grid, targets)."""
+    return config["methods"].get(method, {})
+
+
+def target_banks(wildcards):
+    """Banks a method's targets come from (oracle matching with true oracle targets)."""
+    if method_spec(wildcards.method).get("targets") == "oracle":
+        return {"oracles": f"{RESULTS}/oracles/{wildcards.forget_set}.h5"}
+    return {}
 
 
 EVALUATIONS = expand(f"{RESULTS}/evaluation/{{method}}/{{forget_set}}", method=METHODS, forget_set=FORGET_SETS)

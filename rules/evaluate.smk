@@ -110,6 +110,7 @@ rule ulira:
     params:
         spec=as_json({k: v for k, v in config["evaluation"]["ulira"].items() if k != "base_models"}),
         training=as_json(config["training"]),
+        method_spec=lambda wildcards: as_json(method_spec(wildcards.method)),
         labels=lambda wildcards, input: f"--labels-from {input.labels}" if input.labels else "",
         seed=config["seed"],
         device=config["device"],
@@ -122,5 +123,6 @@ rule ulira:
         "../envs/cpu.yaml"
     shell:
         "python -m unlearnflow ulira --method {wildcards.method} --data {input.data} --base {input.base} "
-        "{params.labels} --spec {params.spec:q} --training {params.training:q} --seed {params.seed} "
+        "{params.labels} --spec {params.spec:q} --training {params.training:q} --method-spec {params.method_spec:q} "
+        "--seed {params.seed} "
         "--device {params.device} --threads {threads} {params.progress} --out {output} > {log} 2>&1"

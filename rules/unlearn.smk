@@ -37,3 +37,40 @@ rule retrain:
         "../envs/cpu.yaml"
     shell:
         TRAIN_SHELL
+
+
+rule unlearn:
+    """Unlearn the forget set from every original model, for each configuration of a method."""
+    input:
+        unpack(target_banks),
+        data=f"{RESULTS}/data.h5",
+        forget_set=f"{RESULTS}/forget_sets/{{forget_set}}.h5",
+        originals=f"{RESULTS}/originals.h5",
+    output:
+        f"{RESULTS}/unlearned/{{method}}/{{forget_set}}.h5",
+    log:
+        f"{RESULTS}/logs/unlearned/{{method}}/{{forget_set}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/unlearned/{{method}}/{{forget_set}}.tsv"
+    wildcard_constraints:
+        method="|".join(config["methods"]) or "^$",
+    params:
+        spec=lambda wildcards: as_json(
+            {key: value for key, value in method_spec(wildcards.method).items() if key != "targets"}
+        ),
+        targets=lambda wildcards, input: f"--oracles {input.oracles}" if "oracles" in input.keys() else "",
+        seed=config["seed"],
+        device=config["device"],
+        progress=PROGRESS,
+        version=STAGE_VERSIONS["unlearned"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m unlearnflow unlearn --stage-version {params.version} --method {wildcards.method} "
+        "--data {input.data} --forget-set {input.forget_set} --originals {input.originals} {params.targets} "
+        "--spec {params.spec:q} --seed {params.seed} --device {params.device} --threads {threads} "
+        "{params.progress} --out {output} > {log} 2>&1"

@@ -10,8 +10,10 @@ import pytest
 import yaml
 
 from unlearnflow.artifacts import read_bank, read_dataset, read_forget_set
+from unlearnflow.config import load_schema, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 TINY = {
     "experiment": "tiny",
@@ -59,6 +61,14 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr, result.stdout
 
 
+@pytest.mark.parametrize("path", [REPO / "config.yaml", *sorted((REPO / "config").glob("*.yaml"))],
+                         ids=lambda p: p.name)
+def test_default_config_and_presets_are_valid(path):
+    config = validate_config(yaml.safe_load(path.read_text()), load_schema(SCHEMA))
+    assert config["originals"]["models"] >= 50 and config["oracles"]["models"] >= 50  # KLOM's noise needs >= 50
+    assert config["forget_sets"]
+
+
 def test_dry_run_plans_the_expected_jobs(tiny):
     assert planned_jobs(tiny) == {"prepare_data": 1, "forget_sets": 2, "train_originals": 2, "gather_originals": 1,
                                   "train_oracles": 4, "gather_oracles": 2, "retrain": 2, "ulira_base_models": 1,
@@ -104,6 +114,9 @@ def test_real_run_then_nothing_then_only_oracles_after_an_oracle_change(tiny):
     assert summary.count("| do_nothing |") == 2 and summary.count("| retrain |") == 2
 
     assert planned_jobs(tiny) == {}
+    snakemake(tiny, "--report", "report.html")
+    html = (tiny / "report.html").read_text()
+    assert "klom_vs_compute.png" in html and "noise floor" in html.lower()
 
     write_config(tiny, {**TINY, "oracles": {**TINY["oracles"], "training": {"epochs": 3}}})
     assert planned_jobs(tiny) == {"train_oracles": 4, "gather_oracles": 2, "retrain": 2, "evaluate": 4, "report": 1,

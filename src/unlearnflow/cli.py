@@ -16,17 +16,19 @@ import numpy as np
 import torch
 
 from . import __version__
-from .artifacts import (concatenate_banks, read_bank, read_dataset, read_forget_set, train_bank, write_bank,
+from .artifacts import (ModelBank, concatenate_banks, read_bank, read_dataset, read_forget_set, train_bank, write_bank,
                         write_dataset, write_forget_set)
 from .data import load_dataset
 from .errors import UserError
 from .evaluation import ROW_COLUMNS, evaluate
 from .forget_sets import build_forget_set
 from .models import build_model
-from .store import STAGE_VERSIONS, provenance, read_rows, write_artifact, write_rows
+from .store import STAGE_VERSIONS, artifact_kind, provenance, read_rows, write_artifact, write_rows
+from .unlearning import configurations, oracle_targets, read_unlearned, unlearn_bank, write_unlearned
 from .training import TrainConfig, model_seed, resolve_device, subset_mask
 from .report import write_report
 from .shadow import run_ulira
+from .theory import PAPER_SETTINGS, plot_experiment, run_experiment
 
 
 def _json(text: str) -> Any:
@@ -91,22 +93,48 @@ def train(args: argparse.Namespace) -> None:
           f"on {bank.attrs['device']}; mean test accuracy {accuracy:.4f}")
 
 
+def unlearn(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = _json(args.spec)
+    dataset, forget_set = read_dataset(args.data), read_forget_set(args.forget_set)
+    originals = read_bank(args.originals)
+    targets = oracle_targets(read_bank(args.oracles, with_weights=False)) if args.oracles else None
+    configs = configurations(args.method, spec.get("hyperparameters", {}), spec.get("grid", {}))
+    banks = unlearn_bank(args.method, originals, dataset, forget_set, configs, args.seed, resolve_device(args.device),
+                         targets=targets, progress=args.progress)
+    inputs = [args.data, args.forget_set, args.originals] + ([args.oracles] if args.oracles else [])
+    write_unlearned(args.out, args.method, forget_set.name, banks, provenance(spec, {"seed": args.seed}, inputs))
+    for label, bank in banks.items():
+        print(f"{args.method} [{label}] on {forget_set.name}: {bank.attrs['unlearn_seconds'] / len(bank):.3f} s "
+              f"and {bank.attrs['unlearn_examples_per_model']:.0f} examples per model")
+
+
+def unlearned_banks(path: str) -> dict[str, ModelBank]:
+    """Configuration label -> bank: a plain model bank (references) or an unlearned artifact."""
+    if artifact_kind(path) == "unlearned":
+        return read_unlearned(path)
+    return {"default": read_bank(path, with_weights=False)}
+
+
 def evaluate_result(args: argparse.Namespace) -> None:
     dataset, forget_set = read_dataset(args.data), read_forget_set(args.forget_set)
-    originals, oracles, unlearned = (read_bank(path, with_weights=False)
-                                     for path in (args.originals, args.oracles, args.unlearned))
+    originals, oracles = (read_bank(path, with_weights=False) for path in (args.originals, args.oracles))
     ulira = float(read_rows(args.ulira)[0]["ulira_accuracy"]) if args.ulira else math.nan
-    result = evaluate(dataset, forget_set, originals, oracles, unlearned, args.method, args.config_label,
-                      seed=args.seed, ulira_accuracy=ulira, paired_with_originals=not args.from_scratch)
+    results = [evaluate(dataset, forget_set, originals, oracles, bank, args.method, label, seed=args.seed,
+                        ulira_accuracy=ulira, paired_with_originals=not args.from_scratch)
+               for label, bank in unlearned_banks(args.unlearned).items()]
+    best = min(results, key=lambda result: result.row["selection_score"])
     inputs = [args.data, args.forget_set, args.originals, args.oracles, args.unlearned]
-    write_artifact(args.out_h5, "evaluation", result.arrays, provenance_record=provenance({}, {"seed": args.seed}, inputs),
-                   attrs={"method": args.method, "config": args.config_label, "forget_set": forget_set.name})
-    write_rows(args.out_csv, [result.row], ROW_COLUMNS)
-    row = result.row
-    print(f"{args.method} [{args.config_label}] on {forget_set.name}: KLOM-95 forget {row['klom_forget_p95']:.2f} "
-          f"retain {row['klom_retain_p95']:.2f} validation {row['klom_validation_p95']:.2f} "
-          f"(noise floor {row['floor_forget_p95']:.2f}/{row['floor_retain_p95']:.2f}/{row['floor_validation_p95']:.2f}), "
-          f"test accuracy {row['acc_test']:.4f}")
+    write_artifact(args.out_h5, "evaluation", best.arrays, provenance_record=provenance({}, {"seed": args.seed}, inputs),
+                   attrs={"method": args.method, "config": best.row["config"], "forget_set": forget_set.name})
+    write_rows(args.out_csv, [result.row for result in results], ROW_COLUMNS)
+    for row in (result.row for result in results):
+        print(f"{args.method} [{row['config']}] on {forget_set.name}: KLOM-95 forget {row['klom_forget_p95']:.2f} "
+              f"retain {row['klom_retain_p95']:.2f} validation {row['klom_validation_p95']:.2f} "
+              f"(noise floor {row['floor_forget_p95']:.2f}/{row['floor_retain_p95']:.2f}/"
+              f"{row['floor_validation_p95']:.2f}), selection {row['selection_score']:.2f}, "
+              f"test accuracy {row['acc_test']:.4f}")
 
 
 def ulira(args: argparse.Namespace) -> None:
@@ -117,7 +145,9 @@ def ulira(args: argparse.Namespace) -> None:
     spec = _json(args.spec)
     result = run_ulira(args.method, base, dataset, labels, TrainConfig.from_mapping(_json(args.training)),
                        args.seed, spec["forget_sets_per_model"], spec["forget_size"], spec["pool_class"],
-                       resolve_device(args.device), pool_size=spec.get("pool_size"), progress=args.progress)
+                       resolve_device(args.device), pool_size=spec.get("pool_size"), progress=args.progress,
+                       hyperparameters=_json(args.method_spec).get("hyperparameters", {}),
+                       needs_targets="targets" in _json(args.method_spec))
     write_rows(args.out, [result], list(result))
     print(f"U-LiRA of {args.method}: attacker accuracy {result['ulira_accuracy']:.3f} (0.5 is ideal)")
 
@@ -125,6 +155,15 @@ def ulira(args: argparse.Namespace) -> None:
 def make_report(args: argparse.Namespace) -> None:
     written = write_report(args.csv, args.evaluations, args.out_dir)
     print(f"report: wrote {len(written)} files to {args.out_dir}")
+
+
+def theory(args: argparse.Namespace) -> None:
+    if args.panel not in PAPER_SETTINGS:
+        raise UserError(f"unknown panel {args.panel!r} (panels: {', '.join(PAPER_SETTINGS)})")
+    setting = PAPER_SETTINGS[args.panel]
+    curves = run_experiment(setting)
+    plot_experiment(curves, args.out, setting)
+    print(f"{args.panel}: " + ", ".join(f"{name} ends at {curve.distance[-1]:.2e}" for name, curve in curves.items()))
 
 
 def gather(args: argparse.Namespace) -> None:
@@ -181,13 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--oracles", required=True)
     sub.add_argument("--unlearned", required=True)
     sub.add_argument("--method", required=True)
-    sub.add_argument("--config-label", default="default")
     sub.add_argument("--from-scratch", action="store_true",
                      help="the unlearned models were not obtained from the original models (retraining)")
     sub.add_argument("--ulira", help="CSV with the method's U-LiRA accuracy")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--out-h5", required=True)
     sub.add_argument("--out-csv", required=True)
+
+    sub = command("unlearn", unlearn, "unlearn a forget set from every original model", "unlearned")
+    sub.add_argument("--method", required=True)
+    sub.add_argument("--data", required=True)
+    sub.add_argument("--forget-set", required=True)
+    sub.add_argument("--originals", required=True)
+    sub.add_argument("--oracles", help="oracle bank whose mean logits are the targets (oracle matching check)")
+    sub.add_argument("--spec", default="{}", help="JSON: hyperparameters (defaults overrides) and grid")
+    sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--device", default="auto")
+    sub.add_argument("--threads", type=int, default=0)
+    sub.add_argument("--progress", action="store_true")
+    sub.add_argument("--out", required=True)
 
     sub = command("ulira", ulira, "U-LiRA attacker accuracy of a method on shadow models")
     sub.add_argument("--method", required=True)
@@ -196,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--labels-from", help="poison forget set whose labels the experiment trains on")
     sub.add_argument("--spec", required=True, help="JSON: forget_sets_per_model, forget_size, pool_class[, pool_size]")
     sub.add_argument("--training", required=True, help="JSON training recipe (for retraining)")
+    sub.add_argument("--method-spec", default="{}", help="JSON config slice of the method (hyperparameters, targets)")
     sub.add_argument("--seed", type=int, required=True)
     sub.add_argument("--device", default="auto")
     sub.add_argument("--threads", type=int, default=0)
@@ -206,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out-dir", required=True)
     sub.add_argument("--csv", nargs="+", required=True, help="evaluation CSV rows")
     sub.add_argument("--evaluations", nargs="+", required=True, help="evaluation HDF5 artifacts")
+
+    sub = command("theory", theory, "ridge-regression oracle-matching experiment (DMM paper, Section 5)")
+    sub.add_argument("--panel", required=True, help="figure panel, e.g. fig5a or figE2_sgd_small")
+    sub.add_argument("--out", required=True, help="PNG of the relative distance to the optimum")
 
     sub = command("gather", gather, "concatenate model-bank chunks", "model_bank")
     sub.add_argument("--out", required=True)

@@ -17,6 +17,7 @@ from .errors import UserError
 from .forget_sets import check_spec
 from .models import ARCHITECTURES
 from .training import TrainConfig
+from .unlearning import configurations
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -57,6 +58,12 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
     if len(poison_sets) > 1:
         raise UserError(f"config: forget_sets: at most one poison set per experiment "
                         f"(its flipped labels become the experiment's training labels), got {', '.join(poison_sets)}")
+    for method, spec in config["methods"].items():
+        if method in ("do_nothing", "retrain"):
+            raise UserError(f"config: methods.{method}: the references do_nothing and retrain always run; remove it")
+        configurations(method, spec.get("hyperparameters", {}), spec.get("grid", {}))
+        if method == "oracle_matching" and "targets" not in spec:
+            raise UserError("config: methods.oracle_matching: set targets (oracle) to say what it matches")
     TrainConfig.from_mapping(config["training"])
     TrainConfig.from_mapping(oracle_training(config))
     if config["model"]["arch"] not in ARCHITECTURES:

@@ -10,13 +10,16 @@ Gaussians are fitted to the shadows' margins on it where they unlearned it and w
 base model never saw it; each target is then attacked on the points it unlearned and on pool
 points it never saw (:func:`unlearnflow.metrics.ulira.ulira_accuracy`). 0.5 is ideal.
 
-Only the references are wired here: ``do_nothing`` (the unlearned model is the base model)
-and ``retrain`` (a fresh model on the base subset without F_ij). Fine-tuning methods plug in
-through :data:`UNLEARNERS` as they are implemented.
+The references have their own shadow unlearners: ``do_nothing`` (the unlearned model is the
+base model) and ``retrain`` (a fresh model on the base subset without F_ij). Every method of
+:data:`unlearnflow.methods.METHODS` runs on the shadows with its configured default
+hyper-parameters; a method that needs target logits (oracle matching with true oracle
+targets) cannot, since the shadows have no oracles, and gets NaN.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -29,7 +32,9 @@ from .data import Dataset
 from .errors import UserError
 from .metrics.margins import margins
 from .metrics.ulira import ulira_accuracy
-from .training import TrainConfig, model_seed
+from . import methods
+from .methods import METHODS, UnlearningRequest
+from .training import TrainConfig, model_seed, predict_logits, progress_bar
 from .vectorised import fit_many, predict_logits_many
 
 
@@ -84,8 +89,35 @@ def _retrain(base: ModelBank, design: ShadowDesign, dataset: Dataset, labels: np
     return logits.reshape(n_base, n_sets, *logits.shape[1:]), stats.seconds, stats.examples
 
 
-#: method -> function returning (logits (N, n_f, n_train, C), seconds, examples processed)
-UNLEARNERS: Mapping[str, Callable[..., tuple[np.ndarray, float, int]]] = {
+def _fine_tune(method: str, hyperparameters: Mapping[str, Any]) -> Callable[..., tuple[np.ndarray, float, int]]:
+    """A shadow unlearner applying `method` to each base model for each of its forget sets."""
+    def unlearner(base: ModelBank, design: ShadowDesign, dataset: Dataset, labels: np.ndarray, seed: int,
+                  device: torch.device, progress: bool, **_: Any) -> tuple[np.ndarray, float, int]:
+        inputs = torch.from_numpy(dataset.x_train).to(device)
+        label_tensor = torch.tensor(labels, device=device)
+        models = [model.to(device) for model in base.load_models(dataset.input_shape, dataset.num_classes)]
+        n_base, n_sets, _ = design.forget_sets.shape
+        logits, seconds, examples = [], 0.0, 0
+        with progress_bar(n_base * n_sets, f"ulira {method}", progress) as bar:
+            for index, (original, mask) in enumerate(zip(models, base.train_masks)):
+                for set_index, forget in enumerate(design.forget_sets[index]):
+                    model = copy.deepcopy(original)
+                    retain = np.setdiff1d(np.flatnonzero(mask), forget)
+                    request = UnlearningRequest(inputs=inputs, labels=label_tensor,
+                                                forget=torch.tensor(forget, device=device),
+                                                retain=torch.tensor(retain, device=device),
+                                                num_classes=dataset.num_classes)
+                    stats = METHODS[method](model, request, hyperparameters,
+                                            model_seed(seed, f"ulira/{method}", index * n_sets + set_index))
+                    seconds, examples = seconds + stats.seconds, examples + stats.examples
+                    logits.append(predict_logits(model, inputs).cpu().numpy())
+                    bar.update()
+        return np.stack(logits).reshape(n_base, n_sets, *logits[0].shape), seconds, examples
+    return unlearner
+
+
+#: reference method -> function returning (logits (N, n_f, n_train, C), seconds, examples processed)
+REFERENCE_UNLEARNERS: Mapping[str, Callable[..., tuple[np.ndarray, float, int]]] = {
     "do_nothing": _do_nothing,
     "retrain": _retrain,
 }
@@ -110,21 +142,27 @@ def shadow_margin_tables(design: ShadowDesign, base_masks: np.ndarray, unlearned
 
 def run_ulira(method: str, base: ModelBank, dataset: Dataset, labels: np.ndarray, config: TrainConfig,
               seed: int, forget_sets_per_model: int, forget_size: int, pool_class: int,
-              device: torch.device, pool_size: int | None = None, progress: bool = False) -> dict[str, Any]:
+              device: torch.device, pool_size: int | None = None, progress: bool = False,
+              hyperparameters: Mapping[str, Any] | None = None, needs_targets: bool = False) -> dict[str, Any]:
     """U-LiRA accuracy of `method`: shadows from the first half of the base models, targets
-    from the second half."""
-    if method not in UNLEARNERS:
-        raise UserError(f"ulira: no shadow unlearner for method {method!r} (have: {', '.join(UNLEARNERS)})")
+    from the second half. `hyperparameters` override a fine-tuning method's defaults."""
+    summary = {"method": method, "ulira_accuracy": float("nan"), "base_models": len(base),
+               "forget_sets_per_model": forget_sets_per_model, "forget_size": forget_size}
+    if needs_targets:
+        return {**summary, "pool_size": 0, "seconds": 0.0}
+    if method in REFERENCE_UNLEARNERS:
+        unlearner = REFERENCE_UNLEARNERS[method]
+    else:
+        unlearner = _fine_tune(method, methods.hyperparameters(method, hyperparameters or {}))
     if len(base) < 4:
         raise UserError(f"ulira: needs at least 4 base models, got {len(base)}")
     design = draw_forget_sets(base.train_masks, labels, seed, forget_sets_per_model, forget_size, pool_class,
                               pool_size)
     start = time.perf_counter()
-    logits, _, _ = UNLEARNERS[method](base, design, dataset=dataset, labels=labels, config=config, seed=seed,
-                                      device=device, progress=progress)
+    logits, _, _ = unlearner(base, design, dataset=dataset, labels=labels, config=config, seed=seed,
+                             device=device, progress=progress)
     unlearned, never_seen = shadow_margin_tables(design, base.train_masks, logits, labels)
     shadows = np.arange(len(unlearned)) < (len(base) // 2) * forget_sets_per_model
     accuracy = ulira_accuracy(unlearned[shadows], never_seen[shadows], unlearned[~shadows], never_seen[~shadows])
-    return {"method": method, "ulira_accuracy": accuracy, "base_models": len(base),
-            "forget_sets_per_model": forget_sets_per_model, "forget_size": forget_size, "pool_size": len(design.pool),
+    return {**summary, "ulira_accuracy": accuracy, "pool_size": len(design.pool),
             "seconds": time.perf_counter() - start}

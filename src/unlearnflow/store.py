@@ -41,6 +41,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "forget_set": 1,
     "model_bank": 1,
     "evaluation": 1,
+    "unlearned": 1,
 }
 
 #: Arrays smaller than this many bytes are stored contiguous and uncompressed.
@@ -192,6 +193,27 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def artifact_kind(path: str | os.PathLike) -> str:
+    """The kind of an artifact, without reading its arrays."""
+    return read_artifact_header(path)[0]
+
+
+def read_artifact_header(path: str | os.PathLike) -> tuple[str, int]:
+    """(kind, stage version) of an artifact; UserError if it is missing or not an artifact."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such artifact")
+    try:
+        with h5py.File(path, "r") as h5:
+            kind = h5.attrs.get("unlearnflow_kind")
+            version = h5.attrs.get("unlearnflow_version")
+    except OSError as error:
+        raise UserError(f"{path}: not a readable HDF5 file ({error})") from error
+    if kind is None:
+        raise UserError(f"{path}: not an unlearnflow artifact (no 'unlearnflow_kind' attribute)")
+    return str(kind), int(version)
 
 
 def _write_array(h5: h5py.File, name: str, array: np.ndarray) -> None:

@@ -1,0 +1,26 @@
+"""Gradient Ascent (GA), DMM paper Appendix D.4 (II): fine-tune on the forget set with the
+negated cross-entropy, so each step increases the forget-set loss. Nothing holds the retain set
+in place, and nothing stops the ascent at the oracle's loss (the "missing targets" problem of
+Sec. 3), which is why the paper tunes lr and epochs per forget set.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+from ..training import FitStats, cross_entropy_loss, fit
+from .common import EPOCH_GRID, FINE_TUNING, LR_GRID, UnlearningRequest, fine_tune_config, negated, resolve
+
+DEFAULTS = dict(FINE_TUNING)
+
+#: Appendix D.4 (II): lr x total unlearning epochs.
+GRID = {"lr": LR_GRID, "epochs": EPOCH_GRID}
+
+
+def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> FitStats:
+    """Minimise -CE on ``request.forget`` for ``epochs`` epochs (BatchNorm frozen)."""
+    hp = resolve("gradient_ascent", DEFAULTS, hp)
+    return fit(model, request.inputs, request.labels, fine_tune_config(hp), seed, subset=request.forget,
+               loss=negated(cross_entropy_loss()))

@@ -1,0 +1,24 @@
+"""Gradient Descent (GD), DMM paper Appendix D.4 (III): fine-tune the original model on the
+retain set with cross-entropy (provable unlearning in the convex case, Neel et al. 2021; in deep
+networks it barely moves the forget-set predictions).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+from ..training import FitStats, fit
+from .common import EPOCH_GRID, FINE_TUNING, LR_GRID, UnlearningRequest, fine_tune_config, resolve
+
+DEFAULTS = dict(FINE_TUNING)
+
+#: Appendix D.4 (III): lr x total unlearning epochs.
+GRID = {"lr": LR_GRID, "epochs": EPOCH_GRID}
+
+
+def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> FitStats:
+    """Minimise CE on ``request.retain`` for ``epochs`` epochs (BatchNorm frozen)."""
+    hp = resolve("gradient_descent", DEFAULTS, hp)
+    return fit(model, request.inputs, request.labels, fine_tune_config(hp), seed, subset=request.retain)

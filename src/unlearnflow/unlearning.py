@@ -1,0 +1,139 @@
+"""Unlearning a whole bank: every original model, under every hyper-parameter configuration.
+
+A method (:data:`unlearnflow.methods.METHODS`) edits one model; this module applies it to each
+of the N original models of a bank for one forget set, for the method's default configuration
+and each configuration of its grid, and records the unlearned models' logits on every point and
+the cost. The result is one ``unlearned`` artifact per (method, forget set) holding a bank per
+configuration; :func:`read_unlearned` turns each back into a :class:`ModelBank` that the
+evaluation loop consumes like any other bank. Weights of unlearned models are not stored: every
+metric reads logits only.
+
+Oracle Matching needs target logits. ``targets: oracle`` uses the mean logits of the forget
+set's oracles (Algorithm C.1 with true oracle outputs: the implementation check of the DMM
+paper, not an unlearning method, since it needs the retrained models it tries to avoid).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .artifacts import SPLITS, ModelBank
+from .data import Dataset
+from .errors import UserError
+from .forget_sets import ForgetSet
+from .methods import METHODS, UnlearningRequest, hyperparameters
+from .store import read_artifact, write_artifact
+from .training import model_seed, predict_logits, progress_bar
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One hyper-parameter configuration of a method and its label in tables."""
+
+    label: str
+    hyperparameters: dict[str, Any]
+
+
+def configurations(method: str, overrides: Mapping[str, Any], grid: Mapping[str, Sequence[Any]]) -> list[Configuration]:
+    """The default configuration (method defaults with `overrides`) and every grid point.
+
+    A grid point changes only the keys of the grid; its label lists them (``lr=0.001,epochs=3``).
+    """
+    default = hyperparameters(method, overrides)
+    found = [Configuration("default", default)]
+    keys = list(grid)
+    if not keys:
+        return found
+    for values in itertools.product(*(grid[key] for key in keys)):
+        changed = dict(zip(keys, values))
+        label = ",".join(f"{key}={value}" for key, value in changed.items())
+        found.append(Configuration(label, hyperparameters(method, {**overrides, **changed})))
+    return found
+
+
+def unlearn_bank(method: str, originals: ModelBank, dataset: Dataset, forget_set: ForgetSet,
+                 configs: Sequence[Configuration], seed: int, device: torch.device,
+                 targets: np.ndarray | None = None, progress: bool = False) -> dict[str, ModelBank]:
+    """Apply `method` to every original model under each configuration.
+
+    `targets` are target logits on the training points, shape (n, C) shared by all models or
+    (N, n, C) per model. Returns one bank of unlearned models per configuration label, with the
+    cost per model (``unlearn_seconds``, ``unlearn_examples_per_model``) in its attrs.
+    """
+    labels = forget_set.train_labels
+    inputs = {split: torch.from_numpy(getattr(dataset, f"x_{split}")).to(device) for split in SPLITS}
+    retain_mask = forget_set.retain_mask(len(labels))
+    request_base = dict(inputs=inputs["train"], labels=torch.tensor(labels, device=device),
+                        forget=torch.tensor(forget_set.indices, device=device),
+                        retain=torch.from_numpy(np.flatnonzero(retain_mask)).to(device),
+                        num_classes=dataset.num_classes)
+    originals_models = [model.to(device) for model in originals.load_models(dataset.input_shape, dataset.num_classes)]
+    banks = {}
+    with progress_bar(len(configs) * len(originals_models), f"{method} on {forget_set.name}", progress) as bar:
+        for config in configs:
+            logits = {split: [] for split in SPLITS}
+            seconds = examples = 0.0
+            for index, (model_id, original) in enumerate(zip(originals.model_ids, originals_models)):
+                model = copy.deepcopy(original)
+                request = UnlearningRequest(**request_base, targets=_targets_of(targets, index, device))
+                stats = METHODS[method](model, request, config.hyperparameters,
+                                        model_seed(seed, f"unlearn/{method}", int(model_id)))
+                seconds, examples = seconds + stats.seconds, examples + stats.examples
+                for split, x in inputs.items():
+                    logits[split].append(predict_logits(model, x).cpu().numpy())
+                bar.update()
+            n_models = len(originals_models)
+            banks[config.label] = ModelBank(
+                weights={}, model_ids=originals.model_ids, seeds=originals.seeds,
+                train_masks=np.tile(retain_mask, (n_models, 1)),
+                logits={split: np.stack(values) for split, values in logits.items()},
+                attrs={"role": f"unlearned/{method}", "method": method, "config": config.label,
+                       "hyperparameters": config.hyperparameters, "unlearn_seconds": seconds,
+                       "unlearn_examples_per_model": examples / n_models})
+    return banks
+
+
+def _targets_of(targets: np.ndarray | None, index: int, device: torch.device) -> torch.Tensor | None:
+    if targets is None:
+        return None
+    chosen = targets if targets.ndim == 2 else targets[index]
+    return torch.from_numpy(np.ascontiguousarray(chosen, dtype=np.float32)).to(device)
+
+
+def oracle_targets(oracles: ModelBank) -> np.ndarray:
+    """Mean oracle logits on the training points (Algorithm C.1's target with true oracles)."""
+    return oracles.logits["train"].mean(axis=0)
+
+
+def write_unlearned(path: str | Path, method: str, forget_set: str, banks: Mapping[str, ModelBank],
+                    provenance: Mapping[str, Any]) -> Path:
+    """One artifact holding the logits of each configuration's bank (``config_<k>/<split>``)."""
+    arrays, entries = {}, []
+    for k, (label, bank) in enumerate(banks.items()):
+        arrays.update({f"config_{k}/{split}": value for split, value in bank.logits.items()})
+        entries.append({"label": label, "attrs": bank.attrs})
+    first = next(iter(banks.values()))
+    arrays.update(model_ids=first.model_ids, seeds=first.seeds, train_masks=first.train_masks)
+    return write_artifact(path, "unlearned", arrays, provenance_record=provenance,
+                          attrs={"method": method, "forget_set": forget_set, "configs": json.dumps(entries)})
+
+
+def read_unlearned(path: str | Path) -> dict[str, ModelBank]:
+    """Configuration label -> bank of unlearned models (logits only), as written above."""
+    artifact = read_artifact(path, "unlearned")
+    banks = {}
+    for k, entry in enumerate(json.loads(artifact.attrs["configs"])):
+        banks[entry["label"]] = ModelBank(
+            weights={}, model_ids=artifact["model_ids"], seeds=artifact["seeds"], train_masks=artifact["train_masks"],
+            logits={split: artifact[f"config_{k}/{split}"] for split in SPLITS}, attrs=entry["attrs"])
+    if not banks:
+        raise UserError(f"{path}: unlearned artifact holds no configuration")
+    return banks

@@ -1,0 +1,215 @@
+"""Unlearning methods on a small MLP trained on digits: each runs through fit, costs what it
+says, changes the model in the intended direction, and is a deterministic function of its seed."""
+
+import copy
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnflow.data import load_dataset
+from unlearnflow.errors import UserError
+from unlearnflow.methods import GRIDS, METHODS, UnlearningRequest, hyperparameters
+from unlearnflow.methods.neggrad_plus import signed_weights
+from unlearnflow.methods.scrub import scrub
+from unlearnflow.models import build_model
+from unlearnflow.training import TrainConfig, cross_entropy_loss, fit, init_model, predict_logits
+
+RECIPE = TrainConfig(lr=0.1, epochs=15, batch_size=32)
+ORACLE_SEED = 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads and lose a lot to contention on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """The original model, an oracle retrained without 20 random points, and the request."""
+    ds = load_dataset({"loader": "digits"})
+    x, y = torch.from_numpy(ds.x_train), torch.from_numpy(ds.y_train)
+
+    def build():
+        return build_model("mlp", ds.input_shape, 10, hidden=[32])
+
+    original = init_model(build, 0)
+    fit(original, x, y, RECIPE, 0)
+    order = np.random.default_rng(0).permutation(len(x))
+    forget, retain = (torch.from_numpy(np.sort(part)) for part in (order[:20], order[20:]))
+    oracle = init_model(build, ORACLE_SEED)
+    fit(oracle, x, y, RECIPE, ORACLE_SEED, subset=retain)
+    request = UnlearningRequest(inputs=x, labels=y, forget=forget, retain=retain, num_classes=10,
+                                targets=predict_logits(oracle, x))
+    return SimpleNamespace(original=original, oracle=oracle, request=request,
+                           x_test=torch.from_numpy(ds.x_test), y_test=torch.from_numpy(ds.y_test))
+
+
+def unlearned(setup, method, hp=None, seed=0):
+    model = copy.deepcopy(setup.original)
+    stats = METHODS[method](model, setup.request, hp or {}, seed)
+    return model, stats
+
+
+def summary(setup, model):
+    """Forget/retain mean CE, forget and test accuracy, and forget-set MSE to the oracle's logits."""
+    r = setup.request
+    logits = predict_logits(model, r.inputs)
+    ce = cross_entropy_loss()(logits, r.labels)
+    return SimpleNamespace(
+        forget_loss=ce[r.forget].mean().item(), retain_loss=ce[r.retain].mean().item(),
+        forget_accuracy=(logits[r.forget].argmax(1) == r.labels[r.forget]).float().mean().item(),
+        test_accuracy=(predict_logits(model, setup.x_test).argmax(1) == setup.y_test).float().mean().item(),
+        forget_mse=(logits[r.forget] - r.targets[r.forget]).square().mean().item())
+
+
+def same_weights(a, b):
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def expected_examples(method, n_forget, n_retain):
+    """What each method processes with its defaults (the compute-fraction accounting)."""
+    hp = hyperparameters(method, {})
+    passes = {
+        "gradient_ascent": lambda: n_forget,
+        "gradient_descent": lambda: n_retain,
+        "neggrad_plus": lambda: n_retain + n_forget,
+        "random_labels": lambda: n_forget,
+        "partial_retrain": lambda: n_retain // hp["batch_size"] * hp["batch_size"],  # drop_last
+        "oracle_matching": lambda: (hp["forget_multiplier"] + int(hp["retain_multiplier"])) * n_forget,
+    }
+    if method == "scrub":  # retain passes, max-step forget passes, one teacher pass over both
+        return hp["epochs"] * n_retain + min(hp["max_steps"], hp["epochs"]) * n_forget + n_retain + n_forget
+    return hp["epochs"] * passes[method]()
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_runs_counts_its_cost_changes_weights_and_is_deterministic(setup, method):
+    model, stats = unlearned(setup, method, seed=3)
+    again, _ = unlearned(setup, method, seed=3)
+    other, _ = unlearned(setup, method, seed=4)
+    r = setup.request
+    assert stats.steps > 0 and stats.seconds > 0
+    assert stats.examples == expected_examples(method, len(r.forget), len(r.retain))
+    assert not same_weights(model, setup.original)
+    assert same_weights(model, again)
+    assert not same_weights(model, other)
+
+
+def test_gradient_ascent_raises_forget_loss_far_more_than_retain_loss(setup):
+    before = summary(setup, setup.original)
+    after = summary(setup, unlearned(setup, "gradient_ascent", {"lr": 0.1, "epochs": 10})[0])
+    assert after.forget_loss - before.forget_loss > 1.0
+    assert after.forget_loss - before.forget_loss > 4 * (after.retain_loss - before.retain_loss)
+    assert after.forget_accuracy < before.forget_accuracy
+
+
+def test_gradient_descent_keeps_test_accuracy(setup):
+    before = summary(setup, setup.original)
+    after = summary(setup, unlearned(setup, "gradient_descent", {"lr": 0.1})[0])
+    assert after.test_accuracy >= before.test_accuracy - 0.01
+    assert after.retain_loss <= before.retain_loss * 1.1
+
+
+def test_random_labels_lowers_forget_accuracy(setup):
+    before = summary(setup, setup.original)
+    after = summary(setup, unlearned(setup, "random_labels", {"lr": 0.1})[0])
+    assert before.forget_accuracy == 1.0
+    assert after.forget_accuracy <= 0.6
+
+
+def test_random_labels_are_wrong_and_fixed_per_seed(setup):
+    from unlearnflow.methods.random_labels import random_wrong_labels
+
+    r = setup.request
+    labels = random_wrong_labels(r, 5)
+    assert torch.equal(labels[r.retain], r.labels[r.retain])
+    assert (labels[r.forget] != r.labels[r.forget]).all()
+    assert torch.equal(labels, random_wrong_labels(r, 5))
+    assert not torch.equal(labels, random_wrong_labels(r, 6))
+
+
+def test_neggrad_plus_weights_give_the_neggrad_objective(setup):
+    """The mean weighted CE over retain + forget is beta * CE(retain) - (1 - beta) * CE(forget)."""
+    r, beta = setup.request, 0.9
+    ce = cross_entropy_loss()(predict_logits(setup.original, r.inputs), r.labels)
+    union = r.trained_on
+    combined = (signed_weights(r, beta)[union] * ce[union]).mean()
+    assert torch.allclose(combined, beta * ce[r.retain].mean() - (1 - beta) * ce[r.forget].mean())
+
+
+def test_neggrad_plus_beta_one_keeps_retain_loss_and_lower_beta_unlearns(setup):
+    before = summary(setup, setup.original)
+    descent = summary(setup, unlearned(setup, "neggrad_plus", {"lr": 0.1, "beta": 1.0})[0])
+    ascent = summary(setup, unlearned(setup, "neggrad_plus", {"lr": 0.1, "beta": 0.9})[0])
+    assert descent.retain_loss <= before.retain_loss * 1.1
+    assert ascent.forget_loss > 5 * descent.forget_loss
+
+
+def test_scrub_moves_the_student_not_the_teacher(setup):
+    student, teacher = copy.deepcopy(setup.original), copy.deepcopy(setup.original)
+    hp = {"optimizer": "adam", "lr": 0.01, "max_steps": 5, "temperature": 1.0}
+    scrub(student, teacher, setup.request, hp, 0)
+    assert same_weights(teacher, setup.original)
+    assert not same_weights(student, setup.original)
+    before, after = summary(setup, setup.original), summary(setup, student)
+    assert after.forget_loss > 3 * before.forget_loss
+    assert after.retain_loss < 1.5 * before.retain_loss
+
+
+def test_scrub_with_the_model_as_its_own_teacher_equals_a_separate_teacher(setup):
+    hp = {"optimizer": "adam", "lr": 0.01, "max_steps": 2, "epochs": 3}
+    separate = copy.deepcopy(setup.original)
+    scrub(separate, copy.deepcopy(setup.original), setup.request, hp, 0)
+    assert same_weights(unlearned(setup, "scrub", hp)[0], separate)
+
+
+def test_oracle_matching_moves_forget_logits_to_the_targets(setup):
+    before = summary(setup, setup.original)
+    after = summary(setup, unlearned(setup, "oracle_matching", {"lr": 0.01, "epochs": 10})[0])
+    assert after.forget_mse < before.forget_mse / 4
+    assert after.test_accuracy >= before.test_accuracy - 0.02
+
+
+def test_oracle_matching_needs_targets(setup):
+    r = setup.request
+    without = UnlearningRequest(r.inputs, r.labels, r.forget, r.retain, r.num_classes)
+    with pytest.raises(UserError, match="target logits"):
+        METHODS["oracle_matching"](copy.deepcopy(setup.original), without, {}, 0)
+
+
+def test_partial_retrain_with_the_full_recipe_reproduces_the_oracle(setup):
+    model, stats = unlearned(setup, "partial_retrain", RECIPE.to_dict(), seed=ORACLE_SEED)
+    assert same_weights(model, setup.oracle)
+    assert stats.examples == RECIPE.epochs * (len(setup.request.retain) // RECIPE.batch_size) * RECIPE.batch_size
+
+
+def test_hyperparameters_fill_defaults_and_reject_unknown_keys():
+    assert hyperparameters("gradient_ascent", {"lr": 0.5})["lr"] == 0.5
+    assert hyperparameters("oracle_matching", {})["forget_multiplier"] == 5
+    with pytest.raises(UserError, match=r"^gradient_ascent: unknown hyper-parameter\(s\) learning_rate"):
+        hyperparameters("gradient_ascent", {"learning_rate": 0.1})
+    with pytest.raises(UserError, match="must be float"):
+        hyperparameters("scrub", {"lr": "fast"})
+    with pytest.raises(UserError, match="unknown unlearning method"):
+        hyperparameters("retrain_everything", {})
+
+
+def test_every_grid_value_is_a_valid_hyperparameter():
+    for method, grid in GRIDS.items():
+        for key, values in grid.items():
+            for value in values:
+                hyperparameters(method, {key: value})
+
+
+def test_request_is_checked(setup):
+    r = setup.request
+    with pytest.raises(UserError, match="forget set is empty"):
+        UnlearningRequest(r.inputs, r.labels, r.forget[:0], r.retain, r.num_classes)
+    with pytest.raises(UserError, match="targets must have shape"):
+        UnlearningRequest(r.inputs, r.labels, r.forget, r.retain, r.num_classes, targets=r.targets[:, :3])
