@@ -85,7 +85,7 @@ rule ulira_base_models:
         device=config["device"],
         progress=PROGRESS,
         version=STAGE_VERSIONS["model_bank"],
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
@@ -115,7 +115,7 @@ rule ulira:
         seed=config["seed"],
         device=config["device"],
         progress=PROGRESS,
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=120,

@@ -32,7 +32,7 @@ rule train_originals:
         device=config["device"],
         progress=PROGRESS,
         version=STAGE_VERSIONS["model_bank"],
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
@@ -66,7 +66,7 @@ rule train_oracles:
         device=config["device"],
         progress=PROGRESS,
         version=STAGE_VERSIONS["model_bank"],
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=120,

@@ -29,7 +29,7 @@ rule retrain:
         device=config["device"],
         progress=PROGRESS,
         version=STAGE_VERSIONS["model_bank"],
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=120,

@@ -1,6 +1,8 @@
 """Command line of unlearnflow: ``python -m unlearnflow COMMAND ...``; the workflow's rules call it.
 
 Config slices arrive as JSON strings, so each command sees only the part of the config it needs.
+Commands import their heavy modules (scikit-learn, XGBoost, matplotlib) themselves, which keeps
+the start-up of every workflow job short.
 A user mistake (:class:`~unlearnflow.errors.UserError`) prints one line and exits with status 2.
 """
 
@@ -20,15 +22,10 @@ from .artifacts import (ModelBank, concatenate_banks, read_bank, read_dataset, r
                         write_dataset, write_forget_set)
 from .data import load_dataset
 from .errors import UserError
-from .evaluation import ROW_COLUMNS, evaluate
 from .forget_sets import build_forget_set
 from .models import build_model
 from .store import STAGE_VERSIONS, artifact_kind, provenance, read_rows, write_artifact, write_rows
-from .unlearning import configurations, oracle_targets, read_unlearned, unlearn_bank, write_unlearned
 from .training import TrainConfig, model_seed, resolve_device, subset_mask
-from .report import write_report
-from .shadow import run_ulira
-from .theory import PAPER_SETTINGS, plot_experiment, run_experiment
 
 
 def _json(text: str) -> Any:
@@ -94,6 +91,7 @@ def train(args: argparse.Namespace) -> None:
 
 
 def unlearn(args: argparse.Namespace) -> None:
+    from .unlearning import configurations, oracle_targets, unlearn_bank, write_unlearned
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = _json(args.spec)
@@ -113,11 +111,13 @@ def unlearn(args: argparse.Namespace) -> None:
 def unlearned_banks(path: str) -> dict[str, ModelBank]:
     """Configuration label -> bank: a plain model bank (references) or an unlearned artifact."""
     if artifact_kind(path) == "unlearned":
+        from .unlearning import read_unlearned
         return read_unlearned(path)
     return {"default": read_bank(path, with_weights=False)}
 
 
 def evaluate_result(args: argparse.Namespace) -> None:
+    from .evaluation import ROW_COLUMNS, evaluate
     dataset, forget_set = read_dataset(args.data), read_forget_set(args.forget_set)
     originals, oracles = (read_bank(path, with_weights=False) for path in (args.originals, args.oracles))
     ulira = float(read_rows(args.ulira)[0]["ulira_accuracy"]) if args.ulira else math.nan
@@ -138,6 +138,7 @@ def evaluate_result(args: argparse.Namespace) -> None:
 
 
 def ulira(args: argparse.Namespace) -> None:
+    from .shadow import run_ulira
     if args.threads:
         torch.set_num_threads(args.threads)
     dataset, base = read_dataset(args.data), read_bank(args.base)
@@ -153,11 +154,13 @@ def ulira(args: argparse.Namespace) -> None:
 
 
 def make_report(args: argparse.Namespace) -> None:
+    from .report import write_report
     written = write_report(args.csv, args.evaluations, args.out_dir)
     print(f"report: wrote {len(written)} files to {args.out_dir}")
 
 
 def theory(args: argparse.Namespace) -> None:
+    from .theory import PAPER_SETTINGS, plot_experiment, run_experiment
     if args.panel not in PAPER_SETTINGS:
         raise UserError(f"unknown panel {args.panel!r} (panels: {', '.join(PAPER_SETTINGS)})")
     setting = PAPER_SETTINGS[args.panel]

@@ -42,8 +42,6 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
 
 from unlearnflow.errors import UserError
 
@@ -264,6 +262,8 @@ def _cluster(ctx: _Context) -> _Built:
         ctx.fail(f"'n_clusters' is {n_clusters} but the training set has only {ctx.y.size} points")
     if which >= n_clusters:
         ctx.fail(f"'cluster' must be below n_clusters ({n_clusters}), got {which}")
+    from sklearn.cluster import KMeans  # imported here: only cluster sets need scikit-learn
+
     features = _cluster_features(ctx)
     kmeans = KMeans(n_clusters=n_clusters, n_init=10, random_state=int(ctx.rng.integers(2**31 - 1)))
     assignment = kmeans.fit_predict(features)
@@ -283,6 +283,8 @@ def _cluster_features(ctx: _Context) -> np.ndarray:
     components = ctx.integer("components", min(20, limit))
     if components > limit:
         ctx.fail(f"'components' is {components} but inputs of shape {flat.shape} allow at most {limit}")
+    from sklearn.decomposition import PCA
+
     return PCA(n_components=components, svd_solver="full").fit_transform(flat)
 
 

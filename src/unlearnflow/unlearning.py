@@ -31,7 +31,8 @@ from .errors import UserError
 from .forget_sets import ForgetSet
 from .methods import METHODS, UnlearningRequest, hyperparameters
 from .store import read_artifact, write_artifact
-from .training import model_seed, predict_logits, progress_bar
+from .training import model_seed, progress_bar
+from .vectorised import predict_logits_many
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def unlearn_bank(method: str, originals: ModelBank, dataset: Dataset, forget_set
     banks = {}
     with progress_bar(len(configs) * len(originals_models), f"{method} on {forget_set.name}", progress) as bar:
         for config in configs:
-            logits = {split: [] for split in SPLITS}
+            unlearned = []
             seconds = examples = 0.0
             for index, (model_id, original) in enumerate(zip(originals.model_ids, originals_models)):
                 model = copy.deepcopy(original)
@@ -87,14 +88,13 @@ def unlearn_bank(method: str, originals: ModelBank, dataset: Dataset, forget_set
                 stats = METHODS[method](model, request, config.hyperparameters,
                                         model_seed(seed, f"unlearn/{method}", int(model_id)))
                 seconds, examples = seconds + stats.seconds, examples + stats.examples
-                for split, x in inputs.items():
-                    logits[split].append(predict_logits(model, x).cpu().numpy())
+                unlearned.append(model)
                 bar.update()
             n_models = len(originals_models)
             banks[config.label] = ModelBank(
                 weights={}, model_ids=originals.model_ids, seeds=originals.seeds,
                 train_masks=np.tile(retain_mask, (n_models, 1)),
-                logits={split: np.stack(values) for split, values in logits.items()},
+                logits={split: predict_logits_many(unlearned, x).cpu().numpy() for split, x in inputs.items()},
                 attrs={"role": f"unlearned/{method}", "method": method, "config": config.label,
                        "hyperparameters": config.hyperparameters, "unlearn_seconds": seconds,
                        "unlearn_examples_per_model": examples / n_models})
