@@ -66,3 +66,33 @@ def target_banks(wildcards):
 
 
 EVALUATIONS = expand(f"{RESULTS}/evaluation/{{method}}/{{forget_set}}", method=METHODS, forget_set=FORGET_SETS)
+
+
+def train_params(training, first_id, n_models, role="original", subset_fraction=None):
+    """Params of every rule that trains a bank with `python -m unlearnflow train`.
+
+    `first_id` and `n_models` are numbers or functions of the wildcards; the forget set to
+    retrain without and the poisoned labels come from the rule's input when it has them.
+    """
+
+    def flags(wildcards, input):
+        parts = [f"--role {role}"]
+        if "forget_set" in input.keys():
+            parts.append(f"--forget-set {input.forget_set}")
+        if subset_fraction:
+            parts.append(f"--subset-fraction {subset_fraction}")
+        if input.labels:
+            parts.append(f"--labels-from {input.labels}")
+        return " ".join(parts)
+
+    return dict(model=as_json(config["model"]), training=as_json(training), seed=config["seed"],
+                first_id=first_id, n_models=n_models, flags=flags, device=config["device"],
+                progress=PROGRESS, version=STAGE_VERSIONS["model_bank"])
+
+
+def chunk_first_id(wildcards):
+    return chunk_models(wildcards.chunk)[0]
+
+
+def chunk_size(wildcards):
+    return chunk_models(wildcards.chunk)[1]

@@ -74,17 +74,13 @@ rule ulira_base_models:
     benchmark:
         f"{RESULTS}/benchmarks/ulira/base_models.tsv"
     params:
-        model=as_json(config["model"]),
-        training=as_json(config["training"]),
-        seed=config["seed"],
-        first_id=0,
-        n_models=config["evaluation"]["ulira"]["base_models"],
-        extra=lambda wildcards, input: " ".join(
-            ["--role ulira_base --subset-fraction 0.5"] + ([f"--labels-from {input.labels}"] if input.labels else [])
+        **train_params(
+            config["training"],
+            0,
+            config["evaluation"]["ulira"]["base_models"],
+            role="ulira_base",
+            subset_fraction=0.5,
         ),
-        device=config["device"],
-        progress=PROGRESS,
-        version=STAGE_VERSIONS["model_bank"],
     threads: 1
     resources:
         mem_mb=4000,

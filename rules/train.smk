@@ -4,7 +4,7 @@
 # reuses when the bank grows.
 
 TRAIN_SHELL = (
-    "python -m unlearnflow train --stage-version {params.version} --data {input.data} {params.extra} "
+    "python -m unlearnflow train --stage-version {params.version} --data {input.data} {params.flags} "
     "--model {params.model:q} --training {params.training:q} --seed {params.seed} "
     "--first-id {params.first_id} --count {params.n_models} --device {params.device} --threads {threads} {params.progress} "
     "--out {output} > {log} 2>&1"
@@ -23,15 +23,7 @@ rule train_originals:
     benchmark:
         f"{RESULTS}/benchmarks/originals/chunk_{{chunk}}.tsv"
     params:
-        model=as_json(config["model"]),
-        training=as_json(config["training"]),
-        seed=config["seed"],
-        first_id=lambda wildcards: chunk_models(wildcards.chunk)[0],
-        n_models=lambda wildcards: chunk_models(wildcards.chunk)[1],
-        extra=lambda wildcards, input: f"--labels-from {input.labels}" if input.labels else "",
-        device=config["device"],
-        progress=PROGRESS,
-        version=STAGE_VERSIONS["model_bank"],
+        **train_params(config["training"], chunk_first_id, chunk_size),
     threads: 1
     resources:
         mem_mb=4000,
@@ -55,17 +47,7 @@ rule train_oracles:
     benchmark:
         f"{RESULTS}/benchmarks/oracles/{{forget_set}}/chunk_{{chunk}}.tsv"
     params:
-        model=as_json(config["model"]),
-        training=as_json(oracle_training(config)),
-        seed=config["seed"],
-        first_id=lambda wildcards: chunk_models(wildcards.chunk)[0],
-        n_models=lambda wildcards: chunk_models(wildcards.chunk)[1],
-        extra=lambda wildcards, input: " ".join(
-            [f"--role oracle --forget-set {input.forget_set}"] + ([f"--labels-from {input.labels}"] if input.labels else [])
-        ),
-        device=config["device"],
-        progress=PROGRESS,
-        version=STAGE_VERSIONS["model_bank"],
+        **train_params(oracle_training(config), chunk_first_id, chunk_size, role="oracle"),
     threads: 1
     resources:
         mem_mb=4000,

@@ -17,18 +17,7 @@ rule retrain:
     benchmark:
         f"{RESULTS}/benchmarks/unlearned/retrain/{{forget_set}}.tsv"
     params:
-        model=as_json(config["model"]),
-        training=as_json(oracle_training(config)),
-        seed=config["seed"],
-        first_id=0,
-        n_models=config["oracles"]["models"],
-        extra=lambda wildcards, input: " ".join(
-            [f"--role retrain --forget-set {input.forget_set}"]
-            + ([f"--labels-from {input.labels}"] if input.labels else [])
-        ),
-        device=config["device"],
-        progress=PROGRESS,
-        version=STAGE_VERSIONS["model_bank"],
+        **train_params(oracle_training(config), 0, config["oracles"]["models"], role="retrain"),
     threads: 1
     resources:
         mem_mb=4000,
