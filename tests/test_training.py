@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.func import stack_module_state
 
 from unlearnflow.errors import UserError
-from unlearnflow.training import (TrainConfig, augment, fit, init_model, model_seed, predict_logits,
-                                  subset_mask)
-from unlearnflow.vectorised import fit_many, predict_logits_many
+from unlearnflow.models import build_model
+from unlearnflow.training import (TrainConfig, augment, cross_entropy_loss, fit, init_model, model_seed,
+                                  predict_logits, subset_mask, use_batch_statistics)
+from unlearnflow.vectorised import _ensemble_forward, _layer_chain, fit_many, predict_logits_many
 
 
 def _blobs(n=96, classes=3, shape=(1, 6, 6), seed=0):
@@ -28,12 +30,23 @@ def _cnn():
                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
 
 
+def _classifier_mlp():  # a Classifier: trained by the stacked Linear-chain forward
+    return build_model("mlp", (1, 6, 6), 3, hidden=[16])
+
+
+def _tanh_mlp():  # not a plain Linear/ReLU chain: trained through vmap
+    return nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
 @pytest.mark.parametrize("build, config, min_accuracy", [
     (_mlp, TrainConfig(optimizer="sgd", lr=0.05, epochs=3, batch_size=16, schedule="onecycle"), 0.6),
     (_mlp, TrainConfig(optimizer="adam", lr=1e-2, epochs=2, batch_size=10, schedule="exponential",
                        drop_last=False, weight_decay=1e-4), 0.6),
     (_cnn, TrainConfig(optimizer="sgd", lr=0.1, epochs=6, batch_size=16, crop_padding=1, flip=True,
                        label_smoothing=0.1, nesterov=True), 0.5),
+    (_classifier_mlp, TrainConfig(optimizer="sgd", lr=0.1, epochs=6, batch_size=16, crop_padding=1, flip=True,
+                                  label_smoothing=0.1), 0.6),
+    (_tanh_mlp, TrainConfig(optimizer="adam", lr=1e-2, epochs=2, batch_size=10, drop_last=False), 0.6),
 ])
 def test_vectorised_equals_sequential(build, config, min_accuracy):
     x, y = _blobs()
@@ -53,6 +66,62 @@ def test_vectorised_equals_sequential(build, config, min_accuracy):
     # the models really trained and really differ from each other
     assert not torch.allclose(stacked[0], stacked[1])
     assert (stacked.argmax(-1) == y).float().mean() > min_accuracy
+
+
+def test_vectorised_equals_sequential_smallvgg():
+    """The real conv architecture (Conv/MaxPool/BatchNorm2d/BatchNorm1d) over a few steps; longer runs
+    drift apart as max-pool ties amplify rounding differences of vmap's grouped convolutions."""
+    x, y = _blobs(n=64, shape=(1, 8, 8))
+    config = TrainConfig(lr=0.1, epochs=2, batch_size=16)
+    def build():
+        return build_model("smallvgg", (1, 8, 8), 3, width=4)
+    seeds = [model_seed(0, "vgg", i) for i in range(3)]
+    masks = np.stack([subset_mask(s, len(x), 0.5) for s in seeds])
+    models, _ = fit_many(build, seeds, x, y, masks, config)
+    for model, seed, mask in zip(models, seeds, masks):
+        alone = init_model(build, seed)
+        fit(alone, x, y, config, seed, subset=torch.from_numpy(np.flatnonzero(mask)))
+        for (name, a), b in zip(alone.state_dict().items(), model.state_dict().values()):
+            assert torch.allclose(a.float(), b.float(), atol=1e-5, rtol=1e-4), name
+
+
+def test_layer_chain_detection():
+    assert [type(m) for _, m in _layer_chain(_mlp())] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Linear]
+    assert [name for name, _ in _layer_chain(_classifier_mlp())] == ["features.0", "features.1", "features.2",
+                                                                      "classifier"]
+    assert [name for name, _ in _layer_chain(build_model("linear", (5,), 2))] == ["features.0", "classifier"]
+    linear = nn.Linear(3, 2)
+    assert _layer_chain(linear) == [("", linear)]
+    assert _layer_chain(_tanh_mlp()) is None
+    assert _layer_chain(_cnn()) is None
+    assert _layer_chain(build_model("resnet9", (3, 8, 8), 2, width=4)) is None
+
+
+@pytest.mark.parametrize("build, shape", [
+    (lambda: nn.Linear(6, 3), (5, 6)),  # a bare layer: parameters named "weight", "bias"
+    (lambda: nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Flatten(), nn.Linear(24, 3, bias=False)), (5, 1, 6, 6)),
+    (_cnn, (5, 1, 6, 6)),  # the vmap path
+])
+def test_ensemble_forward_matches_each_model(build, shape):
+    models = [init_model(build, seed) for seed in range(3)]
+    for model in models:
+        use_batch_statistics(model)  # as fit_many does
+    params, buffers = stack_module_state(models)
+    x = torch.randn(3, *shape)
+    stacked = _ensemble_forward(models[0])(params, buffers, x)
+    assert torch.allclose(stacked, torch.stack([model(xi) for model, xi in zip(models, x)]), atol=1e-6)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_cross_entropy_matches_torch(label_smoothing):
+    logits = torch.randn(50, 7, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 7, (50,))
+    ours = cross_entropy_loss(label_smoothing)(logits, labels)
+    theirs = nn.functional.cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
+    assert torch.allclose(ours, theirs, atol=1e-12)
+    ours_grad, = torch.autograd.grad(ours.sum(), logits)
+    theirs_grad, = torch.autograd.grad(theirs.sum(), logits)
+    assert torch.allclose(ours_grad, theirs_grad, atol=1e-12)
 
 
 def test_training_is_deterministic_and_learns():
