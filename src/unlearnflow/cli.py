@@ -60,8 +60,7 @@ def make_forget_set(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     dataset = read_dataset(args.data)
     model_spec, config = _json(args.model), TrainConfig.from_mapping(_json(args.training))
     labels = read_forget_set(args.labels_from).train_labels if args.labels_from else dataset.y_train
@@ -92,8 +91,7 @@ def train(args: argparse.Namespace) -> None:
 
 def unlearn(args: argparse.Namespace) -> None:
     from .unlearning import configurations, oracle_targets, unlearn_bank, write_unlearned
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     spec = _json(args.spec)
     dataset, forget_set = read_dataset(args.data), read_forget_set(args.forget_set)
     originals = read_bank(args.originals)
@@ -139,8 +137,7 @@ def evaluate_result(args: argparse.Namespace) -> None:
 
 def ulira(args: argparse.Namespace) -> None:
     from .shadow import run_ulira
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     dataset, base = read_dataset(args.data), read_bank(args.base)
     labels = read_forget_set(args.labels_from).train_labels if args.labels_from else dataset.y_train
     spec = _json(args.spec)
@@ -173,6 +170,18 @@ def gather(args: argparse.Namespace) -> None:
     bank = concatenate_banks([read_bank(path) for path in args.chunks])
     write_bank(args.out, bank, provenance({"role": bank.attrs["role"]}, {}, args.chunks))
     print(f"{bank.attrs['role']}: gathered {len(bank)} models from {len(args.chunks)} chunk(s)")
+
+
+def torch_options(sub: argparse.ArgumentParser) -> None:
+    """Options of every command that runs models: device, CPU threads, progress bars."""
+    sub.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    sub.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    sub.add_argument("--progress", action="store_true", help="show progress bars on stderr")
+
+
+def use_threads(threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,9 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train each model on a random subset of this fraction (mask drawn from its seed)")
     sub.add_argument("--first-id", type=int, required=True)
     sub.add_argument("--count", type=int, required=True)
-    sub.add_argument("--device", default="auto")
-    sub.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    sub.add_argument("--progress", action="store_true")
+    torch_options(sub)
     sub.add_argument("--out", required=True)
 
     sub = command("evaluate", evaluate_result, "evaluate one unlearned bank against the oracles", "evaluation")
@@ -238,9 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--oracles", help="oracle bank whose mean logits are the targets (oracle matching check)")
     sub.add_argument("--spec", default="{}", help="JSON: hyperparameters (defaults overrides) and grid")
     sub.add_argument("--seed", type=int, required=True)
-    sub.add_argument("--device", default="auto")
-    sub.add_argument("--threads", type=int, default=0)
-    sub.add_argument("--progress", action="store_true")
+    torch_options(sub)
     sub.add_argument("--out", required=True)
 
     sub = command("ulira", ulira, "U-LiRA attacker accuracy of a method on shadow models")
@@ -252,9 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--training", required=True, help="JSON training recipe (for retraining)")
     sub.add_argument("--method-spec", default="{}", help="JSON config slice of the method (hyperparameters, targets)")
     sub.add_argument("--seed", type=int, required=True)
-    sub.add_argument("--device", default="auto")
-    sub.add_argument("--threads", type=int, default=0)
-    sub.add_argument("--progress", action="store_true")
+    torch_options(sub)
     sub.add_argument("--out", required=True)
 
     sub = command("report", make_report, "summary tables and plots of all evaluations")
