@@ -34,6 +34,8 @@ def test_round_trip_with_groups_strings_attrs_and_provenance(tmp_path):
         assert h5["x"].compression == "gzip" and h5["x"].chunks is not None
     only = read_artifact(path, "dataset", names=["classes"])
     assert set(only.arrays) == {"classes"}
+    without_logits = read_artifact(path, "dataset", skip_groups=["logits"])
+    assert set(without_logits.arrays) == {"x", "classes"}
 
 
 def test_exception_mid_write_leaves_no_file(tmp_path):

@@ -96,9 +96,9 @@ def write_bank(path: str | Path, bank: ModelBank, provenance: Mapping[str, Any])
 
 
 def read_bank(path: str | Path, with_weights: bool = True) -> ModelBank:
-    artifact = read_artifact(path, "model_bank")
+    artifact = read_artifact(path, "model_bank", skip_groups=() if with_weights else ("weights",))
     weights = {name[len("weights/"):]: value for name, value in artifact.arrays.items()
-               if name.startswith("weights/")} if with_weights else {}
+               if name.startswith("weights/")}
     logits = {name[len("logits/"):]: value for name, value in artifact.arrays.items() if name.startswith("logits/")}
     return ModelBank(weights=weights, model_ids=artifact["model_ids"], seeds=artifact["seeds"],
                      train_masks=artifact["train_masks"], logits=logits, attrs=artifact.attrs)

@@ -119,11 +119,12 @@ def write_artifact(path: str | os.PathLike, kind: str, arrays: Mapping[str, np.n
 
 
 def read_artifact(path: str | os.PathLike, kind: str, names: Iterable[str] | None = None,
-                  version: int | None = None) -> Artifact:
+                  version: int | None = None, skip_groups: Sequence[str] = ()) -> Artifact:
     """Read an artifact, checking that it is of `kind` at the current stage version.
 
-    `names` restricts which arrays are loaded (all by default). A missing file, an HDF5 file
-    that is not an unlearnflow artifact, another kind or another version is a UserError.
+    `names` restricts which arrays are loaded (all by default); arrays under the groups in
+    `skip_groups` (e.g. ``"weights"``) are not read at all. A missing file, an HDF5 file that
+    is not an unlearnflow artifact, another kind or another version is a UserError.
     """
     path = Path(path)
     expected_version = STAGE_VERSIONS[kind] if version is None else version
@@ -146,7 +147,11 @@ def read_artifact(path: str | os.PathLike, kind: str, names: Iterable[str] | Non
         wanted = None if names is None else set(names)
         arrays: dict[str, np.ndarray] = {}
 
+        skipped = tuple(f"{group}/" for group in skip_groups)
+
         def collect(name: str, node: Any) -> None:
+            if name.startswith(skipped):
+                return
             if isinstance(node, h5py.Dataset) and (wanted is None or name in wanted):
                 is_text = h5py.check_string_dtype(node.dtype) is not None
                 arrays[name] = node.asstr()[()] if is_text else node[()]
