@@ -6,7 +6,8 @@ with the same seeds and the same work: each model is built by ``init_model`` fro
 trained on its own subset; every timing covers initialisation, training and BatchNorm
 recalibration. Cases: (a) the MLP with one hidden layer of 64 on all the data, (b) the same MLP
 on 50% subsets (``subset_mask``), (c) SmallVGG of width 8 (8/16/32 channels, 7,450 parameters)
-on all the data, with fewer models because both ways are much slower.
+on all the data, with fewer models because both ways are much slower. The MLP cases run again
+with one torch thread at the largest E, the setting the workflow's rules use (one thread per job).
 
 The sequential models of a case are trained once for the largest E (every model is trained);
 the smaller E use its first E models, the same models the vectorised run trains. Every model
@@ -18,9 +19,9 @@ Vectorised runs are repeated and the fastest kept, and every measurement first w
 ``--wait-idle`` seconds) for the CPUs to be idle.
 
 Both ways must give the same models: the benchmark fails if the MLPs' test-set logits differ by
-more than 1e-2 (typically ~1e-5: rounding differences between batched and single matrix
-products, occasionally amplified where a ReLU input crosses zero). SmallVGG's differ after full
-training although both trainers compute the same function: ``vmap`` runs its convolutions as
+more than 1e-2 (on this machine they are bitwise equal; the margin is for BLAS libraries whose
+batched and single matrix products round differently). SmallVGG's differ after full training
+although both trainers compute the same function: ``vmap`` runs its convolutions as
 one grouped convolution, whose 1e-7 rounding differences are amplified by max-pool ties and
 BatchNorm at lr 0.1 within a few dozen steps. For it the benchmark checks a short run (4 steps,
 where the parameters agree to ~1e-6) and reports how often the fully trained models predict the
@@ -93,6 +94,7 @@ class Case:
 @dataclass(frozen=True)
 class Row:
     case: Case
+    threads: int
     models: int
     sequential_s: float
     vectorised_s: float
@@ -136,8 +138,18 @@ def train_sequential(build: Callable, seeds: list[int], x: torch.Tensor, y: torc
     return models, seconds
 
 
-def run_case(case: Case, counts: list[int], x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor,
+def run_case(case: Case, counts: list[int], threads: int, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor,
              config: TrainConfig, repeats: int, wait: float) -> list[Row]:
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run_case(case, counts, threads, x, y, x_test, config, repeats, wait)
+    finally:
+        torch.set_num_threads(default_threads)
+
+
+def _run_case(case: Case, counts: list[int], threads: int, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor,
+              config: TrainConfig, repeats: int, wait: float) -> list[Row]:
     shape, classes = tuple(x.shape[1:]), int(y.max()) + 1
 
     def build() -> torch.nn.Module:
@@ -166,8 +178,9 @@ def run_case(case: Case, counts: list[int], x: torch.Tensor, y: torch.Tensor, x_
         same = float((logits.argmax(-1) == reference[:count].argmax(-1)).float().mean())
         if diff > MAX_LOGIT_DIFF and case.arch == "mlp":
             raise SystemExit(f"{case.name}, {count} models: vectorised and sequential logits differ by {diff:.2e}")
-        rows.append(Row(case, count, count * float(np.median(per_model[:count])), best, median_diff, diff, same))
-        print(f"{case.name:32s} {count:4d} models  sequential {rows[-1].sequential_s:7.2f} s  "
+        rows.append(Row(case, threads, count, count * float(np.median(per_model[:count])), best, median_diff, diff,
+                        same))
+        print(f"{case.name:28s} {threads} thread(s) {count:4d} models  sequential {rows[-1].sequential_s:7.2f} s  "
               f"vectorised {best:6.2f} s  ratio {rows[-1].ratio:5.1f}x  |dlogit| median {median_diff:.1e} "
               f"max {diff:.1e}  same argmax {same:.1%}", flush=True)
     return rows
@@ -193,44 +206,26 @@ def short_run_diff(case: Case, x: torch.Tensor, y: torch.Tensor, models: int = 4
     return diff
 
 
-def single_thread_sequential(case: Case, count: int, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-                             repeats: int, wait: float) -> float:
-    """Sequential time of the first `count` models of `case` with one torch thread."""
-    shape, classes = tuple(x.shape[1:]), int(y.max()) + 1
-    seeds = [model_seed(0, f"bench/{case.name}", i) for i in range(count)]
-    masks = case_masks(seeds, len(x), case.fraction)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        per_model = np.full(count, np.inf)
-        for _ in range(repeats):
-            wait_for_idle(wait)
-            _, seconds = train_sequential(lambda: build_model(case.arch, shape, classes, **case.options),
-                                          seeds, x, y, masks, config)
-            per_model = np.minimum(per_model, seconds)
-    finally:
-        torch.set_num_threads(threads)
-    return count * float(np.median(per_model))
-
-
 def markdown(rows: list[Row], args: argparse.Namespace, config: TrainConfig, n_train: int, loads: tuple[float, float],
-             one_thread: tuple[Row, float], params: dict[str, int], cnn_short_diff: float) -> str:
+             params: dict[str, int], cnn_short_diff: float) -> str:
     lines = [
         "## Training: vectorised `fit_many` vs sequential `fit` (digits)",
         "",
-        "| case | models | sequential s | vectorised s | ratio | models/h sequential | models/h vectorised "
-        "| logit diff median / max | same argmax |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | torch threads | models | sequential s | vectorised s | ratio | models/h sequential "
+        "| models/h vectorised | logit diff median / max | same argmax |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        lines.append(f"| {row.case.name} | {row.models} | {row.sequential_s:.2f} | {row.vectorised_s:.2f} | "
-                     f"{row.ratio:.1f}x | {3600 * row.models / row.sequential_s:,.0f} | "
+        lines.append(f"| {row.case.name} | {row.threads} | {row.models} | {row.sequential_s:.2f} | "
+                     f"{row.vectorised_s:.2f} | {row.ratio:.1f}x | {3600 * row.models / row.sequential_s:,.0f} | "
                      f"{3600 * row.models / row.vectorised_s:,.0f} | {row.median_logit_diff:.0e} / "
                      f"{row.max_logit_diff:.0e} | {row.same_predictions:.1%} |")
-    mlp_largest = [row for row in rows if row.case.arch == "mlp" and row.models == max(args.models)]
-    worst = min(mlp_largest, key=lambda row: row.ratio)
+    def worst_mlp(threads: int) -> Row:
+        return min((row for row in rows if row.case.arch == "mlp" and row.models == max(args.models)
+                    and row.threads == threads), key=lambda row: row.ratio)
+
+    default, single = worst_mlp(torch.get_num_threads()), worst_mlp(1)
     cnn = max((row for row in rows if row.case.arch == "smallvgg"), key=lambda row: row.models)
-    met = worst.ratio >= TARGET_RATIO
     lines += [
         "",
         f"Recipe: the default config's SGD (lr {config.lr}, momentum {config.momentum}, weight decay "
@@ -246,17 +241,16 @@ def markdown(rows: list[Row], args: argparse.Namespace, config: TrainConfig, n_t
         "grouped-convolution rounding is amplified by max-pool ties and BatchNorm (see the script's docstring), so "
         "the models drift apart while most predictions stay equal.",
     ]
-    row, seconds = one_thread
-    lines.append(f"Sequential `fit` with one torch thread instead of {torch.get_num_threads()}: {seconds:.2f} s for "
-                 f"the {row.models} models of \"{row.case.name}\" (ratio {seconds / row.vectorised_s:.1f}x against "
-                 "it).")
     lines += [
         f"Machine: {machine()}; other processes share it: 1-min load average {loads[0]:.2f} at the start, "
         f"{loads[1]:.2f} at the end; {BUSY_STARTS[0]} of {sum(BUSY_STARTS)} measurements started with the CPUs "
         f"busy after waiting up to {args.wait_idle:.0f} s for them to be idle.",
-        f"Verdict: {'meets' if met else 'misses'} the >= {TARGET_RATIO:.0f}x target at {worst.models} MLPs "
-        f"(lowest MLP ratio {worst.ratio:.1f}x, \"{worst.case.name}\"); SmallVGG gains only {cnn.ratio:.1f}x at "
-        f"{cnn.models} models (vmap runs its convolutions as slow grouped convolutions on this CPU). "
+        f"Verdict: at {default.models} MLPs the >= {TARGET_RATIO:.0f}x target is "
+        f"{'met' if default.ratio >= TARGET_RATIO else 'missed'} with torch's default {default.threads} threads "
+        f"(lowest ratio {default.ratio:.1f}x) and {'met' if single.ratio >= TARGET_RATIO else 'missed'} with one "
+        f"thread per job as the workflow runs (lowest {single.ratio:.1f}x: the vectorised run loses the second "
+        f"core); SmallVGG gains only {cnn.ratio:.1f}x at {cnn.models} models "
+        "(vmap runs its convolutions as grouped convolutions, slow on this CPU). "
         "`python bench/bench_training.py` to rerun.",
     ]
     return "\n".join(lines)
@@ -281,19 +275,19 @@ def main() -> None:
     x_test = torch.from_numpy(data.x_test)
     args.test_points = len(x_test)
     config = TrainConfig(epochs=args.epochs)
-    cases = [(Case("MLP [64], full data", "mlp", {"hidden": [64]}, 1.0), args.models),
-             (Case("MLP [64], 50% subsets", "mlp", {"hidden": [64]}, 0.5), args.models),
-             (Case("SmallVGG width 8, full data", "smallvgg", {"width": 8}, 1.0), args.cnn_models)]
+    mlp_full = Case("MLP [64], full data", "mlp", {"hidden": [64]}, 1.0)
+    mlp_half = Case("MLP [64], 50% subsets", "mlp", {"hidden": [64]}, 0.5)
+    cnn = Case("SmallVGG width 8, full data", "smallvgg", {"width": 8}, 1.0)
+    threads = torch.get_num_threads()
+    runs = [(mlp_full, args.models, threads), (mlp_half, args.models, threads), (cnn, args.cnn_models, threads),
+            (mlp_full, [max(args.models)], 1), (mlp_half, [max(args.models)], 1)]
     params = {case.arch: count_parameters(build_model(case.arch, tuple(x.shape[1:]), 10, **case.options))
-              for case, _ in cases}
-    rows = [row for case, counts in cases
-            for row in run_case(case, sorted(counts), x, y, x_test, config, args.repeats, args.wait_idle)]
-    cnn_short_diff = short_run_diff(cases[2][0], x, y)
-    largest = max((row for row in rows if row.case is cases[0][0]), key=lambda row: row.models)
-    one_thread = (largest, single_thread_sequential(largest.case, largest.models, x, y, config, args.repeats,
-                                                    args.wait_idle))
+              for case in (mlp_full, cnn)}
+    rows = [row for case, counts, n_threads in runs
+            for row in run_case(case, sorted(counts), n_threads, x, y, x_test, config, args.repeats, args.wait_idle)]
+    cnn_short_diff = short_run_diff(cnn, x, y)
     loads.append(os.getloadavg()[0])
-    text = markdown(rows, args, config, len(x), tuple(loads), one_thread, params, cnn_short_diff)
+    text = markdown(rows, args, config, len(x), tuple(loads), params, cnn_short_diff)
     print(text)
     if not args.quick:
         write_section("training", text)

@@ -85,6 +85,19 @@ def test_vectorised_equals_sequential_smallvgg():
             assert torch.allclose(a.float(), b.float(), atol=1e-5, rtol=1e-4), name
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_vectorised_models_do_not_depend_on_chunking(optimizer):
+    """A model's weights depend on its seed and subset only, not on the models stacked with it."""
+    x, y = _blobs()
+    config = TrainConfig(optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-2, epochs=2, batch_size=16)
+    seeds = [model_seed(0, "chunks", i) for i in range(4)]
+    masks = np.stack([subset_mask(s, len(x), 0.5) for s in seeds])
+    everything, _ = fit_many(_classifier_mlp, seeds, x, y, masks, config)
+    middle, _ = fit_many(_classifier_mlp, seeds[1:3], x, y, masks[1:3], config)
+    for a, b in zip(everything[1:3], middle):
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def test_layer_chain_detection():
     assert [type(m) for _, m in _layer_chain(_mlp())] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Linear]
     assert [name for name, _ in _layer_chain(_classifier_mlp())] == ["features.0", "features.1", "features.2",
