@@ -26,6 +26,7 @@ wildcard_constraints:
 include: "rules/data.smk"
 include: "rules/forget_sets.smk"
 include: "rules/train.smk"
+include: "rules/datamodels.smk"
 include: "rules/unlearn.smk"
 include: "rules/evaluate.smk"
 include: "rules/theory.smk"

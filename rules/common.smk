@@ -5,8 +5,9 @@ import json
 import os
 import sys
 
-from unlearnflow.config import load_schema, oracle_training, poison_set, validate_config
+from unlearnflow.config import CALIBRATION_SET, load_schema, oracle_training, poison_set, validate_config
 from unlearnflow.errors import UserError
+from unlearnflow.methods import DATAMODEL_METHODS
 from unlearnflow.store import STAGE_VERSIONS
 
 try:
@@ -18,6 +19,8 @@ RESULTS = f"results/{config['experiment']}"
 FORGET_SETS = list(config["forget_sets"])
 POISON_SET = poison_set(config)
 PROGRESS = "--progress" if config["progress"] else ""
+# A held-out forget set whose oracles calibrate the datamodels' scale (DMM paper, Appendix G.2).
+CALIBRATED = "calibration_set" in config["datamodels"]
 # Reference methods, always evaluated so that every table shows its bounds.
 REFERENCE_METHODS = ["do_nothing", "retrain"]
 METHODS = REFERENCE_METHODS + list(config["methods"])
@@ -41,6 +44,13 @@ def chunk_models(chunk):
     return first, last - first + 1
 
 
+def forget_set_spec(name):
+    """The config of a named forget set; the datamodels' held-out calibration set is one too."""
+    if name == CALIBRATION_SET:
+        return config["datamodels"]["calibration_set"]
+    return config["forget_sets"][name]
+
+
 def poisoned_labels():
     """The poison forget set whose flipped labels every model of the experiment trains on."""
     return [f"{RESULTS}/forget_sets/{POISON_SET}.h5"] if POISON_SET else []
@@ -59,10 +69,19 @@ def method_spec(method):
 
 
 def target_banks(wildcards):
-    """Banks a method's targets come from (oracle matching with true oracle targets)."""
+    """Artifacts a method's targets come from: the forget set's oracles (oracle matching with
+    true oracle targets) or the experiment's datamodels (DM-DIRECT, DMM)."""
     if method_spec(wildcards.method).get("targets") == "oracle":
         return {"oracles": f"{RESULTS}/oracles/{wildcards.forget_set}.h5"}
+    if wildcards.method in DATAMODEL_METHODS:
+        calibration = {"calibration": f"{RESULTS}/datamodel_calibration.h5"} if CALIBRATED else {}
+        return {"datamodels": f"{RESULTS}/datamodels.h5", **calibration}
     return {}
+
+
+def target_flags(wildcards, input):
+    """The unlearn command's options for the artifacts of target_banks."""
+    return " ".join(f"--{name} {input[name]}" for name in ("oracles", "datamodels", "calibration") if name in input.keys())
 
 
 EVALUATIONS = expand(f"{RESULTS}/evaluation/{{method}}/{{forget_set}}", method=METHODS, forget_set=FORGET_SETS)

@@ -7,7 +7,7 @@ rule forget_sets:
     log:
         f"{RESULTS}/logs/forget_sets/{{forget_set}}.log",
     params:
-        spec=lambda wildcards: as_json(config["forget_sets"][wildcards.forget_set]),
+        spec=lambda wildcards: as_json(forget_set_spec(wildcards.forget_set)),
         seed=config["seed"],
         version=STAGE_VERSIONS["forget_set"],
     threads: 1

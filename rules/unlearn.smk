@@ -47,7 +47,7 @@ rule unlearn:
         spec=lambda wildcards: as_json(
             {key: value for key, value in method_spec(wildcards.method).items() if key != "targets"}
         ),
-        targets=lambda wildcards, input: f"--oracles {input.oracles}" if "oracles" in input.keys() else "",
+        targets=target_flags,
         seed=config["seed"],
         device=config["device"],
         progress=PROGRESS,

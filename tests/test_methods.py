@@ -83,6 +83,7 @@ def expected_examples(method, n_forget, n_retain):
         "partial_retrain": lambda: n_retain // hp["batch_size"] * hp["batch_size"],  # drop_last
         "oracle_matching": lambda: (hp["forget_multiplier"] + int(hp["retain_multiplier"])) * n_forget,
     }
+    passes["dmm"] = passes["oracle_matching"]
     if method == "scrub":  # retain passes, max-step forget passes, one teacher pass over both
         return hp["epochs"] * n_retain + min(hp["max_steps"], hp["epochs"]) * n_forget + n_retain + n_forget
     return hp["epochs"] * passes[method]()

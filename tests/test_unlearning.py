@@ -66,10 +66,10 @@ def test_unlearn_bank_round_trip_and_costs(small_world, tmp_path):
 
 def test_oracle_matching_with_oracle_targets_moves_towards_them(small_world):
     dataset, forget_set, originals, oracles = small_world
-    targets = oracle_targets(oracles)
+    targets = oracle_targets(oracles)({})
     configs = configurations("oracle_matching", {"epochs": 20, "lr": 5e-3}, {})
     bank = unlearn_bank("oracle_matching", originals, dataset, forget_set, configs, seed=0,
-                        device=torch.device("cpu"), targets=targets)["default"]
+                        device=torch.device("cpu"), targets=oracle_targets(oracles))["default"]
     forget = forget_set.indices
 
     def distance(logits):

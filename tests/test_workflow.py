@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from unlearnflow.artifacts import read_bank, read_dataset, read_forget_set
+from unlearnflow.attribution import read_calibration, read_datamodels
 from unlearnflow.config import load_schema, validate_config
+from unlearnflow.unlearning import read_unlearned
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -75,10 +77,49 @@ def test_dry_run_plans_the_expected_jobs(tiny):
                                   "ulira": 2, "evaluate": 4, "report": 1, "all": 1}
 
 
+DATAMODELS = {
+    "methods": {"dm_direct": {"grid": {"construction": ["logit", "margin_shift"]}},
+                "dmm": {"hyperparameters": {"epochs": 2, "calibrated": True}}},
+    "subset_models": {"models": 40, "chunk_size": 20},
+    "datamodels": {"estimator": "lasso", "heldout_models": 10, "options": {"n_alphas": 5},
+                   "calibration_set": {"kind": "random", "size": 5}},
+}
+
+
+def test_dry_run_with_datamodel_methods_plans_subset_models_datamodels_and_calibration(tmp_path):
+    write_config(tmp_path, {**TINY, **DATAMODELS})
+    assert planned_jobs(tmp_path) == {"prepare_data": 1, "forget_sets": 3, "train_originals": 2, "gather_originals": 1,
+                                      "train_oracles": 6, "gather_oracles": 3, "retrain": 2, "ulira_base_models": 1,
+                                      "ulira": 4, "train_subset_models": 2, "fit_datamodels": 1,
+                                      "calibrate_datamodels": 1, "unlearn": 4, "evaluate": 8, "report": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_real_run_with_datamodel_methods(tmp_path):
+    write_config(tmp_path, {**TINY, **DATAMODELS})
+    snakemake(tmp_path)
+    results = tmp_path / "results" / "tiny"
+    datamodels = read_datamodels(results / "datamodels.h5")
+    n_points = sum(datamodels.split_sizes.values())
+    assert datamodels.weights("logits").shape == (datamodels.split_sizes["train"], n_points, 10)
+    assert datamodels.attrs["fitted_models"] == 30 and np.isfinite(datamodels.summary()["margins_lds"])
+    scales = read_calibration(results / "datamodel_calibration.h5")
+    assert set(scales) == {"logit", "margin_shift"} and all(np.isfinite(list(scales.values())))
+    dmm = read_unlearned(results / "unlearned" / "dmm" / "r5.h5")["default"]
+    assert dmm.attrs["calibration"] == scales and dmm.attrs["precompute_seconds"] > 0
+    summary = (results / "report" / "summary.md").read_text()
+    assert summary.count("| dm_direct |") == 2 and summary.count("| dmm |") == 2
+    assert planned_jobs(tmp_path) == {}
+
+
 @pytest.mark.parametrize("change, message", [
     ({"training": {"epochs": "two"}}, "config: training.epochs: 'two' is not of type 'integer'"),
     ({"forget_sets": {"r5": {"kind": "random", "sise": 5}}}, "unknown key 'sise' for kind 'random'"),
     ({"modle": {}}, "'modle' was unexpected"),
+    ({**DATAMODELS, "datamodels": {"heldout_models": 35}}, "cannot spare 35 held-out models"),
+    ({**DATAMODELS, "datamodels": {"options": {"alpha": 1}}}, "unknown option(s) alpha for estimator lasso"),
+    ({**DATAMODELS, "datamodels": {"heldout_models": 10, "calibration_set": {"kind": "class", "class": 3}}},
+     "kind must be random"),
 ])
 def test_config_errors_are_one_line(tmp_path, change, message):
     write_config(tmp_path, {**TINY, **change})

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from . import __version__
-from .artifacts import (ModelBank, concatenate_banks, read_bank, read_dataset, read_forget_set, train_bank, write_bank,
-                        write_dataset, write_forget_set)
+from .artifacts import (SPLITS, ModelBank, concatenate_banks, read_bank, read_dataset, read_forget_set, train_bank,
+                        write_bank, write_dataset, write_forget_set)
 from .data import load_dataset
 from .errors import UserError
 from .forget_sets import build_forget_set
@@ -90,20 +90,87 @@ def train(args: argparse.Namespace) -> None:
 
 
 def unlearn(args: argparse.Namespace) -> None:
-    from .unlearning import configurations, oracle_targets, unlearn_bank, write_unlearned
+    from .methods import PREDICTORS
+    from .unlearning import (configurations, datamodel_targets, oracle_targets, predict_bank, unlearn_bank,
+                             write_unlearned)
     use_threads(args.threads)
     spec = _json(args.spec)
     dataset, forget_set = read_dataset(args.data), read_forget_set(args.forget_set)
-    originals = read_bank(args.originals)
-    targets = oracle_targets(read_bank(args.oracles, with_weights=False)) if args.oracles else None
+    originals = read_bank(args.originals, with_weights=args.method not in PREDICTORS)
     configs = configurations(args.method, spec.get("hyperparameters", {}), spec.get("grid", {}))
-    banks = unlearn_bank(args.method, originals, dataset, forget_set, configs, args.seed, resolve_device(args.device),
-                         targets=targets, progress=args.progress)
-    inputs = [args.data, args.forget_set, args.originals] + ([args.oracles] if args.oracles else [])
+    targets, attrs = None, {}
+    if args.oracles:
+        targets = oracle_targets(read_bank(args.oracles, with_weights=False))
+    if args.datamodels:
+        from .attribution import read_calibration, read_datamodels
+        datamodels = read_datamodels(args.datamodels)
+        calibration = read_calibration(args.calibration) if args.calibration else None
+        effects = datamodels.forget_effects(forget_set.indices, calibration)
+        targets = datamodel_targets(originals, forget_set, effects)
+        attrs = {"precompute_seconds": datamodels.attrs["precompute_seconds"], "datamodels": datamodels.estimator,
+                 "calibration": calibration or {}}
+    if args.method in PREDICTORS:
+        if not args.datamodels:
+            raise UserError(f"{args.method} needs --datamodels")
+        banks = predict_bank(originals, dataset, forget_set, configs, effects, attrs)
+    else:
+        banks = unlearn_bank(args.method, originals, dataset, forget_set, configs, args.seed,
+                             resolve_device(args.device), targets=targets, progress=args.progress, attrs=attrs)
+    inputs = [args.data, args.forget_set, args.originals] + [
+        p for p in (args.oracles, args.datamodels, args.calibration) if p]
     write_unlearned(args.out, args.method, forget_set.name, banks, provenance(spec, {"seed": args.seed}, inputs))
     for label, bank in banks.items():
         print(f"{args.method} [{label}] on {forget_set.name}: {bank.attrs['unlearn_seconds'] / len(bank):.3f} s "
               f"and {bank.attrs['unlearn_examples_per_model']:.0f} examples per model")
+
+
+def fit_datamodels(args: argparse.Namespace) -> None:
+    from .attribution import fit_datamodel_set, trak_datamodel_set, write_datamodels
+    use_threads(args.threads)
+    spec = _json(args.spec)
+    dataset = read_dataset(args.data)
+    train_labels = read_forget_set(args.labels_from).train_labels if args.labels_from else dataset.y_train
+    labels = np.concatenate([train_labels, dataset.y_val, dataset.y_test])
+    sizes = {split: len(getattr(dataset, f"y_{split}")) for split in SPLITS}
+    subset = concatenate_banks([read_bank(path, with_weights=False) for path in args.subset_models])
+    logits = np.concatenate([subset.logits[split] for split in SPLITS], axis=1)
+    estimator, heldout = spec.get("estimator", "lasso"), spec.get("heldout_models", 200)
+    device = resolve_device(args.device)
+    if estimator == "trak":
+        if not args.originals:
+            raise UserError("the trak estimator needs --originals (its checkpoints)")
+        originals = read_bank(args.originals)
+        models = [model.to(device) for model in originals.load_models(dataset.input_shape, dataset.num_classes)]
+        x_all = torch.from_numpy(np.concatenate([getattr(dataset, f"x_{split}") for split in SPLITS])).to(device)
+        held = slice(len(subset) - heldout, len(subset))
+        result = trak_datamodel_set(models, x_all[: sizes["train"]], train_labels, x_all, labels, sizes,
+                                    subset.train_masks[held], logits[held], spec.get("options", {}), args.seed,
+                                    args.progress)
+    else:
+        result = fit_datamodel_set(subset.train_masks, logits, labels, sizes, estimator, heldout,
+                                   spec.get("options", {}), args.seed, str(device))
+    # The one-time cost DMM amortises (the paper does not count it per request): fitting, plus
+    # training the subset models for the regression estimators (TRAK's only score it).
+    result.attrs["subset_train_seconds"] = subset.attrs["train_seconds"]
+    result.attrs["precompute_seconds"] = sum(value for key, value in result.attrs.items() if key.endswith("_fit_seconds"))
+    if estimator != "trak":
+        result.attrs["precompute_seconds"] += subset.attrs["train_seconds"]
+    inputs = [args.data, *args.subset_models] + [p for p in (args.labels_from, args.originals) if p]
+    write_datamodels(args.out, result, provenance(spec, {"seed": args.seed}, inputs))
+    print(f"datamodels ({estimator}) written to {args.out}: " + ", ".join(
+        f"{name} {value:.3f}" for name, value in result.summary().items()))
+
+
+def calibrate_datamodels(args: argparse.Namespace) -> None:
+    from .attribution import calibrate, read_datamodels, write_calibration
+    datamodels, forget_set = read_datamodels(args.datamodels), read_forget_set(args.forget_set)
+    originals, oracles = (read_bank(path, with_weights=False) for path in (args.originals, args.oracles))
+    scales = calibrate(datamodels, originals.logits["train"], oracles.logits["train"], forget_set.train_labels,
+                       forget_set.indices)
+    inputs = [args.datamodels, args.forget_set, args.originals, args.oracles]
+    write_calibration(args.out, scales, forget_set.name, provenance({}, {}, inputs))
+    print(f"datamodel scales calibrated on {forget_set.name} ({len(forget_set.indices)} points): "
+          + ", ".join(f"{construction} {scale:.3f}" for construction, scale in scales.items()))
 
 
 def unlearned_banks(path: str) -> dict[str, ModelBank]:
@@ -136,6 +203,7 @@ def evaluate_result(args: argparse.Namespace) -> None:
 
 
 def ulira(args: argparse.Namespace) -> None:
+    from .methods import DATAMODEL_METHODS
     from .shadow import run_ulira
     use_threads(args.threads)
     dataset, base = read_dataset(args.data), read_bank(args.base)
@@ -145,7 +213,7 @@ def ulira(args: argparse.Namespace) -> None:
                        args.seed, spec["forget_sets_per_model"], spec["forget_size"], spec["pool_class"],
                        resolve_device(args.device), pool_size=spec.get("pool_size"), progress=args.progress,
                        hyperparameters=_json(args.method_spec).get("hyperparameters", {}),
-                       needs_targets="targets" in _json(args.method_spec))
+                       needs_targets="targets" in _json(args.method_spec) or args.method in DATAMODEL_METHODS)
     write_rows(args.out, [result], list(result))
     print(f"U-LiRA of {args.method}: attacker accuracy {result['ulira_accuracy']:.3f} (0.5 is ideal)")
 
@@ -243,9 +311,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--forget-set", required=True)
     sub.add_argument("--originals", required=True)
     sub.add_argument("--oracles", help="oracle bank whose mean logits are the targets (oracle matching check)")
+    sub.add_argument("--datamodels", help="datamodels artifact (dm_direct predictions, dmm targets)")
+    sub.add_argument("--calibration", help="datamodel calibration artifact (scales of calibrated targets)")
     sub.add_argument("--spec", default="{}", help="JSON: hyperparameters (defaults overrides) and grid")
     sub.add_argument("--seed", type=int, required=True)
     torch_options(sub)
+    sub.add_argument("--out", required=True)
+
+    sub = command("fit-datamodels", fit_datamodels, "fit the experiment's datamodels", "datamodels")
+    sub.add_argument("--data", required=True, help="dataset artifact")
+    sub.add_argument("--labels-from", help="poison forget set whose labels the experiment trains on")
+    sub.add_argument("--subset-models", nargs="+", required=True, help="chunks of the subset-model bank")
+    sub.add_argument("--originals", help="original bank (the trak estimator's checkpoints)")
+    sub.add_argument("--spec", required=True, help="JSON datamodels config slice")
+    sub.add_argument("--seed", type=int, required=True)
+    torch_options(sub)
+    sub.add_argument("--out", required=True)
+
+    sub = command("calibrate-datamodels", calibrate_datamodels,
+                  "fit the datamodels' scale on a held-out forget set's oracles", "datamodel_calibration")
+    sub.add_argument("--datamodels", required=True)
+    sub.add_argument("--forget-set", required=True, help="the held-out calibration forget set")
+    sub.add_argument("--originals", required=True)
+    sub.add_argument("--oracles", required=True, help="the calibration forget set's oracles")
     sub.add_argument("--out", required=True)
 
     sub = command("ulira", ulira, "U-LiRA attacker accuracy of a method on shadow models")

@@ -13,10 +13,12 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
+from .attribution import options, split_heldout
 from .errors import UserError
 from .forget_sets import check_spec
 from .models import ARCHITECTURES
 from .training import TrainConfig
+from .methods import DATAMODEL_METHODS
 from .unlearning import configurations
 
 
@@ -64,11 +66,36 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
         configurations(method, spec.get("hyperparameters", {}), spec.get("grid", {}))
         if method == "oracle_matching" and "targets" not in spec:
             raise UserError("config: methods.oracle_matching: set targets (oracle) to say what it matches")
+    if DATAMODEL_METHODS & set(config["methods"]):
+        _check_datamodels(config)
     TrainConfig.from_mapping(config["training"])
     TrainConfig.from_mapping(oracle_training(config))
     if config["model"]["arch"] not in ARCHITECTURES:
         raise UserError(f"config: model.arch: unknown architecture {config['model']['arch']!r}")
     return config
+
+
+#: Name of the datamodels' held-out calibration forget set (``datamodels.calibration_set``).
+CALIBRATION_SET = "datamodel_calibration"
+
+
+def _check_datamodels(config: Mapping[str, Any]) -> None:
+    spec = config["datamodels"]
+    try:
+        options(spec["estimator"], spec["options"])
+        if spec["estimator"] == "trak":  # the subset models only score TRAK's estimate
+            if spec["heldout_models"] > config["subset_models"]["models"]:
+                raise UserError("datamodels.heldout_models exceeds subset_models.models")
+        else:
+            split_heldout(config["subset_models"]["models"], spec["heldout_models"])
+        if "calibration_set" in spec:
+            if spec["calibration_set"].get("kind") not in ("random", "class_sample", "cluster"):
+                raise UserError("datamodels.calibration_set: kind must be random, class_sample or cluster")
+            check_spec(CALIBRATION_SET, spec["calibration_set"])
+    except UserError as error:
+        raise UserError(f"config: {error}") from None
+    if CALIBRATION_SET in config["forget_sets"]:
+        raise UserError(f"config: forget_sets: the name {CALIBRATION_SET} is reserved for datamodels.calibration_set")
 
 
 def oracle_training(config: Mapping[str, Any]) -> dict[str, Any]:

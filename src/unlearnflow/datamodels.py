@@ -68,7 +68,7 @@ class Datamodels:
     weights: np.ndarray  # (n_train, T) float32 coefficients beta[i, t]
     bias: np.ndarray  # (T,) float32
     alphas: np.ndarray  # (T,) selected regularisation per target (0 for "diagonal")
-    method: str  # "lasso" | "ridge" | "diagonal"
+    method: str  # "lasso" | "ridge" | "diagonal" | "trak" (unlearnflow.trak)
 
     def predict(self, masks: np.ndarray) -> np.ndarray:
         """Predicted outputs (models x T) of models trained on the subsets in `masks`."""

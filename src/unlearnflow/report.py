@@ -70,6 +70,8 @@ FLOAT_COLUMNS = (
     "unlearn_seconds", "retrain_seconds", "compute_fraction",
 )
 REQUIRED_COLUMNS = TEXT_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS
+#: Numeric columns that older evaluations may lack (NaN then).
+OPTIONAL_FLOAT_COLUMNS = ("shift_corr_forget", "margin_mae_forget", "precompute_seconds")
 EVALUATION_ARRAYS = ("entropy/original", "entropy/oracle", "entropy/unlearned", "mia/fpr", "mia/tpr")
 EVALUATION_VERSION = 1
 DO_NOTHING, RETRAIN = "do_nothing", "retrain"
@@ -165,8 +167,8 @@ def parse_row(path: Path, raw: Mapping[str, str | None]) -> Row:
     if not FORGET_SET_NAME.fullmatch(row["forget_set"]):
         raise UserError(f"{path}: forget set name '{row['forget_set']}' is not of letters, digits, '_', '.' "
                         "and '-' (it names the report's files)")
-    for column in INT_COLUMNS + FLOAT_COLUMNS:
-        row[column] = parse_number(path, column, row[column], integer=column in INT_COLUMNS)
+    for column in INT_COLUMNS + FLOAT_COLUMNS + OPTIONAL_FLOAT_COLUMNS:
+        row[column] = parse_number(path, column, row.get(column, ""), integer=column in INT_COLUMNS)
     return row
 
 
@@ -290,7 +292,8 @@ def write_summary_md(rows: Sequence[Row], path: Path) -> Path:
 
 
 _TABLE_HEADER = ("method", "config", "KLOM-95 forget", "KLOM-95 retain", "KLOM-95 validation",
-                 "selection score [CI]", "test acc", "MIA AUC (PGU)", "U-LiRA acc", "compute")
+                 "selection score [CI]", "test acc", "forget margin MAE", "shift corr", "MIA AUC (PGU)",
+                 "U-LiRA acc", "compute")
 
 
 def forget_set_section(forget_set: str, rows: Sequence[Row]) -> list[str]:
@@ -299,22 +302,27 @@ def forget_set_section(forget_set: str, rows: Sequence[Row]) -> list[str]:
     groups = group_by(rows, "method")
     best = sorted((next(row for row in group if row["best"]) for group in groups.values()),
                   key=lambda row: (method_key(row["method"])[0], score_key(row)))
-    table = [table_row(row, len(groups[(row["method"],)])) for row in best] + [floor_row(rows)]
+    table = [table_row(row, groups[(row["method"],)]) for row in best] + [floor_row(rows)]
     return [f"## Forget set `{forget_set}`", "",
             f"{first['forget_kind']}, {first['n_forget']} points; KLOM against {first['n_oracles']} oracles.", "",
             markdown_line(_TABLE_HEADER), markdown_line(["---"] * len(_TABLE_HEADER)),
             *map(markdown_line, table), "", *explanation(rows), ""]
 
 
-def table_row(row: Row, n_configs: int) -> list[str]:
-    """One method's cells; the config says of how many it is the best."""
-    config = row["config"] + (f" (best of {n_configs})" if n_configs > 1 else "")
+def table_row(row: Row, configs: Sequence[Row]) -> list[str]:
+    """One method's cells; the config says of how many it is the best and, to show how much
+    tuning mattered, the selection score of the method's default configuration."""
+    config = row["config"]
+    if len(configs) > 1:
+        default = next((other for other in configs if other["config"] == "default"), None)
+        note = f"; default {fmt(default['selection_score'], '.3f')}" if default and default is not row else ""
+        config += f" (best of {len(configs)}{note})"
     score = fmt(row["selection_score"], ".3f")
     if math.isfinite(row["selection_ci_low"]) and math.isfinite(row["selection_ci_high"]):
         score += f" [{row['selection_ci_low']:.3f}, {row['selection_ci_high']:.3f}]"
     return [row["method"], config, *(fmt(row[f"klom_{group}_p95"], ".3f") for group in GROUPS), score,
-            fmt(row["acc_test"], ".3f"), fmt(row["mia_pgu_auc"], ".3f"), fmt(row["ulira_accuracy"], ".3f"),
-            fmt(row["compute_fraction"], ".3g")]
+            fmt(row["acc_test"], ".3f"), fmt(row["margin_mae_forget"], ".3f"), fmt(row["shift_corr_forget"], ".3f"),
+            fmt(row["mia_pgu_auc"], ".3f"), fmt(row["ulira_accuracy"], ".3f"), fmt(row["compute_fraction"], ".3g")]
 
 
 def floor_row(rows: Sequence[Row]) -> list[str]:
@@ -323,7 +331,7 @@ def floor_row(rows: Sequence[Row]) -> list[str]:
     per_side = int(nan_median(row["n_oracles"] for row in rows)) // 2
     return [f"*noise floor ({per_side} vs {per_side} oracles)*", _MISSING, *floors,
             fmt(nan_median(row["floor_selection_score"] for row in rows), ".3f"),
-            fmt(nan_median(row["acc_test_oracle"] for row in rows), ".3f"), _MISSING, _MISSING, _MISSING]
+            fmt(nan_median(row["acc_test_oracle"] for row in rows), ".3f"), *[_MISSING] * 5]
 
 
 def explanation(rows: Sequence[Row]) -> list[str]:
@@ -338,6 +346,9 @@ def explanation(rows: Sequence[Row]) -> list[str]:
         "- Selection score: mean KLOM-95 of the three groups, lower is better; it picks each "
         "method's best configuration. [CI]: its confidence interval.",
         "- Test acc: mean test accuracy of the unlearned models; ideal is the oracles' (noise floor row).",
+        "- Forget margin MAE: mean over forget points of |mean unlearned margin - mean oracle margin|, 0 is "
+        "ideal (`do_nothing` shows the size of the effect to undo). Shift corr: correlation over forget points of "
+        "the margin shift the method made with the oracles' shift (ideal 1; undefined for `do_nothing`).",
         f"- MIA AUC (PGU): how well the attack tells unlearned from retrained models, ideal 0.5 "
         f"(the attack separates original from retrained models with AUC {fmt(attack, '.3f')}). "
         "U-LiRA acc: ideal 0.5.",

@@ -42,6 +42,8 @@ STAGE_VERSIONS: dict[str, int] = {
     "model_bank": 1,
     "evaluation": 1,
     "unlearned": 1,
+    "datamodels": 1,
+    "datamodel_calibration": 1,
 }
 
 #: Arrays smaller than this many bytes are stored contiguous and uncompressed.

@@ -8,9 +8,13 @@ configuration; :func:`read_unlearned` turns each back into a :class:`ModelBank` 
 evaluation loop consumes like any other bank. Weights of unlearned models are not stored: every
 metric reads logits only.
 
-Oracle Matching needs target logits. ``targets: oracle`` uses the mean logits of the forget
-set's oracles (Algorithm C.1 with true oracle outputs: the implementation check of the DMM
-paper, not an unlearning method, since it needs the retrained models it tries to avoid).
+Oracle Matching needs target logits, given per configuration by a ``targets`` function of the
+hyper-parameters. ``targets: oracle`` uses the mean logits of the forget set's oracles
+(:func:`oracle_targets`, Algorithm C.1 with true oracle outputs: the implementation check of the
+DMM paper, not an unlearning method, since it needs the retrained models it tries to avoid).
+Datamodel Matching's targets are DM-DIRECT's predictions from each original model's own logits
+(:func:`datamodel_targets`, Algorithm C.3), and DM-DIRECT itself trains nothing: its bank holds
+the predicted logits (:func:`predict_bank`).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,10 +34,15 @@ from .artifacts import SPLITS, ModelBank
 from .data import Dataset
 from .errors import UserError
 from .forget_sets import ForgetSet
-from .methods import METHODS, UnlearningRequest, hyperparameters
+from .methods import METHODS, UnlearningRequest, dm_direct, hyperparameters
 from .store import read_artifact, write_artifact
 from .training import model_seed, progress_bar
 from .vectorised import predict_logits_many
+
+
+#: Target logits on the training points for one configuration's hyper-parameters: shape
+#: (n, C) shared by all models or (N, n, C) per model.
+TargetsFor = Callable[[Mapping[str, Any]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -62,12 +72,13 @@ def configurations(method: str, overrides: Mapping[str, Any], grid: Mapping[str,
 
 def unlearn_bank(method: str, originals: ModelBank, dataset: Dataset, forget_set: ForgetSet,
                  configs: Sequence[Configuration], seed: int, device: torch.device,
-                 targets: np.ndarray | None = None, progress: bool = False) -> dict[str, ModelBank]:
+                 targets: TargetsFor | None = None, progress: bool = False,
+                 attrs: Mapping[str, Any] | None = None) -> dict[str, ModelBank]:
     """Apply `method` to every original model under each configuration.
 
-    `targets` are target logits on the training points, shape (n, C) shared by all models or
-    (N, n, C) per model. Returns one bank of unlearned models per configuration label, with the
-    cost per model (``unlearn_seconds``, ``unlearn_examples_per_model``) in its attrs.
+    `targets` gives each configuration's target logits (methods that match targets). Returns one
+    bank of unlearned models per configuration label, with the cost per model
+    (``unlearn_seconds``, ``unlearn_examples_per_model``) and `attrs` in its attrs.
     """
     labels = forget_set.train_labels
     inputs = {split: torch.from_numpy(getattr(dataset, f"x_{split}")).to(device) for split in SPLITS}
@@ -82,23 +93,63 @@ def unlearn_bank(method: str, originals: ModelBank, dataset: Dataset, forget_set
         for config in configs:
             unlearned = []
             seconds = examples = 0.0
+            config_targets = targets(config.hyperparameters) if targets else None
             for index, (model_id, original) in enumerate(zip(originals.model_ids, originals_models)):
                 model = copy.deepcopy(original)
-                request = UnlearningRequest(**request_base, targets=_targets_of(targets, index, device))
+                request = UnlearningRequest(**request_base, targets=_targets_of(config_targets, index, device))
                 stats = METHODS[method](model, request, config.hyperparameters,
                                         model_seed(seed, f"unlearn/{method}", int(model_id)))
                 seconds, examples = seconds + stats.seconds, examples + stats.examples
                 unlearned.append(model)
                 bar.update()
-            n_models = len(originals_models)
-            banks[config.label] = ModelBank(
-                weights={}, model_ids=originals.model_ids, seeds=originals.seeds,
-                train_masks=np.tile(retain_mask, (n_models, 1)),
-                logits={split: predict_logits_many(unlearned, x).cpu().numpy() for split, x in inputs.items()},
-                attrs={"role": f"unlearned/{method}", "method": method, "config": config.label,
-                       "hyperparameters": config.hyperparameters, "unlearn_seconds": seconds,
-                       "unlearn_examples_per_model": examples / n_models})
+            logits = {split: predict_logits_many(unlearned, x).cpu().numpy() for split, x in inputs.items()}
+            banks[config.label] = _unlearned_bank(method, config, originals, retain_mask, logits, seconds,
+                                                  examples / len(originals_models), attrs)
     return banks
+
+
+def predict_bank(originals: ModelBank, dataset: Dataset, forget_set: ForgetSet, configs: Sequence[Configuration],
+                 effects: dm_direct.ForgetEffects, attrs: Mapping[str, Any] | None = None) -> dict[str, ModelBank]:
+    """DM-DIRECT (Algorithm C.2) for every original model: the banks of predicted oracle logits,
+    one per configuration; `effects` covers every point (train, val, test in order)."""
+    labels = {"train": forget_set.train_labels, "val": dataset.y_val, "test": dataset.y_test}
+    retain_mask = forget_set.retain_mask(len(forget_set.train_labels))
+    banks = {}
+    for config in configs:
+        start, logits, offset = time.perf_counter(), {}, 0
+        for split in SPLITS:
+            size = len(labels[split])
+            logits[split] = dm_direct.predict(originals.logits[split], labels[split],
+                                              effects.slice(slice(offset, offset + size)), config.hyperparameters)
+            offset += size
+        banks[config.label] = _unlearned_bank("dm_direct", config, originals, retain_mask, logits,
+                                              time.perf_counter() - start, 0.0, attrs)
+    return banks
+
+
+def datamodel_targets(originals: ModelBank, forget_set: ForgetSet, effects: dm_direct.ForgetEffects) -> TargetsFor:
+    """DMM's targets (Algorithm C.3): DM-DIRECT's prediction from each original model's own
+    training-point logits, (N, n, C), for a configuration's construction and scale."""
+    n_train = len(forget_set.train_labels)
+    train_effects = effects.slice(slice(0, n_train))
+
+    def targets(hp: Mapping[str, Any]) -> np.ndarray:
+        chosen = {key: hp[key] for key in dm_direct.DEFAULTS}
+        return dm_direct.predict(originals.logits["train"], forget_set.train_labels, train_effects, chosen)
+
+    return targets
+
+
+def _unlearned_bank(method: str, config: Configuration, originals: ModelBank, retain_mask: np.ndarray,
+                    logits: dict[str, np.ndarray], seconds: float, examples_per_model: float,
+                    attrs: Mapping[str, Any] | None) -> ModelBank:
+    """The bank of one configuration: logits of the unlearned models and what they cost."""
+    return ModelBank(
+        weights={}, model_ids=originals.model_ids, seeds=originals.seeds,
+        train_masks=np.tile(retain_mask, (len(originals), 1)), logits=logits,
+        attrs={"role": f"unlearned/{method}", "method": method, "config": config.label,
+               "hyperparameters": config.hyperparameters, "unlearn_seconds": seconds,
+               "unlearn_examples_per_model": examples_per_model, **(attrs or {})})
 
 
 def _targets_of(targets: np.ndarray | None, index: int, device: torch.device) -> torch.Tensor | None:
@@ -108,9 +159,11 @@ def _targets_of(targets: np.ndarray | None, index: int, device: torch.device) ->
     return torch.from_numpy(np.ascontiguousarray(chosen, dtype=np.float32)).to(device)
 
 
-def oracle_targets(oracles: ModelBank) -> np.ndarray:
-    """Mean oracle logits on the training points (Algorithm C.1's target with true oracles)."""
-    return oracles.logits["train"].mean(axis=0)
+def oracle_targets(oracles: ModelBank) -> TargetsFor:
+    """Mean oracle logits on the training points (Algorithm C.1's target with true oracles),
+    the same for every configuration."""
+    mean = oracles.logits["train"].mean(axis=0)
+    return lambda hp: mean
 
 
 def write_unlearned(path: str | Path, method: str, forget_set: str, banks: Mapping[str, ModelBank],

@@ -1,0 +1,96 @@
+# Datamodels (DMM paper, Section 4): the expensive, cached stage behind DM-DIRECT and Datamodel
+# Matching. Many models train on random subsets of the training set (chunks; a complete chunk
+# is never retrained), then one job regresses every point's margin and logits on the subset
+# masks and scores the fit on held-out subset models. Built only when a method needs it.
+
+
+rule train_subset_models:
+    """Train one chunk of the subset models, each on a random fraction of the training set."""
+    input:
+        data=f"{RESULTS}/data.h5",
+        labels=poisoned_labels(),
+    output:
+        f"{RESULTS}/subset_models/chunk_{{chunk}}.h5",
+    log:
+        f"{RESULTS}/logs/subset_models/chunk_{{chunk}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/subset_models/chunk_{{chunk}}.tsv"
+    params:
+        **train_params(
+            config["training"],
+            chunk_first_id,
+            chunk_size,
+            role="subset",
+            subset_fraction=config["subset_models"]["fraction"],
+        ),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        TRAIN_SHELL
+
+
+def trak_checkpoints(wildcards):
+    """The trak estimator takes its checkpoints from the original models."""
+    return {"originals": f"{RESULTS}/originals.h5"} if config["datamodels"]["estimator"] == "trak" else {}
+
+
+rule fit_datamodels:
+    """Fit margin and per-logit datamodels of every point (lasso, ridge or trak); LDS and R^2."""
+    input:
+        unpack(trak_checkpoints),
+        data=f"{RESULTS}/data.h5",
+        subset_models=expand(f"{RESULTS}/subset_models/chunk_{{chunk}}.h5", chunk=chunk_ids("subset_models")),
+        labels=poisoned_labels(),
+    output:
+        f"{RESULTS}/datamodels.h5",
+    log:
+        f"{RESULTS}/logs/fit_datamodels.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fit_datamodels.tsv"
+    params:
+        spec=as_json({key: value for key, value in config["datamodels"].items() if key != "calibration_set"}),
+        labels=lambda wildcards, input: f"--labels-from {input.labels}" if input.labels else "",
+        originals=lambda wildcards, input: f"--originals {input.originals}" if "originals" in input.keys() else "",
+        seed=config["seed"],
+        device=config["device"],
+        progress=PROGRESS,
+        version=STAGE_VERSIONS["datamodels"],
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m unlearnflow fit-datamodels --stage-version {params.version} --data {input.data} {params.labels} "
+        "--subset-models {input.subset_models} {params.originals} --spec {params.spec:q} --seed {params.seed} "
+        "--device {params.device} --threads {threads} {params.progress} --out {output} > {log} 2>&1"
+
+
+rule calibrate_datamodels:
+    """Fit the datamodels' global scale on a held-out forget set's oracles (Appendix G.2)."""
+    input:
+        datamodels=f"{RESULTS}/datamodels.h5",
+        forget_set=f"{RESULTS}/forget_sets/{CALIBRATION_SET}.h5",
+        originals=f"{RESULTS}/originals.h5",
+        oracles=f"{RESULTS}/oracles/{CALIBRATION_SET}.h5",
+    output:
+        f"{RESULTS}/datamodel_calibration.h5",
+    log:
+        f"{RESULTS}/logs/calibrate_datamodels.log",
+    params:
+        version=STAGE_VERSIONS["datamodel_calibration"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -m unlearnflow calibrate-datamodels --stage-version {params.version} --datamodels {input.datamodels} "
+        "--forget-set {input.forget_set} --originals {input.originals} --oracles {input.oracles} --out {output} "
+        "> {log} 2>&1"

@@ -1,0 +1,31 @@
+"""Datamodel Matching (DMM), DMM paper Algorithm C.3: Oracle Matching (Algorithm C.1) towards the
+outputs that DM-DIRECT (Algorithm C.2) predicts for a model retrained without the forget set.
+
+The fine-tuning loop is :mod:`.oracle_matching`'s; the hyper-parameters are its own plus
+DM-DIRECT's (``construction``, ``diagonal_only``, ``scale``), which say how the targets in
+``request.targets`` were built from the model's own logits (:func:`.dm_direct.predict`; the
+workflow's bank loop builds them per configuration before calling :func:`unlearn`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+from ..training import FitStats
+from . import dm_direct, oracle_matching
+from .common import UnlearningRequest, resolve
+
+DEFAULTS = {**oracle_matching.DEFAULTS, **dm_direct.DEFAULTS}
+
+#: The authors' oracle-matching ranges for the fine-tuning, both target constructions.
+GRID = {"lr": oracle_matching.GRID["lr"], "epochs": oracle_matching.GRID["epochs"],
+        "construction": list(dm_direct.CONSTRUCTIONS)}
+
+
+def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> FitStats:
+    """Oracle Matching towards ``request.targets`` (the DM-DIRECT predictions for this model)."""
+    hp = resolve("dmm", DEFAULTS, hp)
+    fine_tuning = {key: value for key, value in hp.items() if key in oracle_matching.DEFAULTS}
+    return oracle_matching.unlearn(model, request, fine_tuning, seed)
