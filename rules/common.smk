@@ -69,19 +69,30 @@ def method_spec(method):
 
 
 def target_banks(wildcards):
-    """Artifacts a method's targets come from: the forget set's oracles (oracle matching with
-    true oracle targets) or the experiment's datamodels (DM-DIRECT, DMM)."""
+    """Artifacts a method's targets come from: the forget set's oracles (their mean) or the
+    independent retrained bank (paired per model) for oracle matching with true targets, or
+    the experiment's datamodels (DM-DIRECT, DMM)."""
     if method_spec(wildcards.method).get("targets") == "oracle":
         return {"oracles": f"{RESULTS}/oracles/{wildcards.forget_set}.h5"}
+    if method_spec(wildcards.method).get("targets") == "retrain":
+        return {"paired_targets": f"{RESULTS}/unlearned/retrain/{wildcards.forget_set}.h5"}
     if wildcards.method in DATAMODEL_METHODS:
-        calibration = {"calibration": f"{RESULTS}/datamodel_calibration.h5"} if CALIBRATED else {}
-        return {"datamodels": f"{RESULTS}/datamodels.h5", **calibration}
+        return datamodel_artifacts(wildcards)
     return {}
+
+
+def datamodel_artifacts(wildcards):
+    """The datamodels (and their calibration) when a method of the experiment uses them."""
+    if not DATAMODEL_METHODS & set(config["methods"]):
+        return {}
+    calibration = {"calibration": f"{RESULTS}/datamodel_calibration.h5"} if CALIBRATED else {}
+    return {"datamodels": f"{RESULTS}/datamodels.h5", **calibration}
 
 
 def target_flags(wildcards, input):
     """The unlearn command's options for the artifacts of target_banks."""
-    return " ".join(f"--{name} {input[name]}" for name in ("oracles", "datamodels", "calibration") if name in input.keys())
+    names = ("oracles", "paired_targets", "datamodels", "calibration")
+    return " ".join(f"--{name.replace('_', '-')} {input[name]}" for name in names if name in input.keys())
 
 
 EVALUATIONS = expand(f"{RESULTS}/evaluation/{{method}}/{{forget_set}}", method=METHODS, forget_set=FORGET_SETS)

@@ -35,6 +35,7 @@ rule evaluate:
 rule report:
     """Summary table, KLOM-vs-compute plot, entropy histograms and MIA ROC curves."""
     input:
+        unpack(datamodel_artifacts),
         csv=[f"{path}.csv" for path in EVALUATIONS],
         h5=[f"{path}.h5" for path in EVALUATIONS],
     output:
@@ -50,6 +51,9 @@ rule report:
         f"{RESULTS}/logs/report.log",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.csv),
+        datamodels=lambda wildcards, input: " ".join(
+            f"--{name} {input[name]}" for name in ("datamodels", "calibration") if name in input.keys()
+        ),
     localrule: True
     threads: 1
     resources:
@@ -59,7 +63,7 @@ rule report:
         "../envs/cpu.yaml"
     shell:
         "python -m unlearnflow report --out-dir {params.out_dir} --csv {input.csv} --evaluations {input.h5} "
-        "> {log} 2>&1"
+        "{params.datamodels} > {log} 2>&1"
 
 
 rule ulira_base_models:
@@ -94,6 +98,7 @@ rule ulira_base_models:
 rule ulira:
     """U-LiRA attacker accuracy of one method (efficient version, DMM paper Algorithm F.4)."""
     input:
+        unpack(lambda wildcards: datamodel_artifacts(wildcards) if wildcards.method in DATAMODEL_METHODS else {}),
         data=f"{RESULTS}/data.h5",
         base=f"{RESULTS}/ulira/base_models.h5",
         labels=poisoned_labels(),
@@ -108,6 +113,7 @@ rule ulira:
         training=as_json(config["training"]),
         method_spec=lambda wildcards: as_json(method_spec(wildcards.method)),
         labels=lambda wildcards, input: f"--labels-from {input.labels}" if input.labels else "",
+        datamodels=target_flags,
         seed=config["seed"],
         device=config["device"],
         progress=PROGRESS,
@@ -119,6 +125,7 @@ rule ulira:
         "../envs/cpu.yaml"
     shell:
         "python -m unlearnflow ulira --method {wildcards.method} --data {input.data} --base {input.base} "
-        "{params.labels} --spec {params.spec:q} --training {params.training:q} --method-spec {params.method_spec:q} "
+        "{params.labels} {params.datamodels} --spec {params.spec:q} --training {params.training:q} "
+        "--method-spec {params.method_spec:q} "
         "--seed {params.seed} "
         "--device {params.device} --threads {threads} {params.progress} --out {output} > {log} 2>&1"

@@ -110,6 +110,14 @@ def test_digits_fractions() -> None:
     assert abs(len(dataset.y_val) - 0.2 * held_out) <= 10
 
 
+def test_max_test_subsamples_test_and_validation_together_and_keeps_train(digits: Dataset) -> None:
+    small = load_dataset({"loader": "digits", "max_test": 100})
+    assert len(small.y_val) + len(small.y_test) == 100
+    np.testing.assert_array_equal(small.x_train, digits.x_train)
+    assert abs(len(small.y_val) - len(small.y_test)) <= 10  # validation is half of each class
+    assert np.bincount(small.y_test, minlength=10).min() >= 3  # stratified
+
+
 def test_max_train_subsamples_train_only(digits: Dataset) -> None:
     small = load_dataset({"loader": "digits", "max_train": 200})
     assert len(small.y_train) == 200

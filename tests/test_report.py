@@ -151,3 +151,16 @@ def test_errors_are_user_errors(tmp_path, inputs):
         write_report(csv_paths[:1], evaluation_paths[1:2], tmp_path)
     with pytest.raises(UserError, match="no such artifact"):
         write_report(csv_paths, [tmp_path / "missing.h5"], tmp_path)
+
+
+def test_datamodels_section_states_quality_cost_and_calibration(inputs, tmp_path):
+    attrs = {"estimator": "lasso", "outputs": ["margins", "logits"], "fitted_models": 1800, "heldout_models": 200,
+             "margins_lds": 0.674, "margins_r2": 0.469, "logits_lds": 0.558, "logits_r2": 0.33,
+             "margins_fit_seconds": 11.6, "logits_fit_seconds": 88.3, "subset_train_seconds": 21.0,
+             "options": {}, "scales": {"logit": 0.731, "margin_shift": 0.889}}
+    write_report(*inputs, tmp_path, datamodels=attrs)
+    section = (tmp_path / "summary.md").read_text().split("## Datamodels")[1]
+    assert "fitted on 1800 subset models, scored on 200 held-out" in section
+    assert "| margins | 0.674 | 0.469 | 11.6 |" in section and "| logits | 0.558 | 0.330 | 88.3 |" in section
+    assert "21 s training subset models" in section and "100 s fitting" in section
+    assert "logit 0.731, margin_shift 0.889" in section

@@ -6,6 +6,10 @@ import torch
 
 from unlearnflow.artifacts import train_bank
 from unlearnflow.data import load_dataset
+from unlearnflow.datamodels import fit_diagonal
+from unlearnflow.errors import UserError
+from unlearnflow.methods import dm_direct
+from unlearnflow.metrics.margins import margins
 from unlearnflow.models import build_model
 from unlearnflow.shadow import ShadowDesign, draw_forget_sets, run_ulira, shadow_margin_tables
 from unlearnflow.training import TrainConfig, model_seed, subset_mask
@@ -51,3 +55,17 @@ def test_ulira_detects_do_nothing_on_a_memorising_model_and_not_retraining():
     assert nothing["ulira_accuracy"] > 0.6
     retrain = run_ulira("retrain", **kwargs)
     assert abs(retrain["ulira_accuracy"] - 0.5) < 0.1
+
+    # DM-DIRECT and DMM with diagonal datamodels (memorisation scores) of these very models:
+    # predicting each forgotten point's margin drop fools the attack more than doing nothing
+    n_train = len(labels)
+    memorisation = fit_diagonal(base.train_masks, margins(base.logits["train"], labels), np.arange(n_train))
+    effects_of = lambda forget: dm_direct.forget_effects(forget, None, memorisation.weights)  # noqa: E731
+    shifted = {"construction": "margin_shift"}
+    predicted = run_ulira("dm_direct", **kwargs, hyperparameters=shifted, effects_of=effects_of)
+    assert predicted["ulira_accuracy"] < nothing["ulira_accuracy"] - 0.05  # measured 0.559 vs 0.626 (retrain 0.531)
+    matched = run_ulira("dmm", **kwargs, hyperparameters={**shifted, "epochs": 10, "lr": 1e-3},
+                        effects_of=effects_of)
+    assert matched["ulira_accuracy"] < nothing["ulira_accuracy"] - 0.05  # measured 0.549
+    with pytest.raises(UserError, match="needs the datamodels"):
+        run_ulira("dmm", **kwargs)

@@ -10,7 +10,7 @@ from unlearnflow.errors import UserError
 from unlearnflow.forget_sets import build_forget_set
 from unlearnflow.models import build_model
 from unlearnflow.training import TrainConfig, model_seed
-from unlearnflow.unlearning import (configurations, oracle_targets, read_unlearned, unlearn_bank,
+from unlearnflow.unlearning import (configurations, oracle_targets, paired_targets, read_unlearned, unlearn_bank,
                                     write_unlearned)
 
 
@@ -76,3 +76,16 @@ def test_oracle_matching_with_oracle_targets_moves_towards_them(small_world):
         return float(np.mean((logits[:, forget] - targets[forget]) ** 2))
 
     assert distance(bank.logits["train"]) < 0.5 * distance(originals.logits["train"])
+
+
+def test_paired_targets_give_each_model_its_own_retrained_model(small_world):
+    dataset, forget_set, originals, oracles = small_world
+    configs = configurations("oracle_matching", {"epochs": 20, "lr": 5e-3}, {})
+    bank = unlearn_bank("oracle_matching", originals, dataset, forget_set, configs, seed=0,
+                        device=torch.device("cpu"), targets=paired_targets(oracles, originals))["default"]
+    forget = forget_set.indices
+    own = np.mean((bank.logits["train"][:, forget] - oracles.logits["train"][:, forget]) ** 2)
+    swapped = np.mean((bank.logits["train"][:, forget] - oracles.logits["train"][::-1, forget]) ** 2)
+    assert own < 0.5 * swapped  # model k moved towards retrained model k, not towards the others
+    with pytest.raises(UserError, match="one retrained model per original"):
+        paired_targets(oracles, type(originals)(**{**originals.__dict__, "model_ids": originals.model_ids[:2]}))

@@ -111,23 +111,29 @@ def split_heldout(n_models: int, heldout_models: int) -> tuple[slice, slice]:
 
 def fit_datamodel_set(masks: np.ndarray, logits: np.ndarray, labels: np.ndarray, split_sizes: Mapping[str, int],
                       estimator: str, heldout_models: int, given_options: Mapping[str, Any] | None = None,
-                      seed: int = 0, device: str = "cpu", log=print) -> DatamodelSet:
-    """Fit margin and per-logit datamodels by lasso or ridge on subset models.
+                      seed: int = 0, device: str = "cpu", log=print, outputs: Sequence[str] = OUTPUTS) -> DatamodelSet:
+    """Fit margin and/or per-logit datamodels (`outputs`) by lasso or ridge on subset models.
 
     `masks` (models, n_train) bool and `logits` (models, points, C) come from the subset-model
     bank (points: train, val, test); `labels` (points,) are the labels the models trained on
     (train) and the true labels (val, test). The last `heldout_models` models score the fit.
+    Per-logit datamodels hold n_train x points x C weights: on large data sets fit margins only.
     """
+    unknown = sorted(set(outputs) - set(OUTPUTS))
+    if unknown or not outputs:
+        raise UserError(f"datamodels: outputs must be some of {', '.join(OUTPUTS)}, got {list(outputs)}")
     if estimator == "trak":
         raise UserError("datamodels: fit_datamodel_set fits lasso or ridge; use trak_datamodel_set for trak")
     chosen = options(estimator, given_options or {})
     fitted, held = split_heldout(len(masks), heldout_models)
-    outputs = subset_outputs(logits, labels)
+    targets = subset_outputs(logits, labels)
     result = DatamodelSet(estimator, dict(split_sizes), logits.shape[-1], {}, attrs={
         "estimator": estimator, "options": chosen, "fitted_models": fitted.stop, "heldout_models": heldout_models})
     for output in OUTPUTS:
+        if output not in outputs:
+            continue
         start = time.perf_counter()
-        y = outputs[output]
+        y = targets[output]
         if estimator == "lasso":
             datamodels = fit_lasso(masks[fitted], y[fitted], chosen["n_alphas"], chosen["alpha_min_ratio"],
                                    chosen["val_fraction"], seed, device, chosen["tol"], chosen["max_iter"])

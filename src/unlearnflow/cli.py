@@ -24,7 +24,7 @@ from .data import load_dataset
 from .errors import UserError
 from .forget_sets import build_forget_set
 from .models import build_model
-from .store import STAGE_VERSIONS, artifact_kind, provenance, read_rows, write_artifact, write_rows
+from .store import STAGE_VERSIONS, artifact_kind, provenance, read_artifact, read_rows, write_artifact, write_rows
 from .training import TrainConfig, model_seed, resolve_device, subset_mask
 
 
@@ -91,8 +91,8 @@ def train(args: argparse.Namespace) -> None:
 
 def unlearn(args: argparse.Namespace) -> None:
     from .methods import PREDICTORS
-    from .unlearning import (configurations, datamodel_targets, oracle_targets, predict_bank, unlearn_bank,
-                             write_unlearned)
+    from .unlearning import (configurations, datamodel_targets, oracle_targets, paired_targets, predict_bank,
+                             unlearn_bank, write_unlearned)
     use_threads(args.threads)
     spec = _json(args.spec)
     dataset, forget_set = read_dataset(args.data), read_forget_set(args.forget_set)
@@ -101,6 +101,8 @@ def unlearn(args: argparse.Namespace) -> None:
     targets, attrs = None, {}
     if args.oracles:
         targets = oracle_targets(read_bank(args.oracles, with_weights=False))
+    if args.paired_targets:
+        targets = paired_targets(read_bank(args.paired_targets, with_weights=False), originals)
     if args.datamodels:
         from .attribution import read_calibration, read_datamodels
         datamodels = read_datamodels(args.datamodels)
@@ -117,7 +119,7 @@ def unlearn(args: argparse.Namespace) -> None:
         banks = unlearn_bank(args.method, originals, dataset, forget_set, configs, args.seed,
                              resolve_device(args.device), targets=targets, progress=args.progress, attrs=attrs)
     inputs = [args.data, args.forget_set, args.originals] + [
-        p for p in (args.oracles, args.datamodels, args.calibration) if p]
+        p for p in (args.oracles, args.paired_targets, args.datamodels, args.calibration) if p]
     write_unlearned(args.out, args.method, forget_set.name, banks, provenance(spec, {"seed": args.seed}, inputs))
     for label, bank in banks.items():
         print(f"{args.method} [{label}] on {forget_set.name}: {bank.attrs['unlearn_seconds'] / len(bank):.3f} s "
@@ -148,7 +150,8 @@ def fit_datamodels(args: argparse.Namespace) -> None:
                                     args.progress)
     else:
         result = fit_datamodel_set(subset.train_masks, logits, labels, sizes, estimator, heldout,
-                                   spec.get("options", {}), args.seed, str(device))
+                                   spec.get("options", {}), args.seed, str(device),
+                                   outputs=spec.get("outputs", ["margins", "logits"]))
     # The one-time cost DMM amortises (the paper does not count it per request): fitting, plus
     # training the subset models for the regression estimators (TRAK's only score it).
     result.attrs["subset_train_seconds"] = subset.attrs["train_seconds"]
@@ -203,24 +206,35 @@ def evaluate_result(args: argparse.Namespace) -> None:
 
 
 def ulira(args: argparse.Namespace) -> None:
-    from .methods import DATAMODEL_METHODS
     from .shadow import run_ulira
     use_threads(args.threads)
     dataset, base = read_dataset(args.data), read_bank(args.base)
     labels = read_forget_set(args.labels_from).train_labels if args.labels_from else dataset.y_train
     spec = _json(args.spec)
+    effects_of = None
+    if args.datamodels:
+        from .attribution import read_calibration, read_datamodels
+        datamodels = read_datamodels(args.datamodels)
+        calibration = read_calibration(args.calibration) if args.calibration else None
+        n_train = len(labels)
+        effects_of = lambda forget: datamodels.forget_effects(forget, calibration).slice(slice(0, n_train))  # noqa: E731
     result = run_ulira(args.method, base, dataset, labels, TrainConfig.from_mapping(_json(args.training)),
                        args.seed, spec["forget_sets_per_model"], spec["forget_size"], spec["pool_class"],
                        resolve_device(args.device), pool_size=spec.get("pool_size"), progress=args.progress,
                        hyperparameters=_json(args.method_spec).get("hyperparameters", {}),
-                       needs_targets="targets" in _json(args.method_spec) or args.method in DATAMODEL_METHODS)
+                       needs_targets="targets" in _json(args.method_spec), effects_of=effects_of)
     write_rows(args.out, [result], list(result))
     print(f"U-LiRA of {args.method}: attacker accuracy {result['ulira_accuracy']:.3f} (0.5 is ideal)")
 
 
 def make_report(args: argparse.Namespace) -> None:
     from .report import write_report
-    written = write_report(args.csv, args.evaluations, args.out_dir)
+    datamodels = None
+    if args.datamodels:
+        from .attribution import read_calibration
+        datamodels = dict(read_artifact(args.datamodels, "datamodels", names=()).attrs)
+        datamodels["scales"] = read_calibration(args.calibration) if args.calibration else None
+    written = write_report(args.csv, args.evaluations, args.out_dir, datamodels)
     print(f"report: wrote {len(written)} files to {args.out_dir}")
 
 
@@ -311,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--forget-set", required=True)
     sub.add_argument("--originals", required=True)
     sub.add_argument("--oracles", help="oracle bank whose mean logits are the targets (oracle matching check)")
+    sub.add_argument("--paired-targets", help="bank retrained without the forget set; model k's logits are original "
+                     "model k's targets (oracle matching check)")
     sub.add_argument("--datamodels", help="datamodels artifact (dm_direct predictions, dmm targets)")
     sub.add_argument("--calibration", help="datamodel calibration artifact (scales of calibrated targets)")
     sub.add_argument("--spec", default="{}", help="JSON: hyperparameters (defaults overrides) and grid")
@@ -344,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--spec", required=True, help="JSON: forget_sets_per_model, forget_size, pool_class[, pool_size]")
     sub.add_argument("--training", required=True, help="JSON training recipe (for retraining)")
     sub.add_argument("--method-spec", default="{}", help="JSON config slice of the method (hyperparameters, targets)")
+    sub.add_argument("--datamodels", help="datamodels artifact (dm_direct and dmm shadows' targets)")
+    sub.add_argument("--calibration", help="the datamodels' calibration artifact")
     sub.add_argument("--seed", type=int, required=True)
     torch_options(sub)
     sub.add_argument("--out", required=True)
@@ -352,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out-dir", required=True)
     sub.add_argument("--csv", nargs="+", required=True, help="evaluation CSV rows")
     sub.add_argument("--evaluations", nargs="+", required=True, help="evaluation HDF5 artifacts")
+    sub.add_argument("--datamodels", help="datamodels artifact, for a section on their quality and cost")
+    sub.add_argument("--calibration", help="the datamodels' calibration artifact")
 
     sub = command("theory", theory, "ridge-regression oracle-matching experiment (DMM paper, Section 5)")
     sub.add_argument("--panel", required=True, help="figure panel, e.g. fig5a or figE2_sgd_small")

@@ -65,7 +65,10 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
             raise UserError(f"config: methods.{method}: the references do_nothing and retrain always run; remove it")
         configurations(method, spec.get("hyperparameters", {}), spec.get("grid", {}))
         if method == "oracle_matching" and "targets" not in spec:
-            raise UserError("config: methods.oracle_matching: set targets (oracle) to say what it matches")
+            raise UserError("config: methods.oracle_matching: set targets (oracle or retrain) to say what it matches")
+        if spec.get("targets") == "retrain" and config["originals"]["models"] != config["oracles"]["models"]:
+            raise UserError(f"config: methods.{method}: targets retrain pairs each original with a retrained model; "
+                            "set originals.models equal to oracles.models")
     if DATAMODEL_METHODS & set(config["methods"]):
         _check_datamodels(config)
     TrainConfig.from_mapping(config["training"])
@@ -94,6 +97,18 @@ def _check_datamodels(config: Mapping[str, Any]) -> None:
             check_spec(CALIBRATION_SET, spec["calibration_set"])
     except UserError as error:
         raise UserError(f"config: {error}") from None
+    fitted = {"logit": "logits", "margin_shift": "margins"}
+    if spec["estimator"] == "trak":  # TRAK estimates margin datamodels only
+        spec["outputs"] = ["margins"]
+    for method in DATAMODEL_METHODS & set(config["methods"]):
+        method_config = config["methods"][method]
+        for found in configurations(method, method_config.get("hyperparameters", {}), method_config.get("grid", {})):
+            hp = found.hyperparameters
+            if fitted[hp["construction"]] not in spec["outputs"]:
+                raise UserError(f"config: methods.{method}: construction {hp['construction']} needs "
+                                f"{fitted[hp['construction']]} datamodels; add it to datamodels.outputs")
+            if hp["calibrated"] and "calibration_set" not in spec:
+                raise UserError(f"config: methods.{method}: calibrated targets need datamodels.calibration_set")
     if CALIBRATION_SET in config["forget_sets"]:
         raise UserError(f"config: forget_sets: the name {CALIBRATION_SET} is reserved for datamodels.calibration_set")
 

@@ -11,14 +11,17 @@
    (default one half) of *each test class*; the rest of that class stays in the test set. The
    training set is never touched, so the model sees exactly the training data the source defines.
 4. **Subsample** (optional): ``max_train`` keeps a stratified subset of the training set, with
-   each class's share as in the full training set (largest remainder rounding).
+   each class's share as in the full training set (largest remainder rounding); ``max_test``
+   does the same to the test split *before* step 3 takes the validation set from it (so
+   validation and test shrink together; datamodels cover every point, so they need it).
 5. **Normalise** with statistics of the final training set only: images per channel, features
    per feature, to mean 0 and standard deviation 1 (a constant channel or feature has its
    standard deviation taken as 1, so it maps to 0).
 
 Per class, a fraction ``f`` of ``n`` examples means ``floor(f * n + 1/2)`` examples. Every random
 choice comes from ``seed``, with an independent stream per step, so the same spec gives identical
-arrays, and changing ``max_train`` changes neither the test nor the validation set. Kept examples
+arrays, and changing ``max_train`` changes neither the test nor the validation set (nor
+``max_test`` the training set). Kept examples
 stay in source order.
 
 Anything wrong with the spec or the files raises :class:`~unlearnflow.errors.UserError` with one
@@ -52,14 +55,14 @@ FASHION_MNIST_CLASSES = (
 )
 DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
 
-_SPEC_KEYS = ("loader", "path", "test_fraction", "validation_fraction", "seed", "max_train", "image_size")
+_SPEC_KEYS = ("loader", "path", "test_fraction", "validation_fraction", "seed", "max_train", "max_test", "image_size")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (N, H, W)
 _IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (N,)
 _IDX_UBYTE = 0x08
 _CIFAR_ROW = 3 * 32 * 32
 # Independent random streams, one per step (see the module docstring).
-_TEST_STREAM, _VALIDATION_STREAM, _SUBSAMPLE_STREAM = 0, 1, 2
+_TEST_STREAM, _VALIDATION_STREAM, _SUBSAMPLE_STREAM, _TEST_SUBSAMPLE_STREAM = 0, 1, 2, 3
 # What unpickling a file that is not the expected pickle can raise.
 _UNPICKLE_ERRORS = (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
                     ImportError, IndexError, KeyError)
@@ -106,6 +109,7 @@ class _Spec:
     validation_fraction: float
     seed: int
     max_train: int | None
+    max_test: int | None
     image_size: tuple[int, int] | None
 
 
@@ -153,6 +157,7 @@ def _parse_spec(spec: Mapping[str, Any]) -> _Spec:
         validation_fraction=_fraction(spec, "validation_fraction", 0.5),
         seed=_integer(spec, "seed", default=0, minimum=0),
         max_train=_integer(spec, "max_train", default=None, minimum=1),
+        max_test=_integer(spec, "max_test", default=None, minimum=2),
         image_size=_image_size(spec),
     )
 
@@ -517,6 +522,9 @@ def _split_and_normalise(source: _Source, spec: _Spec) -> Dataset:
         x_train, y_train = x_train[~test], y_train[~test]
     else:
         x_test, y_test = source.x_test, source.y_test
+    if spec.max_test is not None and spec.max_test < len(y_test):
+        keep = _pick(y_test, _proportional_counts(y_test, spec.max_test), _rng(spec.seed, _TEST_SUBSAMPLE_STREAM))
+        x_test, y_test = x_test[keep], y_test[keep]
     val = _pick(y_test, _fraction_counts(y_test, spec.validation_fraction), _rng(spec.seed, _VALIDATION_STREAM))
     x_val, y_val = x_test[val], y_test[val]
     x_test, y_test = x_test[~val], y_test[~val]

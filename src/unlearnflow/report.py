@@ -106,8 +106,11 @@ class Evaluation:
 
 
 def write_report(csv_paths: Sequence[str | os.PathLike], evaluation_paths: Sequence[str | os.PathLike],
-                 out_dir: str | os.PathLike) -> list[Path]:
+                 out_dir: str | os.PathLike, datamodels: Mapping[str, Any] | None = None) -> list[Path]:
     """Write the summary table and every figure into `out_dir`; return the written paths.
+
+    `datamodels` (the attributes of a datamodels artifact, with ``scales`` from its
+    calibration if any) adds a section on their quality and one-time cost to ``summary.md``.
 
     No CSV file, a CSV file without the required columns or rows, a duplicated (method,
     config, forget set) or an evaluation artifact without a CSV row is a UserError.
@@ -118,7 +121,7 @@ def write_report(csv_paths: Sequence[str | os.PathLike], evaluation_paths: Seque
     out_dir.mkdir(parents=True, exist_ok=True)
     styles = method_styles(row["method"] for row in rows)
     written = [write_summary_csv(rows, out_dir / "summary.csv"),
-               write_summary_md(rows, out_dir / "summary.md"),
+               write_summary_md(rows, out_dir / "summary.md", datamodels),
                plot_klom_vs_compute(rows, styles, out_dir / "klom_vs_compute.png")]
     for (forget_set,), set_rows in group_by(rows, "forget_set").items():
         chosen = choose_evaluations(evaluations, set_rows)
@@ -279,16 +282,42 @@ def write_summary_csv(rows: Sequence[Row], path: Path) -> Path:
     return path
 
 
-def write_summary_md(rows: Sequence[Row], path: Path) -> Path:
-    """The markdown summary: a title, a one-line guide and a section per forget set."""
+def write_summary_md(rows: Sequence[Row], path: Path, datamodels: Mapping[str, Any] | None = None) -> Path:
+    """The markdown summary: a title, a one-line guide, a section per forget set and, when
+    datamodel methods ran, one on the datamodels."""
     lines = ["# Unlearning report", "",
              "Per forget set, the best configuration of each method (lowest selection score), the "
              "`do_nothing` and `retrain` references and the oracles' noise floor; every "
              "configuration is in `summary.csv`.", ""]
     for (forget_set,), set_rows in group_by(rows, "forget_set").items():
         lines += forget_set_section(forget_set, set_rows)
+    if datamodels:
+        lines += datamodels_section(datamodels)
     path.write_text("\n".join(lines))
     return path
+
+
+def datamodels_section(attrs: Mapping[str, Any]) -> list[str]:
+    """Quality (held-out LDS and R^2 per output) and one-time cost of the datamodels."""
+    table = [markdown_line(("output", "held-out LDS", "held-out R^2", "fit seconds")),
+             markdown_line(["---"] * 4)]
+    for output in attrs["outputs"]:
+        table.append(markdown_line((output, fmt(attrs[f"{output}_lds"], ".3f"), fmt(attrs[f"{output}_r2"], ".3f"),
+                                    fmt(attrs[f"{output}_fit_seconds"], ".1f"))))
+    scales = attrs.get("scales")
+    calibration = (", ".join(f"{name} {value:.3f}" for name, value in scales.items()) if scales
+                   else "none (no datamodels.calibration_set)")
+    source = (f"from {attrs['options']['checkpoints']} original models" if attrs["estimator"] == "trak"
+              else f"fitted on {attrs['fitted_models']} subset models")
+    return ["## Datamodels", "",
+            f"Estimator `{attrs['estimator']}`: {source}, scored on "
+            f"{attrs['heldout_models']} held-out ones (LDS: Spearman correlation of predicted and actual outputs "
+            "across held-out models, mean over points; 1 is perfect).", "", *table, "",
+            f"One-time cost, not counted in `compute` above (as in the DMM paper): "
+            f"{attrs['subset_train_seconds']:.0f} s training subset models "
+            f"({'they only score TRAK' if attrs['estimator'] == 'trak' else 'the regression data'}) and "
+            f"{sum(attrs[f'{output}_fit_seconds'] for output in attrs['outputs']):.0f} s "
+            f"fitting. Calibrated scales of the predicted shifts (held-out forget set): {calibration}.", ""]
 
 
 _TABLE_HEADER = ("method", "config", "KLOM-95 forget", "KLOM-95 retain", "KLOM-95 validation",

@@ -14,7 +14,9 @@ The references have their own shadow unlearners: ``do_nothing`` (the unlearned m
 base model) and ``retrain`` (a fresh model on the base subset without F_ij). Every method of
 :data:`unlearnflow.methods.METHODS` runs on the shadows with its configured default
 hyper-parameters; a method that needs target logits (oracle matching with true oracle
-targets) cannot, since the shadows have no oracles, and gets NaN.
+targets) cannot, since the shadows have no oracles, and gets NaN. DM-DIRECT and DMM can: their
+targets come from the datamodels, which predict any subset model's outputs, so each shadow's
+targets are DM-DIRECT's prediction from its own logits for its own forget set.
 """
 
 from __future__ import annotations
@@ -33,9 +35,13 @@ from .errors import UserError
 from .metrics.margins import margins
 from .metrics.ulira import ulira_accuracy
 from . import methods
-from .methods import METHODS, UnlearningRequest
+from .methods import METHODS, UnlearningRequest, dm_direct
 from .training import TrainConfig, model_seed, predict_logits, progress_bar
 from .vectorised import fit_many, predict_logits_many
+
+
+#: forget indices -> DM-DIRECT's effects of removing them, on the training points
+EffectsOf = Callable[[np.ndarray], "dm_direct.ForgetEffects"]
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,21 @@ def _retrain(base: ModelBank, design: ShadowDesign, dataset: Dataset, labels: np
     return logits.reshape(n_base, n_sets, *logits.shape[1:]), stats.seconds, stats.examples
 
 
-def _fine_tune(method: str, hyperparameters: Mapping[str, Any]) -> Callable[..., tuple[np.ndarray, float, int]]:
-    """A shadow unlearner applying `method` to each base model for each of its forget sets."""
+def _dm_direct(hyperparameters: Mapping[str, Any], effects_of: EffectsOf) -> Callable[..., tuple[np.ndarray, float, int]]:
+    """DM-DIRECT's shadow "unlearner": each base model's predicted logits without each forget set."""
+    def unlearner(base: ModelBank, design: ShadowDesign, labels: np.ndarray, **_: Any) -> tuple[np.ndarray, float, int]:
+        start = time.perf_counter()
+        logits = np.stack([np.stack([dm_direct.predict(base.logits["train"][index], labels, effects_of(forget),
+                                                       hyperparameters) for forget in sets])
+                           for index, sets in enumerate(design.forget_sets)])
+        return logits, time.perf_counter() - start, 0
+    return unlearner
+
+
+def _fine_tune(method: str, hyperparameters: Mapping[str, Any],
+               effects_of: EffectsOf | None = None) -> Callable[..., tuple[np.ndarray, float, int]]:
+    """A shadow unlearner applying `method` to each base model for each of its forget sets;
+    `effects_of` gives DMM its DM-DIRECT targets."""
     def unlearner(base: ModelBank, design: ShadowDesign, dataset: Dataset, labels: np.ndarray, seed: int,
                   device: torch.device, progress: bool, **_: Any) -> tuple[np.ndarray, float, int]:
         inputs = torch.from_numpy(dataset.x_train).to(device)
@@ -103,10 +122,15 @@ def _fine_tune(method: str, hyperparameters: Mapping[str, Any]) -> Callable[...,
                 for set_index, forget in enumerate(design.forget_sets[index]):
                     model = copy.deepcopy(original)
                     retain = np.setdiff1d(np.flatnonzero(mask), forget)
+                    targets = None
+                    if effects_of is not None:
+                        predicted = dm_direct.predict(base.logits["train"][index], labels, effects_of(forget),
+                                                      {key: hyperparameters[key] for key in dm_direct.DEFAULTS})
+                        targets = torch.from_numpy(predicted).to(device)
                     request = UnlearningRequest(inputs=inputs, labels=label_tensor,
                                                 forget=torch.tensor(forget, device=device),
                                                 retain=torch.tensor(retain, device=device),
-                                                num_classes=dataset.num_classes)
+                                                num_classes=dataset.num_classes, targets=targets)
                     stats = METHODS[method](model, request, hyperparameters,
                                             model_seed(seed, f"ulira/{method}", index * n_sets + set_index))
                     seconds, examples = seconds + stats.seconds, examples + stats.examples
@@ -143,17 +167,23 @@ def shadow_margin_tables(design: ShadowDesign, base_masks: np.ndarray, unlearned
 def run_ulira(method: str, base: ModelBank, dataset: Dataset, labels: np.ndarray, config: TrainConfig,
               seed: int, forget_sets_per_model: int, forget_size: int, pool_class: int,
               device: torch.device, pool_size: int | None = None, progress: bool = False,
-              hyperparameters: Mapping[str, Any] | None = None, needs_targets: bool = False) -> dict[str, Any]:
+              hyperparameters: Mapping[str, Any] | None = None, needs_targets: bool = False,
+              effects_of: EffectsOf | None = None) -> dict[str, Any]:
     """U-LiRA accuracy of `method`: shadows from the first half of the base models, targets
-    from the second half. `hyperparameters` override a fine-tuning method's defaults."""
+    from the second half. `hyperparameters` override a fine-tuning method's defaults;
+    `effects_of(forget)` gives the datamodel methods their forget-set effects on the train points."""
     summary = {"method": method, "ulira_accuracy": float("nan"), "base_models": len(base),
                "forget_sets_per_model": forget_sets_per_model, "forget_size": forget_size}
     if needs_targets:
         return {**summary, "pool_size": 0, "seconds": 0.0}
+    if method in methods.DATAMODEL_METHODS and effects_of is None:
+        raise UserError(f"ulira: {method} needs the datamodels")
     if method in REFERENCE_UNLEARNERS:
         unlearner = REFERENCE_UNLEARNERS[method]
+    elif method in methods.PREDICTORS:
+        unlearner = _dm_direct(methods.hyperparameters(method, hyperparameters or {}), effects_of)
     else:
-        unlearner = _fine_tune(method, methods.hyperparameters(method, hyperparameters or {}))
+        unlearner = _fine_tune(method, methods.hyperparameters(method, hyperparameters or {}), effects_of)
     if len(base) < 4:
         raise UserError(f"ulira: needs at least 4 base models, got {len(base)}")
     design = draw_forget_sets(base.train_masks, labels, seed, forget_sets_per_model, forget_size, pool_class,
