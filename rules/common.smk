@@ -81,6 +81,11 @@ def target_banks(wildcards):
     return {}
 
 
+def trak_checkpoints(wildcards):
+    """The trak estimator takes its checkpoints from the original models."""
+    return {"originals": f"{RESULTS}/originals.h5"} if config["datamodels"]["estimator"] == "trak" else {}
+
+
 def datamodel_artifacts(wildcards):
     """The datamodels (and their calibration) when a method of the experiment uses them."""
     if not DATAMODEL_METHODS & set(config["methods"]):

@@ -33,11 +33,6 @@ rule train_subset_models:
         TRAIN_SHELL
 
 
-def trak_checkpoints(wildcards):
-    """The trak estimator takes its checkpoints from the original models."""
-    return {"originals": f"{RESULTS}/originals.h5"} if config["datamodels"]["estimator"] == "trak" else {}
-
-
 rule fit_datamodels:
     """Fit margin and per-logit datamodels of every point (lasso, ridge or trak); LDS and R^2."""
     input:
