@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from unlearnflow.artifacts import SPLITS, train_bank
-from unlearnflow.attribution import (DatamodelSet, calibrate, fit_datamodel_set, options, read_datamodels, split_heldout,
-                                     trak_datamodel_set, write_datamodels)
+from unlearnflow.attribution import (DatamodelSet, calibrate, fit_datamodel_set, options, read_datamodels,
+                                     split_heldout, trak_datamodel_set, write_datamodels)
 from unlearnflow.data import load_dataset
 from unlearnflow.datamodels import Datamodels
 from unlearnflow.errors import UserError

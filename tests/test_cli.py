@@ -43,3 +43,33 @@ def test_data_forget_set_and_a_bank_chunk_from_the_command_line(tmp_path):
     assert bank.attrs["role"] == "oracle/r" and list(bank.model_ids) == [3, 4]
     assert bank.logits["val"].shape == (2, len(data.y_val), 10)
     assert not bank.train_masks[:, forget.indices].any()
+
+
+@pytest.mark.slow
+def test_trak_datamodels_and_dm_direct_from_the_command_line(tmp_path):
+    model = '{"arch": "mlp", "options": {"hidden": [8]}}'
+    assert run("prepare-data", "--spec", '{"loader": "digits", "max_train": 200}', "--out", "d.h5",
+               cwd=tmp_path).returncode == 0
+    assert run("forget-set", "--name", "r", "--spec", '{"kind": "random", "size": 5}', "--data", "d.h5",
+               "--seed", "0", "--out", "f.h5", cwd=tmp_path).returncode == 0
+    for role, count, extra in (("original", 3, []), ("subset", 12, ["--subset-fraction", "0.5"])):
+        trained = run("train", "--role", role, "--data", "d.h5", "--model", model, "--training", '{"epochs": 2}',
+                      "--seed", "0", "--first-id", "0", "--count", str(count), *extra, "--out", f"{role}.h5",
+                      cwd=tmp_path)
+        assert trained.returncode == 0, trained.stderr
+    spec = '{"estimator": "trak", "heldout_models": 12, "options": {"checkpoints": 2, "projection_dim": 32}}'
+    missing = run("fit-datamodels", "--data", "d.h5", "--subset-models", "subset.h5", "--spec", spec, "--seed", "0",
+                  "--out", "dm.h5", cwd=tmp_path)
+    assert missing.returncode == 2 and "needs --originals" in missing.stderr
+    fitted = run("fit-datamodels", "--data", "d.h5", "--subset-models", "subset.h5", "--originals", "original.h5",
+                 "--spec", spec, "--seed", "0", "--out", "dm.h5", cwd=tmp_path)
+    assert fitted.returncode == 0, fitted.stderr
+    assert "margins_lds" in fitted.stdout
+    logit = run("unlearn", "--method", "dm_direct", "--data", "d.h5", "--forget-set", "f.h5", "--originals",
+                "original.h5", "--datamodels", "dm.h5", "--seed", "0", "--out", "u.h5", cwd=tmp_path)
+    assert logit.returncode == 2 and "needs logits datamodels" in logit.stderr and not (tmp_path / "u.h5").exists()
+    shifted = run("unlearn", "--method", "dm_direct", "--data", "d.h5", "--forget-set", "f.h5", "--originals",
+                  "original.h5", "--datamodels", "dm.h5", "--seed", "0", "--out", "u.h5",
+                  "--spec", '{"hyperparameters": {"construction": "margin_shift"}}', cwd=tmp_path)
+    assert shifted.returncode == 0, shifted.stderr
+    assert "dm_direct [default] on r" in shifted.stdout

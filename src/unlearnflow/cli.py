@@ -155,7 +155,8 @@ def fit_datamodels(args: argparse.Namespace) -> None:
     # The one-time cost DMM amortises (the paper does not count it per request): fitting, plus
     # training the subset models for the regression estimators (TRAK's only score it).
     result.attrs["subset_train_seconds"] = subset.attrs["train_seconds"]
-    result.attrs["precompute_seconds"] = sum(value for key, value in result.attrs.items() if key.endswith("_fit_seconds"))
+    fit_seconds = [value for key, value in result.attrs.items() if key.endswith("_fit_seconds")]
+    result.attrs["precompute_seconds"] = sum(fit_seconds)
     if estimator != "trak":
         result.attrs["precompute_seconds"] += subset.attrs["train_seconds"]
     inputs = [args.data, *args.subset_models] + [p for p in (args.labels_from, args.originals) if p]

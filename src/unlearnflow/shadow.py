@@ -95,7 +95,8 @@ def _retrain(base: ModelBank, design: ShadowDesign, dataset: Dataset, labels: np
     return logits.reshape(n_base, n_sets, *logits.shape[1:]), stats.seconds, stats.examples
 
 
-def _dm_direct(hyperparameters: Mapping[str, Any], effects_of: EffectsOf) -> Callable[..., tuple[np.ndarray, float, int]]:
+def _dm_direct(hyperparameters: Mapping[str, Any],
+               effects_of: EffectsOf) -> Callable[..., tuple[np.ndarray, float, int]]:
     """DM-DIRECT's shadow "unlearner": each base model's predicted logits without each forget set."""
     def unlearner(base: ModelBank, design: ShadowDesign, labels: np.ndarray, **_: Any) -> tuple[np.ndarray, float, int]:
         start = time.perf_counter()

@@ -177,7 +177,8 @@ def paired_targets(retrained: ModelBank, originals: ModelBank) -> TargetsFor:
     perfect matching then scores like ``retrain``."""
     if len(retrained) != len(originals):
         raise UserError(f"paired oracle targets need one retrained model per original model: "
-                        f"{len(retrained)} retrained, {len(originals)} originals (set oracles.models = originals.models)")
+                        f"{len(retrained)} retrained, {len(originals)} originals "
+                        "(set oracles.models = originals.models)")
     logits = retrained.logits["train"]
     return lambda hp: logits
 
