@@ -44,6 +44,11 @@ def chunk_models(chunk):
     return first, last - first + 1
 
 
+def labels_flag(wildcards, input):
+    """--labels-from the poison set, for rules whose input has `labels` (poisoned_labels())."""
+    return f"--labels-from {input.labels}" if input.labels else ""
+
+
 def forget_set_spec(name):
     """The config of a named forget set; the datamodels' held-out calibration set is one too."""
     if name == CALIBRATION_SET:

@@ -48,7 +48,7 @@ rule fit_datamodels:
         f"{RESULTS}/benchmarks/fit_datamodels.tsv"
     params:
         spec=as_json({key: value for key, value in config["datamodels"].items() if key != "calibration_set"}),
-        labels=lambda wildcards, input: f"--labels-from {input.labels}" if input.labels else "",
+        labels=labels_flag,
         originals=lambda wildcards, input: f"--originals {input.originals}" if "originals" in input.keys() else "",
         seed=config["seed"],
         device=config["device"],
@@ -73,11 +73,13 @@ rule calibrate_datamodels:
         forget_set=f"{RESULTS}/forget_sets/{CALIBRATION_SET}.h5",
         originals=f"{RESULTS}/originals.h5",
         oracles=f"{RESULTS}/oracles/{CALIBRATION_SET}.h5",
+        labels=poisoned_labels(),
     output:
         f"{RESULTS}/datamodel_calibration.h5",
     log:
         f"{RESULTS}/logs/calibrate_datamodels.log",
     params:
+        labels=labels_flag,
         version=STAGE_VERSIONS["datamodel_calibration"],
     threads: 1
     resources:
@@ -87,5 +89,6 @@ rule calibrate_datamodels:
         "../envs/cpu.yaml"
     shell:
         "python -m unlearnflow calibrate-datamodels --stage-version {params.version} --datamodels {input.datamodels} "
-        "--forget-set {input.forget_set} --originals {input.originals} --oracles {input.oracles} --out {output} "
+        "--forget-set {input.forget_set} --originals {input.originals} --oracles {input.oracles} {params.labels} "
+        "--out {output} "
         "> {log} 2>&1"

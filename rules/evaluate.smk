@@ -10,6 +10,7 @@ rule evaluate:
         oracles=f"{RESULTS}/oracles/{{forget_set}}.h5",
         unlearned=unlearned_bank,
         ulira=f"{RESULTS}/ulira/{{method}}.csv",
+        labels=poisoned_labels(),
     output:
         h5=f"{RESULTS}/evaluation/{{method}}/{{forget_set}}.h5",
         csv=f"{RESULTS}/evaluation/{{method}}/{{forget_set}}.csv",
@@ -17,6 +18,7 @@ rule evaluate:
         f"{RESULTS}/logs/evaluation/{{method}}/{{forget_set}}.log",
     params:
         from_scratch=lambda wildcards: "--from-scratch" if wildcards.method == "retrain" else "",
+        labels=labels_flag,
         seed=config["seed"],
         version=STAGE_VERSIONS["evaluation"],
     threads: 1
@@ -28,7 +30,7 @@ rule evaluate:
     shell:
         "python -m unlearnflow evaluate --stage-version {params.version} --data {input.data} "
         "--forget-set {input.forget_set} --originals {input.originals} --oracles {input.oracles} "
-        "--unlearned {input.unlearned} --method {wildcards.method} {params.from_scratch} "
+        "--unlearned {input.unlearned} --method {wildcards.method} {params.from_scratch} {params.labels} "
         "--ulira {input.ulira} --seed {params.seed} --out-h5 {output.h5} --out-csv {output.csv} > {log} 2>&1"
 
 
@@ -112,7 +114,7 @@ rule ulira:
         spec=as_json({k: v for k, v in config["evaluation"]["ulira"].items() if k != "base_models"}),
         training=as_json(config["training"]),
         method_spec=lambda wildcards: as_json(method_spec(wildcards.method)),
-        labels=lambda wildcards, input: f"--labels-from {input.labels}" if input.labels else "",
+        labels=labels_flag,
         datamodels=target_flags,
         seed=config["seed"],
         device=config["device"],

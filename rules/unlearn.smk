@@ -35,6 +35,7 @@ rule unlearn:
         data=f"{RESULTS}/data.h5",
         forget_set=f"{RESULTS}/forget_sets/{{forget_set}}.h5",
         originals=f"{RESULTS}/originals.h5",
+        labels=poisoned_labels(),
     output:
         f"{RESULTS}/unlearned/{{method}}/{{forget_set}}.h5",
     log:
@@ -48,6 +49,7 @@ rule unlearn:
             {key: value for key, value in method_spec(wildcards.method).items() if key != "targets"}
         ),
         targets=target_flags,
+        labels=labels_flag,
         seed=config["seed"],
         device=config["device"],
         progress=PROGRESS,
@@ -61,5 +63,6 @@ rule unlearn:
     shell:
         "python -m unlearnflow unlearn --stage-version {params.version} --method {wildcards.method} "
         "--data {input.data} --forget-set {input.forget_set} --originals {input.originals} {params.targets} "
+        "{params.labels} "
         "--spec {params.spec:q} --seed {params.seed} --device {params.device} --threads {threads} "
         "{params.progress} --out {output} > {log} 2>&1"

@@ -73,3 +73,17 @@ def test_trak_datamodels_and_dm_direct_from_the_command_line(tmp_path):
                   "--spec", '{"hyperparameters": {"construction": "margin_shift"}}', cwd=tmp_path)
     assert shifted.returncode == 0, shifted.stderr
     assert "dm_direct [default] on r" in shifted.stdout
+
+
+def test_forget_sets_of_a_poisoned_experiment_carry_the_poisoned_labels(tmp_path):
+    from unlearnflow.cli import experiment_forget_set
+    assert run("prepare-data", "--spec", '{"loader": "digits"}', "--out", "d.h5", cwd=tmp_path).returncode == 0
+    for name, spec in (("p", '{"kind": "poison", "pairs": [[1, 7]], "budget": 20}'),
+                       ("r", '{"kind": "random", "size": 7}')):
+        assert run("forget-set", "--name", name, "--spec", spec, "--data", "d.h5", "--seed", "0",
+                   "--out", f"{name}.h5", cwd=tmp_path).returncode == 0
+    poison, plain = read_forget_set(tmp_path / "p.h5"), read_forget_set(tmp_path / "r.h5")
+    assert (poison.train_labels != plain.train_labels).sum() > 0
+    judged = experiment_forget_set(str(tmp_path / "r.h5"), str(tmp_path / "p.h5"))
+    assert (judged.train_labels == poison.train_labels).all() and (judged.indices == plain.indices).all()
+    assert (experiment_forget_set(str(tmp_path / "r.h5"), None).train_labels == plain.train_labels).all()

@@ -9,6 +9,7 @@ A user mistake (:class:`~unlearnflow.errors.UserError`) prints one line and exit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -22,7 +23,7 @@ from .artifacts import (SPLITS, ModelBank, concatenate_banks, read_bank, read_da
                         write_bank, write_dataset, write_forget_set)
 from .data import load_dataset
 from .errors import UserError
-from .forget_sets import build_forget_set
+from .forget_sets import ForgetSet, build_forget_set
 from .models import build_model
 from .store import STAGE_VERSIONS, artifact_kind, provenance, read_artifact, read_rows, write_artifact, write_rows
 from .training import TrainConfig, model_seed, resolve_device, subset_mask
@@ -40,6 +41,15 @@ def _check_version(stage: str, version: int | None) -> None:
     if version is not None and version != STAGE_VERSIONS[stage]:
         raise UserError(f"the workflow asks for {stage} stage version {version}, the library writes "
                         f"version {STAGE_VERSIONS[stage]}; update the workflow's rules and the library together")
+
+
+def experiment_forget_set(path: str, labels_from: str | None) -> ForgetSet:
+    """A forget set with the experiment's training labels: in an experiment with a poison set,
+    every model trained on its flipped labels, so every forget set is judged against them."""
+    forget_set = read_forget_set(path)
+    if labels_from:
+        forget_set = dataclasses.replace(forget_set, train_labels=read_forget_set(labels_from).train_labels)
+    return forget_set
 
 
 def prepare_data(args: argparse.Namespace) -> None:
@@ -95,7 +105,7 @@ def unlearn(args: argparse.Namespace) -> None:
                              unlearn_bank, write_unlearned)
     use_threads(args.threads)
     spec = _json(args.spec)
-    dataset, forget_set = read_dataset(args.data), read_forget_set(args.forget_set)
+    dataset, forget_set = read_dataset(args.data), experiment_forget_set(args.forget_set, args.labels_from)
     originals = read_bank(args.originals, with_weights=args.method not in PREDICTORS)
     configs = configurations(args.method, spec.get("hyperparameters", {}), spec.get("grid", {}))
     targets, attrs = None, {}
@@ -167,7 +177,8 @@ def fit_datamodels(args: argparse.Namespace) -> None:
 
 def calibrate_datamodels(args: argparse.Namespace) -> None:
     from .attribution import calibrate, read_datamodels, write_calibration
-    datamodels, forget_set = read_datamodels(args.datamodels), read_forget_set(args.forget_set)
+    datamodels = read_datamodels(args.datamodels)
+    forget_set = experiment_forget_set(args.forget_set, args.labels_from)
     originals, oracles = (read_bank(path, with_weights=False) for path in (args.originals, args.oracles))
     scales = calibrate(datamodels, originals.logits["train"], oracles.logits["train"], forget_set.train_labels,
                        forget_set.indices)
@@ -187,7 +198,7 @@ def unlearned_banks(path: str) -> dict[str, ModelBank]:
 
 def evaluate_result(args: argparse.Namespace) -> None:
     from .evaluation import ROW_COLUMNS, evaluate
-    dataset, forget_set = read_dataset(args.data), read_forget_set(args.forget_set)
+    dataset, forget_set = read_dataset(args.data), experiment_forget_set(args.forget_set, args.labels_from)
     originals, oracles = (read_bank(path, with_weights=False) for path in (args.originals, args.oracles))
     ulira = float(read_rows(args.ulira)[0]["ulira_accuracy"]) if args.ulira else math.nan
     results = [evaluate(dataset, forget_set, originals, oracles, bank, args.method, label, seed=args.seed,
@@ -262,6 +273,11 @@ def torch_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--progress", action="store_true", help="show progress bars on stderr")
 
 
+def labels_option(sub: argparse.ArgumentParser) -> None:
+    """The option of every command that needs the experiment's training labels."""
+    sub.add_argument("--labels-from", help="poison forget set whose labels the experiment trains on")
+
+
 def use_threads(threads: int) -> None:
     if threads:
         torch.set_num_threads(threads)
@@ -295,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="role of the models, seeds depend on it (with --forget-set: ROLE/FORGET_SET)")
     sub.add_argument("--data", required=True, help="dataset artifact")
     sub.add_argument("--forget-set", help="retrain without this forget set (oracles)")
-    sub.add_argument("--labels-from", help="poison forget set whose labels the experiment trains on")
+    labels_option(sub)
     sub.add_argument("--model", required=True, help="JSON model config slice")
     sub.add_argument("--training", required=True, help="JSON training config slice")
     sub.add_argument("--seed", type=int, required=True, help="global seed")
@@ -312,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--originals", required=True)
     sub.add_argument("--oracles", required=True)
     sub.add_argument("--unlearned", required=True)
+    labels_option(sub)
     sub.add_argument("--method", required=True)
     sub.add_argument("--from-scratch", action="store_true",
                      help="the unlearned models were not obtained from the original models (retraining)")
@@ -326,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--forget-set", required=True)
     sub.add_argument("--originals", required=True)
     sub.add_argument("--oracles", help="oracle bank whose mean logits are the targets (oracle matching check)")
+    labels_option(sub)
     sub.add_argument("--paired-targets", help="bank retrained without the forget set; model k's logits are original "
                      "model k's targets (oracle matching check)")
     sub.add_argument("--datamodels", help="datamodels artifact (dm_direct predictions, dmm targets)")
@@ -337,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("fit-datamodels", fit_datamodels, "fit the experiment's datamodels", "datamodels")
     sub.add_argument("--data", required=True, help="dataset artifact")
-    sub.add_argument("--labels-from", help="poison forget set whose labels the experiment trains on")
+    labels_option(sub)
     sub.add_argument("--subset-models", nargs="+", required=True, help="chunks of the subset-model bank")
     sub.add_argument("--originals", help="original bank (the trak estimator's checkpoints)")
     sub.add_argument("--spec", required=True, help="JSON datamodels config slice")
@@ -351,13 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--forget-set", required=True, help="the held-out calibration forget set")
     sub.add_argument("--originals", required=True)
     sub.add_argument("--oracles", required=True, help="the calibration forget set's oracles")
+    labels_option(sub)
     sub.add_argument("--out", required=True)
 
     sub = command("ulira", ulira, "U-LiRA attacker accuracy of a method on shadow models")
     sub.add_argument("--method", required=True)
     sub.add_argument("--data", required=True)
     sub.add_argument("--base", required=True, help="bank of base models trained on 50%% subsets")
-    sub.add_argument("--labels-from", help="poison forget set whose labels the experiment trains on")
+    labels_option(sub)
     sub.add_argument("--spec", required=True, help="JSON: forget_sets_per_model, forget_size, pool_class[, pool_size]")
     sub.add_argument("--training", required=True, help="JSON training recipe (for retraining)")
     sub.add_argument("--method-spec", default="{}", help="JSON config slice of the method (hyperparameters, targets)")
