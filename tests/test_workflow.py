@@ -81,7 +81,8 @@ DATAMODELS = {
     "methods": {"dm_direct": {"grid": {"construction": ["logit", "margin_shift"]}},
                 "dmm": {"hyperparameters": {"epochs": 2, "calibrated": True}}},
     "subset_models": {"models": 40, "chunk_size": 20},
-    "datamodels": {"estimator": "lasso", "heldout_models": 10, "options": {"n_alphas": 5},
+    # ridge: a lasso path with 30 models for 1,257 features converges slowly (minutes)
+    "datamodels": {"estimator": "ridge", "heldout_models": 10, "options": {"alphas": [0.1, 1.0]},
                    "calibration_set": {"kind": "random", "size": 5}},
 }
 
@@ -118,6 +119,7 @@ def test_real_run_with_datamodel_methods(tmp_path):
     ({"modle": {}}, "'modle' was unexpected"),
     ({**DATAMODELS, "datamodels": {"heldout_models": 35}}, "cannot spare 35 held-out models"),
     ({**DATAMODELS, "datamodels": {"options": {"alpha": 1}}}, "unknown option(s) alpha for estimator lasso"),
+    ({**DATAMODELS, "datamodels": {"estimator": "trak", "heldout_models": 10}}, "construction logit needs logits"),
     ({**DATAMODELS, "datamodels": {"heldout_models": 10, "calibration_set": {"kind": "class", "class": 3}}},
      "kind must be random"),
 ])
