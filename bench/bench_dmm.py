@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results import write_section  # noqa: E402
+from bench.results import machine, write_section  # noqa: E402
 from unlearnflow.artifacts import SPLITS, ModelBank, train_bank  # noqa: E402
 from unlearnflow.attribution import DatamodelSet, fit_datamodel_set  # noqa: E402
 from unlearnflow.data import Dataset, load_dataset  # noqa: E402
@@ -75,18 +74,6 @@ class Row:
     dmm_s: float  # per model, fine-tuning only
     dmm_examples: float  # per model
     targets_s: float  # DM-DIRECT targets of all N models, per request
-
-
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} thread(s)"
 
 
 def bank(dataset: Dataset, role: str, masks: np.ndarray, config: TrainConfig) -> ModelBank:

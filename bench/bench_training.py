@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results import write_section  # noqa: E402
+from bench.results import machine, write_section  # noqa: E402
 from unlearnflow.data import load_dataset  # noqa: E402
 from unlearnflow.models import build_model, count_parameters  # noqa: E402
 from unlearnflow.training import TrainConfig, fit, init_model, model_seed, predict_logits, subset_mask  # noqa: E402
@@ -105,18 +104,6 @@ class Row:
     @property
     def ratio(self) -> float:
         return self.sequential_s / self.vectorised_s
-
-
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
 
 
 def case_masks(seeds: list[int], n: int, fraction: float) -> np.ndarray:

@@ -1,7 +1,10 @@
-"""Write one benchmark's table into bench/RESULTS.md, replacing only that benchmark's section."""
+"""Write one benchmark's table into bench/RESULTS.md, replacing only that benchmark's section,
+and describe the machine it ran on."""
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 from pathlib import Path
 
@@ -17,3 +20,18 @@ def write_section(name: str, markdown: str, path: Path = RESULTS_PATH) -> None:
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
     path.write_text(text)
+
+
+def machine() -> str:
+    """CPU model, CPU count, torch version and torch threads, for a benchmark's footnote."""
+    import torch
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} thread(s)"

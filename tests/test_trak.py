@@ -18,13 +18,7 @@ from unlearnflow.models import build_model, count_parameters
 from unlearnflow.trak import trak_margin_datamodels
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads and lose a lot to contention on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def unprojected_reference(model, x_train, y_train, x_eval, y_eval):
