@@ -5,7 +5,14 @@ import json
 import os
 import sys
 
-from unlearnflow.config import CALIBRATION_SET, load_schema, oracle_training, poison_set, validate_config
+from unlearnflow.config import (
+    CALIBRATION_SET,
+    load_schema,
+    oracle_training,
+    poison_set,
+    uses_calibration,
+    validate_config,
+)
 from unlearnflow.errors import UserError
 from unlearnflow.methods import DATAMODEL_METHODS
 from unlearnflow.store import STAGE_VERSIONS
@@ -19,8 +26,9 @@ RESULTS = f"results/{config['experiment']}"
 FORGET_SETS = list(config["forget_sets"])
 POISON_SET = poison_set(config)
 PROGRESS = "--progress" if config["progress"] else ""
-# A held-out forget set whose oracles calibrate the datamodels' scale (DMM paper, Appendix G.2).
-CALIBRATED = "calibration_set" in config["datamodels"]
+# A held-out forget set whose oracles calibrate the datamodels' scale (DMM paper, Appendix G.2),
+# built when some configuration asks for calibrated targets.
+CALIBRATED = uses_calibration(config)
 # Reference methods, always evaluated so that every table shows its bounds.
 REFERENCE_METHODS = ["do_nothing", "retrain"]
 METHODS = REFERENCE_METHODS + list(config["methods"])
@@ -99,8 +107,9 @@ def datamodel_artifacts(wildcards):
     return {"datamodels": f"{RESULTS}/datamodels.h5", **calibration}
 
 
-def target_flags(wildcards, input):
-    """The unlearn command's options for the artifacts of target_banks."""
+def artifact_flags(wildcards, input):
+    """Options naming the optional artifacts of target_banks / datamodel_artifacts in a rule's
+    input (--oracles, --paired-targets, --datamodels, --calibration)."""
     names = ("oracles", "paired_targets", "datamodels", "calibration")
     return " ".join(f"--{name.replace('_', '-')} {input[name]}" for name in names if name in input.keys())
 

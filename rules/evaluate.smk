@@ -53,9 +53,7 @@ rule report:
         f"{RESULTS}/logs/report.log",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.csv),
-        datamodels=lambda wildcards, input: " ".join(
-            f"--{name} {input[name]}" for name in ("datamodels", "calibration") if name in input.keys()
-        ),
+        datamodels=artifact_flags,
     localrule: True
     threads: 1
     resources:
@@ -115,7 +113,7 @@ rule ulira:
         training=as_json(config["training"]),
         method_spec=lambda wildcards: as_json(method_spec(wildcards.method)),
         labels=labels_flag,
-        datamodels=target_flags,
+        datamodels=artifact_flags,
         seed=config["seed"],
         device=config["device"],
         progress=PROGRESS,

@@ -48,7 +48,7 @@ rule unlearn:
         spec=lambda wildcards: as_json(
             {key: value for key, value in method_spec(wildcards.method).items() if key != "targets"}
         ),
-        targets=target_flags,
+        targets=artifact_flags,
         labels=labels_flag,
         seed=config["seed"],
         device=config["device"],

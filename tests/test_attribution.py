@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnflow.artifacts import SPLITS, train_bank
+from unlearnflow.artifacts import SPLITS, ModelBank, train_bank
 from unlearnflow.attribution import (DatamodelSet, calibrate, fit_datamodel_set, options, read_datamodels,
                                      split_heldout, trak_datamodel_set, write_datamodels)
 from unlearnflow.data import load_dataset
@@ -169,9 +169,11 @@ def test_dm_direct_predicts_the_oracles_margin_shift_on_digits(digits_world):
     # the evaluation loop reports the same numbers, and DM-DIRECT trained nothing
     row = evaluate(dataset, forget_set, originals, oracles, banks["construction=margin_shift"], "dm_direct",
                    n_boot=5).row
-    assert row["shift_corr_forget"] > 0.7 and row["compute_fraction"] == 0.0
-    assert np.isnan(forget_margin_shift(*(forget_margins(b) for b in (originals, oracles, originals)))
-                    ["shift_corr_forget"])
+    expected = forget_margin_shift(forget_margins(originals), forget_margins(oracles),
+                                   forget_margins(banks["construction=margin_shift"]))
+    assert row["shift_corr_forget"] == pytest.approx(expected["shift_corr_forget"])
+    assert row["margin_mae_forget"] == pytest.approx(expected["margin_mae_forget"])
+    assert row["compute_fraction"] == 0.0 and np.isnan(do_nothing["shift_corr_forget"])
 
 
 def test_trak_margin_datamodels_predict_the_shift_direction_from_a_few_models(digits_world):
@@ -218,11 +220,33 @@ def test_calibration_recovers_a_known_scale_and_calibrated_targets_use_it():
     originals = outputs(everything)
     oracles = originals + 0.5 * (outputs(without) - outputs(everything))
     scales = calibrate(fitted, originals[:, :40], oracles[:, :40], labels[:40], forget)
+    assert set(scales) == {"logit", "logit/diagonal", "margin_shift", "margin_shift/diagonal"}
     assert scales["logit"] == pytest.approx(0.5, abs=0.05)
     assert scales["margin_shift"] == pytest.approx(0.5, abs=0.1)
+    # the diagonal-only ablation gets its own scale: the forget points' self-effects alone
+    diagonal = -fitted.forget_effects(forget).of("logit", True)[forget]
+    true_shift = (oracles - originals).mean(0)[forget]
+    assert scales["logit/diagonal"] == pytest.approx(float((diagonal * true_shift).sum() / (diagonal**2).sum()))
     effects = fitted.forget_effects(forget, scales)
     raw = dm_direct.predict(originals, labels, effects, {"construction": "logit"})
     calibrated = dm_direct.predict(originals, labels, effects, {"construction": "logit", "calibrated": True})
     np.testing.assert_allclose(calibrated - originals, scales["logit"] * (raw - originals), rtol=1e-4, atol=1e-5)
     with pytest.raises(UserError, match="need a datamodel calibration"):
         dm_direct.predict(originals, labels, fitted.forget_effects(forget), {"calibrated": True})
+
+
+def test_predict_bank_gives_each_split_its_own_rows_of_the_effects():
+    dataset = load_dataset({"loader": "digits", "max_train": 60, "max_test": 40})
+    sizes = [len(dataset.y_train), len(dataset.y_val), len(dataset.y_test)]
+    n_points, classes = sum(sizes), 10
+    rng = np.random.default_rng(0)
+    effects = dm_direct.ForgetEffects(rng.normal(size=(n_points, classes)), None, None, None)
+    logits = {split: rng.normal(size=(2, size, classes)).astype(np.float32) for split, size in zip(SPLITS, sizes)}
+    originals = ModelBank(weights={}, model_ids=np.arange(2), seeds=np.arange(2),
+                          train_masks=np.ones((2, sizes[0]), bool), logits=logits, attrs={})
+    forget_set = build_forget_set("r", {"kind": "random", "size": 3}, dataset.x_train, dataset.y_train, seed=0)
+    bank = predict_bank(originals, dataset, forget_set, configurations("dm_direct", {}, {}), effects)["default"]
+    starts = np.cumsum([0, *sizes])
+    for split, start, stop in zip(SPLITS, starts[:-1], starts[1:]):
+        np.testing.assert_allclose(bank.logits[split], logits[split] - effects.logits[start:stop].astype(np.float32),
+                                   rtol=1e-6)

@@ -3,9 +3,13 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from unlearnflow.artifacts import read_bank, read_dataset, read_forget_set
+from unlearnflow.attribution import read_datamodels
+from unlearnflow.metrics.margins import margins
+from unlearnflow.unlearning import read_unlearned
 
 
 def run(*args, cwd):
@@ -73,6 +77,12 @@ def test_trak_datamodels_and_dm_direct_from_the_command_line(tmp_path):
                   "--spec", '{"hyperparameters": {"construction": "margin_shift"}}', cwd=tmp_path)
     assert shifted.returncode == 0, shifted.stderr
     assert "dm_direct [default] on r" in shifted.stdout
+    # the forget points' margins moved by exactly minus the summed margin datamodels
+    datamodels, forget = read_datamodels(tmp_path / "dm.h5"), read_forget_set(tmp_path / "f.h5")
+    before = margins(read_bank(tmp_path / "original.h5").logits["train"], forget.train_labels)
+    after = margins(read_unlearned(tmp_path / "u.h5")["default"].logits["train"], forget.train_labels)
+    expected = -datamodels.forget_effects(forget.indices).margins[: len(forget.train_labels)]
+    np.testing.assert_allclose(after - before, np.broadcast_to(expected, before.shape), atol=1e-4)
 
 
 def test_forget_sets_of_a_poisoned_experiment_carry_the_poisoned_labels(tmp_path):

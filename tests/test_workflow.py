@@ -95,6 +95,19 @@ def test_dry_run_with_datamodel_methods_plans_subset_models_datamodels_and_calib
                                       "calibrate_datamodels": 1, "unlearn": 4, "evaluate": 8, "report": 1, "all": 1}
 
 
+def test_trak_fits_from_the_originals_and_calibration_is_built_only_when_used(tmp_path):
+    trak = {**DATAMODELS, "methods": {"dm_direct": {"hyperparameters": {"construction": "margin_shift"}}},
+            "subset_models": {"models": 12, "chunk_size": 6},
+            "datamodels": {"estimator": "trak", "calibration_set": {"kind": "random", "size": 5}}}
+    write_config(tmp_path, {**TINY, **trak})
+    jobs = planned_jobs(tmp_path)
+    assert jobs["train_subset_models"] == 2 and "calibrate_datamodels" not in jobs
+    assert jobs["forget_sets"] == 2 and jobs["train_oracles"] == 4  # no calibration set: nothing is calibrated
+    plan = snakemake(tmp_path, "--dry-run", "--printshellcmds").stdout
+    fit = next(line for line in plan.splitlines() if "unlearnflow fit-datamodels" in line)
+    assert "--originals results/tiny/originals.h5" in fit
+
+
 @pytest.mark.slow
 def test_real_run_with_datamodel_methods(tmp_path):
     write_config(tmp_path, {**TINY, **DATAMODELS})
@@ -105,7 +118,8 @@ def test_real_run_with_datamodel_methods(tmp_path):
     assert datamodels.weights("logits").shape == (datamodels.split_sizes["train"], n_points, 10)
     assert datamodels.attrs["fitted_models"] == 30 and np.isfinite(datamodels.summary()["margins_lds"])
     scales = read_calibration(results / "datamodel_calibration.h5")
-    assert set(scales) == {"logit", "margin_shift"} and all(np.isfinite(list(scales.values())))
+    assert set(scales) == {"logit", "logit/diagonal", "margin_shift", "margin_shift/diagonal"}
+    assert all(np.isfinite(list(scales.values())))
     dmm = read_unlearned(results / "unlearned" / "dmm" / "r5.h5")["default"]
     assert dmm.attrs["calibration"] == scales and dmm.attrs["precompute_seconds"] > 0
     summary = (results / "report" / "summary.md").read_text()

@@ -15,7 +15,8 @@ Estimators (config ``datamodels.estimator``):
   :func:`unlearnflow.trak.trak_margin_datamodels`, for users without thousands of models.
 
 Quality is scored on subset models held out of every fit (the last ``heldout_models`` by model
-id): the linear datamodeling score (LDS) and R^2 per target, written with the datamodels.
+id; for ``trak``, which fits on none, every subset model): the linear datamodeling score (LDS)
+and R^2 per target, written with the datamodels.
 """
 
 from __future__ import annotations
@@ -32,11 +33,15 @@ from torch import nn
 from .datamodels import Datamodels, fit_lasso, fit_ridge, heldout_r2, linear_datamodeling_score
 from .errors import UserError
 from .metrics.margins import margins
-from .methods.dm_direct import CONSTRUCTIONS, ForgetEffects, calibration_scale, forget_effects
+from .methods.dm_direct import ForgetEffects, calibration_key, calibration_scale, forget_effects
 from .store import read_artifact, write_artifact
 
 ESTIMATORS = ("lasso", "ridge", "trak")
 OUTPUTS = ("margins", "logits")
+
+#: The ``datamodels`` config slice's defaults (as in the workflow's schema).
+DATAMODEL_DEFAULTS: dict[str, Any] = {"estimator": "lasso", "heldout_models": 200, "outputs": list(OUTPUTS),
+                                      "options": {}}
 
 #: Options of each estimator and their defaults (config ``datamodels.options``).
 ESTIMATOR_OPTIONS: dict[str, dict[str, Any]] = {
@@ -75,10 +80,6 @@ class DatamodelSet:
         if np.any(forget < 0) or np.any(forget >= self.split_sizes["train"]):
             raise UserError("datamodels: forget indices outside the training set the datamodels were fitted on")
         return replace(forget_effects(forget, self.weights("logits"), self.weights("margins")), calibration=calibration)
-
-    def constructions(self) -> list[str]:
-        """The DM-DIRECT target constructions these datamodels support."""
-        return [c for c in CONSTRUCTIONS if ("logits" if c == "logit" else "margins") in self.datamodels]
 
     def summary(self) -> dict[str, float]:
         """Mean LDS and R^2 of each output (NaN targets, e.g. constant outputs, ignored)."""
@@ -152,10 +153,11 @@ def trak_datamodel_set(models: Sequence[nn.Module], x_train: torch.Tensor, train
                        x_eval: torch.Tensor, labels: np.ndarray, split_sizes: Mapping[str, int],
                        heldout_masks: np.ndarray, heldout_logits: np.ndarray, given_options: Mapping[str, Any] | None,
                        seed: int = 0, progress: bool = False, log=print) -> DatamodelSet:
-    """Margin datamodels by TRAK from the first ``checkpoints`` of `models`, scored on held-out subset models.
+    """Margin datamodels by TRAK from the first ``checkpoints`` of `models` (independently trained
+    models: TRAK's ensemble), scored on subset models.
 
     `x_eval` holds every point (train, val, test) and `labels` their labels; `heldout_masks` and
-    `heldout_logits` are subset models that only score the estimate.
+    `heldout_logits` are subset models that only score the estimate (none is fitted on).
     """
     from .trak import trak_margin_datamodels
 
@@ -212,11 +214,13 @@ def read_datamodels(path: str | Path) -> DatamodelSet:
 
 def calibrate(datamodels: DatamodelSet, original_logits: np.ndarray, oracle_logits: np.ndarray, labels: np.ndarray,
               forget: np.ndarray) -> dict[str, float]:
-    """Construction -> scale fitted on a held-out forget set (DMM paper, Appendix G.2): the
+    """Scales fitted on a held-out forget set (DMM paper, Appendix G.2), one per construction,
+    full or diagonal-only (named by :func:`~unlearnflow.methods.dm_direct.calibration_key`): the
     least-squares slope of the oracles' true shift on the predicted one over its forget points."""
     effects = datamodels.forget_effects(forget)
-    return {construction: calibration_scale(original_logits, oracle_logits, labels, forget, effects, construction)
-            for construction in datamodels.constructions()}
+    return {calibration_key(construction, diagonal): calibration_scale(original_logits, oracle_logits, labels, forget,
+                                                                        effects, construction, diagonal)
+            for construction, diagonal in effects.available()}
 
 
 def write_calibration(path: str | Path, scales: Mapping[str, float], forget_set: str,

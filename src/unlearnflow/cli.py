@@ -47,9 +47,8 @@ def experiment_forget_set(path: str, labels_from: str | None) -> ForgetSet:
     """A forget set with the experiment's training labels: in an experiment with a poison set,
     every model trained on its flipped labels, so every forget set is judged against them."""
     forget_set = read_forget_set(path)
-    if labels_from:
-        forget_set = dataclasses.replace(forget_set, train_labels=read_forget_set(labels_from).train_labels)
-    return forget_set
+    return dataclasses.replace(forget_set, train_labels=read_forget_set(labels_from).train_labels) if labels_from \
+        else forget_set
 
 
 def prepare_data(args: argparse.Namespace) -> None:
@@ -73,7 +72,7 @@ def train(args: argparse.Namespace) -> None:
     use_threads(args.threads)
     dataset = read_dataset(args.data)
     model_spec, config = _json(args.model), TrainConfig.from_mapping(_json(args.training))
-    labels = read_forget_set(args.labels_from).train_labels if args.labels_from else dataset.y_train
+    labels = experiment_labels(dataset, args.labels_from)
     n_train = len(dataset.y_train)
     if args.forget_set:
         forget_set = read_forget_set(args.forget_set)
@@ -100,7 +99,7 @@ def train(args: argparse.Namespace) -> None:
 
 
 def unlearn(args: argparse.Namespace) -> None:
-    from .methods import PREDICTORS
+    from .methods import DATAMODEL_METHODS, PREDICTORS
     from .unlearning import (configurations, datamodel_targets, oracle_targets, paired_targets, predict_bank,
                              unlearn_bank, write_unlearned)
     use_threads(args.threads)
@@ -108,24 +107,28 @@ def unlearn(args: argparse.Namespace) -> None:
     dataset, forget_set = read_dataset(args.data), experiment_forget_set(args.forget_set, args.labels_from)
     originals = read_bank(args.originals, with_weights=args.method not in PREDICTORS)
     configs = configurations(args.method, spec.get("hyperparameters", {}), spec.get("grid", {}))
+    given = [name for name in ("oracles", "paired_targets", "datamodels") if getattr(args, name)]
+    if len(given) > 1 or (args.calibration and not args.datamodels):
+        raise UserError("give at most one target source (--oracles, --paired-targets or --datamodels); "
+                        "--calibration goes with --datamodels")
+    if (args.method in DATAMODEL_METHODS) != bool(args.datamodels):
+        raise UserError(f"--datamodels is for {' and '.join(sorted(DATAMODEL_METHODS))}, which need it; "
+                        f"got method {args.method} {'with' if args.datamodels else 'without'} it")
     targets, attrs = None, {}
     if args.oracles:
         targets = oracle_targets(read_bank(args.oracles, with_weights=False))
     if args.paired_targets:
         targets = paired_targets(read_bank(args.paired_targets, with_weights=False), originals)
     if args.datamodels:
-        from .attribution import read_calibration, read_datamodels
-        datamodels = read_datamodels(args.datamodels)
-        calibration = read_calibration(args.calibration) if args.calibration else None
+        datamodels, calibration = read_datamodel_set(args.datamodels, args.calibration, dataset)
         effects = datamodels.forget_effects(forget_set.indices, calibration)
-        targets = datamodel_targets(originals, forget_set, effects)
         attrs = {"precompute_seconds": datamodels.attrs["precompute_seconds"], "datamodels": datamodels.estimator,
                  "calibration": calibration or {}}
-    if args.method in PREDICTORS:
-        if not args.datamodels:
-            raise UserError(f"{args.method} needs --datamodels")
-        banks = predict_bank(originals, dataset, forget_set, configs, effects, attrs)
-    else:
+        if args.method in PREDICTORS:
+            banks = predict_bank(originals, dataset, forget_set, configs, effects, attrs)
+        else:
+            targets = datamodel_targets(originals, forget_set, effects)
+    if args.method not in PREDICTORS:
         banks = unlearn_bank(args.method, originals, dataset, forget_set, configs, args.seed,
                              resolve_device(args.device), targets=targets, progress=args.progress, attrs=attrs)
     inputs = [args.data, args.forget_set, args.originals] + [
@@ -136,32 +139,45 @@ def unlearn(args: argparse.Namespace) -> None:
               f"and {bank.attrs['unlearn_examples_per_model']:.0f} examples per model")
 
 
+def read_datamodel_set(path: str, calibration_path: str | None, dataset) -> tuple[Any, dict[str, float] | None]:
+    """The datamodels (checked against the data set's splits) and their calibrated scales."""
+    from .attribution import read_calibration, read_datamodels
+    datamodels = read_datamodels(path)
+    sizes = {split: len(getattr(dataset, f"y_{split}")) for split in SPLITS}
+    if datamodels.split_sizes != sizes:
+        raise UserError(f"{path}: datamodels of splits {datamodels.split_sizes}, the data set has {sizes}; "
+                        "refit them (fit-datamodels) on this data set")
+    return datamodels, read_calibration(calibration_path) if calibration_path else None
+
+
+def experiment_labels(dataset, labels_from: str | None) -> np.ndarray:
+    """The labels every model of the experiment trains on: a poison set's flipped labels, if any."""
+    return read_forget_set(labels_from).train_labels if labels_from else dataset.y_train
+
+
 def fit_datamodels(args: argparse.Namespace) -> None:
-    from .attribution import fit_datamodel_set, trak_datamodel_set, write_datamodels
+    from .attribution import DATAMODEL_DEFAULTS, fit_datamodel_set, trak_datamodel_set, write_datamodels
     use_threads(args.threads)
-    spec = _json(args.spec)
+    spec = {**DATAMODEL_DEFAULTS, **_json(args.spec)}
     dataset = read_dataset(args.data)
-    train_labels = read_forget_set(args.labels_from).train_labels if args.labels_from else dataset.y_train
+    train_labels = experiment_labels(dataset, args.labels_from)
     labels = np.concatenate([train_labels, dataset.y_val, dataset.y_test])
     sizes = {split: len(getattr(dataset, f"y_{split}")) for split in SPLITS}
     subset = concatenate_banks([read_bank(path, with_weights=False) for path in args.subset_models])
     logits = np.concatenate([subset.logits[split] for split in SPLITS], axis=1)
-    estimator, heldout = spec.get("estimator", "lasso"), spec.get("heldout_models", 200)
+    estimator = spec["estimator"]
     device = resolve_device(args.device)
-    if estimator == "trak":
+    if estimator == "trak":  # every subset model scores TRAK's estimate; none is fitted on
         if not args.originals:
             raise UserError("the trak estimator needs --originals (its checkpoints)")
         originals = read_bank(args.originals)
         models = [model.to(device) for model in originals.load_models(dataset.input_shape, dataset.num_classes)]
         x_all = torch.from_numpy(np.concatenate([getattr(dataset, f"x_{split}") for split in SPLITS])).to(device)
-        held = slice(len(subset) - heldout, len(subset))
         result = trak_datamodel_set(models, x_all[: sizes["train"]], train_labels, x_all, labels, sizes,
-                                    subset.train_masks[held], logits[held], spec.get("options", {}), args.seed,
-                                    args.progress)
+                                    subset.train_masks, logits, spec.get("options", {}), args.seed, args.progress)
     else:
-        result = fit_datamodel_set(subset.train_masks, logits, labels, sizes, estimator, heldout,
-                                   spec.get("options", {}), args.seed, str(device),
-                                   outputs=spec.get("outputs", ["margins", "logits"]))
+        result = fit_datamodel_set(subset.train_masks, logits, labels, sizes, estimator, spec["heldout_models"],
+                                   spec.get("options", {}), args.seed, str(device), outputs=spec["outputs"])
     # The one-time cost DMM amortises (the paper does not count it per request): fitting, plus
     # training the subset models for the regression estimators (TRAK's only score it).
     result.attrs["subset_train_seconds"] = subset.attrs["train_seconds"]
@@ -221,15 +237,15 @@ def ulira(args: argparse.Namespace) -> None:
     from .shadow import run_ulira
     use_threads(args.threads)
     dataset, base = read_dataset(args.data), read_bank(args.base)
-    labels = read_forget_set(args.labels_from).train_labels if args.labels_from else dataset.y_train
+    labels = experiment_labels(dataset, args.labels_from)
     spec = _json(args.spec)
     effects_of = None
     if args.datamodels:
-        from .attribution import read_calibration, read_datamodels
-        datamodels = read_datamodels(args.datamodels)
-        calibration = read_calibration(args.calibration) if args.calibration else None
-        n_train = len(labels)
-        effects_of = lambda forget: datamodels.forget_effects(forget, calibration).slice(slice(0, n_train))  # noqa: E731
+        datamodels, calibration = read_datamodel_set(args.datamodels, args.calibration, dataset)
+        train_rows = slice(0, len(labels))
+
+        def effects_of(forget: np.ndarray):
+            return datamodels.forget_effects(forget, calibration).slice(train_rows)
     result = run_ulira(args.method, base, dataset, labels, TrainConfig.from_mapping(_json(args.training)),
                        args.seed, spec["forget_sets_per_model"], spec["forget_size"], spec["pool_class"],
                        resolve_device(args.device), pool_size=spec.get("pool_size"), progress=args.progress,

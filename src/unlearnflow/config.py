@@ -19,6 +19,7 @@ from .forget_sets import check_spec
 from .models import ARCHITECTURES
 from .training import TrainConfig
 from .methods import DATAMODEL_METHODS
+from .methods.dm_direct import OUTPUT_OF
 from .unlearning import configurations
 
 
@@ -54,6 +55,8 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
         raise UserError(f"config: {where}: {error.message}")
     if not config["forget_sets"]:
         raise UserError("config: forget_sets: define at least one forget set")
+    if CALIBRATION_SET in config["forget_sets"]:
+        raise UserError(f"config: forget_sets: the name {CALIBRATION_SET} is reserved for datamodels.calibration_set")
     for name, spec in config["forget_sets"].items():
         check_spec(name, spec)
     poison_sets = [name for name, spec in config["forget_sets"].items() if spec["kind"] == "poison"]
@@ -66,6 +69,9 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
         configurations(method, spec.get("hyperparameters", {}), spec.get("grid", {}))
         if method == "oracle_matching" and "targets" not in spec:
             raise UserError("config: methods.oracle_matching: set targets (oracle or retrain) to say what it matches")
+        if method != "oracle_matching" and "targets" in spec:
+            raise UserError(f"config: methods.{method}: only oracle_matching takes targets (dm_direct and dmm "
+                            "take theirs from the datamodels)")
         if spec.get("targets") == "retrain" and config["originals"]["models"] != config["oracles"]["models"]:
             raise UserError(f"config: methods.{method}: targets retrain pairs each original with a retrained model; "
                             "set originals.models equal to oracles.models")
@@ -86,10 +92,7 @@ def _check_datamodels(config: Mapping[str, Any]) -> None:
     spec = config["datamodels"]
     try:
         options(spec["estimator"], spec["options"])
-        if spec["estimator"] == "trak":  # the subset models only score TRAK's estimate
-            if spec["heldout_models"] > config["subset_models"]["models"]:
-                raise UserError("datamodels.heldout_models exceeds subset_models.models")
-        else:
+        if spec["estimator"] != "trak":  # TRAK is scored on every subset model, fitted on none
             split_heldout(config["subset_models"]["models"], spec["heldout_models"])
         if "calibration_set" in spec:
             if spec["calibration_set"].get("kind") not in ("random", "class_sample", "cluster"):
@@ -97,20 +100,29 @@ def _check_datamodels(config: Mapping[str, Any]) -> None:
             check_spec(CALIBRATION_SET, spec["calibration_set"])
     except UserError as error:
         raise UserError(f"config: {error}") from None
-    fitted = {"logit": "logits", "margin_shift": "margins"}
-    if spec["estimator"] == "trak":  # TRAK estimates margin datamodels only
-        spec["outputs"] = ["margins"]
-    for method in DATAMODEL_METHODS & set(config["methods"]):
-        method_config = config["methods"][method]
-        for found in configurations(method, method_config.get("hyperparameters", {}), method_config.get("grid", {})):
-            hp = found.hyperparameters
-            if fitted[hp["construction"]] not in spec["outputs"]:
-                raise UserError(f"config: methods.{method}: construction {hp['construction']} needs "
-                                f"{fitted[hp['construction']]} datamodels; add it to datamodels.outputs")
-            if hp["calibrated"] and "calibration_set" not in spec:
-                raise UserError(f"config: methods.{method}: calibrated targets need datamodels.calibration_set")
-    if CALIBRATION_SET in config["forget_sets"]:
-        raise UserError(f"config: forget_sets: the name {CALIBRATION_SET} is reserved for datamodels.calibration_set")
+    fitted = ["margins"] if spec["estimator"] == "trak" else spec["outputs"]
+    for method, hp in _datamodel_configurations(config):
+        output = OUTPUT_OF[hp["construction"]]
+        if output not in fitted:
+            where = "the trak estimator fits margins only" if spec["estimator"] == "trak" else \
+                f"add {output} to datamodels.outputs"
+            raise UserError(f"config: methods.{method}: construction {hp['construction']} needs {output} "
+                            f"datamodels; {where}")
+        if hp["calibrated"] and "calibration_set" not in spec:
+            raise UserError(f"config: methods.{method}: calibrated targets need datamodels.calibration_set")
+
+
+def _datamodel_configurations(config: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(method, hyper-parameters) of every configuration of the datamodel methods."""
+    return [(method, found.hyperparameters) for method in sorted(DATAMODEL_METHODS & set(config["methods"]))
+            for found in configurations(method, config["methods"][method].get("hyperparameters", {}),
+                                        config["methods"][method].get("grid", {}))]
+
+
+def uses_calibration(config: Mapping[str, Any]) -> bool:
+    """Whether some configuration asks for calibrated datamodel targets (then the calibration
+    set's oracles are trained)."""
+    return any(hp["calibrated"] for _, hp in _datamodel_configurations(config))
 
 
 def oracle_training(config: Mapping[str, Any]) -> dict[str, Any]:

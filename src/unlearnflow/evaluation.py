@@ -95,7 +95,8 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     row["selection_ci_high"] = float(np.mean([intervals[g][1] for g in GROUPS]))
     row["floor_selection_score"] = selection_score(floor_summary)
     row.update(_readouts(dataset, forget_set, originals, oracles, unlearned))
-    row.update(forget_margin_shift(*(group_margins(bank)[:, forget] for bank in (originals, oracles, unlearned))))
+    original_forget_margins = margins(originals.logits["train"][:, forget], labels[forget])
+    row.update(forget_margin_shift(original_forget_margins, oracle_margins[:, forget], unlearned_margins[:, forget]))
 
     entropies = {name: prediction_entropy(bank.logits["train"][:, forget])
                  for name, bank in (("original", originals), ("oracle", oracles), ("unlearned", unlearned))}
@@ -141,15 +142,15 @@ def forget_margin_shift(original: np.ndarray, oracle: np.ndarray, unlearned: np.
     """How well the unlearned models' mean forget-point margins track the oracles' (DMM paper, DM-DIRECT).
 
     Inputs are margins (models, forget points). ``shift_corr_forget``: Pearson correlation over
-    forget points of the predicted shift (mean unlearned - mean original margin) with the true
+    forget points of the achieved shift (mean unlearned - mean original margin) with the true
     shift (mean oracle - mean original); NaN when a shift is constant (do-nothing). The
     correlation of margin *levels* would say little: do-nothing already reaches ~0.98.
     ``margin_mae_forget``: mean absolute error of the mean unlearned margin vs the mean oracle margin.
     """
     base, target, reached = original.mean(0), oracle.mean(0), unlearned.mean(0)
-    predicted_shift, true_shift = reached - base, target - base
-    constant = len(base) < 2 or np.ptp(predicted_shift) == 0 or np.ptp(true_shift) == 0
-    correlation = math.nan if constant else float(np.corrcoef(predicted_shift, true_shift)[0, 1])
+    achieved_shift, true_shift = reached - base, target - base
+    constant = len(base) < 2 or np.ptp(achieved_shift) == 0 or np.ptp(true_shift) == 0
+    correlation = math.nan if constant else float(np.corrcoef(achieved_shift, true_shift)[0, 1])
     return {"shift_corr_forget": correlation, "margin_mae_forget": float(np.mean(np.abs(reached - target)))}
 
 

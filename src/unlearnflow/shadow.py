@@ -126,7 +126,7 @@ def _fine_tune(method: str, hyperparameters: Mapping[str, Any],
                     targets = None
                     if effects_of is not None:
                         predicted = dm_direct.predict(base.logits["train"][index], labels, effects_of(forget),
-                                                      {key: hyperparameters[key] for key in dm_direct.DEFAULTS})
+                                                      dm_direct.prediction_hyperparameters(hyperparameters))
                         targets = torch.from_numpy(predicted).to(device)
                     request = UnlearningRequest(inputs=inputs, labels=label_tensor,
                                                 forget=torch.tensor(forget, device=device),

@@ -134,8 +134,8 @@ def datamodel_targets(originals: ModelBank, forget_set: ForgetSet, effects: dm_d
     train_effects = effects.slice(slice(0, n_train))
 
     def targets(hp: Mapping[str, Any]) -> np.ndarray:
-        chosen = {key: hp[key] for key in dm_direct.DEFAULTS}
-        return dm_direct.predict(originals.logits["train"], forget_set.train_labels, train_effects, chosen)
+        return dm_direct.predict(originals.logits["train"], forget_set.train_labels, train_effects,
+                                 dm_direct.prediction_hyperparameters(hp))
 
     return targets
 

@@ -60,5 +60,5 @@ def hyperparameters(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
         raise UserError(f"unknown unlearning method {method!r} (known: {', '.join(_MODULES)})")
     resolved = resolve(method, _MODULES[method].DEFAULTS, given)
     if method in DATAMODEL_METHODS:
-        dm_direct.hyperparameters({key: resolved[key] for key in dm_direct.DEFAULTS})  # checks the construction
+        dm_direct.hyperparameters(dm_direct.prediction_hyperparameters(resolved))  # checks the construction
     return resolved

@@ -33,6 +33,9 @@ from .common import resolve
 
 CONSTRUCTIONS = ("logit", "margin_shift")
 
+#: The datamodel output each construction sums (see unlearnflow.attribution).
+OUTPUT_OF = {"logit": "logits", "margin_shift": "margins"}
+
 #: The paper's per-logit construction; on digits it beat margin shifts once calibrated (README).
 DEFAULTS = {"construction": "logit", "diagonal_only": False, "scale": 1.0, "calibrated": False}
 
@@ -54,30 +57,46 @@ class ForgetEffects:
     margins: np.ndarray | None
     logits_diagonal: np.ndarray | None
     margins_diagonal: np.ndarray | None
-    #: construction -> calibrated scale (from a held-out forget set), when one was fitted
+    #: :func:`calibration_key` -> calibrated scale (from a held-out forget set), when one was fitted
     calibration: Mapping[str, float] | None = None
 
     def of(self, construction: str, diagonal_only: bool) -> np.ndarray:
         """The effect array one configuration uses."""
-        name = ("logits" if construction == "logit" else "margins") + ("_diagonal" if diagonal_only else "")
-        effect = getattr(self, name)
+        output = OUTPUT_OF[construction]
+        effect = getattr(self, output + ("_diagonal" if diagonal_only else ""))
         if effect is None:
-            raise UserError(f"dm_direct: construction {construction!r} needs {name.split('_')[0]} datamodels, "
+            raise UserError(f"dm_direct: construction {construction!r} needs {output} datamodels, "
                             f"which this datamodel estimator did not fit")
         return effect
 
+    def available(self) -> list[tuple[str, bool]]:
+        """The (construction, diagonal_only) pairs these effects support."""
+        return [(construction, diagonal) for construction in CONSTRUCTIONS for diagonal in (False, True)
+                if getattr(self, OUTPUT_OF[construction]) is not None]
+
     def scale(self, hp: Mapping[str, Any]) -> float:
-        """The factor on the predicted shift: ``scale``, times the calibrated one if asked for."""
+        """The factor on the predicted shift: ``scale``, times the calibrated one if asked for
+        (fitted separately for each construction, full or diagonal-only)."""
         if not hp["calibrated"]:
             return hp["scale"]
         if self.calibration is None:
             raise UserError("dm_direct: calibrated targets need a datamodel calibration (datamodels.calibration_set)")
-        return hp["scale"] * self.calibration[hp["construction"]]
+        return hp["scale"] * self.calibration[calibration_key(hp["construction"], hp["diagonal_only"])]
 
     def slice(self, rows: slice) -> ForgetEffects:
         """The effects on a contiguous range of points (one split)."""
         arrays = (self.logits, self.margins, self.logits_diagonal, self.margins_diagonal)
         return ForgetEffects(*(None if array is None else array[rows] for array in arrays), self.calibration)
+
+
+def calibration_key(construction: str, diagonal_only: bool) -> str:
+    """How a calibrated scale is named: ``logit``, ``logit/diagonal``, ``margin_shift``, ..."""
+    return construction + ("/diagonal" if diagonal_only else "")
+
+
+def prediction_hyperparameters(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """DM-DIRECT's own keys out of a method's hyper-parameters (DMM carries fine-tuning ones too)."""
+    return {key: hp[key] for key in DEFAULTS}
 
 
 def forget_effects(forget: np.ndarray, logit_weights: np.ndarray | None, margin_weights: np.ndarray | None
@@ -122,14 +141,16 @@ def predict(original_logits: np.ndarray, labels: np.ndarray, effects: ForgetEffe
 
 
 def calibration_scale(original_logits: np.ndarray, oracle_logits: np.ndarray, labels: np.ndarray,
-                      forget: np.ndarray, effects: ForgetEffects, construction: str) -> float:
+                      forget: np.ndarray, effects: ForgetEffects, construction: str, diagonal_only: bool) -> float:
     """The least-squares factor ``s`` of ``true shift ~ s * predicted shift`` on the forget points
     of a held-out forget set (Appendix G.2's calibration).
 
     True shift: the mean oracle output minus the mean original output, per forget point (every
     logit for ``logit``, the margin for ``margin_shift``); predicted: DM-DIRECT's shift at scale
-    1, ``-sum_{i in F} beta_i(x)``. Logits are (models, points, C) over the training points and
-    `effects` those of this forget set.
+    1, ``-sum_{i in F} beta_i(x)`` (or its diagonal). Logits are (models, points, C) over the
+    training points and `effects` those of this forget set. The paper picks one global factor by
+    unlearning quality; the forget points, where the shifts are largest, are its proxy here, and
+    the factor is then applied to every point.
     """
     from ..metrics.margins import margins
 
@@ -138,7 +159,7 @@ def calibration_scale(original_logits: np.ndarray, oracle_logits: np.ndarray, la
     else:
         true_shift = margins(oracle_logits, labels).mean(0) - margins(original_logits, labels).mean(0)
     true_shift = true_shift[forget].astype(np.float64)
-    predicted_shift = -effects.of(construction, False)[forget].astype(np.float64)
+    predicted_shift = -effects.of(construction, diagonal_only)[forget].astype(np.float64)
     denominator = float(np.sum(predicted_shift**2))
     if denominator == 0:
         raise UserError("dm_direct: the datamodels predict no shift on the calibration forget set")
