@@ -103,6 +103,18 @@ def test_fit_recovers_linear_world_and_dm_direct_predicts_retraining(tmp_path):
     assert np.abs(predicted - truth).mean() < 0.3 * np.abs(outputs(everything) - truth).mean()
 
 
+@pytest.mark.filterwarnings("ignore:lasso")  # an unconverged target is the very slowness it warns about
+def test_lasso_with_fewer_models_than_points_says_it_will_be_slow():
+    masks, outputs, labels, _ = linear_world(n_train=40, models=45)
+    said = []
+    fit_datamodel_set(masks, outputs(masks), labels, {"train": 40, "val": 5, "test": 5}, "ridge",
+                      heldout_models=10, log=said.append)
+    assert not any("converges slowly" in line for line in said)
+    fit_datamodel_set(masks, outputs(masks), labels, {"train": 40, "val": 5, "test": 5}, "lasso",
+                      heldout_models=10, log=said.append, outputs=["margins"], given_options={"n_alphas": 3})
+    assert "lasso on 35 models for 40 training points" in said[-2]
+
+
 def test_estimator_options_and_heldout_split_are_checked():
     assert options("ridge", {"val_fraction": 0.3})["val_fraction"] == 0.3
     with pytest.raises(UserError, match="unknown option"):

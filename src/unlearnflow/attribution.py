@@ -127,6 +127,9 @@ def fit_datamodel_set(masks: np.ndarray, logits: np.ndarray, labels: np.ndarray,
         raise UserError("datamodels: fit_datamodel_set fits lasso or ridge; use trak_datamodel_set for trak")
     chosen = options(estimator, given_options or {})
     fitted, held = split_heldout(len(masks), heldout_models)
+    if estimator == "lasso" and fitted.stop < masks.shape[1]:
+        log(f"note: lasso on {fitted.stop} models for {masks.shape[1]} training points: the lambda path converges "
+            f"slowly with fewer models than points (minutes per thousand targets); ridge is fast")
     targets = subset_outputs(logits, labels)
     result = DatamodelSet(estimator, dict(split_sizes), logits.shape[-1], {}, attrs={
         "estimator": estimator, "options": chosen, "fitted_models": fitted.stop, "heldout_models": heldout_models})
