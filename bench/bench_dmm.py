@@ -49,7 +49,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results import machine, write_section  # noqa: E402
+from bench.results import machine_note, write_section  # noqa: E402
 from unlearnflow.artifacts import SPLITS, ModelBank, train_bank  # noqa: E402
 from unlearnflow.attribution import DatamodelSet, fit_datamodel_set  # noqa: E402
 from unlearnflow.data import Dataset, load_dataset  # noqa: E402
@@ -177,8 +177,7 @@ def markdown(rows: list[Row], args: argparse.Namespace, config: TrainConfig, dmm
         f"model; fastest of {args.repeats} runs (sequential: median over models of each one's fastest). Break-even: "
         "precompute / (N x (retrain - DMM) s per model), in requests that each unlearn all N models; DM-DIRECT "
         "targets are a per-request cost outside the fine-tuning, not counted (as in the paper).",
-        f"Machine: {machine()}; other processes share it: 1-min load average {loads[0]:.2f} at the start, "
-        f"{loads[1]:.2f} at the end; whole run {total_s:.0f} s.",
+        f"{machine_note(loads)}; whole run {total_s:.0f} s.",
         f"Verdict: the <= {COMPUTE_TARGET:.0%} compute target, counted in training examples as the paper counts "
         f"it, is {'met on every forget set' if met else 'missed on some forget sets'} (DMM processes "
         f"{min(fractions):.1%} to {max(fractions):.1%} of retraining's examples); in wall time DMM's fine-tuning "

@@ -48,7 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results import machine, write_section  # noqa: E402
+from bench.results import machine_note, write_section  # noqa: E402
 from unlearnflow.data import load_dataset  # noqa: E402
 from unlearnflow.models import build_model, count_parameters  # noqa: E402
 from unlearnflow.training import TrainConfig, fit, init_model, model_seed, predict_logits, subset_mask  # noqa: E402
@@ -229,8 +229,7 @@ def markdown(rows: list[Row], args: argparse.Namespace, config: TrainConfig, n_t
         "the models drift apart while most predictions stay equal.",
     ]
     lines += [
-        f"Machine: {machine()}; other processes share it: 1-min load average {loads[0]:.2f} at the start, "
-        f"{loads[1]:.2f} at the end; {BUSY_STARTS[0]} of {sum(BUSY_STARTS)} measurements started with the CPUs "
+        f"{machine_note(loads)}; {BUSY_STARTS[0]} of {sum(BUSY_STARTS)} measurements started with the CPUs "
         f"busy after waiting up to {args.wait_idle:.0f} s for them to be idle.",
         f"Verdict: at {default.models} MLPs the >= {TARGET_RATIO:.0f}x target is "
         f"{'met' if default.ratio >= TARGET_RATIO else 'missed'} with torch's default {default.threads} threads "

@@ -22,6 +22,12 @@ def write_section(name: str, markdown: str, path: Path = RESULTS_PATH) -> None:
     path.write_text(text)
 
 
+def machine_note(loads: tuple[float, float] | list[float]) -> str:
+    """The footnote every benchmark writes: the machine and the 1-min load average before and after."""
+    return (f"Machine: {machine()}; other processes share it: 1-min load average {loads[0]:.2f} at the start, "
+            f"{loads[1]:.2f} at the end")
+
+
 def machine() -> str:
     """CPU model, CPU count, torch version and torch threads, for a benchmark's footnote."""
     import torch

@@ -289,6 +289,14 @@ def torch_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--progress", action="store_true", help="show progress bars on stderr")
 
 
+def forget_set_options(sub: argparse.ArgumentParser) -> None:
+    """The inputs of every command that works on one forget set of the experiment's originals."""
+    sub.add_argument("--data", required=True, help="dataset artifact")
+    sub.add_argument("--forget-set", required=True)
+    sub.add_argument("--originals", required=True, help="bank of the original models")
+    labels_option(sub)
+
+
 def labels_option(sub: argparse.ArgumentParser) -> None:
     """The option of every command that needs the experiment's training labels."""
     sub.add_argument("--labels-from", help="poison forget set whose labels the experiment trains on")
@@ -339,12 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", required=True)
 
     sub = command("evaluate", evaluate_result, "evaluate one unlearned bank against the oracles", "evaluation")
-    sub.add_argument("--data", required=True)
-    sub.add_argument("--forget-set", required=True)
-    sub.add_argument("--originals", required=True)
+    forget_set_options(sub)
     sub.add_argument("--oracles", required=True)
     sub.add_argument("--unlearned", required=True)
-    labels_option(sub)
     sub.add_argument("--method", required=True)
     sub.add_argument("--from-scratch", action="store_true",
                      help="the unlearned models were not obtained from the original models (retraining)")
@@ -355,11 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("unlearn", unlearn, "unlearn a forget set from every original model", "unlearned")
     sub.add_argument("--method", required=True)
-    sub.add_argument("--data", required=True)
-    sub.add_argument("--forget-set", required=True)
-    sub.add_argument("--originals", required=True)
+    forget_set_options(sub)
     sub.add_argument("--oracles", help="oracle bank whose mean logits are the targets (oracle matching check)")
-    labels_option(sub)
     sub.add_argument("--paired-targets", help="bank retrained without the forget set; model k's logits are original "
                      "model k's targets (oracle matching check)")
     sub.add_argument("--datamodels", help="datamodels artifact (dm_direct predictions, dmm targets)")
