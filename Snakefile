@@ -17,8 +17,12 @@ if not workflow.config_settings.configfiles:
 include: "rules/common.smk"
 
 
+# A forget set's name; NAME@R is the first R requests of a sequence (an incremental set).
+FORGET_SET_NAME = r"[A-Za-z0-9_.-]+"
+
+
 wildcard_constraints:
-    forget_set=r"[A-Za-z0-9_.-]+",
+    forget_set=FORGET_SET_NAME + r"(@\d+)?",
     chunk=r"\d+-\d+",
     method="|".join(METHODS),
 

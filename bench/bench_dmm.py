@@ -50,13 +50,13 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import machine_note, write_section  # noqa: E402
-from unlearnflow.artifacts import SPLITS, ModelBank, train_bank  # noqa: E402
-from unlearnflow.attribution import DatamodelSet, fit_datamodel_set  # noqa: E402
-from unlearnflow.data import Dataset, load_dataset  # noqa: E402
-from unlearnflow.forget_sets import ForgetSet, build_forget_set  # noqa: E402
-from unlearnflow.models import build_model  # noqa: E402
-from unlearnflow.training import TrainConfig, fit, init_model, model_seed, subset_mask  # noqa: E402
-from unlearnflow.unlearning import configurations, datamodel_targets, unlearn_bank  # noqa: E402
+from unlearnflow.core.artifacts import SPLITS, ModelBank, train_bank  # noqa: E402
+from unlearnflow.dmm.datamodel_set import DatamodelSet, fit_datamodel_set  # noqa: E402
+from unlearnflow.core.data import Dataset, load_dataset  # noqa: E402
+from unlearnflow.core.forget_sets import ForgetSet, build_forget_set  # noqa: E402
+from unlearnflow.core.models import build_model  # noqa: E402
+from unlearnflow.core.training import TrainConfig, fit, init_model, model_seed, subset_mask  # noqa: E402
+from unlearnflow.runner import configurations, datamodel_targets, unlearn_bank  # noqa: E402
 
 CONFIG_PATH = Path(__file__).resolve().parents[1] / "config.yaml"
 COMPUTE_TARGET = 0.05  # DMM examples / retraining examples

@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import write_section  # noqa: E402
-from unlearnflow.datamodels import (  # noqa: E402
+from unlearnflow.dmm.regression import (  # noqa: E402
     DEFAULT_RIDGE_ALPHAS,
     Datamodels,
     fit_lasso,

@@ -1,5 +1,6 @@
 # Config validation and helpers shared by the rules. Validation runs before any rule is
-# defined, so an unknown key or a wrong type stops the workflow with one line.
+# defined, so an unknown key or a wrong type stops the workflow with one line. What a method
+# needs comes from the method registry (unlearnflow.registry), never from its name.
 
 import json
 import os
@@ -10,12 +11,14 @@ from unlearnflow.config import (
     load_schema,
     oracle_training,
     poison_set,
+    rule_resources,
     uses_calibration,
     validate_config,
 )
+from unlearnflow.core.forget_sets import split_step_name, step_name
+from unlearnflow.core.store import STAGE_VERSIONS
 from unlearnflow.errors import UserError
-from unlearnflow.methods import DATAMODEL_METHODS
-from unlearnflow.store import STAGE_VERSIONS
+from unlearnflow.registry import ARTIFACTS, REFERENCES, spec_of
 
 try:
     validate_config(config, load_schema(workflow.source_path("../workflow/schemas/config.schema.yaml")))
@@ -30,13 +33,42 @@ PROGRESS = "--progress" if config["progress"] else ""
 # built when some configuration asks for calibrated targets.
 CALIBRATED = uses_calibration(config)
 # Reference methods, always evaluated so that every table shows its bounds.
-REFERENCE_METHODS = ["do_nothing", "retrain"]
-METHODS = REFERENCE_METHODS + list(config["methods"])
+METHODS = list(REFERENCES) + list(config["methods"])
+# Rules run in the CUDA environment when the experiment runs on a GPU.
+ENV = "../envs/gpu.yaml" if config["device"] == "cuda" else "../envs/cpu.yaml"
+
+
+def evaluated_sets(name):
+    """What is evaluated of a forget set: itself, or each prefix NAME@1..NAME@R of a sequence of
+    R requests (each judged against oracles retrained without its first r requests)."""
+    spec = config["forget_sets"][name]
+    if spec["kind"] != "incremental":
+        return [name]
+    return [step_name(name, requests) for requests in range(1, spec["requests"] + 1)]
+
+
+EVALUATED_SETS = [evaluated for name in FORGET_SETS for evaluated in evaluated_sets(name)]
 
 
 def as_json(value):
     """A config slice as compact JSON for a rule's shell command (quote it with :q)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def threads_of(rule):
+    return rule_resources(config, rule)["threads"]
+
+
+def mem_mb_of(rule):
+    return rule_resources(config, rule)["mem_mb"]
+
+
+def runtime_of(rule):
+    return rule_resources(config, rule)["runtime"]
+
+
+def gpu_of(rule):
+    return rule_resources(config, rule)["gpu"]
 
 
 def chunk_ids(bank):
@@ -54,7 +86,7 @@ def chunk_models(chunk):
 
 def labels_flag(wildcards, input):
     """--labels-from the poison set, for rules whose input has `labels` (poisoned_labels())."""
-    return f"--labels-from {input.labels}" if input.labels else ""
+    return f"--labels-from {input.labels}" if "labels" in input.keys() and input.labels else ""
 
 
 def forget_set_spec(name):
@@ -64,34 +96,86 @@ def forget_set_spec(name):
     return config["forget_sets"][name]
 
 
+def forget_set_file(wildcards):
+    """The forget set artifact behind a (possibly prefixed, NAME@R) forget set name."""
+    return f"{RESULTS}/forget_sets/{split_step_name(wildcards.forget_set)[0]}.h5"
+
+
+def requests_flag(wildcards):
+    """--requests R for the prefix NAME@R of a sequence."""
+    requests = split_step_name(wildcards.forget_set)[1]
+    return f"--requests {requests}" if requests else ""
+
+
 def poisoned_labels():
     """The poison forget set whose flipped labels every model of the experiment trains on."""
     return [f"{RESULTS}/forget_sets/{POISON_SET}.h5"] if POISON_SET else []
 
 
-def unlearned_bank(wildcards):
-    """The bank a method produced for a forget set (do_nothing: the original models)."""
-    if wildcards.method == "do_nothing":
-        return f"{RESULTS}/originals.h5"
-    return f"{RESULTS}/unlearned/{wildcards.method}/{wildcards.forget_set}.h5"
-
-
-def method_spec(method):
-    """A method's config slice (hyper-parameter overrides, grid, targets)."""
+def method_config(method):
+    """A method's config slice (hyper-parameter overrides, grid, options)."""
     return config["methods"].get(method, {})
 
 
-def target_banks(wildcards):
-    """Artifacts a method's targets come from: the forget set's oracles (their mean) or the
-    independent retrained bank (paired per model) for oracle matching with true targets, or
-    the experiment's datamodels (DM-DIRECT, DMM)."""
-    if method_spec(wildcards.method).get("targets") == "oracle":
-        return {"oracles": f"{RESULTS}/oracles/{wildcards.forget_set}.h5"}
-    if method_spec(wildcards.method).get("targets") == "retrain":
-        return {"paired_targets": f"{RESULTS}/unlearned/retrain/{wildcards.forget_set}.h5"}
-    if wildcards.method in DATAMODEL_METHODS:
-        return datamodel_artifacts(wildcards)
-    return {}
+def needs(method):
+    return spec_of(method).needs_for(method_config(method))
+
+
+def side_paths(name, forget_set=None):
+    """The paths of a side artifact: one, or per forget set one per evaluated prefix."""
+    template = f"{RESULTS}/{ARTIFACTS[name].path}"
+    if "{forget_set}" not in template:
+        return [template]
+    return [template.format(forget_set=evaluated) for evaluated in evaluated_sets(forget_set)]
+
+
+def side_inputs(method, forget_set=None, shared_only=False, for_shadows=False):
+    """Input entries side_<name> of the side artifacts a method declares in the registry."""
+    chosen = {}
+    for name in needs(method):
+        per_forget_set = "{forget_set}" in ARTIFACTS[name].path
+        if (shared_only and per_forget_set) or (for_shadows and not ARTIFACTS[name].for_shadows):
+            continue
+        chosen[f"side_{name}"] = side_paths(name, forget_set)
+    return chosen
+
+
+def side_flags(wildcards, input):
+    """--side NAME=PATH for every side_<name> input, in step order."""
+    return " ".join(f"--side {key[len('side_'):]}={path}" for key in input.keys() if key.startswith("side_")
+                    for path in input[key])
+
+
+def unlearn_inputs(wildcards):
+    """A source-free method reads the forget samples and the models alone; any other method the
+    data set, the forget set and the original bank (with the experiment's labels)."""
+    if spec_of(wildcards.method).source_free:
+        inputs = {"forget_samples": f"{RESULTS}/forget_samples/{wildcards.forget_set}.h5",
+                  "originals": f"{RESULTS}/original_models.h5"}
+    else:
+        inputs = {"data": f"{RESULTS}/data.h5", "forget_set": f"{RESULTS}/forget_sets/{wildcards.forget_set}.h5",
+                  "originals": f"{RESULTS}/originals.h5", "labels": poisoned_labels()}
+    return {**inputs, **side_inputs(wildcards.method, wildcards.forget_set)}
+
+
+def input_flags(*names):
+    """A params function: --NAME PATH for each of `names` present in the rule's input."""
+
+    def flags(wildcards, input):
+        return " ".join(f"--{name.replace('_', '-')} {input[name]}" for name in names
+                        if name in input.keys() and input[name])
+
+    return flags
+
+
+def unlearned_bank(wildcards):
+    """The bank a method produced for a forget set (do_nothing: the original models; a method's
+    result holds every request of a sequence)."""
+    if wildcards.method == "do_nothing":
+        return f"{RESULTS}/originals.h5"
+    if wildcards.method == "retrain":
+        return f"{RESULTS}/unlearned/retrain/{wildcards.forget_set}.h5"
+    return f"{RESULTS}/unlearned/{wildcards.method}/{split_step_name(wildcards.forget_set)[0]}.h5"
 
 
 def trak_checkpoints(wildcards):
@@ -99,40 +183,32 @@ def trak_checkpoints(wildcards):
     return {"originals": f"{RESULTS}/originals.h5"} if config["datamodels"]["estimator"] == "trak" else {}
 
 
-def datamodel_artifacts(wildcards):
-    """The datamodels (and their calibration) when a method of the experiment uses them."""
-    if not DATAMODEL_METHODS & set(config["methods"]):
-        return {}
-    calibration = {"calibration": f"{RESULTS}/datamodel_calibration.h5"} if CALIBRATED else {}
-    return {"datamodels": f"{RESULTS}/datamodels.h5", **calibration}
+def report_side_inputs(wildcards):
+    """The shared side artifacts of every configured method (the report describes them)."""
+    return {key: paths for method in config["methods"]
+            for key, paths in side_inputs(method, shared_only=True).items()}
 
 
-def artifact_flags(wildcards, input):
-    """Options naming the optional artifacts of target_banks / datamodel_artifacts in a rule's
-    input (--oracles, --paired-targets, --datamodels, --calibration)."""
-    names = ("oracles", "paired_targets", "datamodels", "calibration")
-    return " ".join(f"--{name.replace('_', '-')} {input[name]}" for name in names if name in input.keys())
-
-
-EVALUATIONS = expand(f"{RESULTS}/evaluation/{{method}}/{{forget_set}}", method=METHODS, forget_set=FORGET_SETS)
+EVALUATIONS = expand(f"{RESULTS}/evaluation/{{method}}/{{forget_set}}", method=METHODS, forget_set=EVALUATED_SETS)
 
 
 def train_params(training, first_id, n_models, role="original", subset_fraction=None):
     """Params of every rule that trains a bank with `python -m unlearnflow train`.
 
     `first_id` and `n_models` are numbers or functions of the wildcards; the forget set to
-    retrain without and the poisoned labels come from the rule's input when it has them.
+    retrain without (a prefix NAME@R of a sequence: without its first R requests) and the
+    poisoned labels come from the rule's input when it has them.
     """
 
     def flags(wildcards, input):
         parts = [f"--role {role}"]
         if "forget_set" in input.keys():
-            parts.append(f"--forget-set {input.forget_set}")
+            parts += [f"--forget-set {input.forget_set}", requests_flag(wildcards)]
         if subset_fraction:
             parts.append(f"--subset-fraction {subset_fraction}")
         if input.labels:
             parts.append(f"--labels-from {input.labels}")
-        return " ".join(parts)
+        return " ".join(part for part in parts if part)
 
     return dict(model=as_json(config["model"]), training=as_json(training), seed=config["seed"],
                 first_id=first_id, n_models=n_models, flags=flags, device=config["device"],

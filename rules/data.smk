@@ -4,15 +4,17 @@ rule prepare_data:
         f"{RESULTS}/data.h5",
     log:
         f"{RESULTS}/logs/prepare_data.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_data.tsv"
     params:
         spec=as_json(config["data"]),
         version=STAGE_VERSIONS["dataset"],
-    threads: 1
+    threads: threads_of("prepare_data")
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=mem_mb_of("prepare_data"),
+        runtime=runtime_of("prepare_data"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
         "python -m unlearnflow prepare-data --stage-version {params.version} --spec {params.spec:q} "
         "--out {output} > {log} 2>&1"

@@ -23,12 +23,13 @@ rule train_subset_models:
             role="subset",
             subset_fraction=config["subset_models"]["fraction"],
         ),
-    threads: 1
+    threads: threads_of("train_subset_models")
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=mem_mb_of("train_subset_models"),
+        runtime=runtime_of("train_subset_models"),
+        gpu=gpu_of("train_subset_models"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
         TRAIN_SHELL
 
@@ -54,12 +55,13 @@ rule fit_datamodels:
         device=config["device"],
         progress=PROGRESS,
         version=STAGE_VERSIONS["datamodels"],
-    threads: 1
+    threads: threads_of("fit_datamodels")
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=mem_mb_of("fit_datamodels"),
+        runtime=runtime_of("fit_datamodels"),
+        gpu=gpu_of("fit_datamodels"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
         "python -m unlearnflow fit-datamodels --stage-version {params.version} --data {input.data} {params.labels} "
         "--subset-models {input.subset_models} {params.originals} --spec {params.spec:q} --seed {params.seed} "
@@ -78,15 +80,17 @@ rule calibrate_datamodels:
         f"{RESULTS}/datamodel_calibration.h5",
     log:
         f"{RESULTS}/logs/calibrate_datamodels.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/calibrate_datamodels.tsv"
     params:
         labels=labels_flag,
         version=STAGE_VERSIONS["datamodel_calibration"],
-    threads: 1
+    threads: threads_of("calibrate_datamodels")
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=mem_mb_of("calibrate_datamodels"),
+        runtime=runtime_of("calibrate_datamodels"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
         "python -m unlearnflow calibrate-datamodels --stage-version {params.version} --datamodels {input.datamodels} "
         "--forget-set {input.forget_set} --originals {input.originals} --oracles {input.oracles} {params.labels} "

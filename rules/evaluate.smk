@@ -1,11 +1,13 @@
-# Evaluation of every (method, forget set) against the forget set's oracles, and the report.
+# Evaluation of every (method, forget set) against the forget set's oracles (for a sequence,
+# of every prefix NAME@R against the oracles retrained without its first R requests), U-LiRA
+# per method, and the report.
 
 
 rule evaluate:
     """KLOM (with noise floor and bootstrap interval), accuracies, entropy, MIAs and cost."""
     input:
         data=f"{RESULTS}/data.h5",
-        forget_set=f"{RESULTS}/forget_sets/{{forget_set}}.h5",
+        forget_set=forget_set_file,
         originals=f"{RESULTS}/originals.h5",
         oracles=f"{RESULTS}/oracles/{{forget_set}}.h5",
         unlearned=unlearned_bank,
@@ -16,28 +18,32 @@ rule evaluate:
         csv=f"{RESULTS}/evaluation/{{method}}/{{forget_set}}.csv",
     log:
         f"{RESULTS}/logs/evaluation/{{method}}/{{forget_set}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluation/{{method}}/{{forget_set}}.tsv"
     params:
         from_scratch=lambda wildcards: "--from-scratch" if wildcards.method == "retrain" else "",
+        requests=requests_flag,
         labels=labels_flag,
         seed=config["seed"],
         version=STAGE_VERSIONS["evaluation"],
-    threads: 1
+    threads: threads_of("evaluate")
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=mem_mb_of("evaluate"),
+        runtime=runtime_of("evaluate"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
         "python -m unlearnflow evaluate --stage-version {params.version} --data {input.data} "
-        "--forget-set {input.forget_set} --originals {input.originals} --oracles {input.oracles} "
+        "--forget-set {input.forget_set} {params.requests} --originals {input.originals} --oracles {input.oracles} "
         "--unlearned {input.unlearned} --method {wildcards.method} {params.from_scratch} {params.labels} "
-        "--ulira {input.ulira} --seed {params.seed} --out-h5 {output.h5} --out-csv {output.csv} > {log} 2>&1"
+        "--ulira {input.ulira} --seed {params.seed} --threads {threads} --out-h5 {output.h5} "
+        "--out-csv {output.csv} > {log} 2>&1"
 
 
 rule report:
     """Summary table, KLOM-vs-compute plot, entropy histograms and MIA ROC curves."""
     input:
-        unpack(datamodel_artifacts),
+        unpack(report_side_inputs),
         csv=[f"{path}.csv" for path in EVALUATIONS],
         h5=[f"{path}.h5" for path in EVALUATIONS],
     output:
@@ -45,25 +51,28 @@ rule report:
         csv=f"{RESULTS}/report/summary.csv",
         klom=report(f"{RESULTS}/report/klom_vs_compute.png", caption="../workflow/report/klom_vs_compute.rst",
                     category="KLOM"),
-        entropy=report(expand(f"{RESULTS}/report/entropy_{{forget_set}}.png", forget_set=FORGET_SETS),
+        entropy=report(expand(f"{RESULTS}/report/entropy_{{forget_set}}.png", forget_set=EVALUATED_SETS),
                        caption="../workflow/report/entropy.rst", category="Entropy"),
-        roc=report(expand(f"{RESULTS}/report/mia_roc_{{forget_set}}.png", forget_set=FORGET_SETS),
+        roc=report(expand(f"{RESULTS}/report/mia_roc_{{forget_set}}.png", forget_set=EVALUATED_SETS),
                    caption="../workflow/report/mia_roc.rst", category="Membership inference"),
     log:
         f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.csv),
-        datamodels=artifact_flags,
+        side=side_flags,
+        version=STAGE_VERSIONS["report"],
     localrule: True
-    threads: 1
+    threads: threads_of("report")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem_mb_of("report"),
+        runtime=runtime_of("report"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
-        "python -m unlearnflow report --out-dir {params.out_dir} --csv {input.csv} --evaluations {input.h5} "
-        "{params.datamodels} > {log} 2>&1"
+        "python -m unlearnflow report --stage-version {params.version} --out-dir {params.out_dir} "
+        "--csv {input.csv} --evaluations {input.h5} {params.side} > {log} 2>&1"
 
 
 rule ulira_base_models:
@@ -85,12 +94,13 @@ rule ulira_base_models:
             role="ulira_base",
             subset_fraction=0.5,
         ),
-    threads: 1
+    threads: threads_of("ulira_base_models")
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=mem_mb_of("ulira_base_models"),
+        runtime=runtime_of("ulira_base_models"),
+        gpu=gpu_of("ulira_base_models"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
         TRAIN_SHELL
 
@@ -98,7 +108,8 @@ rule ulira_base_models:
 rule ulira:
     """U-LiRA attacker accuracy of one method (efficient version, DMM paper Algorithm F.4)."""
     input:
-        unpack(lambda wildcards: datamodel_artifacts(wildcards) if wildcards.method in DATAMODEL_METHODS else {}),
+        unpack(lambda wildcards: side_inputs(wildcards.method, shared_only=True, for_shadows=True)
+               if wildcards.method in config["methods"] else {}),
         data=f"{RESULTS}/data.h5",
         base=f"{RESULTS}/ulira/base_models.h5",
         labels=poisoned_labels(),
@@ -111,21 +122,22 @@ rule ulira:
     params:
         spec=as_json({k: v for k, v in config["evaluation"]["ulira"].items() if k != "base_models"}),
         training=as_json(config["training"]),
-        method_spec=lambda wildcards: as_json(method_spec(wildcards.method)),
+        method_config=lambda wildcards: as_json(method_config(wildcards.method)),
         labels=labels_flag,
-        datamodels=artifact_flags,
+        side=side_flags,
         seed=config["seed"],
         device=config["device"],
         progress=PROGRESS,
-    threads: 1
+        version=STAGE_VERSIONS["ulira"],
+    threads: threads_of("ulira")
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=mem_mb_of("ulira"),
+        runtime=runtime_of("ulira"),
+        gpu=gpu_of("ulira"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
-        "python -m unlearnflow ulira --method {wildcards.method} --data {input.data} --base {input.base} "
-        "{params.labels} {params.datamodels} --spec {params.spec:q} --training {params.training:q} "
-        "--method-spec {params.method_spec:q} "
-        "--seed {params.seed} "
+        "python -m unlearnflow ulira --stage-version {params.version} --method {wildcards.method} "
+        "--data {input.data} --base {input.base} {params.labels} {params.side} --spec {params.spec:q} "
+        "--training {params.training:q} --method-config {params.method_config:q} --seed {params.seed} "
         "--device {params.device} --threads {threads} {params.progress} --out {output} > {log} 2>&1"

@@ -1,27 +1,32 @@
 # Section 5 / Appendix E of the DMM paper: oracle matching vs gradient descent on ridge
 # regression (Figure 5 and E.2). Not part of the default target: `snakemake theory`.
 
-from unlearnflow.theory import PAPER_SETTINGS
+from unlearnflow.dmm.ridge_theory import PAPER_SETTINGS
 
 
 rule theory_panel:
     """One panel: relative distance to the retain optimum vs iterations, per algorithm."""
     output:
-        report("results/theory/{panel}.png", caption="../workflow/report/theory.rst", category="Theory"),
+        report(f"{RESULTS}/theory/{{panel}}.png", caption="../workflow/report/theory.rst", category="Theory"),
     log:
-        "results/theory/logs/{panel}.log",
-    threads: 1
+        f"{RESULTS}/logs/theory/{{panel}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/theory/{{panel}}.tsv"
+    params:
+        version=STAGE_VERSIONS["theory"],
+    threads: threads_of("theory_panel")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem_mb_of("theory_panel"),
+        runtime=runtime_of("theory_panel"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
-        "python -m unlearnflow theory --panel {wildcards.panel} --out {output} > {log} 2>&1"
+        "python -m unlearnflow theory --stage-version {params.version} --panel {wildcards.panel} --out {output} "
+        "> {log} 2>&1"
 
 
 rule theory:
     """All panels of Figure 5 and Figure E.2."""
     input:
-        expand("results/theory/{panel}.png", panel=list(PAPER_SETTINGS)),
+        expand(f"{RESULTS}/theory/{{panel}}.png", panel=list(PAPER_SETTINGS)),
     localrule: True

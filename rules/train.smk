@@ -1,13 +1,17 @@
 # Model banks: N original models on all training data, and per forget set N oracles retrained
-# without it. Each job trains one chunk of models at once with the vectorised trainer; model
-# seeds depend on (seed, role, model id) only. Chunks are kept: they are the cache a gather
-# reuses when the bank grows.
+# without it (per prefix NAME@R of a sequence: without its first R requests). Each job trains
+# one chunk of models at once with the vectorised trainer; model seeds depend on (seed, role,
+# model id) only. Chunks are kept: they are the cache a gather reuses when the bank grows.
 
 TRAIN_SHELL = (
     "python -m unlearnflow train --stage-version {params.version} --data {input.data} {params.flags} "
     "--model {params.model:q} --training {params.training:q} --seed {params.seed} "
     "--first-id {params.first_id} --count {params.n_models} --device {params.device} --threads {threads} {params.progress} "
     "--out {output} > {log} 2>&1"
+)
+GATHER_SHELL = (
+    "python -m unlearnflow gather --stage-version {params.version} --out {output.bank} {params.weights_out} "
+    "{input} > {log} 2>&1"
 )
 
 
@@ -24,12 +28,13 @@ rule train_originals:
         f"{RESULTS}/benchmarks/originals/chunk_{{chunk}}.tsv"
     params:
         **train_params(config["training"], chunk_first_id, chunk_size),
-    threads: 1
+    threads: threads_of("train_originals")
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=mem_mb_of("train_originals"),
+        runtime=runtime_of("train_originals"),
+        gpu=gpu_of("train_originals"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
         TRAIN_SHELL
 
@@ -38,7 +43,7 @@ rule train_oracles:
     """Train one chunk of the oracles of a forget set: retrained from scratch without it."""
     input:
         data=f"{RESULTS}/data.h5",
-        forget_set=f"{RESULTS}/forget_sets/{{forget_set}}.h5",
+        forget_set=forget_set_file,
         labels=poisoned_labels(),
     output:
         f"{RESULTS}/oracles/{{forget_set}}/chunk_{{chunk}}.h5",
@@ -48,35 +53,41 @@ rule train_oracles:
         f"{RESULTS}/benchmarks/oracles/{{forget_set}}/chunk_{{chunk}}.tsv"
     params:
         **train_params(oracle_training(config), chunk_first_id, chunk_size, role="oracle"),
-    threads: 1
+    threads: threads_of("train_oracles")
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=mem_mb_of("train_oracles"),
+        runtime=runtime_of("train_oracles"),
+        gpu=gpu_of("train_oracles"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
         TRAIN_SHELL
 
 
 rule gather_originals:
-    """Concatenate the original models' chunks into one bank."""
+    """Concatenate the original models' chunks into one bank, and write the models alone (no
+    logits, no training masks): what a source-free method may read."""
     input:
         expand(f"{RESULTS}/originals/chunk_{{chunk}}.h5", chunk=chunk_ids("originals")),
     output:
-        f"{RESULTS}/originals.h5",
+        bank=f"{RESULTS}/originals.h5",
+        models=f"{RESULTS}/original_models.h5",
     log:
         f"{RESULTS}/logs/gather_originals.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gather_originals.tsv"
     params:
+        weights_out=lambda wildcards, output: f"--weights-out {output.models}",
         version=STAGE_VERSIONS["model_bank"],
     localrule: True
-    threads: 1
+    threads: threads_of("gather_originals")
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=mem_mb_of("gather_originals"),
+        runtime=runtime_of("gather_originals"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
-        "python -m unlearnflow gather --stage-version {params.version} --out {output} {input} > {log} 2>&1"
+        GATHER_SHELL
 
 
 rule gather_oracles:
@@ -84,17 +95,20 @@ rule gather_oracles:
     input:
         expand(f"{RESULTS}/oracles/{{{{forget_set}}}}/chunk_{{chunk}}.h5", chunk=chunk_ids("oracles")),
     output:
-        f"{RESULTS}/oracles/{{forget_set}}.h5",
+        bank=f"{RESULTS}/oracles/{{forget_set}}.h5",
     log:
         f"{RESULTS}/logs/gather_oracles/{{forget_set}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gather_oracles/{{forget_set}}.tsv"
     params:
+        weights_out="",
         version=STAGE_VERSIONS["model_bank"],
     localrule: True
-    threads: 1
+    threads: threads_of("gather_oracles")
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=mem_mb_of("gather_oracles"),
+        runtime=runtime_of("gather_oracles"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
-        "python -m unlearnflow gather --stage-version {params.version} --out {output} {input} > {log} 2>&1"
+        GATHER_SHELL

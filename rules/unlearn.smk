@@ -1,14 +1,17 @@
-# Unlearning methods. Each writes, per forget set, a bank of N unlearned models in the
-# model_bank format (logits on every point, cost) that the evaluation rule consumes.
-# References: do_nothing is the original bank itself; retrain trains N fresh models without
-# the forget set (seeds of role retrain/{forget_set}, independent of the oracles').
+# Unlearning methods. Each writes, per forget set, one unlearned artifact: the N unlearned models
+# (or their predicted outputs) of every configuration after every request, with the cost, that
+# the evaluation rule consumes. What an unlearn job reads comes from the method registry: a
+# source-free method gets the forget samples and the models alone, never data.h5; the side
+# artifacts a method declares arrive by name. References: do_nothing is the original bank
+# itself; retrain trains N fresh models without the forget set (seeds of role
+# retrain/{forget_set}, independent of the oracles').
 
 
 rule retrain:
     """Reference method: retrain from scratch without the forget set (the quality upper bound)."""
     input:
         data=f"{RESULTS}/data.h5",
-        forget_set=f"{RESULTS}/forget_sets/{{forget_set}}.h5",
+        forget_set=forget_set_file,
         labels=poisoned_labels(),
     output:
         f"{RESULTS}/unlearned/retrain/{{forget_set}}.h5",
@@ -18,24 +21,22 @@ rule retrain:
         f"{RESULTS}/benchmarks/unlearned/retrain/{{forget_set}}.tsv"
     params:
         **train_params(oracle_training(config), 0, config["oracles"]["models"], role="retrain"),
-    threads: 1
+    threads: threads_of("retrain")
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=mem_mb_of("retrain"),
+        runtime=runtime_of("retrain"),
+        gpu=gpu_of("retrain"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
         TRAIN_SHELL
 
 
 rule unlearn:
-    """Unlearn the forget set from every original model, for each configuration of a method."""
+    """Unlearn the forget set from every original model, for each configuration of a method and
+    each request of the forget set in order."""
     input:
-        unpack(target_banks),
-        data=f"{RESULTS}/data.h5",
-        forget_set=f"{RESULTS}/forget_sets/{{forget_set}}.h5",
-        originals=f"{RESULTS}/originals.h5",
-        labels=poisoned_labels(),
+        unpack(unlearn_inputs),
     output:
         f"{RESULTS}/unlearned/{{method}}/{{forget_set}}.h5",
     log:
@@ -44,25 +45,24 @@ rule unlearn:
         f"{RESULTS}/benchmarks/unlearned/{{method}}/{{forget_set}}.tsv"
     wildcard_constraints:
         method="|".join(config["methods"]) or "^$",
+        forget_set=FORGET_SET_NAME,
     params:
-        spec=lambda wildcards: as_json(
-            {key: value for key, value in method_spec(wildcards.method).items() if key != "targets"}
-        ),
-        targets=artifact_flags,
+        method_config=lambda wildcards: as_json(method_config(wildcards.method)),
+        inputs=input_flags("data", "forget_set", "forget_samples", "originals"),
         labels=labels_flag,
+        side=side_flags,
         seed=config["seed"],
         device=config["device"],
         progress=PROGRESS,
         version=STAGE_VERSIONS["unlearned"],
-    threads: 1
+    threads: threads_of("unlearn")
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=mem_mb_of("unlearn"),
+        runtime=runtime_of("unlearn"),
+        gpu=gpu_of("unlearn"),
     conda:
-        "../envs/cpu.yaml"
+        ENV
     shell:
         "python -m unlearnflow unlearn --stage-version {params.version} --method {wildcards.method} "
-        "--data {input.data} --forget-set {input.forget_set} --originals {input.originals} {params.targets} "
-        "{params.labels} "
-        "--spec {params.spec:q} --seed {params.seed} --device {params.device} --threads {threads} "
-        "{params.progress} --out {output} > {log} 2>&1"
+        "{params.inputs} {params.labels} {params.side} --method-config {params.method_config:q} --seed {params.seed} "
+        "--device {params.device} --threads {threads} {params.progress} --out {output} > {log} 2>&1"

@@ -4,19 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnflow.artifacts import SPLITS, ModelBank, train_bank
-from unlearnflow.attribution import (DatamodelSet, calibrate, fit_datamodel_set, options, read_datamodels,
+from unlearnflow.core.artifacts import SPLITS, ModelBank, train_bank
+from unlearnflow.dmm.datamodel_set import (DatamodelSet, calibrate, fit_datamodel_set, options, read_datamodels,
                                      split_heldout, trak_datamodel_set, write_datamodels)
-from unlearnflow.data import load_dataset
-from unlearnflow.datamodels import Datamodels
+from unlearnflow.core.data import load_dataset
+from unlearnflow.dmm.regression import Datamodels
 from unlearnflow.errors import UserError
-from unlearnflow.evaluation import evaluate, forget_margin_shift
-from unlearnflow.forget_sets import build_forget_set
-from unlearnflow.methods import dm_direct, hyperparameters
+from unlearnflow.evaluation.evaluate import evaluate, forget_margin_shift
+from unlearnflow.core.forget_sets import build_forget_set
+from unlearnflow.dmm import dm_direct
+from unlearnflow.registry import hyperparameters
 from unlearnflow.metrics.margins import margins
-from unlearnflow.models import build_model
-from unlearnflow.training import TrainConfig, model_seed, subset_mask
-from unlearnflow.unlearning import configurations, datamodel_targets, predict_bank, unlearn_bank
+from unlearnflow.core.models import build_model
+from unlearnflow.core.training import TrainConfig, model_seed, subset_mask
+from unlearnflow.runner import apply_method
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,9 +166,9 @@ def digits_world():
 def test_dm_direct_predicts_the_oracles_margin_shift_on_digits(digits_world):
     dataset, forget_set, originals, oracles, datamodels, _ = digits_world
     assert datamodels.summary()["margins_lds"] > 0.5  # measured 0.66 with 600 fitted models
-    effects = datamodels.forget_effects(forget_set.indices)
-    configs = configurations("dm_direct", {}, {"construction": ["logit", "margin_shift"]})
-    banks = predict_bank(originals, dataset, forget_set, configs, effects)
+    banks = {label: steps[0] for label, steps in apply_method(
+        "dm_direct", originals, dataset, forget_set, {"grid": {"construction": ["logit", "margin_shift"]}},
+        side={"datamodels": datamodels}).items()}
     forget, labels = forget_set.indices, forget_set.train_labels
 
     def forget_margins(bank):
@@ -197,8 +198,8 @@ def test_trak_margin_datamodels_predict_the_shift_direction_from_a_few_models(di
     trak = trak_datamodel_set(models, x_all[: sizes["train"]], dataset.y_train, x_all, labels, sizes, masks, logits,
                               {"checkpoints": 5, "projection_dim": 512}, log=lambda _: None)
     assert trak.summary()["margins_lds"] > 0.1  # measured 0.20 (lasso on 600 models: 0.66)
-    configs = configurations("dm_direct", {"construction": "margin_shift"}, {})
-    bank = predict_bank(originals, dataset, forget_set, configs, trak.forget_effects(forget_set.indices))["default"]
+    bank = apply_method("dm_direct", originals, dataset, forget_set, {"hyperparameters": {"construction": "margin_shift"}},
+                        side={"datamodels": trak})["default"][0]
     forget, train_labels = forget_set.indices, forget_set.train_labels
     found = forget_margin_shift(*(margins(b.logits["train"][:, forget], train_labels[forget])
                                   for b in (originals, oracles, bank)))
@@ -207,18 +208,19 @@ def test_trak_margin_datamodels_predict_the_shift_direction_from_a_few_models(di
 
 def test_dmm_fine_tunes_towards_dm_direct_targets(digits_world):
     dataset, forget_set, originals, oracles, datamodels, _ = digits_world
-    targets = datamodel_targets(originals, forget_set, datamodels.forget_effects(forget_set.indices))
-    configs = configurations("dmm", {"epochs": 10, "lr": 2e-3}, {})
-    bank = unlearn_bank("dmm", originals, dataset, forget_set, configs, seed=0, device=torch.device("cpu"),
-                        targets=targets, attrs={"precompute_seconds": 1.5})["default"]
-    wanted = targets(configs[0].hyperparameters)
+    bank = apply_method("dmm", originals, dataset, forget_set, {"hyperparameters": {"epochs": 10, "lr": 2e-3}},
+                        side={"datamodels": datamodels})["default"][0]
+    n_train = len(dataset.y_train)
+    effects = datamodels.forget_effects(forget_set.indices).slice(slice(0, n_train))
+    wanted = dm_direct.predict(originals.logits["train"], forget_set.train_labels, effects,
+                               dm_direct.prediction_hyperparameters(hyperparameters("dmm", {})))
     forget = forget_set.indices
 
     def distance(logits):
         return float(np.mean((logits[:, forget] - wanted[:, forget]) ** 2))
 
     assert distance(bank.logits["train"]) < 0.5 * distance(originals.logits["train"])
-    assert bank.attrs["precompute_seconds"] == 1.5 and bank.attrs["unlearn_examples_per_model"] > 0
+    assert bank.attrs["unlearn_examples_per_model"] > 0
 
 
 def test_calibration_recovers_a_known_scale_and_calibrated_targets_use_it():
@@ -247,7 +249,17 @@ def test_calibration_recovers_a_known_scale_and_calibrated_targets_use_it():
         dm_direct.predict(originals, labels, fitted.forget_effects(forget), {"calibrated": True})
 
 
-def test_predict_bank_gives_each_split_its_own_rows_of_the_effects():
+class FixedEffects:
+    """Datamodels stand-in whose forget effects are given."""
+
+    def __init__(self, split_sizes, effects):
+        self.split_sizes, self.effects = split_sizes, effects
+
+    def forget_effects(self, forget, calibration=None):
+        return self.effects
+
+
+def test_dm_direct_gives_each_split_its_own_rows_of_the_effects():
     dataset = load_dataset({"loader": "digits", "max_train": 60, "max_test": 40})
     sizes = [len(dataset.y_train), len(dataset.y_val), len(dataset.y_test)]
     n_points, classes = sum(sizes), 10
@@ -257,7 +269,8 @@ def test_predict_bank_gives_each_split_its_own_rows_of_the_effects():
     originals = ModelBank(weights={}, model_ids=np.arange(2), seeds=np.arange(2),
                           train_masks=np.ones((2, sizes[0]), bool), logits=logits, attrs={})
     forget_set = build_forget_set("r", {"kind": "random", "size": 3}, dataset.x_train, dataset.y_train, seed=0)
-    bank = predict_bank(originals, dataset, forget_set, configurations("dm_direct", {}, {}), effects)["default"]
+    side = {"datamodels": FixedEffects(dict(zip(SPLITS, sizes)), effects)}
+    bank = apply_method("dm_direct", originals, dataset, forget_set, side=side)["default"][0]
     starts = np.cumsum([0, *sizes])
     for split, start, stop in zip(SPLITS, starts[:-1], starts[1:]):
         np.testing.assert_allclose(bank.logits[split], logits[split] - effects.logits[start:stop].astype(np.float32),

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from unlearnflow.artifacts import read_bank, read_dataset, read_forget_set
-from unlearnflow.attribution import read_datamodels
+from unlearnflow.core.artifacts import read_bank, read_dataset, read_forget_set
+from unlearnflow.dmm.datamodel_set import read_datamodels
 from unlearnflow.metrics.margins import margins
-from unlearnflow.unlearning import read_unlearned
+from unlearnflow.runner import read_unlearned
 
 
 def run(*args, cwd):
@@ -70,11 +70,11 @@ def test_trak_datamodels_and_dm_direct_from_the_command_line(tmp_path):
     assert fitted.returncode == 0, fitted.stderr
     assert "margins_lds" in fitted.stdout
     logit = run("unlearn", "--method", "dm_direct", "--data", "d.h5", "--forget-set", "f.h5", "--originals",
-                "original.h5", "--datamodels", "dm.h5", "--seed", "0", "--out", "u.h5", cwd=tmp_path)
+                "original.h5", "--side", "datamodels=dm.h5", "--seed", "0", "--out", "u.h5", cwd=tmp_path)
     assert logit.returncode == 2 and "needs logits datamodels" in logit.stderr and not (tmp_path / "u.h5").exists()
     shifted = run("unlearn", "--method", "dm_direct", "--data", "d.h5", "--forget-set", "f.h5", "--originals",
-                  "original.h5", "--datamodels", "dm.h5", "--seed", "0", "--out", "u.h5",
-                  "--spec", '{"hyperparameters": {"construction": "margin_shift"}}', cwd=tmp_path)
+                  "original.h5", "--side", "datamodels=dm.h5", "--seed", "0", "--out", "u.h5",
+                  "--method-config", '{"hyperparameters": {"construction": "margin_shift"}}', cwd=tmp_path)
     assert shifted.returncode == 0, shifted.stderr
     assert "dm_direct [default] on r" in shifted.stdout
     # the forget points' margins moved by exactly minus the summed margin datamodels
@@ -85,8 +85,28 @@ def test_trak_datamodels_and_dm_direct_from_the_command_line(tmp_path):
     np.testing.assert_allclose(after - before, np.broadcast_to(expected, before.shape), atol=1e-4)
 
 
+def test_unlearn_gives_a_source_free_method_only_the_forget_samples(tmp_path):
+    assert run("prepare-data", "--spec", '{"loader": "digits", "max_train": 200}', "--out", "d.h5",
+               cwd=tmp_path).returncode == 0
+    assert run("forget-set", "--name", "r", "--spec", '{"kind": "random", "size": 5}', "--data", "d.h5",
+               "--seed", "0", "--out", "f.h5", cwd=tmp_path).returncode == 0
+    assert run("forget-samples", "--data", "d.h5", "--forget-set", "f.h5", "--out", "s.h5", cwd=tmp_path).returncode == 0
+    assert run("train", "--data", "d.h5", "--model", '{"arch": "mlp", "options": {"hidden": [8]}}',
+               "--training", '{"epochs": 1}', "--seed", "0", "--first-id", "0", "--count", "2", "--out", "o.h5",
+               cwd=tmp_path).returncode == 0
+    common = ["unlearn", "--method", "gradient_ascent", "--originals", "o.h5", "--seed", "0", "--out", "u.h5"]
+    refused = run(*common, "--data", "d.h5", "--forget-set", "f.h5", cwd=tmp_path)
+    assert refused.returncode == 2 and "source-free" in refused.stderr and not (tmp_path / "u.h5").exists()
+    side = run(*common, "--forget-samples", "s.h5", "--side", "datamodels=d.h5", cwd=tmp_path)
+    assert side.returncode == 2 and "needs the side artifacts none" in side.stderr
+    done = run(*common, "--forget-samples", "s.h5", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    banks = read_unlearned(tmp_path / "u.h5")
+    assert set(banks["default"].weights) == set(read_bank(tmp_path / "o.h5").weights)
+
+
 def test_forget_sets_of_a_poisoned_experiment_carry_the_poisoned_labels(tmp_path):
-    from unlearnflow.cli import experiment_forget_set
+    from unlearnflow.stages import experiment_forget_set
     assert run("prepare-data", "--spec", '{"loader": "digits"}', "--out", "d.h5", cwd=tmp_path).returncode == 0
     for name, spec in (("p", '{"kind": "poison", "pairs": [[1, 7]], "budget": 20}'),
                        ("r", '{"kind": "random", "size": 7}')):

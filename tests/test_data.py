@@ -1,4 +1,4 @@
-"""Tests for unlearnflow.data: every loader on small files in the real formats, splits, errors."""
+"""Tests for unlearnflow.core.data: every loader on small files in the real formats, splits, errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unlearnflow.data import FASHION_MNIST_CLASSES, LOADERS, Dataset, load_dataset
+from unlearnflow.core.data import FASHION_MNIST_CLASSES, LOADERS, Dataset, load_dataset
 from unlearnflow.errors import UserError
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.linear_model import Lasso, Ridge
 
-from unlearnflow.datamodels import (
+from unlearnflow.dmm.regression import (
     Datamodels,
     fit_diagonal,
     fit_lasso,

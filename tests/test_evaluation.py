@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from unlearnflow.artifacts import ModelBank
-from unlearnflow.data import Dataset
-from unlearnflow.evaluation import ROW_COLUMNS, evaluate
-from unlearnflow.forget_sets import ForgetSet
+from unlearnflow.core.artifacts import ModelBank
+from unlearnflow.core.data import Dataset
+from unlearnflow.evaluation.evaluate import evaluate
+from unlearnflow.evaluation.rows import ROW_COLUMNS
+from unlearnflow.core.forget_sets import ForgetSet
 
 N_TRAIN, N_VAL, N_TEST, CLASSES, MODELS = 120, 40, 40, 3, 50
 

@@ -1,4 +1,4 @@
-"""Tests for unlearnflow.forget_sets: every kind on synthetic blobs and on sklearn digits."""
+"""Tests for unlearnflow.core.forget_sets: every kind on synthetic blobs and on sklearn digits."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from unlearnflow.errors import UserError
-from unlearnflow.forget_sets import KINDS, ForgetSet, build_forget_set, validate_indices
+from unlearnflow.core.forget_sets import KINDS, ForgetSet, build_forget_set, validate_indices
 
 N_CLASSES = 5
 BLOBS_PER_CLASS = 3

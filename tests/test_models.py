@@ -1,4 +1,4 @@
-"""Tests for unlearnflow.models: shapes, names, options, vmap compatibility, pretrained loading."""
+"""Tests for unlearnflow.core.models: shapes, names, options, vmap compatibility, pretrained loading."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from unlearnflow.errors import UserError
-from unlearnflow.models import (
+from unlearnflow.core.models import (
     ARCHITECTURES,
     build_model,
     count_parameters,

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from unlearnflow.errors import UserError
-from unlearnflow.report import FLOAT_COLUMNS, REQUIRED_COLUMNS, write_report
-from unlearnflow.store import write_artifact
+from unlearnflow.evaluation.rows import FLOAT_COLUMNS, REQUIRED_COLUMNS
+from unlearnflow.report.summary import write_report
+from unlearnflow.core.store import write_artifact
 
 FORGET_SETS = {"random_10": ("random", 10), "cluster_5": ("cluster", 5)}
 #: (method, config, selection score, compute fraction)
@@ -169,7 +170,7 @@ def test_datamodels_section_states_quality_cost_and_calibration(inputs, tmp_path
 
 
 def test_test_accuracy_cell_flags_a_loss_of_more_than_half_a_point():
-    from unlearnflow.report import accuracy_cell as cell
+    from unlearnflow.report.summary import accuracy_cell as cell
     assert cell({"acc_test": 0.944, "acc_test_oracle": 0.978}) == "0.944 (-3.4 pt)"
     assert cell({"acc_test": 0.975, "acc_test_oracle": 0.978}) == "0.975"
     assert cell({"acc_test": math.nan, "acc_test_oracle": 0.978}) == "–"

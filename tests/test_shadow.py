@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnflow.artifacts import train_bank
-from unlearnflow.data import load_dataset
-from unlearnflow.datamodels import fit_diagonal
+from unlearnflow.core.artifacts import train_bank
+from unlearnflow.core.data import load_dataset
+from unlearnflow.dmm.regression import fit_diagonal
 from unlearnflow.errors import UserError
-from unlearnflow.methods import dm_direct
+from unlearnflow.dmm import dm_direct
 from unlearnflow.metrics.margins import margins
-from unlearnflow.models import build_model
-from unlearnflow.shadow import ShadowDesign, draw_forget_sets, run_ulira, shadow_margin_tables
-from unlearnflow.training import TrainConfig, model_seed, subset_mask
+from unlearnflow.core.models import build_model
+from unlearnflow.evaluation.ulira import ShadowDesign, draw_forget_sets, run_ulira, shadow_margin_tables
+from unlearnflow.core.training import TrainConfig, model_seed, subset_mask
 
 
 def test_forget_sets_come_from_the_pool_inside_each_base_subset():
@@ -60,12 +60,24 @@ def test_ulira_detects_do_nothing_on_a_memorising_model_and_not_retraining():
     # predicting each forgotten point's margin drop fools the attack more than doing nothing
     n_train = len(labels)
     memorisation = fit_diagonal(base.train_masks, margins(base.logits["train"], labels), np.arange(n_train))
-    effects_of = lambda forget: dm_direct.forget_effects(forget, None, memorisation.weights)  # noqa: E731
+    side = {"datamodels": MemorisationScores(n_train, memorisation.weights)}
     shifted = {"construction": "margin_shift"}
-    predicted = run_ulira("dm_direct", **kwargs, hyperparameters=shifted, effects_of=effects_of)
+    predicted = run_ulira("dm_direct", **kwargs, method_config={"hyperparameters": shifted}, side=side)
     assert predicted["ulira_accuracy"] < nothing["ulira_accuracy"] - 0.05  # measured 0.559 vs 0.626 (retrain 0.531)
-    matched = run_ulira("dmm", **kwargs, hyperparameters={**shifted, "epochs": 10, "lr": 1e-3},
-                        effects_of=effects_of)
+    matched = run_ulira("dmm", **kwargs, method_config={"hyperparameters": {**shifted, "epochs": 10, "lr": 1e-3}},
+                        side=side)
     assert matched["ulira_accuracy"] < nothing["ulira_accuracy"] - 0.05  # measured 0.549
-    with pytest.raises(UserError, match="needs the datamodels"):
+    with pytest.raises(UserError, match="needs datamodels"):
         run_ulira("dmm", **kwargs)
+    # oracle matching's true targets do not exist for shadows: NaN, not an error
+    assert np.isnan(run_ulira("oracle_matching", **kwargs, method_config={"targets": "oracle"})["ulira_accuracy"])
+
+
+class MemorisationScores:
+    """Datamodels of the training points' margins that keep only each point's effect on itself."""
+
+    def __init__(self, n_train, weights):
+        self.split_sizes, self.weights = {"train": n_train, "val": 0, "test": 0}, weights
+
+    def forget_effects(self, forget, calibration=None):
+        return dm_direct.forget_effects(forget, None, self.weights)

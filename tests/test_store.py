@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from unlearnflow.errors import UserError
-from unlearnflow.store import STAGE_VERSIONS, file_checksum, provenance, read_artifact, write_artifact
+from unlearnflow.core.store import STAGE_VERSIONS, file_checksum, provenance, read_artifact, write_artifact
 
 
 def test_round_trip_with_groups_strings_attrs_and_provenance(tmp_path):
@@ -63,7 +63,7 @@ def test_kill_mid_write_leaves_no_file(tmp_path):
     target = tmp_path / "big.h5"
     script = textwrap.dedent(f"""
         import numpy as np, sys
-        from unlearnflow.store import write_artifact
+        from unlearnflow.core.store import write_artifact
         arrays = {{f"a{{i}}": np.random.default_rng(i).normal(size=(1000, 1000)) for i in range(40)}}
         print("writing", flush=True)
         write_artifact({str(target)!r}, "dataset", arrays)

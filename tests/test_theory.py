@@ -1,4 +1,4 @@
-"""Tests for unlearnflow.theory: the ridge-regression experiments of the DMM paper (Section 5, Appendix E)."""
+"""Tests for unlearnflow.dmm.ridge_theory: the ridge-regression experiments of the DMM paper (Section 5, Appendix E)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from unlearnflow import theory
+from unlearnflow.dmm import ridge_theory as theory
 from unlearnflow.errors import UserError
 
 FIG5A = theory.PAPER_SETTINGS["fig5a"]

@@ -7,10 +7,10 @@ from torch import nn
 from torch.func import stack_module_state
 
 from unlearnflow.errors import UserError
-from unlearnflow.models import build_model
-from unlearnflow.training import (TrainConfig, augment, cross_entropy_loss, fit, init_model, model_seed,
+from unlearnflow.core.models import build_model
+from unlearnflow.core.training import (TrainConfig, augment, cross_entropy_loss, fit, init_model, model_seed,
                                   predict_logits, subset_mask, use_batch_statistics)
-from unlearnflow.vectorised import _ensemble_forward, _layer_chain, fit_many, predict_logits_many
+from unlearnflow.core.ensemble import _ensemble_forward, _layer_chain, fit_many, predict_logits_many
 
 
 def _blobs(n=96, classes=3, shape=(1, 6, 6), seed=0):

@@ -1,4 +1,4 @@
-"""TRAK margin datamodels (unlearnflow.trak): exactness of the projection, leave-one-out agreement, contract."""
+"""TRAK margin datamodels (unlearnflow.dmm.trak): exactness of the projection, leave-one-out agreement, contract."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from torch import nn
 
 from unlearnflow.errors import UserError
 from unlearnflow.metrics.margins import margins
-from unlearnflow.models import build_model, count_parameters
-from unlearnflow.trak import trak_margin_datamodels
+from unlearnflow.core.models import build_model, count_parameters
+from unlearnflow.dmm.trak import trak_margin_datamodels
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from unlearnflow.artifacts import read_bank, read_dataset, read_forget_set
-from unlearnflow.attribution import read_calibration, read_datamodels
+from unlearnflow.core.artifacts import read_bank, read_dataset, read_forget_set
+from unlearnflow.dmm.datamodel_set import read_calibration, read_datamodels
 from unlearnflow.config import load_schema, validate_config
-from unlearnflow.unlearning import read_unlearned
+from unlearnflow.runner import read_unlearned
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -121,7 +121,7 @@ def test_real_run_with_datamodel_methods(tmp_path):
     assert set(scales) == {"logit", "logit/diagonal", "margin_shift", "margin_shift/diagonal"}
     assert all(np.isfinite(list(scales.values())))
     dmm = read_unlearned(results / "unlearned" / "dmm" / "r5.h5")["default"]
-    assert dmm.attrs["calibration"] == scales and dmm.attrs["precompute_seconds"] > 0
+    assert dmm.attrs["precompute_seconds"] > 0 and dmm.weights
     summary = (results / "report" / "summary.md").read_text()
     assert summary.count("| dm_direct |") == 2 and summary.count("| dmm |") == 2
     assert planned_jobs(tmp_path) == {}
@@ -182,3 +182,104 @@ def test_real_run_then_nothing_then_only_oracles_after_an_oracle_change(tiny):
     write_config(tiny, {**TINY, "originals": {"models": 4, "chunk_size": 2}})
     assert planned_jobs(tiny) == {"train_originals": 1, "gather_originals": 1, "evaluate": 4, "report": 1,
                                   "all": 1}  # chunk 2-3 only
+
+
+def dry_run_jobs(workdir: Path, *args: str) -> list[dict]:
+    """Every job a dry run plans: its rule, inputs, wildcards and resources, from the printed plan."""
+    output = snakemake(workdir, "--dry-run", *args).stdout
+    jobs = []
+    for block in re.split(r"^(?:localrule|rule) ", output, flags=re.M)[1:]:
+        rule, _, body = block.partition(":\n")
+        fields = dict(re.findall(r"^    (\w+): (.*)$", body, re.M))
+        jobs.append({"rule": rule.strip(), "input": [p for p in fields.get("input", "").split(", ") if p],
+                     "wildcards": dict(pair.split("=", 1) for pair in fields.get("wildcards", "").split(", ") if pair),
+                     "resources": fields.get("resources", "")})
+    return jobs
+
+
+def retain_data_inputs(job: dict) -> list[str]:
+    """Inputs of a job that hold retain data: anything but the models alone, the forget samples
+    and side artifacts the registry declares free of retain data."""
+    from unlearnflow.registry import ARTIFACTS
+    allowed = [r"results/\w+/original_models\.h5", r"results/\w+/forget_samples/[\w.@-]+\.h5"] + [
+        "results/\\w+/" + re.escape(spec.path).replace(re.escape("{forget_set}"), "[\\w.@-]+")
+        for spec in ARTIFACTS.values() if not spec.contains_retain_data]
+    return [path for path in job["input"] if not any(re.fullmatch(pattern, path) for pattern in allowed)]
+
+
+SEQUENCE = {**TINY, "forget_sets": {**TINY["forget_sets"], "inc": {"kind": "incremental", "requests": 2, "size": 6}},
+            "methods": {"gradient_ascent": {"grid": {"lr": [0.01, 0.1]}}, "gradient_descent": {}}}
+
+
+def test_no_job_of_a_source_free_method_reads_retain_data(tmp_path):
+    from unlearnflow.registry import METHODS
+    write_config(tmp_path, SEQUENCE)
+    jobs = [job for job in dry_run_jobs(tmp_path) if job["rule"] == "unlearn"]
+    source_free = [job for job in jobs if METHODS[job["wildcards"]["method"]].source_free]
+    assert {job["wildcards"]["method"] for job in source_free} == {"gradient_ascent"}
+    assert len(source_free) == 3
+    for job in source_free:
+        assert retain_data_inputs(job) == [], job
+        assert not any(path.endswith("/data.h5") for path in job["input"])
+    # the check can fail: a method that is not source-free reads data.h5 and the original bank
+    other = next(job for job in jobs if job["wildcards"]["method"] == "gradient_descent")
+    assert "results/tiny/data.h5" in retain_data_inputs(other)
+
+
+def test_a_sequence_is_evaluated_after_every_request_against_its_prefix_oracles(tmp_path):
+    write_config(tmp_path, SEQUENCE)
+    jobs = dry_run_jobs(tmp_path)
+    oracles = {job["wildcards"]["forget_set"] for job in jobs if job["rule"] == "gather_oracles"}
+    assert oracles == {"r5", "c7", "inc@1", "inc@2"}
+    unlearn = {job["wildcards"]["forget_set"] for job in jobs if job["rule"] == "unlearn"}
+    assert unlearn == {"r5", "c7", "inc"}  # one job unlearns the whole sequence, request by request
+    evaluated = [job for job in jobs if job["rule"] == "evaluate" and job["wildcards"]["method"] == "gradient_ascent"
+                 and job["wildcards"]["forget_set"].startswith("inc")]
+    for job in evaluated:
+        step = job["wildcards"]["forget_set"]
+        assert f"results/tiny/oracles/{step}.h5" in job["input"]
+        assert "results/tiny/unlearned/gradient_ascent/inc.h5" in job["input"]
+    plan = snakemake(tmp_path, "--dry-run", "--printshellcmds").stdout
+    assert "--forget-set results/tiny/forget_sets/inc.h5 --requests 1 --originals" in plan
+    assert re.search(r"train .*--role oracle --forget-set results/tiny/forget_sets/inc.h5 --requests 2", plan)
+
+
+@pytest.mark.slow
+def test_real_run_of_a_sequence_keeps_every_step(tmp_path):
+    config = {**SEQUENCE, "forget_sets": {"inc": SEQUENCE["forget_sets"]["inc"]},
+              "methods": {"gradient_ascent": {}}}
+    write_config(tmp_path, config)
+    snakemake(tmp_path)
+    results = tmp_path / "results" / "tiny"
+    originals = read_bank(results / "originals.h5")
+    first, second = (read_unlearned(results / "unlearned" / "gradient_ascent" / "inc.h5", step)["default"]
+                     for step in (0, 1))
+    name = next(iter(originals.weights))
+    assert not np.array_equal(first.weights[name], originals.weights[name])
+    assert not np.array_equal(second.weights[name], first.weights[name])
+    for step in ("inc@1", "inc@2"):
+        oracles = read_bank(results / "oracles" / f"{step}.h5")
+        assert oracles.attrs["role"] == f"oracle/{step}"
+    assert read_bank(results / "oracles" / "inc@2.h5").train_masks.sum(1)[0] == \
+        read_bank(results / "oracles" / "inc@1.h5").train_masks.sum(1)[0] - 6
+    summary = (results / "report" / "summary.md").read_text()
+    assert "## Forget set `inc@1`" in summary and "## Forget set `inc@2`" in summary
+
+
+def test_resources_come_from_the_config_and_every_rule_has_defaults(tmp_path):
+    from unlearnflow.config import RULE_RESOURCES
+    listing = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=REPO, capture_output=True,
+                             text=True).stdout
+    rules = [line.split()[0] for line in listing.splitlines() if line.strip() and not line[0].isspace()]
+    assert set(rules) - {"all", "theory"} == set(RULE_RESOURCES) - {"default"}
+    write_config(tmp_path, {**SEQUENCE, "device": "cuda",
+                            "resources": {"unlearn": {"mem_mb": 9000, "runtime": 7}, "default": {"runtime": 50}}})
+    jobs = dry_run_jobs(tmp_path)
+    unlearn = next(job for job in jobs if job["rule"] == "unlearn")
+    assert "mem_mb=9000" in unlearn["resources"] and "runtime=7" in unlearn["resources"]
+    assert "gpu=1" in unlearn["resources"]  # the experiment runs on cuda
+    evaluate = next(job for job in jobs if job["rule"] == "evaluate")
+    assert "runtime=50" in evaluate["resources"] and "gpu" not in evaluate["resources"]
+    write_config(tmp_path, {**TINY, "resources": {"unlaern": {"mem_mb": 1}}})
+    result = snakemake(tmp_path, "--dry-run", check=False)
+    assert result.returncode != 0 and "resources: unknown rule(s) unlaern" in result.stdout + result.stderr

@@ -13,14 +13,13 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
-from .attribution import options, split_heldout
-from .errors import UserError
-from .forget_sets import check_spec
-from .models import ARCHITECTURES
-from .training import TrainConfig
-from .methods import DATAMODEL_METHODS
-from .methods.dm_direct import OUTPUT_OF
-from .unlearning import configurations
+from unlearnflow.core.forget_sets import check_spec
+from unlearnflow.core.models import ARCHITECTURES
+from unlearnflow.core.training import TrainConfig
+from unlearnflow.dmm.datamodel_set import options, split_heldout
+from unlearnflow.dmm.dm_direct import OUTPUT_OF
+from unlearnflow.errors import UserError
+from unlearnflow.registry import REFERENCES, check_method_config, configurations, spec_of
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -64,24 +63,62 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
         raise UserError(f"config: forget_sets: at most one poison set per experiment "
                         f"(its flipped labels become the experiment's training labels), got {', '.join(poison_sets)}")
     for method, spec in config["methods"].items():
-        if method in ("do_nothing", "retrain"):
+        if method in REFERENCES:
             raise UserError(f"config: methods.{method}: the references do_nothing and retrain always run; remove it")
-        configurations(method, spec.get("hyperparameters", {}), spec.get("grid", {}))
-        if method == "oracle_matching" and "targets" not in spec:
-            raise UserError("config: methods.oracle_matching: set targets (oracle or retrain) to say what it matches")
-        if method != "oracle_matching" and "targets" in spec:
-            raise UserError(f"config: methods.{method}: only oracle_matching takes targets (dm_direct and dmm "
-                            "take theirs from the datamodels)")
-        if spec.get("targets") == "retrain" and config["originals"]["models"] != config["oracles"]["models"]:
+        try:
+            check_method_config(method, spec)
+        except UserError as error:
+            raise UserError(f"config: {error}") from None
+        if "paired_targets" in needs(config, method) and config["originals"]["models"] != config["oracles"]["models"]:
             raise UserError(f"config: methods.{method}: targets retrain pairs each original with a retrained model; "
                             "set originals.models equal to oracles.models")
-    if DATAMODEL_METHODS & set(config["methods"]):
+    if any("datamodels" in needs(config, method) for method in config["methods"]):
         _check_datamodels(config)
+    unknown_rules = sorted(set(config.get("resources", {})) - set(RULE_RESOURCES))
+    if unknown_rules:
+        raise UserError(f"config: resources: unknown rule(s) {', '.join(unknown_rules)} "
+                        f"(rules: {', '.join(RULE_RESOURCES)})")
     TrainConfig.from_mapping(config["training"])
     TrainConfig.from_mapping(oracle_training(config))
     if config["model"]["arch"] not in ARCHITECTURES:
         raise UserError(f"config: model.arch: unknown architecture {config['model']['arch']!r}")
     return config
+
+
+#: What each rule gets unless the config's ``resources`` section says otherwise: threads, memory
+#: (MB) and run time (minutes) per job, and GPUs on a CUDA experiment (``device: cuda``).
+RULE_RESOURCES: dict[str, dict[str, int]] = {
+    "default": {"threads": 1, "mem_mb": 4000, "runtime": 120, "gpu": 0},
+    "prepare_data": {"runtime": 30},
+    "forget_sets": {"runtime": 30},
+    "forget_samples": {"runtime": 30},
+    "train_originals": {},
+    "gather_originals": {"runtime": 10},
+    "train_oracles": {},
+    "gather_oracles": {"runtime": 10},
+    "retrain": {},
+    "unlearn": {},
+    "evaluate": {"runtime": 30},
+    "ulira_base_models": {},
+    "ulira": {},
+    "report": {"mem_mb": 2000, "runtime": 10},
+    "train_subset_models": {},
+    "fit_datamodels": {"mem_mb": 8000},
+    "calibrate_datamodels": {"runtime": 10},
+    "theory_panel": {"mem_mb": 2000, "runtime": 10},
+}
+#: Rules that run models and ask for one GPU when the experiment's device is cuda.
+GPU_RULES = frozenset({"train_originals", "train_oracles", "retrain", "unlearn", "ulira_base_models", "ulira",
+                       "train_subset_models", "fit_datamodels"})
+
+
+def rule_resources(config: Mapping[str, Any], rule: str) -> dict[str, int]:
+    """Threads, mem_mb, runtime and gpu of `rule`: its defaults, then the config's ``resources``
+    (``default`` first, then the rule's own entry)."""
+    gpu = {"gpu": 1} if config["device"] == "cuda" and rule in GPU_RULES else {}
+    given = config.get("resources", {})
+    return {**RULE_RESOURCES["default"], **RULE_RESOURCES[rule], **gpu, **given.get("default", {}),
+            **given.get(rule, {})}
 
 
 #: Name of the datamodels' held-out calibration forget set (``datamodels.calibration_set``).
@@ -113,16 +150,21 @@ def _check_datamodels(config: Mapping[str, Any]) -> None:
 
 
 def _datamodel_configurations(config: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(method, hyper-parameters) of every configuration of the datamodel methods."""
-    return [(method, found.hyperparameters) for method in sorted(DATAMODEL_METHODS & set(config["methods"]))
-            for found in configurations(method, config["methods"][method].get("hyperparameters", {}),
-                                        config["methods"][method].get("grid", {}))]
+    """(method, hyper-parameters) of every configuration of the methods that need datamodels."""
+    return [(method, found.hyperparameters) for method in sorted(config["methods"])
+            if "datamodels" in needs(config, method)
+            for found in configurations(method, config["methods"][method])]
+
+
+def needs(config: Mapping[str, Any], method: str) -> tuple[str, ...]:
+    """The side artifacts a configured method needs (the registry's declaration)."""
+    return spec_of(method).needs_for(config["methods"][method])
 
 
 def uses_calibration(config: Mapping[str, Any]) -> bool:
-    """Whether some configuration asks for calibrated datamodel targets (then the calibration
-    set's oracles are trained)."""
-    return any(hp["calibrated"] for _, hp in _datamodel_configurations(config))
+    """Whether some method needs the datamodels' calibration (then the calibration set's oracles
+    are trained)."""
+    return any("calibration" in needs(config, method) for method in config["methods"])
 
 
 def oracle_training(config: Mapping[str, Any]) -> dict[str, Any]:

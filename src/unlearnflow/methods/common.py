@@ -1,22 +1,20 @@
-"""What every unlearning method shares: the request, hyper-parameter resolution, fine-tuning
-configs, per-example losses and the random draws a method makes once per seed.
+"""What every unlearning method shares: hyper-parameter resolution, fine-tuning configs,
+per-example losses and the random draws a method makes once per seed.
 
-Every method trains through :func:`unlearnflow.training.fit`; the pieces here only describe
+Every method trains through :func:`unlearnflow.core.training.fit`; the pieces here only describe
 *what* it fits (which indices, which targets tensor, which per-example loss, which config).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
-from torch import nn
 
-from ..errors import UserError
-from ..training import FitStats, PerExampleLoss, TrainConfig
+from unlearnflow.core.training import FitStats, PerExampleLoss, TrainConfig
+from unlearnflow.errors import UserError
 
 #: Defaults every fine-tuning method starts from (Appendix D.4 of the DMM paper: plain SGD, as
 #: the public baselines build ``SGD(lr=lr)`` without momentum or weight decay; batch 64).
@@ -27,45 +25,6 @@ FINE_TUNING = {"lr": 1e-3, "epochs": 5, "batch_size": 64, "optimizer": "sgd", "m
 #: fine-tuning baselines that the paper does not tune.
 LR_GRID = [1e-5, 1e-4, 1e-3, 1e-2]
 EPOCH_GRID = [1, 3, 5, 7, 10]
-
-
-@dataclass(frozen=True)
-class UnlearningRequest:
-    """One unlearning request against one model.
-
-    All tensors live on the model's device. `forget` and `retain` index rows of `inputs`; the
-    model was trained on their union (a subset of all rows for U-LiRA's base models).
-    `targets` are target logits (n, C) for this model (Oracle Matching, DMM), else None.
-    """
-
-    inputs: torch.Tensor
-    labels: torch.Tensor
-    forget: torch.Tensor
-    retain: torch.Tensor
-    num_classes: int
-    targets: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        n = len(self.inputs)
-        checks = [
-            (len(self.labels) == n, f"{len(self.labels)} labels for {n} inputs"),
-            (len(self.forget) > 0, "the forget set is empty"),
-            (len(self.retain) > 0, "the retain set is empty"),
-            (self.targets is None or tuple(self.targets.shape) == (n, self.num_classes),
-             f"targets must have shape ({n}, {self.num_classes})"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(f"unlearning request: {message}")
-
-    @property
-    def trained_on(self) -> torch.Tensor:
-        """The retain indices followed by the forget indices."""
-        return torch.cat([self.retain, self.forget])
-
-
-#: An unlearning method: (model, request, hyper-parameters, seed) -> cost; edits the model in place.
-Method = Callable[[nn.Module, UnlearningRequest, Mapping[str, Any], int], FitStats]
 
 
 def resolve(method: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:

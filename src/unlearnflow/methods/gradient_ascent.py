@@ -10,8 +10,16 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from ..training import FitStats, cross_entropy_loss, fit
-from .common import EPOCH_GRID, FINE_TUNING, LR_GRID, UnlearningRequest, fine_tune_config, negated, resolve
+from unlearnflow.core.training import cross_entropy_loss, fit
+from unlearnflow.methods.common import (
+    EPOCH_GRID,
+    FINE_TUNING,
+    LR_GRID,
+    fine_tune_config,
+    negated,
+    resolve,
+)
+from unlearnflow.methods.request import ForgetRequest, MethodResult
 
 DEFAULTS = dict(FINE_TUNING)
 
@@ -19,8 +27,8 @@ DEFAULTS = dict(FINE_TUNING)
 GRID = {"lr": LR_GRID, "epochs": EPOCH_GRID}
 
 
-def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> FitStats:
-    """Minimise -CE on ``request.forget`` for ``epochs`` epochs (BatchNorm frozen)."""
+def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
+    """Minimise -CE on the forget samples for ``epochs`` epochs (BatchNorm frozen); source-free."""
     hp = resolve("gradient_ascent", DEFAULTS, hp)
-    return fit(model, request.inputs, request.labels, fine_tune_config(hp), seed, subset=request.forget,
-               loss=negated(cross_entropy_loss()))
+    return MethodResult(fit(model, request.forget_inputs, request.forget_labels, fine_tune_config(hp), seed,
+                            loss=negated(cross_entropy_loss())))

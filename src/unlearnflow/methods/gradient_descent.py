@@ -9,8 +9,15 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from ..training import FitStats, fit
-from .common import EPOCH_GRID, FINE_TUNING, LR_GRID, UnlearningRequest, fine_tune_config, resolve
+from unlearnflow.core.training import fit
+from unlearnflow.methods.common import (
+    EPOCH_GRID,
+    FINE_TUNING,
+    LR_GRID,
+    fine_tune_config,
+    resolve,
+)
+from unlearnflow.methods.request import MethodResult, UnlearningRequest
 
 DEFAULTS = dict(FINE_TUNING)
 
@@ -18,7 +25,7 @@ DEFAULTS = dict(FINE_TUNING)
 GRID = {"lr": LR_GRID, "epochs": EPOCH_GRID}
 
 
-def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> FitStats:
+def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Minimise CE on ``request.retain`` for ``epochs`` epochs (BatchNorm frozen)."""
     hp = resolve("gradient_descent", DEFAULTS, hp)
-    return fit(model, request.inputs, request.labels, fine_tune_config(hp), seed, subset=request.retain)
+    return MethodResult(fit(model, request.inputs, request.labels, fine_tune_config(hp), seed, subset=request.retain))

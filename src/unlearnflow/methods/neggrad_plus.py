@@ -22,10 +22,18 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..training import FitStats, cross_entropy_loss, fit
-from .common import (EPOCH_GRID, FINE_TUNING, LR_GRID, UnlearningRequest, fine_tune_config, resolve,
-                     split_labels, with_labels)
+from unlearnflow.core.training import cross_entropy_loss, fit
+from unlearnflow.errors import UserError
+from unlearnflow.methods.common import (
+    EPOCH_GRID,
+    FINE_TUNING,
+    LR_GRID,
+    fine_tune_config,
+    resolve,
+    split_labels,
+    with_labels,
+)
+from unlearnflow.methods.request import MethodResult, UnlearningRequest
 
 DEFAULTS = {**FINE_TUNING, "beta": 0.99}
 
@@ -50,11 +58,11 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch
     return weights[:, 0] * _CROSS_ENTROPY(logits, labels)
 
 
-def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> FitStats:
+def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Fit the signed-weight CE over retain + forget for ``epochs`` epochs (BatchNorm frozen)."""
     hp = resolve("neggrad_plus", DEFAULTS, hp)
     if not 0 <= hp["beta"] <= 1:
         raise UserError(f"neggrad_plus: beta must be in [0, 1], got {hp['beta']}")
     targets = with_labels(signed_weights(request, hp["beta"])[:, None], request.labels)
-    return fit(model, request.inputs, targets, fine_tune_config(hp), seed, subset=request.trained_on,
-               loss=weighted_cross_entropy)
+    return MethodResult(fit(model, request.inputs, targets, fine_tune_config(hp), seed, subset=request.trained_on,
+               loss=weighted_cross_entropy))

@@ -4,7 +4,7 @@ fewer epochs, "on the same learning rate schedule" (the schedule is stretched ov
 run, e.g. one-cycle still warms up over its first ``warmup_fraction`` and decays to 0). Full
 re-training is the oracle itself; the partial runs trade compute against unlearning quality.
 
-The hyper-parameters are the fields of :class:`~unlearnflow.training.TrainConfig`: pass the
+The hyper-parameters are the fields of :class:`~unlearnflow.core.training.TrainConfig`: pass the
 original models' ``training`` recipe and set ``epochs``. BatchNorm follows the recipe
 (statistics recalibrated on the retain set), as in training from scratch. The model is
 re-initialised in place with weights drawn from `seed` (``init_model``), so a partial retrain
@@ -18,10 +18,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..models import Classifier, build_model
-from ..training import FitStats, TrainConfig, fit, init_model
-from .common import UnlearningRequest, resolve
+from unlearnflow.core.models import Classifier, build_model
+from unlearnflow.core.training import TrainConfig, fit, init_model
+from unlearnflow.errors import UserError
+from unlearnflow.methods.common import resolve
+from unlearnflow.methods.request import MethodResult, UnlearningRequest
 
 DEFAULTS = {**TrainConfig().to_dict(), "epochs": 5}
 
@@ -33,14 +34,14 @@ GRID = {"epochs": [1, 2, 4, 8, 12, 16]}
 def reinitialise(model: nn.Module, seed: int) -> None:
     """Overwrite the parameters of `model` with a fresh initialisation drawn from `seed`."""
     if not isinstance(model, Classifier):
-        raise UserError(f"partial_retrain: needs a model built by unlearnflow.models, got {type(model).__name__}")
+        raise UserError(f"partial_retrain: needs a model built by unlearnflow.core.models, got {type(model).__name__}")
     fresh = init_model(lambda: build_model(model.arch, model.input_shape, model.num_classes, **model.options), seed)
     for parameter, initial in zip(model.parameters(), fresh.parameters(), strict=True):
         parameter.copy_(initial)
 
 
-def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> FitStats:
+def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Re-initialise `model` and train it on ``request.retain`` with the recipe in `hp`."""
     config = TrainConfig.from_mapping(resolve("partial_retrain", DEFAULTS, hp))
     reinitialise(model, seed)
-    return fit(model, request.inputs, request.labels, config, seed, subset=request.retain)
+    return MethodResult(fit(model, request.inputs, request.labels, config, seed, subset=request.retain))

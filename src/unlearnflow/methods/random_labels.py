@@ -14,9 +14,17 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..training import FitStats, fit
-from .common import EPOCH_GRID, FINE_TUNING, LR_GRID, UnlearningRequest, fine_tune_config, resolve, rng
+from unlearnflow.core.training import fit
+from unlearnflow.errors import UserError
+from unlearnflow.methods.common import (
+    EPOCH_GRID,
+    FINE_TUNING,
+    LR_GRID,
+    fine_tune_config,
+    resolve,
+    rng,
+)
+from unlearnflow.methods.request import MethodResult, UnlearningRequest
 
 DEFAULTS = {**FINE_TUNING, "with_retain": False}
 
@@ -35,9 +43,9 @@ def random_wrong_labels(request: UnlearningRequest, seed: int) -> torch.Tensor:
     return labels
 
 
-def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> FitStats:
+def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Minimise CE against the relabelled forget set (and the retain set if ``with_retain``)."""
     hp = resolve("random_labels", DEFAULTS, hp)
     subset = request.trained_on if hp["with_retain"] else request.forget
-    return fit(model, request.inputs, random_wrong_labels(request, seed), fine_tune_config(hp), seed,
-               subset=subset)
+    return MethodResult(fit(model, request.inputs, random_wrong_labels(request, seed), fine_tune_config(hp), seed,
+               subset=subset))

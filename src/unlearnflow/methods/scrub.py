@@ -14,7 +14,7 @@ changes; here only the student is optimised. The teacher's logits are computed o
 the first step, and carried in the targets tensor (fine-tuning has no augmentation and the
 teacher is in eval mode, so they are exactly what the teacher would output per batch).
 
-Each pass is one call of :func:`~unlearnflow.training.fit`, which builds its optimizer per
+Each pass is one call of :func:`~unlearnflow.core.training.fit`, which builds its optimizer per
 call: optimizer state does not carry over between passes. With the default plain SGD (no
 momentum, no weight decay, as in the public code) the optimizer has no state and this is
 exact; with momentum or Adam the state restarts every pass. Each pass draws its batch order
@@ -37,8 +37,22 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..training import FitStats, PerExampleLoss, cross_entropy_loss, fit, model_seed
-from .common import FINE_TUNING, UnlearningRequest, fine_tune_config, resolve, split_labels, total, with_labels
+from unlearnflow.core.training import (
+    FitStats,
+    PerExampleLoss,
+    cross_entropy_loss,
+    fit,
+    model_seed,
+)
+from unlearnflow.methods.common import (
+    FINE_TUNING,
+    fine_tune_config,
+    resolve,
+    split_labels,
+    total,
+    with_labels,
+)
+from unlearnflow.methods.request import MethodResult, UnlearningRequest
 
 DEFAULTS = {**FINE_TUNING, "lr": 3e-3, "epochs": 5, "max_steps": 3, "forget_batch_size": 32,
             "alpha": 0.1, "gamma": 0.99, "temperature": 4.0, "lr_decay_epochs": [3, 5, 9],
@@ -114,6 +128,6 @@ def scrub(student: nn.Module, teacher: nn.Module, request: UnlearningRequest, hp
     return total(stats, start, extra_examples=len(request.trained_on))
 
 
-def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> FitStats:
+def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """SCRUB with the original model (read before it moves) as the frozen teacher."""
-    return scrub(model, model, request, hp, seed)
+    return MethodResult(scrub(model, model, request, hp, seed))

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata
 
-from .errors import UserError
+from unlearnflow.errors import UserError
 
 DEFAULT_RIDGE_ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
 
@@ -68,7 +68,7 @@ class Datamodels:
     weights: np.ndarray  # (n_train, T) float32 coefficients beta[i, t]
     bias: np.ndarray  # (T,) float32
     alphas: np.ndarray  # (T,) selected regularisation per target (0 for "diagonal")
-    method: str  # "lasso" | "ridge" | "diagonal" | "trak" (unlearnflow.trak)
+    method: str  # "lasso" | "ridge" | "diagonal" | "trak" (unlearnflow.dmm.trak)
 
     def predict(self, masks: np.ndarray) -> np.ndarray:
         """Predicted outputs (models x T) of models trained on the subsets in `masks`."""

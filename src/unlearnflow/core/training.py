@@ -2,7 +2,7 @@
 
 Everything that trains or fine-tunes a model (original models, oracles, subset models for
 datamodels, and every fine-tuning unlearning method) goes through :func:`fit`. The vectorised
-trainer (:mod:`unlearnflow.vectorised`) reuses the same schedule, batch order, augmentation,
+trainer (:mod:`unlearnflow.core.ensemble`) reuses the same schedule, batch order, augmentation,
 loss and optimizer construction, so that training E models at once gives the same models as
 training each one here with the same seed.
 
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import UserError
+from unlearnflow.errors import UserError
 
 #: Per-example loss: (logits (B, C), targets (B, ...)) -> losses (B,).
 PerExampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -6,7 +6,8 @@ models the method started from. Groups of points follow the DMM paper (Section 3
 forget set, the retained training points and the validation set. All metrics read only the
 banks' stored logits, so evaluating a method never retrains or re-runs a model.
 
-The row written per result (see :data:`ROW_COLUMNS`) is what :mod:`unlearnflow.report` reads.
+The row written per result has the columns of :data:`unlearnflow.evaluation.rows.ROW_COLUMNS`, the
+one schema the report reads back.
 """
 
 from __future__ import annotations
@@ -17,28 +18,22 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import ModelBank
-from .data import Dataset
-from .forget_sets import ForgetSet
-from .metrics.klom import bootstrap_ci, klom, noise_floor, selection_score, summarise
-from .metrics.margins import margins
-from .metrics.mia import per_example_loss, pgu_mia, simple_mia
-from .metrics.readouts import accuracy, exclude_classes, prediction_entropy
-
-GROUPS = ("forget", "retain", "validation")
-STATISTICS = ("mean", "p50", "p95", "p99")
-SIMPLE_MIA_FOLDS = 5
-
-ROW_COLUMNS = (
-    ["method", "config", "forget_set", "forget_kind", "n_forget", "n_oracles", "n_unlearned"]
-    + [f"klom_{g}_{s}" for g in GROUPS for s in STATISTICS]
-    + ["selection_score", "selection_ci_low", "selection_ci_high"]
-    + [f"floor_{g}_p95" for g in GROUPS] + ["floor_selection_score"]
-    + ["acc_forget", "acc_retain", "acc_val", "acc_test", "acc_test_oracle", "acc_test_original",
-       "shift_corr_forget", "margin_mae_forget",
-       "entropy_forget", "mia_simple", "mia_pgu_auc", "mia_attack_auc", "ulira_accuracy",
-       "unlearn_seconds", "retrain_seconds", "compute_fraction", "precompute_seconds"]
+from unlearnflow.core.artifacts import ModelBank
+from unlearnflow.core.data import Dataset
+from unlearnflow.core.forget_sets import ForgetSet
+from unlearnflow.evaluation.rows import GROUPS, STATISTICS
+from unlearnflow.metrics.klom import (
+    bootstrap_ci,
+    klom,
+    noise_floor,
+    selection_score,
+    summarise,
 )
+from unlearnflow.metrics.margins import margins
+from unlearnflow.metrics.mia import per_example_loss, pgu_mia, simple_mia
+from unlearnflow.metrics.readouts import accuracy, exclude_classes, prediction_entropy
+
+SIMPLE_MIA_FOLDS = 5
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""Typed readers and writers for the workflow's artifacts, on top of :mod:`unlearnflow.store`.
+"""Typed readers and writers for the workflow's artifacts, on top of :mod:`unlearnflow.core.store`.
 
-- ``dataset``: the normalised splits of :class:`~unlearnflow.data.Dataset`.
-- ``forget_set``: the requests of a :class:`~unlearnflow.forget_sets.ForgetSet` and the
+- ``dataset``: the normalised splits of :class:`~unlearnflow.core.data.Dataset`.
+- ``forget_set``: the requests of a :class:`~unlearnflow.core.forget_sets.ForgetSet` and the
   experiment's training labels (poisoned labels for a poison set).
+- ``forget_samples``: the forget samples of a forget set and the validation split, all that a
+  source-free method may read (:class:`~unlearnflow.core.forget_sets.ForgetSamples`).
 - ``model_bank``: E models of one role (original, oracle of a forget set, ...): stacked weights
   (``weights/<state dict name>``), model ids and seeds, each model's training mask, its logits on
   every train/val/test point (``logits/<split>``), and the training cost.
@@ -19,13 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import Dataset
-from .errors import UserError
-from .forget_sets import ForgetSet
-from .models import build_model
-from .store import read_artifact, write_artifact
-from .training import TrainConfig
-from .vectorised import fit_many, predict_logits_many
+from unlearnflow.core.data import Dataset
+from unlearnflow.core.ensemble import fit_many, predict_logits_many
+from unlearnflow.core.forget_sets import ForgetSamples, ForgetSet
+from unlearnflow.core.models import build_model
+from unlearnflow.core.store import read_artifact, write_artifact
+from unlearnflow.core.training import TrainConfig
+from unlearnflow.errors import UserError
 
 SPLITS = ("train", "val", "test")
 
@@ -55,6 +57,19 @@ def read_forget_set(path: str | Path) -> ForgetSet:
     artifact = read_artifact(path, "forget_set")
     requests = tuple(artifact[f"requests/{r}"] for r in range(artifact.attrs["n_requests"]))
     return ForgetSet(artifact.attrs["name"], artifact.attrs["kind"], requests, artifact["train_labels"])
+
+
+def write_forget_samples(path: str | Path, samples: ForgetSamples, provenance: Mapping[str, Any]) -> Path:
+    arrays = {"inputs": samples.inputs, "labels": samples.labels, "request_of": samples.request_of,
+              "x_val": samples.x_val, "y_val": samples.y_val}
+    return write_artifact(path, "forget_samples", arrays, provenance_record=provenance,
+                          attrs={"name": samples.name, "kind": samples.kind, "num_classes": samples.num_classes})
+
+
+def read_forget_samples(path: str | Path) -> ForgetSamples:
+    artifact = read_artifact(path, "forget_samples")
+    return ForgetSamples(artifact.attrs["name"], artifact.attrs["kind"], artifact["inputs"], artifact["labels"],
+                         artifact["request_of"], artifact["x_val"], artifact["y_val"], artifact.attrs["num_classes"])
 
 
 @dataclass
@@ -102,6 +117,14 @@ def read_bank(path: str | Path, with_weights: bool = True) -> ModelBank:
     logits = {name[len("logits/"):]: value for name, value in artifact.arrays.items() if name.startswith("logits/")}
     return ModelBank(weights=weights, model_ids=artifact["model_ids"], seeds=artifact["seeds"],
                      train_masks=artifact["train_masks"], logits=logits, attrs=artifact.attrs)
+
+
+def weights_only(bank: ModelBank) -> ModelBank:
+    """The models of `bank` alone: weights, ids, seeds and recipe, without the logits on every
+    point or the training masks (which say which training points exist and were used)."""
+    return ModelBank(weights=bank.weights, model_ids=bank.model_ids, seeds=bank.seeds,
+                     train_masks=np.zeros((len(bank), 0), dtype=bool), logits={},
+                     attrs={key: value for key, value in bank.attrs.items() if key in ("role", "arch", "model_options")})
 
 
 def concatenate_banks(banks: Sequence[ModelBank]) -> ModelBank:

@@ -105,6 +105,58 @@ class ForgetSet:
         mask[np.concatenate(self.requests[: last + 1])] = False
         return mask
 
+    def prefix(self, requests: int) -> "ForgetSet":
+        """The set of the first `requests` requests of a sequence, named ``NAME@R``: what has
+        been forgotten after request R (its oracles retrain without all of them)."""
+        if not _is_int(requests) or not 1 <= requests <= len(self.requests):
+            raise UserError(f"forget set {self.name!r} has requests 1..{len(self.requests)}, not {requests!r}")
+        return ForgetSet(step_name(self.name, requests), self.kind, self.requests[:requests], self.train_labels)
+
+
+def step_name(forget_set: str, requests: int) -> str:
+    """Name of the first `requests` requests of a sequence: ``NAME@R``."""
+    return f"{forget_set}@{requests}"
+
+
+def split_step_name(name: str) -> tuple[str, int | None]:
+    """(forget set, number of requests) of ``NAME@R``; (NAME, None) for a plain name."""
+    base, _, requests = name.partition("@")
+    return base, int(requests) if requests else None
+
+
+@dataclass(frozen=True, eq=False)
+class ForgetSamples:
+    """What a source-free method may see of a forget set: the forget samples' inputs and labels,
+    in request order, which request each belongs to, and the held-out validation split. No
+    retain data, no index into the training set."""
+
+    name: str
+    kind: str
+    inputs: np.ndarray
+    labels: np.ndarray
+    request_of: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    num_classes: int
+
+    @classmethod
+    def of(cls, forget_set: ForgetSet, x_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+           num_classes: int) -> "ForgetSamples":
+        """The samples of `forget_set`, labelled with its training labels (poisoned ones for a poison set)."""
+        order = np.concatenate(forget_set.requests)
+        request_of = np.concatenate([np.full(len(r), i) for i, r in enumerate(forget_set.requests)])
+        return cls(forget_set.name, forget_set.kind, x_train[order], forget_set.train_labels[order], request_of,
+                   x_val, y_val, num_classes)
+
+    @property
+    def n_requests(self) -> int:
+        return int(self.request_of.max()) + 1
+
+    def request(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, labels) of request `step` (0-based)."""
+        rows = self.request_of == step
+        return self.inputs[rows], self.labels[rows]
+
 
 def validate_indices(indices: Any, n_train: int, what: str = "forget set") -> np.ndarray:
     """Check that `indices` name distinct training points, some but not all; return them sorted.
@@ -262,7 +314,9 @@ def _cluster(ctx: _Context) -> _Built:
         ctx.fail(f"'n_clusters' is {n_clusters} but the training set has only {ctx.y.size} points")
     if which >= n_clusters:
         ctx.fail(f"'cluster' must be below n_clusters ({n_clusters}), got {which}")
-    from sklearn.cluster import KMeans  # imported here: only cluster sets need scikit-learn
+    from sklearn.cluster import (
+        KMeans,  # imported here: only cluster sets need scikit-learn
+    )
 
     features = _cluster_features(ctx)
     kmeans = KMeans(n_clusters=n_clusters, n_init=10, random_state=int(ctx.rng.integers(2**31 - 1)))

@@ -11,12 +11,12 @@ base model never saw it; each target is then attacked on the points it unlearned
 points it never saw (:func:`unlearnflow.metrics.ulira.ulira_accuracy`). 0.5 is ideal.
 
 The references have their own shadow unlearners: ``do_nothing`` (the unlearned model is the
-base model) and ``retrain`` (a fresh model on the base subset without F_ij). Every method of
-:data:`unlearnflow.methods.METHODS` runs on the shadows with its configured default
-hyper-parameters; a method that needs target logits (oracle matching with true oracle
-targets) cannot, since the shadows have no oracles, and gets NaN. DM-DIRECT and DMM can: their
-targets come from the datamodels, which predict any subset model's outputs, so each shadow's
-targets are DM-DIRECT's prediction from its own logits for its own forget set.
+base model) and ``retrain`` (a fresh model on the base subset without F_ij). Every registered
+method (:mod:`unlearnflow.registry`) runs on the shadows with its configured default
+hyper-parameters, given the side artifacts it declares; a method that needs an artifact the
+shadows cannot have (``for_shadows`` false: the true oracle targets of oracle matching, since
+the shadows have no oracles) gets NaN. The datamodels can serve shadows: they predict any
+subset model's outputs, so DM-DIRECT and DMM see each shadow's own logits and forget set.
 """
 
 from __future__ import annotations
@@ -29,19 +29,20 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .artifacts import ModelBank
-from .data import Dataset
-from .errors import UserError
-from .metrics.margins import margins
-from .metrics.ulira import ulira_accuracy
-from . import methods
-from .methods import METHODS, UnlearningRequest, dm_direct
-from .training import TrainConfig, model_seed, predict_logits, progress_bar
-from .vectorised import fit_many, predict_logits_many
-
-
-#: forget indices -> DM-DIRECT's effects of removing them, on the training points
-EffectsOf = Callable[[np.ndarray], "dm_direct.ForgetEffects"]
+from unlearnflow.core.artifacts import ModelBank
+from unlearnflow.core.data import Dataset
+from unlearnflow.core.ensemble import fit_many, predict_logits_many
+from unlearnflow.core.training import (
+    TrainConfig,
+    model_seed,
+    predict_logits,
+    progress_bar,
+)
+from unlearnflow.errors import UserError
+from unlearnflow.methods.request import ForgetRequest, UnlearningRequest
+from unlearnflow.metrics.margins import margins
+from unlearnflow.metrics.ulira import ulira_accuracy
+from unlearnflow.registry import ARTIFACTS, EDITS_MODEL, MethodSpec, RequestContext, hyperparameters, spec_of
 
 
 @dataclass(frozen=True)
@@ -95,46 +96,52 @@ def _retrain(base: ModelBank, design: ShadowDesign, dataset: Dataset, labels: np
     return logits.reshape(n_base, n_sets, *logits.shape[1:]), stats.seconds, stats.examples
 
 
-def _dm_direct(hyperparameters: Mapping[str, Any],
-               effects_of: EffectsOf) -> Callable[..., tuple[np.ndarray, float, int]]:
-    """DM-DIRECT's shadow "unlearner": each base model's predicted logits without each forget set."""
+def _predicted(spec: MethodSpec, hp: Mapping[str, Any],
+               side: Mapping[str, Any]) -> Callable[..., tuple[np.ndarray, float, int]]:
+    """A method that predicts outputs: each base model's predicted logits without each forget set."""
     def unlearner(base: ModelBank, design: ShadowDesign, labels: np.ndarray, **_: Any) -> tuple[np.ndarray, float, int]:
         start = time.perf_counter()
-        logits = np.stack([np.stack([dm_direct.predict(base.logits["train"][index], labels, effects_of(forget),
-                                                       hyperparameters) for forget in sets])
-                           for index, sets in enumerate(design.forget_sets)])
+        logits = np.stack([np.stack([
+            spec.predict(side, hp, RequestContext(forget, labels, {"train": base.logits["train"][index][None]}),
+                         {"train": labels})["train"][0] for forget in sets])
+            for index, sets in enumerate(design.forget_sets)])
         return logits, time.perf_counter() - start, 0
     return unlearner
 
 
-def _fine_tune(method: str, hyperparameters: Mapping[str, Any],
-               effects_of: EffectsOf | None = None) -> Callable[..., tuple[np.ndarray, float, int]]:
-    """A shadow unlearner applying `method` to each base model for each of its forget sets;
-    `effects_of` gives DMM its DM-DIRECT targets."""
+def _edited(spec: MethodSpec, hp: Mapping[str, Any],
+            side: Mapping[str, Any]) -> Callable[..., tuple[np.ndarray, float, int]]:
+    """A method that edits models, applied to each base model for each of its forget sets; a
+    source-free one sees the forget samples and the validation split only."""
     def unlearner(base: ModelBank, design: ShadowDesign, dataset: Dataset, labels: np.ndarray, seed: int,
                   device: torch.device, progress: bool, **_: Any) -> tuple[np.ndarray, float, int]:
         inputs = torch.from_numpy(dataset.x_train).to(device)
         label_tensor = torch.tensor(labels, device=device)
+        validation = dict(validation_inputs=torch.from_numpy(dataset.x_val).to(device),
+                          validation_labels=torch.from_numpy(dataset.y_val).to(device))
         models = [model.to(device) for model in base.load_models(dataset.input_shape, dataset.num_classes)]
         n_base, n_sets, _ = design.forget_sets.shape
         logits, seconds, examples = [], 0.0, 0
-        with progress_bar(n_base * n_sets, f"ulira {method}", progress) as bar:
+        with progress_bar(n_base * n_sets, f"ulira {spec.name}", progress) as bar:
             for index, (original, mask) in enumerate(zip(models, base.train_masks)):
                 for set_index, forget in enumerate(design.forget_sets[index]):
                     model = copy.deepcopy(original)
-                    retain = np.setdiff1d(np.flatnonzero(mask), forget)
-                    targets = None
-                    if effects_of is not None:
-                        predicted = dm_direct.predict(base.logits["train"][index], labels, effects_of(forget),
-                                                      dm_direct.prediction_hyperparameters(hyperparameters))
-                        targets = torch.from_numpy(predicted).to(device)
-                    request = UnlearningRequest(inputs=inputs, labels=label_tensor,
-                                                forget=torch.tensor(forget, device=device),
-                                                retain=torch.tensor(retain, device=device),
-                                                num_classes=dataset.num_classes, targets=targets)
-                    stats = METHODS[method](model, request, hyperparameters,
-                                            model_seed(seed, f"ulira/{method}", index * n_sets + set_index))
-                    seconds, examples = seconds + stats.seconds, examples + stats.examples
+                    request_side = {}
+                    if spec.prepare:
+                        context = RequestContext(forget, labels, {"train": base.logits["train"]})
+                        request_side = {name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)).to(device)
+                                        for name, value in spec.prepare(side, hp, context)(index).items()}
+                    forget_rows = torch.tensor(forget, device=device)
+                    if spec.source_free:
+                        request = ForgetRequest(forget_inputs=inputs[forget_rows], forget_labels=label_tensor[forget_rows],
+                                                num_classes=dataset.num_classes, side=request_side, **validation)
+                    else:
+                        retain = torch.tensor(np.setdiff1d(np.flatnonzero(mask), forget), device=device)
+                        request = UnlearningRequest.of_training_set(inputs, label_tensor, forget_rows, retain,
+                                                                    dataset.num_classes, side=request_side, **validation)
+                    result = spec.unlearn(model, request, hp,
+                                          model_seed(seed, f"ulira/{spec.name}", index * n_sets + set_index))
+                    seconds, examples = seconds + result.cost.seconds, examples + result.cost.examples
                     logits.append(predict_logits(model, inputs).cpu().numpy())
                     bar.update()
         return np.stack(logits).reshape(n_base, n_sets, *logits[0].shape), seconds, examples
@@ -168,23 +175,26 @@ def shadow_margin_tables(design: ShadowDesign, base_masks: np.ndarray, unlearned
 def run_ulira(method: str, base: ModelBank, dataset: Dataset, labels: np.ndarray, config: TrainConfig,
               seed: int, forget_sets_per_model: int, forget_size: int, pool_class: int,
               device: torch.device, pool_size: int | None = None, progress: bool = False,
-              hyperparameters: Mapping[str, Any] | None = None, needs_targets: bool = False,
-              effects_of: EffectsOf | None = None) -> dict[str, Any]:
+              method_config: Mapping[str, Any] | None = None,
+              side: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """U-LiRA accuracy of `method`: shadows from the first half of the base models, targets
-    from the second half. `hyperparameters` override a fine-tuning method's defaults;
-    `effects_of(forget)` gives the datamodel methods their forget-set effects on the train points."""
+    from the second half. `method_config` is the method's config slice (its default
+    configuration runs on the shadows); `side` holds the loaded side artifacts it needs."""
     summary = {"method": method, "ulira_accuracy": float("nan"), "base_models": len(base),
                "forget_sets_per_model": forget_sets_per_model, "forget_size": forget_size}
-    if needs_targets:
-        return {**summary, "pool_size": 0, "seconds": 0.0}
-    if method in methods.DATAMODEL_METHODS and effects_of is None:
-        raise UserError(f"ulira: {method} needs the datamodels")
+    method_config, side = method_config or {}, side or {}
     if method in REFERENCE_UNLEARNERS:
         unlearner = REFERENCE_UNLEARNERS[method]
-    elif method in methods.PREDICTORS:
-        unlearner = _dm_direct(methods.hyperparameters(method, hyperparameters or {}), effects_of)
     else:
-        unlearner = _fine_tune(method, methods.hyperparameters(method, hyperparameters or {}), effects_of)
+        spec = spec_of(method)
+        needs = spec.needs_for(method_config)
+        if any(not ARTIFACTS[name].for_shadows for name in needs):
+            return {**summary, "pool_size": 0, "seconds": 0.0}
+        missing = [name for name in needs if name not in side]
+        if missing:
+            raise UserError(f"ulira: {method} needs {', '.join(missing)}")
+        hp = hyperparameters(method, method_config.get("hyperparameters", {}))
+        unlearner = (_edited if spec.kind == EDITS_MODEL else _predicted)(spec, hp, side)
     if len(base) < 4:
         raise UserError(f"ulira: needs at least 4 base models, got {len(base)}")
     design = draw_forget_sets(base.train_masks, labels, seed, forget_sets_per_model, forget_size, pool_class,

@@ -31,19 +31,23 @@ from typing import Any, Iterable, Mapping, Sequence
 import h5py
 import numpy as np
 
-from . import __version__
-from .errors import UserError
+from unlearnflow import __version__
+from unlearnflow.errors import UserError
 
 #: Semantic version of each stage's output. Bump one when the meaning of what the stage
 #: writes changes (a different split, a fixed bug in training); keep it on refactors.
 STAGE_VERSIONS: dict[str, int] = {
     "dataset": 1,
     "forget_set": 1,
+    "forget_samples": 1,
     "model_bank": 1,
     "evaluation": 1,
-    "unlearned": 1,
+    "unlearned": 2,
     "datamodels": 1,
     "datamodel_calibration": 1,
+    "ulira": 1,
+    "report": 1,
+    "theory": 1,
 }
 
 #: Arrays smaller than this many bytes are stored contiguous and uncompressed.

@@ -1,7 +1,7 @@
 """Margin datamodels from a few trained models by TRAK (Park et al. 2023, "TRAK: Attributing Model Behavior at Scale").
 
 Datamodel Matching needs linear datamodels ``weights[i, x]``: the effect on eval point x's margin
-of including training point i. Fitting them by regression (:mod:`unlearnflow.datamodels`) takes
+of including training point i. Fitting them by regression (:mod:`unlearnflow.dmm.regression`) takes
 thousands of subset-trained models; TRAK estimates them from a handful of models trained on all
 the data. Citations are by step of the paper's method section (Section 3) rather than by equation
 number; Algorithm 1 of its Appendix D.2 ("TRAK for multi-class classifiers (as implemented)") is
@@ -45,9 +45,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from .datamodels import Datamodels
-from .errors import UserError
-from .training import progress_bar
+from unlearnflow.core.training import progress_bar
+from unlearnflow.dmm.regression import Datamodels
+from unlearnflow.errors import UserError
 
 #: Most entries of the projection matrix generated at once (64 MiB of float32).
 _BLOCK_ELEMENTS = 1 << 24

@@ -2,10 +2,8 @@
 
 Inputs are what the evaluation step writes for each (method, configuration, forget set):
 
-- a CSV file with a header and one (or more) rows of metrics, columns :data:`REQUIRED_COLUMNS`
-  (``NaN`` or an empty cell for a metric that was not computed; extra columns are kept);
-- an ``evaluation`` artifact (stage version :data:`EVALUATION_VERSION`) with the arrays
-  :data:`EVALUATION_ARRAYS` and the attributes ``method``, ``config`` and ``forget_set``.
+a CSV file of metric rows and an ``evaluation`` artifact, in the one schema of
+:mod:`unlearnflow.evaluation.rows`.
 
 :func:`write_report` writes into its output directory:
 
@@ -31,7 +29,7 @@ Inputs are what the evaluation step writes for each (method, configuration, forg
     ROC curves of the PGU attack on each method's unlearned models, with the chance diagonal.
 
 Forget set names must be of letters, digits, ``_``, ``.`` and ``-`` (as the config schema
-requires), since they name files. The entropy and ROC figures show, for each method, the
+requires), with ``@R`` for the first R requests of a sequence, since they name files. The entropy and ROC figures show, for each method, the
 evaluated configuration of lowest selection score; a forget set without evaluation artifacts
 still gets both figures, saying so. Figures use the Agg backend and never need a display.
 """
@@ -41,10 +39,8 @@ from __future__ import annotations
 import csv
 import math
 import os
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,29 +51,17 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
-from unlearnflow.errors import UserError  # noqa: E402
-from unlearnflow.store import read_artifact  # noqa: E402
-
-GROUPS = ("forget", "retain", "validation")
-TEXT_COLUMNS = ("method", "config", "forget_set", "forget_kind")
-INT_COLUMNS = ("n_forget", "n_oracles", "n_unlearned")
-FLOAT_COLUMNS = (
-    *(f"klom_{group}_{stat}" for group in GROUPS for stat in ("mean", "p50", "p95", "p99")),
-    "selection_score", "selection_ci_low", "selection_ci_high",
-    *(f"floor_{group}_p95" for group in GROUPS), "floor_selection_score",
-    "acc_forget", "acc_retain", "acc_val", "acc_test", "acc_test_oracle", "entropy_forget",
-    "mia_simple", "mia_pgu_auc", "mia_attack_auc", "ulira_accuracy",
-    "unlearn_seconds", "retrain_seconds", "compute_fraction",
+from unlearnflow.evaluation.rows import (  # noqa: E402
+    GROUPS,
+    REQUIRED_COLUMNS,
+    EvaluationArrays,
+    Row,
+    read_evaluations,
+    read_rows,
 )
-REQUIRED_COLUMNS = TEXT_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS
-#: Numeric columns that older evaluations may lack (NaN then).
-OPTIONAL_FLOAT_COLUMNS = ("shift_corr_forget", "margin_mae_forget", "precompute_seconds")
-EVALUATION_ARRAYS = ("entropy/original", "entropy/oracle", "entropy/unlearned", "mia/fpr", "mia/tpr")
-EVALUATION_VERSION = 1
+
 DO_NOTHING, RETRAIN = "do_nothing", "retrain"
 DPI = 120
-#: Forget set names, as the config schema allows them; they appear in file names.
-FORGET_SET_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 #: Panels of the KLOM-vs-compute figure: (column, noise-floor column, title).
 KLOM_PANELS = (("selection_score", "floor_selection_score", "Selection score (mean of groups)"),
                *((f"klom_{group}_p95", f"floor_{group}_p95", f"{group.capitalize()} points") for group in GROUPS))
@@ -88,22 +72,6 @@ _PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab
             "tab:pink", "tab:olive", "tab:cyan")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "h")
 _MISSING = "–"
-
-Row = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """One evaluation artifact: forget-point entropies and the PGU attack's ROC curve."""
-
-    path: Path
-    method: str
-    config: str
-    forget_set: str
-    entropy: dict[str, np.ndarray]
-    fpr: np.ndarray
-    tpr: np.ndarray
-
 
 def write_report(csv_paths: Sequence[str | os.PathLike], evaluation_paths: Sequence[str | os.PathLike],
                  out_dir: str | os.PathLike, datamodels: Mapping[str, Any] | None = None) -> list[Path]:
@@ -128,93 +96,6 @@ def write_report(csv_paths: Sequence[str | os.PathLike], evaluation_paths: Seque
         written += [plot_entropy(chosen, forget_set, styles, out_dir / f"entropy_{forget_set}.png"),
                     plot_mia_roc(chosen, forget_set, styles, out_dir / f"mia_roc_{forget_set}.png")]
     return written
-
-
-# --- reading -------------------------------------------------------------------------------
-
-def read_rows(csv_paths: Sequence[str | os.PathLike]) -> list[Row]:
-    """Read and parse every metrics CSV; duplicated (forget set, method, config) is an error."""
-    if not csv_paths:
-        raise UserError("report: no evaluation CSV files given; run the evaluation step first")
-    rows: list[Row] = []
-    seen: dict[tuple[str, str, str], Path] = {}
-    for path in map(Path, csv_paths):
-        for row in read_csv(path):
-            key = (row["forget_set"], row["method"], row["config"])
-            if key in seen:
-                raise UserError(f"{path}: forget set '{key[0]}', method '{key[1]}', config '{key[2]}' "
-                                f"is also in {seen[key]}")
-            seen[key] = path
-            rows.append(row)
-    return rows
-
-
-def read_csv(path: Path) -> list[Row]:
-    """Parse one metrics CSV file: a header with :data:`REQUIRED_COLUMNS` and at least one row."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such evaluation CSV file")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or ())]
-        if missing:
-            raise UserError(f"{path}: evaluation CSV lacks column(s) {', '.join(missing)}")
-        rows = [parse_row(path, raw) for raw in reader]
-    if not rows:
-        raise UserError(f"{path}: evaluation CSV has a header but no data row")
-    return rows
-
-
-def parse_row(path: Path, raw: Mapping[str, str | None]) -> Row:
-    """Convert one CSV row: text, int and float columns; extra columns stay text."""
-    row: Row = {column: (value or "") for column, value in raw.items() if column is not None}
-    if not FORGET_SET_NAME.fullmatch(row["forget_set"]):
-        raise UserError(f"{path}: forget set name '{row['forget_set']}' is not of letters, digits, '_', '.' "
-                        "and '-' (it names the report's files)")
-    for column in INT_COLUMNS + FLOAT_COLUMNS + OPTIONAL_FLOAT_COLUMNS:
-        row[column] = parse_number(path, column, row.get(column, ""), integer=column in INT_COLUMNS)
-    return row
-
-
-def parse_number(path: Path, column: str, text: str, integer: bool) -> float | int:
-    """A float (an empty cell is NaN) or, for `integer`, a whole number; else a UserError."""
-    text = text.strip()
-    try:
-        value = float(text) if text or integer else math.nan
-    except ValueError:
-        value = None
-    if value is None or (integer and not value.is_integer()):
-        kind = "an integer" if integer else "a number"
-        raise UserError(f"{path}: column '{column}' should be {kind}, found '{text}'")
-    return int(value) if integer else value
-
-
-def read_evaluations(paths: Iterable[str | os.PathLike], rows: Sequence[Row]) -> list[Evaluation]:
-    """Read every evaluation artifact; each must match a CSV row and appear only once."""
-    known = {(row["forget_set"], row["method"], row["config"]) for row in rows}
-    evaluations: dict[tuple[str, str, str], Evaluation] = {}
-    for path in paths:
-        evaluation = read_evaluation(path)
-        key = (evaluation.forget_set, evaluation.method, evaluation.config)
-        if key not in known:
-            raise UserError(f"{path}: evaluation of forget set '{key[0]}', method '{key[1]}', config "
-                            f"'{key[2]}' has no row in the evaluation CSV files")
-        if key in evaluations:
-            raise UserError(f"{path}: the same evaluation as {evaluations[key].path}")
-        evaluations[key] = evaluation
-    return list(evaluations.values())
-
-
-def read_evaluation(path: str | os.PathLike) -> Evaluation:
-    """Read one evaluation artifact's entropies, ROC curve and identifying attributes."""
-    artifact = read_artifact(path, "evaluation", names=EVALUATION_ARRAYS, version=EVALUATION_VERSION)
-    missing = [name for name in ("method", "config", "forget_set") if name not in artifact.attrs]
-    if missing:
-        raise UserError(f"{path}: evaluation artifact lacks attribute(s) {', '.join(missing)}")
-    return Evaluation(
-        path=Path(path), method=str(artifact.attrs["method"]), config=str(artifact.attrs["config"]),
-        forget_set=str(artifact.attrs["forget_set"]),
-        entropy={name: artifact[f"entropy/{name}"] for name in ("original", "oracle", "unlearned")},
-        fpr=artifact["mia/fpr"], tpr=artifact["mia/tpr"])
 
 
 # --- ordering and selection ----------------------------------------------------------------
@@ -252,12 +133,12 @@ def flag_best(rows: list[Row]) -> list[Row]:
     return rows
 
 
-def choose_evaluations(evaluations: Sequence[Evaluation], rows: Sequence[Row]) -> list[tuple[Evaluation, Row]]:
+def choose_evaluations(evaluations: Sequence[EvaluationArrays], rows: Sequence[Row]) -> list[tuple[EvaluationArrays, Row]]:
     """Per method of `rows` (one forget set), its evaluated config of lowest selection score."""
     by_key = {(row["method"], row["config"]): row for row in rows}
     pairs = [(evaluation, by_key[evaluation.method, evaluation.config]) for evaluation in evaluations
              if evaluation.forget_set == rows[0]["forget_set"]]
-    chosen: dict[str, tuple[Evaluation, Row]] = {}
+    chosen: dict[str, tuple[EvaluationArrays, Row]] = {}
     for evaluation, row in sorted(pairs, key=lambda pair: score_key(pair[1])):
         chosen.setdefault(row["method"], (evaluation, row))
     return [chosen[method] for method in sorted(chosen, key=method_key)]
@@ -506,7 +387,7 @@ def format_compute_axis(ax: plt.Axes, fractions: Sequence[float], zero: float) -
                 markersize=9, linestyle="none", color="black", clip_on=False)
 
 
-def plot_entropy(chosen: Sequence[tuple[Evaluation, Row]], forget_set: str,
+def plot_entropy(chosen: Sequence[tuple[EvaluationArrays, Row]], forget_set: str,
                  styles: Mapping[str, tuple[str, str]], path: Path) -> Path:
     """Forget-point entropy histograms (original, oracle, unlearned), one panel per method."""
     if not chosen:
@@ -523,7 +404,7 @@ def plot_entropy(chosen: Sequence[tuple[Evaluation, Row]], forget_set: str,
     return save(fig, path)
 
 
-def entropy_bins(evaluations: Sequence[Evaluation], count: int = 30) -> np.ndarray:
+def entropy_bins(evaluations: Sequence[EvaluationArrays], count: int = 30) -> np.ndarray:
     """Shared histogram edges from 0 to the largest finite entropy of any model."""
     values = np.concatenate([array.ravel() for evaluation in evaluations for array in evaluation.entropy.values()])
     values = values[np.isfinite(values)]
@@ -531,7 +412,7 @@ def entropy_bins(evaluations: Sequence[Evaluation], count: int = 30) -> np.ndarr
     return np.linspace(0.0, top, count + 1)
 
 
-def entropy_panel(ax: plt.Axes, evaluation: Evaluation, bins: np.ndarray, color: str) -> None:
+def entropy_panel(ax: plt.Axes, evaluation: EvaluationArrays, bins: np.ndarray, color: str) -> None:
     """One method's panel: original filled grey, oracle black outline, unlearned in its colour."""
     def finite(name: str) -> np.ndarray:
         values = evaluation.entropy[name].ravel()
@@ -546,7 +427,7 @@ def entropy_panel(ax: plt.Axes, evaluation: Evaluation, bins: np.ndarray, color:
     ax.legend(fontsize="small")
 
 
-def plot_mia_roc(chosen: Sequence[tuple[Evaluation, Row]], forget_set: str,
+def plot_mia_roc(chosen: Sequence[tuple[EvaluationArrays, Row]], forget_set: str,
                  styles: Mapping[str, tuple[str, str]], path: Path) -> Path:
     """ROC curves of the PGU attack (unlearned vs retrained) per method, with the diagonal."""
     if not chosen:

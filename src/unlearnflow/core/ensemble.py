@@ -6,13 +6,13 @@ models take the same number of steps under the same learning-rate schedule. The 
 runs over the stacked parameters (``vmap`` of ``functional_call``, or batched matrix products
 for plain Linear chains, see below); the loss is the *sum over models* of each model's mean
 batch loss, so one ordinary backward pass yields every model's own gradient, and the optimizer
-of :mod:`unlearnflow.training` (elementwise SGD or Adam) updates the stacked parameters exactly
+of :mod:`unlearnflow.core.training` (elementwise SGD or Adam) updates the stacked parameters exactly
 as it would update each model alone. The result equals training each model with
-:func:`unlearnflow.training.fit` and the same seed (tested): bitwise on the CPU for Linear
+:func:`unlearnflow.core.training.fit` and the same seed (tested): bitwise on the CPU for Linear
 chains such as ``mlp`` and ``linear``, up to the rounding of grouped convolutions for conv nets.
 Either way a model does not depend on which other models are trained with it.
 
-BatchNorm follows the policy in :mod:`unlearnflow.training`: batch statistics while training,
+BatchNorm follows the policy in :mod:`unlearnflow.core.training`: batch statistics while training,
 then exact recalibration per model over its own subset.
 
 Speed levers (measured on 2 CPU cores with ``bench/bench_training.py``; a step is a few large
@@ -24,11 +24,11 @@ kernels over all E models, so what counts is their number and their memory traff
   through ``bmm`` copies each one per step (together ~12% of an MLP step at E=256);
 * the batch is gathered with one ``index_select`` over the flattened (model, position) indices,
   and the per-model augmentation draws are skipped when augmentation is off (they draw nothing);
-* the shared loss (:func:`~unlearnflow.training.cross_entropy_loss`) runs ``log_softmax`` over
+* the shared loss (:func:`~unlearnflow.core.training.cross_entropy_loss`) runs ``log_softmax`` over
   the long dimension of the (models x batch, classes) logits (~20% of an MLP step).
 
 Measured and not used: the fused optimizer (~10% faster, but see
-:func:`~unlearnflow.training.make_optimizer`); splitting the ensemble into cache-sized groups
+:func:`~unlearnflow.core.training.make_optimizer`); splitting the ensemble into cache-sized groups
 (the cost per model only falls as E grows, up to 256 MLPs on digits); feature-major activations
 (as fast, not bitwise equal); ``torch.compile`` of the forward and loss (~1.8x faster MLP steps
 at E=256, but a 20 s compilation per shape, more than most training runs here take);
@@ -48,11 +48,25 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .errors import UserError
-from .models import Classifier
-from .training import (FitStats, PerExampleLoss, TrainConfig, augment, augmentation_draws, batch_slices,
-                       cross_entropy_loss, data_generator, epoch_order, init_model, make_optimizer,
-                       progress_bar, recalibrate_batchnorm, set_lr, use_batch_statistics)
+from unlearnflow.core.models import Classifier
+from unlearnflow.core.training import (
+    FitStats,
+    PerExampleLoss,
+    TrainConfig,
+    augment,
+    augmentation_draws,
+    batch_slices,
+    cross_entropy_loss,
+    data_generator,
+    epoch_order,
+    init_model,
+    make_optimizer,
+    progress_bar,
+    recalibrate_batchnorm,
+    set_lr,
+    use_batch_statistics,
+)
+from unlearnflow.errors import UserError
 
 
 def _stacked_forward(template: nn.Module) -> Callable:
@@ -71,7 +85,7 @@ _CHAIN_LAYERS = (nn.Flatten, nn.Linear, nn.ReLU, nn.Identity)
 def _layer_chain(module: nn.Module, name: str = "") -> list[tuple[str, nn.Module]] | None:
     """``(qualified name, layer)`` in execution order if `module` is a plain chain of
     Flatten / Linear / ReLU / Identity layers (exactly those classes, without hooks), nested in
-    ``nn.Sequential`` containers or a :class:`~unlearnflow.models.Classifier` with the default
+    ``nn.Sequential`` containers or a :class:`~unlearnflow.core.models.Classifier` with the default
     forward; otherwise None."""
     if module._forward_hooks or module._forward_pre_hooks:
         return None

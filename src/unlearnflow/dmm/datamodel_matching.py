@@ -3,7 +3,7 @@ outputs that DM-DIRECT (Algorithm C.2) predicts for a model retrained without th
 
 The fine-tuning loop is :mod:`.oracle_matching`'s; the hyper-parameters are its own plus
 DM-DIRECT's (``construction``, ``diagonal_only``, ``scale``), which say how the targets in
-``request.targets`` were built from the model's own logits (:func:`.dm_direct.predict`; the
+``request.side["targets"]`` were built from the model's own logits (:func:`.dm_direct.predict`; the
 workflow's bank loop builds them per configuration before calling :func:`unlearn`).
 """
 
@@ -13,9 +13,9 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from ..training import FitStats
-from . import dm_direct, oracle_matching
-from .common import UnlearningRequest, resolve
+from unlearnflow.dmm import dm_direct, oracle_matching
+from unlearnflow.methods.common import resolve
+from unlearnflow.methods.request import MethodResult, UnlearningRequest
 
 DEFAULTS = {**oracle_matching.DEFAULTS, **dm_direct.DEFAULTS}
 
@@ -24,8 +24,8 @@ GRID = {"lr": oracle_matching.GRID["lr"], "epochs": oracle_matching.GRID["epochs
         "construction": list(dm_direct.CONSTRUCTIONS)}
 
 
-def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> FitStats:
-    """Oracle Matching towards ``request.targets`` (the DM-DIRECT predictions for this model)."""
+def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
+    """Oracle Matching towards ``request.side["targets"]`` (the DM-DIRECT predictions for this model)."""
     hp = resolve("dmm", DEFAULTS, hp)
     fine_tuning = {key: value for key, value in hp.items() if key in oracle_matching.DEFAULTS}
     return oracle_matching.unlearn(model, request, fine_tuning, seed)

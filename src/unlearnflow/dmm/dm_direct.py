@@ -28,12 +28,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import UserError
-from .common import resolve
+from unlearnflow.errors import UserError
+from unlearnflow.methods.common import resolve
 
 CONSTRUCTIONS = ("logit", "margin_shift")
 
-#: The datamodel output each construction sums (see unlearnflow.attribution).
+#: The datamodel output each construction sums (see unlearnflow.dmm.datamodel_set).
 OUTPUT_OF = {"logit": "logits", "margin_shift": "margins"}
 
 #: The paper's per-logit construction; on digits it beat margin shifts once calibrated (README).
@@ -152,7 +152,7 @@ def calibration_scale(original_logits: np.ndarray, oracle_logits: np.ndarray, la
     unlearning quality; the forget points, where the shifts are largest, are its proxy here, and
     the factor is then applied to every point.
     """
-    from ..metrics.margins import margins
+    from unlearnflow.metrics.margins import margins
 
     if construction == "logit":
         true_shift = oracle_logits.mean(0) - original_logits.mean(0)

@@ -4,15 +4,15 @@ A :class:`DatamodelSet` holds linear datamodels for every point of the data set 
 validation, then test): *margin* datamodels (one target per point, the correct-class margin
 ``logit_y - logsumexp(other logits)``) and, for the regression estimators, *per-logit* datamodels
 (one target per point and class, the paper's DM-DIRECT input). ``weights[i, x]`` is the effect on
-point x's output of including training point i (:class:`~unlearnflow.datamodels.Datamodels`).
+point x's output of including training point i (:class:`~unlearnflow.dmm.regression.Datamodels`).
 
 Estimators (config ``datamodels.estimator``):
 
 * ``lasso`` / ``ridge``: regress the outputs of models trained on random subsets (the
   ``subset_models`` bank; masks and logits) on their subset masks, Ilyas et al. 2022, with the
-  batched solvers of :mod:`unlearnflow.datamodels`;
+  batched solvers of :mod:`unlearnflow.dmm.regression`;
 * ``trak``: margin datamodels from a few fully trained models (the original bank) by
-  :func:`unlearnflow.trak.trak_margin_datamodels`, for users without thousands of models.
+  :func:`unlearnflow.dmm.trak.trak_margin_datamodels`, for users without thousands of models.
 
 Quality is scored on subset models held out of every fit (the last ``heldout_models`` by model
 id; for ``trak``, which fits on none, every subset model): the linear datamodeling score (LDS)
@@ -30,11 +30,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from .datamodels import Datamodels, fit_lasso, fit_ridge, heldout_r2, linear_datamodeling_score
-from .errors import UserError
-from .metrics.margins import margins
-from .methods.dm_direct import ForgetEffects, calibration_key, calibration_scale, forget_effects
-from .store import read_artifact, write_artifact
+from unlearnflow.core.store import read_artifact, write_artifact
+from unlearnflow.dmm.dm_direct import (
+    ForgetEffects,
+    calibration_key,
+    calibration_scale,
+    forget_effects,
+)
+from unlearnflow.dmm.regression import (
+    Datamodels,
+    fit_lasso,
+    fit_ridge,
+    heldout_r2,
+    linear_datamodeling_score,
+)
+from unlearnflow.errors import UserError
+from unlearnflow.metrics.margins import margins
 
 ESTIMATORS = ("lasso", "ridge", "trak")
 OUTPUTS = ("margins", "logits")
@@ -162,7 +173,7 @@ def trak_datamodel_set(models: Sequence[nn.Module], x_train: torch.Tensor, train
     `x_eval` holds every point (train, val, test) and `labels` their labels; `heldout_masks` and
     `heldout_logits` are subset models that only score the estimate (none is fitted on).
     """
-    from .trak import trak_margin_datamodels
+    from unlearnflow.dmm.trak import trak_margin_datamodels
 
     chosen = options("trak", given_options or {})
     if chosen["checkpoints"] > len(models):
@@ -218,7 +229,7 @@ def read_datamodels(path: str | Path) -> DatamodelSet:
 def calibrate(datamodels: DatamodelSet, original_logits: np.ndarray, oracle_logits: np.ndarray, labels: np.ndarray,
               forget: np.ndarray) -> dict[str, float]:
     """Scales fitted on a held-out forget set (DMM paper, Appendix G.2), one per construction,
-    full or diagonal-only (named by :func:`~unlearnflow.methods.dm_direct.calibration_key`): the
+    full or diagonal-only (named by :func:`~unlearnflow.dmm.dm_direct.calibration_key`): the
     least-squares slope of the oracles' true shift on the predicted one over its forget points."""
     effects = datamodels.forget_effects(forget)
     return {calibration_key(construction, diagonal): calibration_scale(original_logits, oracle_logits, labels, forget,

@@ -4,7 +4,7 @@ fine-tuning loop of Datamodel Matching (DMM, Algorithm C.3).
 The fine-tuning set is the forget set repeated ``forget_multiplier`` times plus
 ``retain_multiplier * |F|`` retain points drawn once per seed (all retain points when that is
 more); each epoch visits it in a fresh random order, minimising the squared error between the
-model's logits and ``request.targets`` (the mean oracle logits for OM, DM-DIRECT predictions,
+model's logits and ``request.side["targets"]`` (the mean oracle logits for OM, DM-DIRECT predictions,
 Algorithm C.2, for DMM), averaged over classes and batch like ``mse_loss``. Adam, no weight
 decay, lr decayed by ``decay`` (0.95) per epoch, as in the DMM authors' public code; the
 retain sample and the forget repetitions follow their ``oracle_matching`` (5x forget, 20x
@@ -18,9 +18,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..training import FitStats, fit
-from .common import FINE_TUNING, UnlearningRequest, fine_tune_config, resolve, rng
+from unlearnflow.core.training import fit
+from unlearnflow.errors import UserError
+from unlearnflow.methods.common import FINE_TUNING, fine_tune_config, resolve, rng
+from unlearnflow.methods.request import MethodResult, UnlearningRequest
 
 DEFAULTS = {**FINE_TUNING, "optimizer": "adam", "lr": 5e-4, "epochs": 8, "batch_size": 256, "decay": 0.95,
             "forget_multiplier": 5, "retain_multiplier": 20.0}
@@ -45,11 +46,11 @@ def squared_error(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (logits - targets).square().mean(dim=1)
 
 
-def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> FitStats:
-    """Fit the logits of the fine-tuning set to ``request.targets`` (BatchNorm frozen)."""
+def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
+    """Fit the logits of the fine-tuning set to ``request.side["targets"]`` (BatchNorm frozen)."""
     hp = resolve("oracle_matching", DEFAULTS, hp)
-    if request.targets is None:
+    if "targets" not in request.side:
         raise UserError("oracle_matching: the request has no target logits (oracle or datamodel predictions)")
     subset = fine_tuning_set(request, hp["forget_multiplier"], hp["retain_multiplier"], seed)
     config = fine_tune_config(hp, schedule="exponential", gamma=hp["decay"])
-    return fit(model, request.inputs, request.targets, config, seed, subset=subset, loss=squared_error)
+    return MethodResult(fit(model, request.inputs, request.side["targets"], config, seed, subset=subset, loss=squared_error))

@@ -1,0 +1,245 @@
+"""The method registry: every unlearning method, what it needs and how it is tuned, in one place.
+
+Each method has one :class:`MethodSpec` entry in :data:`METHODS`. The workflow's rules (which
+artifacts an ``unlearn`` job takes), the config checks, the runner, the U-LiRA shadows and the
+report read these entries; nothing outside a method's own module branches on its name.
+
+A spec says
+
+- what the method *is*: its paper and section, and its kind, :data:`EDITS_MODEL` (``unlearn``
+  edits a model in place, see :mod:`unlearnflow.methods.request`) or :data:`PREDICTS_OUTPUTS`
+  (``predict`` turns the original models' outputs into unlearned outputs, training nothing);
+- what it *needs*: cached artifacts by name (:data:`ARTIFACTS`), possibly depending on its config
+  (``needs(method_config, configurations)``), and how they become a request's side inputs
+  (``prepare``);
+- whether it is **source-free**: then its requests are :class:`~unlearnflow.methods.request.ForgetRequest`
+  (no retain data), and its ``unlearn`` job reads the forget samples' artifact instead of the
+  data set;
+- its DEFAULTS and GRID, and the extra config keys (``options``) it accepts.
+
+Adding a method is its own module plus one :func:`register` call here (README, "Adding a method").
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from unlearnflow.core.artifacts import read_bank
+from unlearnflow.dmm import datamodel_matching, dm_direct, oracle_matching, targets
+from unlearnflow.dmm.datamodel_set import read_calibration, read_datamodels
+from unlearnflow.errors import UserError
+from unlearnflow.methods import (
+    gradient_ascent,
+    gradient_descent,
+    neggrad_plus,
+    partial_retrain,
+    random_labels,
+    scrub,
+)
+from unlearnflow.methods.common import resolve
+
+EDITS_MODEL = "edits_model"
+PREDICTS_OUTPUTS = "predicts_outputs"
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """A cached artifact a method can need, by name.
+
+    `path` is relative to ``results/{experiment}``; a ``{forget_set}`` in it makes the artifact
+    one per forget set (one per step of a request sequence). `contains_retain_data` marks what
+    a source-free method may never take; `for_shadows` says whether U-LiRA's shadow models,
+    which have no oracles, can have it. `load` reads it for the runner.
+    """
+
+    path: str
+    load: Callable[[str], Any]
+    contains_retain_data: bool
+    for_shadows: bool
+    description: str
+
+
+#: artifact name -> what it is and where the workflow writes it
+ARTIFACTS: dict[str, ArtifactSpec] = {
+    "oracle_targets": ArtifactSpec("oracles/{forget_set}.h5", lambda path: read_bank(path, with_weights=False),
+                                   True, False, "the forget set's oracles (their mean logits are the targets)"),
+    "paired_targets": ArtifactSpec("unlearned/retrain/{forget_set}.h5",
+                                   lambda path: read_bank(path, with_weights=False), True, False,
+                                   "an independently retrained bank (model k's logits are original k's targets)"),
+    "datamodels": ArtifactSpec("datamodels.h5", read_datamodels, True, True,
+                               "datamodels of every point, fitted on subset models"),
+    "calibration": ArtifactSpec("datamodel_calibration.h5", read_calibration, False, True,
+                                "the datamodels' scales, fitted on a held-out forget set"),
+}
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What ``prepare`` and ``predict`` know of a batch of requests against a bank of models:
+    the forgotten training indices (all requests up to this one), the experiment's training
+    labels and the original models' logits per split, (models, points, classes)."""
+
+    forget: np.ndarray
+    labels: np.ndarray
+    original_logits: Mapping[str, np.ndarray]
+
+
+#: (loaded side artifacts, hyper-parameters, context) -> model index -> side inputs of its request
+Prepare = Callable[[Mapping[str, Any], Mapping[str, Any], RequestContext], Callable[[int], Mapping[str, Any]]]
+#: (loaded side artifacts, hyper-parameters, context, labels per split) -> unlearned logits per split
+Predict = Callable[[Mapping[str, Any], Mapping[str, Any], RequestContext, Mapping[str, np.ndarray]],
+                   dict[str, np.ndarray]]
+Needs = Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]]], tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One registered method (see the module docstring)."""
+
+    name: str
+    paper: str
+    kind: str
+    defaults: Mapping[str, Any]
+    grid: Mapping[str, Sequence[Any]]
+    unlearn: Callable[..., Any] | None = None
+    predict: Predict | None = None
+    needs: Needs | tuple[str, ...] = ()
+    prepare: Prepare | None = None
+    source_free: bool = False
+    #: config keys besides hyperparameters and grid -> allowed values (the first is not a default:
+    #: every option must be set)
+    options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: extra check of one resolved configuration (UserError if it is not valid)
+    check: Callable[[Mapping[str, Any]], None] | None = None
+
+    def needs_for(self, method_config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The artifact names this method needs under `method_config` (its slice of the config)."""
+        if callable(self.needs):
+            return self.needs(method_config, [c.hyperparameters for c in configurations(self.name, method_config)])
+        return tuple(self.needs)
+
+
+#: method name -> spec, in the order methods are listed in tables
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    """Add a method to the registry (a test may register its own)."""
+    if spec.kind not in (EDITS_MODEL, PREDICTS_OUTPUTS):
+        raise ValueError(f"{spec.name}: kind must be {EDITS_MODEL} or {PREDICTS_OUTPUTS}")
+    if (spec.kind == EDITS_MODEL) != (spec.unlearn is not None) or (spec.kind == PREDICTS_OUTPUTS) != (
+            spec.predict is not None):
+        raise ValueError(f"{spec.name}: a method that edits models has unlearn, one that predicts has predict")
+    unknown = [name for name in _static_needs(spec) if name not in ARTIFACTS]
+    if unknown:
+        raise ValueError(f"{spec.name}: needs unknown artifact(s) {', '.join(unknown)}")
+    if spec.source_free and any(ARTIFACTS[name].contains_retain_data for name in _static_needs(spec)):
+        raise ValueError(f"{spec.name}: a source-free method cannot need artifacts that contain retain data")
+    METHODS[spec.name] = spec
+    return spec
+
+
+def _static_needs(spec: MethodSpec) -> tuple[str, ...]:
+    return () if callable(spec.needs) else tuple(spec.needs)
+
+
+#: The references every table shows; they are not methods of the registry: do_nothing is the
+#: original bank itself, retrain a bank trained from scratch without the forget set.
+REFERENCES = ("do_nothing", "retrain")
+
+
+def spec_of(method: str) -> MethodSpec:
+    """The registered spec of `method` (a one-line UserError naming the known ones)."""
+    if method not in METHODS:
+        raise UserError(f"unknown unlearning method {method!r} (known: {', '.join(METHODS)})")
+    return METHODS[method]
+
+
+def hyperparameters(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The full hyper-parameters of `method`: `given` over its defaults, checked."""
+    spec = spec_of(method)
+    resolved = resolve(method, spec.defaults, given)
+    if spec.check:
+        spec.check(resolved)
+    return resolved
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One hyper-parameter configuration of a method and its label in tables."""
+
+    label: str
+    hyperparameters: dict[str, Any]
+
+
+def configurations(method: str, method_config: Mapping[str, Any]) -> list[Configuration]:
+    """The default configuration (defaults with the config's ``hyperparameters``) and every point
+    of its ``grid``; a grid point changes only the grid's keys and is labelled by them
+    (``lr=0.001,epochs=3``)."""
+    overrides, grid = method_config.get("hyperparameters", {}), method_config.get("grid", {})
+    found = [Configuration("default", hyperparameters(method, overrides))]
+    keys = list(grid)
+    if not keys:
+        return found
+    for values in itertools.product(*(grid[key] for key in keys)):
+        changed = dict(zip(keys, values))
+        label = ",".join(f"{key}={value}" for key, value in changed.items())
+        found.append(Configuration(label, hyperparameters(method, {**overrides, **changed})))
+    return found
+
+
+def check_method_config(method: str, method_config: Mapping[str, Any]) -> None:
+    """Every configuration resolves, the options are the declared ones, the needs are known."""
+    spec = spec_of(method)
+    for key in set(method_config) - {"hyperparameters", "grid"}:
+        if key not in spec.options:
+            declared = f"its options are {', '.join(spec.options)}" if spec.options else "it takes no options"
+            raise UserError(f"methods.{method}: unknown key {key!r} ({declared})")
+        if method_config[key] not in spec.options[key]:
+            raise UserError(f"methods.{method}.{key}: must be one of {', '.join(spec.options[key])}")
+    for key in spec.options:
+        if key not in method_config:
+            raise UserError(f"methods.{method}: set {key} ({' or '.join(spec.options[key])})")
+    configurations(method, method_config)
+    unknown = [name for name in spec.needs_for(method_config) if name not in ARTIFACTS]
+    if unknown:
+        raise UserError(f"methods.{method}: needs unknown artifact(s) {', '.join(unknown)}")
+
+
+def _datamodel_needs(method_config: Mapping[str, Any], hps: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The datamodels, and their calibration when a configuration asks for calibrated targets."""
+    return ("datamodels", "calibration") if any(hp["calibrated"] for hp in hps) else ("datamodels",)
+
+
+def _oracle_matching_needs(method_config: Mapping[str, Any], hps: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    return ("oracle_targets",) if method_config["targets"] == "oracle" else ("paired_targets",)
+
+
+def _check_prediction(hp: Mapping[str, Any]) -> None:
+    dm_direct.hyperparameters(dm_direct.prediction_hyperparameters(hp))
+
+
+register(MethodSpec("gradient_ascent", "DMM paper, Appendix D.4 (II)", EDITS_MODEL, gradient_ascent.DEFAULTS,
+                    gradient_ascent.GRID, unlearn=gradient_ascent.unlearn, source_free=True))
+register(MethodSpec("gradient_descent", "DMM paper, Appendix D.4 (III)", EDITS_MODEL, gradient_descent.DEFAULTS,
+                    gradient_descent.GRID, unlearn=gradient_descent.unlearn))
+register(MethodSpec("neggrad_plus", "Kurmanji et al. 2023 (NegGrad+)", EDITS_MODEL, neggrad_plus.DEFAULTS,
+                    neggrad_plus.GRID, unlearn=neggrad_plus.unlearn))
+register(MethodSpec("random_labels", "random relabelling of the forget set", EDITS_MODEL, random_labels.DEFAULTS,
+                    random_labels.GRID, unlearn=random_labels.unlearn))
+register(MethodSpec("scrub", "Kurmanji et al. 2023; DMM paper, Appendix D.4 (IV)", EDITS_MODEL, scrub.DEFAULTS,
+                    scrub.GRID, unlearn=scrub.unlearn))
+register(MethodSpec("partial_retrain", "DMM paper, Appendix D.4 (I)", EDITS_MODEL, partial_retrain.DEFAULTS,
+                    partial_retrain.GRID, unlearn=partial_retrain.unlearn))
+register(MethodSpec("oracle_matching", "DMM paper, Algorithm C.1", EDITS_MODEL, oracle_matching.DEFAULTS,
+                    oracle_matching.GRID, unlearn=oracle_matching.unlearn, needs=_oracle_matching_needs,
+                    prepare=targets.true_targets, options={"targets": ("oracle", "retrain")}))
+register(MethodSpec("dmm", "DMM paper, Algorithm C.3", EDITS_MODEL, datamodel_matching.DEFAULTS,
+                    datamodel_matching.GRID, unlearn=datamodel_matching.unlearn, needs=_datamodel_needs,
+                    prepare=targets.datamodel_targets, check=_check_prediction))
+register(MethodSpec("dm_direct", "DMM paper, Algorithm C.2", PREDICTS_OUTPUTS, dm_direct.DEFAULTS, dm_direct.GRID,
+                    predict=targets.predict_outputs, needs=_datamodel_needs, check=_check_prediction))

@@ -1,0 +1,276 @@
+"""The runner: a registered method over a whole bank, for every configuration and every request.
+
+For one forget set, the runner applies a method (:mod:`unlearnflow.registry`) to each of the N
+original models, under the method's default configuration and each configuration of its grid.
+A forget set of R requests (``incremental``) is a *sequence*: request r starts from the model
+and the state that request r - 1 left, and the result after every request is kept, so that each
+prefix can be judged against oracles retrained without it (PGU paper, Section 3.2.4; Table 3).
+
+What a request holds depends on the method: a source-free method gets
+:class:`~unlearnflow.methods.request.ForgetRequest` built from the forget samples alone
+(:class:`RequestSource` over :class:`~unlearnflow.core.forget_sets.ForgetSamples`); every other
+method gets the training set too. The side inputs a method declares (``needs``) are loaded by
+name and turned into per-model side inputs by the method's ``prepare``.
+
+The result is one ``unlearned`` artifact per (method, forget set): per configuration and step,
+the unlearned models' weights (methods that edit models) or predicted logits (methods that
+predict outputs), what the step cost and the certificates the method returned. Evaluation
+computes the logits of stored weights itself, so that a source-free job never needs the data.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from unlearnflow.core.artifacts import SPLITS, ModelBank
+from unlearnflow.core.data import Dataset
+from unlearnflow.core.ensemble import predict_logits_many
+from unlearnflow.core.forget_sets import ForgetSamples, ForgetSet
+from unlearnflow.core.store import read_artifact, write_artifact
+from unlearnflow.core.training import model_seed, progress_bar
+from unlearnflow.errors import UserError
+from unlearnflow.methods.request import ForgetRequest, UnlearningRequest
+from unlearnflow.registry import (
+    ARTIFACTS,
+    EDITS_MODEL,
+    Configuration,
+    MethodSpec,
+    RequestContext,
+)
+
+
+@dataclass(frozen=True)
+class RequestSource:
+    """Where a bank's requests come from: the forget samples (every method) and, for a method
+    that is not source-free, the training set with the forget set's indices."""
+
+    samples: ForgetSamples
+    dataset: Dataset | None = None
+    forget_set: ForgetSet | None = None
+
+    @property
+    def n_requests(self) -> int:
+        return self.samples.n_requests
+
+    def context(self, step: int, original_logits: Mapping[str, np.ndarray]) -> RequestContext:
+        """What prepare/predict know at `step`: the indices forgotten so far (None when
+        source-free), the training labels and the original models' logits."""
+        if self.forget_set is None:
+            return RequestContext(forget=None, labels=None, original_logits={})
+        return RequestContext(forget=self.forget_set.prefix(step + 1).indices, labels=self.forget_set.train_labels,
+                              original_logits=original_logits)
+
+    def builder(self, step: int, device: torch.device):
+        """A function (side inputs, state) -> the request of `step` against one model."""
+        forget_inputs, forget_labels = self.samples.request(step)
+        common = dict(num_classes=self.samples.num_classes, step=step,
+                      validation_inputs=torch.from_numpy(self.samples.x_val).to(device),
+                      validation_labels=torch.from_numpy(self.samples.y_val).to(device))
+        if self.forget_set is None:
+            base = dict(forget_inputs=torch.from_numpy(forget_inputs).to(device),
+                        forget_labels=torch.from_numpy(forget_labels).to(device), **common)
+            return lambda side, state: ForgetRequest(side=side, state=state, **base)
+        n_train = len(self.forget_set.train_labels)
+        retain = np.flatnonzero(self.forget_set.retain_mask(n_train, upto_request=step))
+        base = dict(inputs=torch.from_numpy(self.dataset.x_train).to(device),
+                    labels=torch.tensor(self.forget_set.train_labels, device=device),
+                    forget=torch.tensor(self.forget_set.requests[step], device=device),
+                    retain=torch.from_numpy(retain).to(device), **common)
+        return lambda side, state: UnlearningRequest.of_training_set(side=side, state=state, **base)
+
+
+@dataclass
+class StepResult:
+    """The bank after one request, under one configuration: the unlearned models' weights
+    (stacked state dicts) or predicted logits, what the step cost and the certificates."""
+
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    logits: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: float = 0.0
+    examples: float = 0.0
+    n_models: int = 1
+    certificates: list[dict[str, Any]] | None = None
+
+
+def load_side(side_paths: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
+    """The side artifacts of every step: name -> loaded artifact. A per-forget-set artifact has
+    one path per step of a sequence, a shared one a single path."""
+    loaded = {name: [ARTIFACTS[name].load(path) for path in paths] for name, paths in side_paths.items()}
+    steps = max((len(paths) for paths in loaded.values()), default=1)
+    return [{name: values[min(step, len(values) - 1)] for name, values in loaded.items()} for step in range(steps)]
+
+
+def precompute_seconds(side: Mapping[str, Any]) -> float:
+    """The one-time cost behind the side artifacts a method amortises over requests (the
+    datamodels: subset models and fitting), stated apart as the DMM paper does."""
+    return float(sum(getattr(value, "attrs", {}).get("precompute_seconds", 0.0) for value in side.values()))
+
+
+def unlearn_bank(spec: MethodSpec, configs: Sequence[Configuration], originals: ModelBank, source: RequestSource,
+                 side_by_step: Sequence[Mapping[str, Any]], seed: int, device: torch.device,
+                 progress: bool = False) -> dict[str, list[StepResult]]:
+    """Apply `spec` to every original model, under each configuration, request after request.
+
+    Returns configuration label -> one :class:`StepResult` per request.
+    """
+    if len(side_by_step) not in (1, source.n_requests):
+        raise UserError(f"{spec.name}: side artifacts for {len(side_by_step)} steps, the forget set has "
+                        f"{source.n_requests} requests")
+    sides = [side_by_step[min(step, len(side_by_step) - 1)] for step in range(source.n_requests)]
+    if spec.kind == EDITS_MODEL:
+        return _edit_models(spec, configs, originals, source, sides, seed, device, progress)
+    return _predict_outputs(spec, configs, originals, source, sides)
+
+
+def _edit_models(spec: MethodSpec, configs: Sequence[Configuration], originals: ModelBank, source: RequestSource,
+                 sides: Sequence[Mapping[str, Any]], seed: int, device: torch.device,
+                 progress: bool) -> dict[str, list[StepResult]]:
+    shape, num_classes = tuple(source.samples.inputs.shape[1:]), source.samples.num_classes
+    models = [model.to(device) for model in originals.load_models(shape, num_classes)]
+    builders = [source.builder(step, device) for step in range(source.n_requests)]
+    results = {}
+    total = len(configs) * len(models) * source.n_requests
+    with progress_bar(total, f"{spec.name} on {source.samples.name}", progress) as bar:
+        for config in configs:
+            prepared = [spec.prepare(sides[step], config.hyperparameters, source.context(step, originals.logits))
+                        if spec.prepare else (lambda index: {}) for step in range(source.n_requests)]
+            steps = [StepResult(n_models=len(models)) for _ in range(source.n_requests)]
+            snapshots: list[list[dict[str, torch.Tensor]]] = [[] for _ in range(source.n_requests)]
+            for index, (model_id, original) in enumerate(zip(originals.model_ids, models)):
+                model, state = copy.deepcopy(original), None
+                for step, build in enumerate(builders):
+                    request = build(_tensors(prepared[step](index), device), state)
+                    stream = f"unlearn/{spec.name}" + (f"/step{step}" if step else "")
+                    result = spec.unlearn(model, request, config.hyperparameters,
+                                          model_seed(seed, stream, int(model_id)))
+                    state = result.state
+                    steps[step].seconds += result.cost.seconds
+                    steps[step].examples += result.cost.examples
+                    if result.certificate is not None:
+                        steps[step].certificates = (steps[step].certificates or []) + [dict(result.certificate)]
+                    snapshots[step].append({name: value.detach().cpu().clone()
+                                            for name, value in model.state_dict().items()})
+                    bar.update()
+            for step, states in zip(steps, snapshots):
+                step.weights = {name: torch.stack([s[name] for s in states]).numpy() for name in states[0]}
+            results[config.label] = steps
+    return results
+
+
+def _predict_outputs(spec: MethodSpec, configs: Sequence[Configuration], originals: ModelBank,
+                     source: RequestSource, sides: Sequence[Mapping[str, Any]]) -> dict[str, list[StepResult]]:
+    if source.forget_set is None:
+        raise UserError(f"{spec.name}: a method that predicts outputs needs the training set")
+    labels = {"train": source.forget_set.train_labels, "val": source.dataset.y_val, "test": source.dataset.y_test}
+    results = {}
+    for config in configs:
+        steps = []
+        for step in range(source.n_requests):
+            start = time.perf_counter()
+            logits = spec.predict(sides[step], config.hyperparameters, source.context(step, originals.logits), labels)
+            steps.append(StepResult(logits=logits, seconds=time.perf_counter() - start))
+        results[config.label] = steps
+    return results
+
+
+def _tensors(side: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """Array side inputs as float32 tensors on the model's device; others as they are."""
+    return {name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)).to(device)
+            if isinstance(value, np.ndarray) else value for name, value in side.items()}
+
+
+def step_bank(originals: ModelBank, step: StepResult, attrs: Mapping[str, Any]) -> ModelBank:
+    """The bank of one configuration after one request: its models' weights or predicted logits."""
+    return ModelBank(weights=step.weights, model_ids=originals.model_ids, seeds=originals.seeds,
+                     train_masks=np.zeros((0, 0), dtype=bool), logits=dict(step.logits),
+                     attrs={"arch": originals.attrs.get("arch"), "model_options": originals.attrs.get("model_options"),
+                            "unlearn_seconds": step.seconds, "unlearn_examples_per_model": step.examples / step.n_models,
+                            "certificates": step.certificates, **attrs})
+
+
+def apply_method(method: str, originals: ModelBank, dataset: Dataset, forget_set: ForgetSet,
+                 method_config: Mapping[str, Any] | None = None, side: Mapping[str, Any] | None = None,
+                 seed: int = 0, device: torch.device = torch.device("cpu"),
+                 progress: bool = False) -> dict[str, list[ModelBank]]:
+    """The library's way to unlearn in memory: configuration label -> the bank after each request,
+    with logits on every split. `side` holds the loaded side artifacts the method needs; a
+    source-free method is given the forget samples only, as in the workflow."""
+    from unlearnflow.registry import configurations, spec_of
+    spec = spec_of(method)
+    configs = configurations(method, method_config or {})
+    samples = ForgetSamples.of(forget_set, dataset.x_train, dataset.x_val, dataset.y_val, dataset.num_classes)
+    source = RequestSource(samples) if spec.source_free else RequestSource(samples, dataset, forget_set)
+    results = unlearn_bank(spec, configs, originals, source, [dict(side or {})], seed, device, progress)
+    return {config.label: [with_logits(step_bank(originals, step, {"method": method, "config": config.label,
+                                                                    "hyperparameters": config.hyperparameters,
+                                                                    "step": index}), dataset, device)
+                           for index, step in enumerate(results[config.label])] for config in configs}
+
+
+def write_unlearned(path: str | Path, method: str, forget_set: str, originals: ModelBank,
+                    configs: Sequence[Configuration], results: Mapping[str, Sequence[StepResult]],
+                    attrs: Mapping[str, Any], provenance: Mapping[str, Any]) -> Path:
+    """One artifact: per configuration k and step r, ``config_<k>/step_<r>/weights/<name>`` or
+    ``.../logits/<split>``, and ``.../certificates`` (JSON) when the method returned some."""
+    arrays: dict[str, Any] = {"model_ids": originals.model_ids, "seeds": originals.seeds}
+    entries = []
+    for k, config in enumerate(configs):
+        steps = results[config.label]
+        for r, step in enumerate(steps):
+            prefix = f"config_{k}/step_{r}"
+            arrays.update({f"{prefix}/weights/{name}": value for name, value in step.weights.items()})
+            arrays.update({f"{prefix}/logits/{split}": value for split, value in step.logits.items()})
+            if step.certificates is not None:
+                arrays[f"{prefix}/certificates"] = np.array(json.dumps(step.certificates))
+        entries.append({"label": config.label, "hyperparameters": config.hyperparameters,
+                        "steps": [{"unlearn_seconds": s.seconds, "unlearn_examples_per_model": s.examples / s.n_models}
+                                  for s in steps]})
+    model = {key: originals.attrs[key] for key in ("arch", "model_options")}
+    return write_artifact(path, "unlearned", arrays, provenance_record=provenance,
+                          attrs={"method": method, "forget_set": forget_set, "n_steps": len(entries[0]["steps"]),
+                                 "configs": json.dumps(entries), **model, **attrs})
+
+
+def read_unlearned(path: str | Path, step: int | None = None) -> dict[str, ModelBank]:
+    """Configuration label -> the bank after request `step` (0-based; the last by default):
+    weights or logits as written, the cost of that step and its certificates in attrs."""
+    artifact = read_artifact(path, "unlearned")
+    n_steps = artifact.attrs["n_steps"]
+    step = n_steps - 1 if step is None else step
+    if not 0 <= step < n_steps:
+        raise UserError(f"{path}: unlearned artifact has steps 0..{n_steps - 1}, not {step}")
+    shared = {key: value for key, value in artifact.attrs.items() if key not in ("configs", "n_steps")}
+    banks = {}
+    for k, entry in enumerate(json.loads(artifact.attrs["configs"])):
+        prefix = f"config_{k}/step_{step}/"
+        group = {name[len(prefix):]: value for name, value in artifact.arrays.items() if name.startswith(prefix)}
+        certificates = json.loads(str(group["certificates"])) if "certificates" in group else None
+        banks[entry["label"]] = ModelBank(
+            weights={name[len("weights/"):]: value for name, value in group.items() if name.startswith("weights/")},
+            model_ids=artifact["model_ids"], seeds=artifact["seeds"], train_masks=np.zeros((0, 0), dtype=bool),
+            logits={name[len("logits/"):]: value for name, value in group.items() if name.startswith("logits/")},
+            attrs={**shared, "role": f"unlearned/{shared['method']}", "config": entry["label"],
+                   "hyperparameters": entry["hyperparameters"], "step": step, "certificates": certificates,
+                   **entry["steps"][step]})
+    if not banks:
+        raise UserError(f"{path}: unlearned artifact holds no configuration")
+    return banks
+
+
+def with_logits(bank: ModelBank, dataset: Dataset, device: torch.device) -> ModelBank:
+    """`bank` with its models' logits on every split, computed from its weights if it has none."""
+    if bank.logits:
+        return bank
+    models = [model.to(device) for model in bank.load_models(dataset.input_shape, dataset.num_classes)]
+    bank.logits = {split: predict_logits_many(models, torch.from_numpy(getattr(dataset, f"x_{split}")).to(device))
+                   .cpu().numpy() for split in SPLITS}
+    return bank
+

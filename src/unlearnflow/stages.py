@@ -1,0 +1,343 @@
+"""The orchestrator: one function per workflow stage, reading its input artifacts, calling the
+library and writing its outputs. The CLI (:mod:`unlearnflow.cli`) only parses options into the
+keyword arguments of these functions; the workflow's rules call the CLI.
+
+Config slices arrive as mappings, so each stage sees only the part of the config it needs.
+Stages import their heavy modules (scikit-learn, XGBoost, matplotlib) themselves, which keeps
+the start-up of every workflow job short. A user mistake is a
+:class:`~unlearnflow.errors.UserError`, printed by the CLI as one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from unlearnflow.core.artifacts import (
+    SPLITS,
+    ModelBank,
+    concatenate_banks,
+    read_bank,
+    read_dataset,
+    read_forget_samples,
+    read_forget_set,
+    train_bank,
+    weights_only,
+    write_bank,
+    write_dataset,
+    write_forget_samples,
+    write_forget_set,
+)
+from unlearnflow.core.data import Dataset, load_dataset
+from unlearnflow.core.forget_sets import ForgetSamples, ForgetSet, build_forget_set
+from unlearnflow.core.models import build_model
+from unlearnflow.core.store import (
+    artifact_kind,
+    provenance,
+    read_artifact,
+    read_rows,
+    write_artifact,
+    write_rows,
+)
+from unlearnflow.core.training import (
+    TrainConfig,
+    model_seed,
+    resolve_device,
+    subset_mask,
+)
+from unlearnflow.errors import UserError
+
+
+def use_threads(threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def experiment_forget_set(path: str, labels_from: str | None, requests: int | None = None) -> ForgetSet:
+    """A forget set with the experiment's training labels (in an experiment with a poison set,
+    every model trained on its flipped labels, so every forget set is judged against them);
+    with `requests`, only its first `requests` requests (a prefix of a sequence)."""
+    forget_set = read_forget_set(path)
+    if labels_from:
+        forget_set = dataclasses.replace(forget_set, train_labels=read_forget_set(labels_from).train_labels)
+    return forget_set.prefix(requests) if requests else forget_set
+
+
+def experiment_labels(dataset: Dataset, labels_from: str | None) -> np.ndarray:
+    """The labels every model of the experiment trains on: a poison set's flipped labels, if any."""
+    return read_forget_set(labels_from).train_labels if labels_from else dataset.y_train
+
+
+def prepare_data(*, spec: Mapping[str, Any], out: str) -> None:
+    dataset = load_dataset(spec)
+    write_dataset(out, dataset, provenance(spec, {"split_seed": spec.get("seed", 0)}))
+    print(f"{dataset.name}: train {len(dataset.y_train)}, val {len(dataset.y_val)}, test {len(dataset.y_test)}, "
+          f"{dataset.num_classes} classes, input {dataset.input_shape}")
+
+
+def make_forget_set(*, name: str, spec: Mapping[str, Any], data: str, seed: int, out: str) -> None:
+    dataset = read_dataset(data)
+    forget_set = build_forget_set(name, spec, dataset.x_train, dataset.y_train, seed)
+    write_forget_set(out, forget_set, provenance(spec, {"seed": seed}, [data]))
+    print(f"forget set {name}: {forget_set.kind}, {len(forget_set.indices)} points "
+          f"in {len(forget_set.requests)} request(s)")
+
+
+def make_forget_samples(*, data: str, forget_set: str, labels_from: str | None, out: str) -> None:
+    """The forget samples of a forget set and the validation split: a source-free method's input."""
+    dataset = read_dataset(data)
+    chosen = experiment_forget_set(forget_set, labels_from)
+    samples = ForgetSamples.of(chosen, dataset.x_train, dataset.x_val, dataset.y_val, dataset.num_classes)
+    inputs = [data, forget_set] + ([labels_from] if labels_from else [])
+    write_forget_samples(out, samples, provenance({}, {}, inputs))
+    print(f"forget samples of {chosen.name}: {len(samples.labels)} in {samples.n_requests} request(s), "
+          f"{len(samples.y_val)} validation points")
+
+
+def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[str, Any], seed: int, first_id: int,
+          count: int, out: str, forget_set: str | None = None, requests: int | None = None,
+          labels_from: str | None = None, subset_fraction: float | None = None, device: str = "auto",
+          threads: int = 0, progress: bool = False) -> None:
+    use_threads(threads)
+    dataset = read_dataset(data)
+    config = TrainConfig.from_mapping(training)
+    labels = experiment_labels(dataset, labels_from)
+    n_train = len(dataset.y_train)
+    if forget_set:
+        without = read_forget_set(forget_set)
+        without = without.prefix(requests) if requests else without
+        role, retain = f"{role}/{without.name}", without.retain_mask(n_train)
+    else:
+        retain = np.ones(n_train, dtype=bool)
+    model_ids = list(range(first_id, first_id + count))
+    seeds = [model_seed(seed, role, model_id) for model_id in model_ids]
+    options = model.get("options", {})
+    build = lambda: build_model(model["arch"], dataset.input_shape, dataset.num_classes, **options)  # noqa: E731
+    build()  # fail early, with a clear message, on bad model options
+    masks = np.tile(retain, (len(model_ids), 1))
+    if subset_fraction:
+        masks &= np.stack([subset_mask(model_seed_, n_train, subset_fraction) for model_seed_ in seeds])
+    bank = train_bank(build, model["arch"], options, role, model_ids, seeds, dataset, labels, masks, config,
+                      resolve_device(device), progress=progress)
+    inputs = [data] + [path for path in (forget_set, labels_from) if path]
+    write_bank(out, bank, provenance({"model": model, "training": config.to_dict()},
+                                     {"global_seed": seed, "model_seeds": seeds}, inputs))
+    accuracy = (bank.logits["test"].argmax(-1) == dataset.y_test).mean()
+    print(f"{role}: models {model_ids[0]}..{model_ids[-1]} trained in {bank.attrs['train_seconds']:.1f} s "
+          f"on {bank.attrs['device']}; mean test accuracy {accuracy:.4f}")
+
+
+def gather(*, chunks: Sequence[str], out: str, weights_out: str | None = None) -> None:
+    """One bank from its chunks; with `weights_out`, also the models alone (no logits, no
+    training masks), the bank a source-free method may read."""
+    bank = concatenate_banks([read_bank(path) for path in chunks])
+    write_bank(out, bank, provenance({"role": bank.attrs["role"]}, {}, chunks))
+    if weights_out:
+        write_bank(weights_out, weights_only(bank), provenance({"role": bank.attrs["role"]}, {}, chunks))
+    print(f"{bank.attrs['role']}: gathered {len(bank)} models from {len(chunks)} chunk(s)")
+
+
+def parse_side(side: Sequence[str]) -> dict[str, list[str]]:
+    """``NAME=PATH`` options -> name -> paths in the order given (one per step of a sequence)."""
+    paths: dict[str, list[str]] = defaultdict(list)
+    for item in side:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--side takes NAME=PATH, got {item!r}")
+        paths[name].append(path)
+    return dict(paths)
+
+
+def unlearn(*, method: str, method_config: Mapping[str, Any], originals: str, seed: int, out: str,
+            data: str | None = None, forget_set: str | None = None, forget_samples: str | None = None,
+            labels_from: str | None = None, side: Sequence[str] = (), device: str = "auto", threads: int = 0,
+            progress: bool = False) -> None:
+    """Unlearn a forget set from every original model, for every configuration of a method and
+    every request; a source-free method reads the forget samples, every other one the data."""
+    from unlearnflow.registry import EDITS_MODEL, configurations, spec_of
+    from unlearnflow.runner import (
+        RequestSource,
+        load_side,
+        precompute_seconds,
+        unlearn_bank,
+        write_unlearned,
+    )
+    use_threads(threads)
+    spec = spec_of(method)
+    configs = configurations(method, method_config)
+    side_paths = parse_side(side)
+    needed = set(spec.needs_for(method_config))
+    if set(side_paths) != needed:
+        raise UserError(f"{method} needs the side artifacts {sorted(needed) or 'none'}, got {sorted(side_paths) or 'none'}")
+    if spec.source_free:
+        if data or forget_set or not forget_samples:
+            raise UserError(f"{method} is source-free: give it --forget-samples, not --data or --forget-set")
+        source = RequestSource(read_forget_samples(forget_samples))
+    else:
+        if not (data and forget_set):
+            raise UserError(f"{method} needs --data and --forget-set")
+        dataset, chosen = read_dataset(data), experiment_forget_set(forget_set, labels_from)
+        samples = ForgetSamples.of(chosen, dataset.x_train, dataset.x_val, dataset.y_val, dataset.num_classes)
+        source = RequestSource(samples, dataset, chosen)
+    bank = read_bank(originals, with_weights=spec.kind == EDITS_MODEL)
+    side_by_step = load_side(side_paths)
+    results = unlearn_bank(spec, configs, bank, source, side_by_step, seed, resolve_device(device), progress)
+    inputs = [path for path in (data, forget_set, forget_samples, originals) if path] + [
+        path for paths in side_paths.values() for path in paths]
+    write_unlearned(out, method, source.samples.name, bank, configs, results,
+                    {"precompute_seconds": precompute_seconds(side_by_step[0])},
+                    provenance(method_config, {"seed": seed}, inputs))
+    for label, steps in results.items():
+        for step, result in enumerate(steps):
+            where = f" request {step + 1}/{len(steps)}" if len(steps) > 1 else ""
+            print(f"{method} [{label}] on {source.samples.name}{where}: {result.seconds / len(bank):.3f} s and "
+                  f"{result.examples / result.n_models:.0f} examples per model")
+
+
+def unlearned_banks(path: str, dataset: Dataset, requests: int | None, device: torch.device) -> dict[str, ModelBank]:
+    """Configuration label -> bank with logits: a plain model bank (the references) or the result
+    after request `requests` (1-based; the last by default) of an unlearned artifact."""
+    if artifact_kind(path) == "unlearned":
+        from unlearnflow.runner import read_unlearned, with_logits
+        banks = read_unlearned(path, None if requests is None else requests - 1)
+        return {label: with_logits(bank, dataset, device) for label, bank in banks.items()}
+    return {"default": read_bank(path, with_weights=False)}
+
+
+def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlearned: str, method: str,
+             out_h5: str, out_csv: str, requests: int | None = None, from_scratch: bool = False,
+             ulira: str | None = None, labels_from: str | None = None, seed: int = 0, threads: int = 0) -> None:
+    """Every metric of every configuration of one (method, forget set[, prefix of a sequence])."""
+    from unlearnflow.evaluation.evaluate import evaluate as evaluate_bank
+    from unlearnflow.evaluation.rows import ROW_COLUMNS
+    use_threads(threads)
+    dataset, chosen = read_dataset(data), experiment_forget_set(forget_set, labels_from, requests)
+    originals_bank, oracles_bank = (read_bank(path, with_weights=False) for path in (originals, oracles))
+    ulira_accuracy = float(read_rows(ulira)[0]["ulira_accuracy"]) if ulira else math.nan
+    banks = unlearned_banks(unlearned, dataset, requests, torch.device("cpu"))
+    results = [evaluate_bank(dataset, chosen, originals_bank, oracles_bank, bank, method, label, seed=seed,
+                             ulira_accuracy=ulira_accuracy, paired_with_originals=not from_scratch)
+               for label, bank in banks.items()]
+    best = min(results, key=lambda result: result.row["selection_score"])
+    inputs = [data, forget_set, originals, oracles, unlearned]
+    write_artifact(out_h5, "evaluation", best.arrays, provenance_record=provenance({}, {"seed": seed}, inputs),
+                   attrs={"method": method, "config": best.row["config"], "forget_set": chosen.name})
+    write_rows(out_csv, [result.row for result in results], ROW_COLUMNS)
+    for row in (result.row for result in results):
+        print(f"{method} [{row['config']}] on {chosen.name}: KLOM-95 forget {row['klom_forget_p95']:.2f} "
+              f"retain {row['klom_retain_p95']:.2f} validation {row['klom_validation_p95']:.2f} "
+              f"(noise floor {row['floor_forget_p95']:.2f}/{row['floor_retain_p95']:.2f}/"
+              f"{row['floor_validation_p95']:.2f}), selection {row['selection_score']:.2f}, "
+              f"test accuracy {row['acc_test']:.4f}")
+
+
+def ulira(*, method: str, data: str, base: str, spec: Mapping[str, Any], training: Mapping[str, Any],
+          method_config: Mapping[str, Any], seed: int, out: str, labels_from: str | None = None,
+          side: Sequence[str] = (), device: str = "auto", threads: int = 0, progress: bool = False) -> None:
+    from unlearnflow.evaluation.ulira import run_ulira
+    from unlearnflow.runner import load_side
+    use_threads(threads)
+    dataset, base_bank = read_dataset(data), read_bank(base)
+    labels = experiment_labels(dataset, labels_from)
+    result = run_ulira(method, base_bank, dataset, labels, TrainConfig.from_mapping(training), seed,
+                       spec["forget_sets_per_model"], spec["forget_size"], spec["pool_class"], resolve_device(device),
+                       pool_size=spec.get("pool_size"), progress=progress, method_config=method_config,
+                       side=load_side(parse_side(side))[0])
+    write_rows(out, [result], list(result))
+    print(f"U-LiRA of {method}: attacker accuracy {result['ulira_accuracy']:.3f} (0.5 is ideal)")
+
+
+def fit_datamodels(*, data: str, subset_models: Sequence[str], spec: Mapping[str, Any], seed: int, out: str,
+                   originals: str | None = None, labels_from: str | None = None, device: str = "auto",
+                   threads: int = 0, progress: bool = False) -> None:
+    from unlearnflow.dmm.datamodel_set import (
+        DATAMODEL_DEFAULTS,
+        fit_datamodel_set,
+        trak_datamodel_set,
+        write_datamodels,
+    )
+    use_threads(threads)
+    spec = {**DATAMODEL_DEFAULTS, **spec}
+    dataset = read_dataset(data)
+    train_labels = experiment_labels(dataset, labels_from)
+    labels = np.concatenate([train_labels, dataset.y_val, dataset.y_test])
+    sizes = {split: len(getattr(dataset, f"y_{split}")) for split in SPLITS}
+    subset = concatenate_banks([read_bank(path, with_weights=False) for path in subset_models])
+    logits = np.concatenate([subset.logits[split] for split in SPLITS], axis=1)
+    estimator = spec["estimator"]
+    torch_device = resolve_device(device)
+    if estimator == "trak":  # every subset model scores TRAK's estimate; none is fitted on
+        if not originals:
+            raise UserError("the trak estimator needs --originals (its checkpoints)")
+        checkpoints = read_bank(originals)
+        models = [model.to(torch_device)
+                  for model in checkpoints.load_models(dataset.input_shape, dataset.num_classes)]
+        x_all = torch.from_numpy(np.concatenate([getattr(dataset, f"x_{split}") for split in SPLITS])).to(torch_device)
+        result = trak_datamodel_set(models, x_all[: sizes["train"]], train_labels, x_all, labels, sizes,
+                                    subset.train_masks, logits, spec.get("options", {}), seed, progress)
+    else:
+        result = fit_datamodel_set(subset.train_masks, logits, labels, sizes, estimator, spec["heldout_models"],
+                                   spec.get("options", {}), seed, str(torch_device), outputs=spec["outputs"])
+    # The one-time cost DMM amortises (the paper does not count it per request): fitting, plus
+    # training the subset models for the regression estimators (TRAK's only score it).
+    result.attrs["subset_train_seconds"] = subset.attrs["train_seconds"]
+    fit_seconds = [value for key, value in result.attrs.items() if key.endswith("_fit_seconds")]
+    result.attrs["precompute_seconds"] = sum(fit_seconds)
+    if estimator != "trak":
+        result.attrs["precompute_seconds"] += subset.attrs["train_seconds"]
+    inputs = [data, *subset_models] + [path for path in (labels_from, originals) if path]
+    write_datamodels(out, result, provenance(spec, {"seed": seed}, inputs))
+    print(f"datamodels ({estimator}) written to {out}: " + ", ".join(
+        f"{name} {value:.3f}" for name, value in result.summary().items()))
+
+
+def calibrate_datamodels(*, datamodels: str, forget_set: str, originals: str, oracles: str, out: str,
+                         labels_from: str | None = None) -> None:
+    from unlearnflow.dmm.datamodel_set import (
+        calibrate,
+        read_datamodels,
+        write_calibration,
+    )
+    fitted = read_datamodels(datamodels)
+    chosen = experiment_forget_set(forget_set, labels_from)
+    originals_bank, oracles_bank = (read_bank(path, with_weights=False) for path in (originals, oracles))
+    scales = calibrate(fitted, originals_bank.logits["train"], oracles_bank.logits["train"], chosen.train_labels,
+                       chosen.indices)
+    inputs = [datamodels, forget_set, originals, oracles]
+    write_calibration(out, scales, chosen.name, provenance({}, {}, inputs))
+    print(f"datamodel scales calibrated on {chosen.name} ({len(chosen.indices)} points): "
+          + ", ".join(f"{construction} {scale:.3f}" for construction, scale in scales.items()))
+
+
+def make_report(*, out_dir: str, csv: Sequence[str], evaluations: Sequence[str], side: Sequence[str] = ()) -> None:
+    """The summary tables and figures; the shared side artifacts of the methods (the datamodels
+    and their calibration) get a section on their quality and one-time cost."""
+    from unlearnflow.report.summary import write_report
+    side_paths = {name: paths[0] for name, paths in parse_side(side).items()}
+    datamodels = None
+    if "datamodels" in side_paths:
+        from unlearnflow.dmm.datamodel_set import read_calibration
+        datamodels = dict(read_artifact(side_paths["datamodels"], "datamodels", names=()).attrs)
+        calibration = side_paths.get("calibration")
+        datamodels["scales"] = read_calibration(calibration) if calibration else None
+    written = write_report(csv, evaluations, out_dir, datamodels)
+    print(f"report: wrote {len(written)} files to {out_dir}")
+
+
+def theory(*, panel: str, out: str) -> None:
+    from unlearnflow.dmm.ridge_theory import (
+        PAPER_SETTINGS,
+        plot_experiment,
+        run_experiment,
+    )
+    if panel not in PAPER_SETTINGS:
+        raise UserError(f"unknown panel {panel!r} (panels: {', '.join(PAPER_SETTINGS)})")
+    setting = PAPER_SETTINGS[panel]
+    curves = run_experiment(setting)
+    plot_experiment(curves, out, setting)
+    print(f"{panel}: " + ", ".join(f"{name} ends at {curve.distance[-1]:.2e}" for name, curve in curves.items()))
