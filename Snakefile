@@ -4,7 +4,9 @@
 
 from snakemake.utils import min_version
 
-min_version("9.0")
+from unlearnflow.config import experiments
+
+min_version("9.27")
 
 
 # config.yaml is the embedded default; a --configfile preset replaces it instead of merging
@@ -14,29 +16,25 @@ if not workflow.config_settings.configfiles:
     configfile: "config.yaml"
 
 
-include: "rules/common.smk"
+# Every experiment of the config (the main one, then those under `experiments:`) runs the same
+# rules as a module of its own; the main experiment's rules keep their names, another's are
+# prefixed with its name.
+EXPERIMENTS = experiments(config)
+for index, (experiment_name, experiment_config) in enumerate(EXPERIMENTS.items()):
+    rule_prefix = f"{experiment_name}_" if index else ""
 
+    module:
+        name:
+            experiment_name
+        snakefile:
+            "rules/experiment.smk"
+        config:
+            experiment_config
 
-# A forget set's name; NAME@R is the first R requests of a sequence (an incremental set).
-FORGET_SET_NAME = r"[A-Za-z0-9_.-]+"
-
-
-wildcard_constraints:
-    forget_set=FORGET_SET_NAME + r"(@\d+)?",
-    chunk=r"\d+-\d+",
-    method="|".join(METHODS),
-
-
-include: "rules/data.smk"
-include: "rules/forget_sets.smk"
-include: "rules/train.smk"
-include: "rules/datamodels.smk"
-include: "rules/unlearn.smk"
-include: "rules/evaluate.smk"
-include: "rules/theory.smk"
+    use rule * from experiment_name as rule_prefix*
 
 
 rule all:
     default_target: True
     input:
-        rules.report.output,
+        [f"results/{name}/report/summary.md" for name in EXPERIMENTS],

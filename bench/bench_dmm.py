@@ -18,7 +18,7 @@ no calibration set here, and the scale does not change the cost). Steps:
 3. Per forget set: retraining from scratch without it, N models, two ways: vectorised
    (``train_bank`` on the retain mask, how the workflow trains its oracles) and sequential
    (``fit`` one model at a time, as one would retrain a single deployed model); then DMM with
-   ``datamodel_targets`` and ``unlearn_bank`` (``unlearn_seconds``, ``unlearn_examples_per_model``).
+   ``dmm.targets.datamodel_targets`` and ``runner.apply_method`` (``unlearn_seconds``, ``unlearn_examples_per_model``).
 
 Seconds are those of the training loops as the library reports them (``FitStats.seconds``:
 ``fit``/``fit_many``, BatchNorm recalibration included, model construction excluded), per model.
@@ -51,12 +51,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import machine_note, write_section  # noqa: E402
 from unlearnflow.core.artifacts import SPLITS, ModelBank, train_bank  # noqa: E402
-from unlearnflow.dmm.datamodel_set import DatamodelSet, fit_datamodel_set  # noqa: E402
 from unlearnflow.core.data import Dataset, load_dataset  # noqa: E402
 from unlearnflow.core.forget_sets import ForgetSet, build_forget_set  # noqa: E402
 from unlearnflow.core.models import build_model  # noqa: E402
 from unlearnflow.core.training import TrainConfig, fit, init_model, model_seed, subset_mask  # noqa: E402
-from unlearnflow.runner import configurations, datamodel_targets, unlearn_bank  # noqa: E402
+from unlearnflow.dmm import targets as dmm_targets  # noqa: E402
+from unlearnflow.dmm.datamodel_set import DatamodelSet, fit_datamodel_set  # noqa: E402
+from unlearnflow.registry import RequestContext, hyperparameters  # noqa: E402
+from unlearnflow.runner import apply_method  # noqa: E402
 
 CONFIG_PATH = Path(__file__).resolve().parents[1] / "config.yaml"
 COMPUTE_TARGET = 0.05  # DMM examples / retraining examples
@@ -113,13 +115,15 @@ def measure(name: str, spec: dict, dataset: Dataset, originals: ModelBank, datam
     retain = np.tile(forget_set.retain_mask(n), (models, 1))
     vectorised = [bank(dataset, f"oracle/{name}", retain, config) for _ in range(repeats)]
     sequential = np.min([sequential_retrain_s(dataset, forget_set, config, models) for _ in range(repeats)], axis=0)
-    configs = configurations("dmm", dmm_hp, {})
+    side = {"datamodels": datamodels}
     start = time.perf_counter()
-    targets = datamodel_targets(originals, forget_set, datamodels.forget_effects(forget_set.indices))
-    targets(configs[0].hyperparameters)
+    context = RequestContext(forget_set.indices, forget_set.train_labels, originals.logits)
+    per_model = dmm_targets.datamodel_targets(side, hyperparameters("dmm", dmm_hp), context)
+    for index in range(models):
+        per_model(index)
     targets_s = time.perf_counter() - start
-    dmm = [unlearn_bank("dmm", originals, dataset, forget_set, configs, seed=0, device=CPU, targets=targets)["default"]
-           for _ in range(repeats)]
+    dmm = [apply_method("dmm", originals, dataset, forget_set, {"hyperparameters": dmm_hp}, side=side,
+                        device=CPU)["default"][0] for _ in range(repeats)]
     row = Row(name, len(forget_set.indices), min(b.attrs["train_seconds"] for b in vectorised) / models,
               float(np.median(sequential)), vectorised[0].attrs["examples_per_model"],
               min(b.attrs["unlearn_seconds"] for b in dmm) / models, dmm[0].attrs["unlearn_examples_per_model"],
@@ -171,7 +175,7 @@ def markdown(rows: list[Row], args: argparse.Namespace, config: TrainConfig, dmm
         f"Retraining: the config's recipe (SGD lr {config.lr}, momentum {config.momentum}, weight decay "
         f"{config.weight_decay}, batch {config.batch_size}, {config.schedule}, {config.epochs} epochs) on the retain "
         f"set; vectorised = `train_bank` over the N models (the workflow's oracles), sequential = `fit` per model. "
-        f"DMM: `unlearn_bank` with the config's hyper-parameters (forget x{dmm_hp['forget_multiplier']}, retain "
+        f"DMM: `apply_method` with the config's hyper-parameters (forget x{dmm_hp['forget_multiplier']}, retain "
         f"x{dmm_hp['retain_multiplier']}, {dmm_hp['epochs']} epochs, batch {dmm_hp['batch_size']}, Adam lr "
         f"{dmm_hp['lr']}), one model at a time as the workflow runs it. Seconds: the training loops' own timers, per "
         f"model; fastest of {args.repeats} runs (sequential: median over models of each one's fastest). Break-even: "

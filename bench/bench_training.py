@@ -50,9 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import machine_note, write_section  # noqa: E402
 from unlearnflow.core.data import load_dataset  # noqa: E402
+from unlearnflow.core.ensemble import fit_many, predict_logits_many  # noqa: E402
 from unlearnflow.core.models import build_model, count_parameters  # noqa: E402
 from unlearnflow.core.training import TrainConfig, fit, init_model, model_seed, predict_logits, subset_mask  # noqa: E402
-from unlearnflow.core.ensemble import fit_many, predict_logits_many  # noqa: E402
 
 MAX_LOGIT_DIFF = 1e-2
 MAX_SHORT_RUN_PARAM_DIFF = 1e-4

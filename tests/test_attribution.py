@@ -5,20 +5,27 @@ import pytest
 import torch
 
 from unlearnflow.core.artifacts import SPLITS, ModelBank, train_bank
-from unlearnflow.dmm.datamodel_set import (DatamodelSet, calibrate, fit_datamodel_set, options, read_datamodels,
-                                     split_heldout, trak_datamodel_set, write_datamodels)
 from unlearnflow.core.data import load_dataset
+from unlearnflow.core.forget_sets import build_forget_set
+from unlearnflow.core.models import build_model
+from unlearnflow.core.training import TrainConfig, model_seed, subset_mask
+from unlearnflow.dmm import dm_direct
+from unlearnflow.dmm.datamodel_set import (
+    DatamodelSet,
+    calibrate,
+    fit_datamodel_set,
+    options,
+    read_datamodels,
+    split_heldout,
+    trak_datamodel_set,
+    write_datamodels,
+)
 from unlearnflow.dmm.regression import Datamodels
 from unlearnflow.errors import UserError
 from unlearnflow.evaluation.evaluate import evaluate, forget_margin_shift
-from unlearnflow.core.forget_sets import build_forget_set
-from unlearnflow.dmm import dm_direct
-from unlearnflow.registry import hyperparameters
 from unlearnflow.metrics.margins import margins
-from unlearnflow.core.models import build_model
-from unlearnflow.core.training import TrainConfig, model_seed, subset_mask
+from unlearnflow.registry import hyperparameters
 from unlearnflow.runner import apply_method
-
 
 # ---------------------------------------------------------------------------------------------
 # DM-DIRECT on arrays

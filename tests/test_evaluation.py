@@ -7,9 +7,9 @@ import pytest
 
 from unlearnflow.core.artifacts import ModelBank
 from unlearnflow.core.data import Dataset
+from unlearnflow.core.forget_sets import ForgetSet
 from unlearnflow.evaluation.evaluate import evaluate
 from unlearnflow.evaluation.rows import ROW_COLUMNS
-from unlearnflow.core.forget_sets import ForgetSet
 
 N_TRAIN, N_VAL, N_TEST, CLASSES, MODELS = 120, 40, 40, 3, 50
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from unlearnflow.core.data import load_dataset
-from unlearnflow.errors import UserError
-from unlearnflow.methods.request import UnlearningRequest
-from unlearnflow.methods.neggrad_plus import signed_weights
-from unlearnflow.methods.scrub import scrub
 from unlearnflow.core.models import build_model
 from unlearnflow.core.training import TrainConfig, cross_entropy_loss, fit, init_model, predict_logits
+from unlearnflow.errors import UserError
+from unlearnflow.methods.neggrad_plus import signed_weights
+from unlearnflow.methods.request import UnlearningRequest
+from unlearnflow.methods.scrub import scrub
 from unlearnflow.registry import EDITS_MODEL, METHODS, hyperparameters
 
 EDITING = sorted(name for name, spec in METHODS.items() if spec.kind == EDITS_MODEL)

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from unlearnflow.errors import UserError
 from unlearnflow.core.models import (
     ARCHITECTURES,
     build_model,
@@ -18,6 +17,7 @@ from unlearnflow.core.models import (
     penultimate_features,
     weight_layers,
 )
+from unlearnflow.errors import UserError
 
 IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 CONV_ARCHS = ("smallvgg", "allcnn", "resnet9", "resnet18")

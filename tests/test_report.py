@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
+from unlearnflow.core.store import write_artifact
 from unlearnflow.errors import UserError
 from unlearnflow.evaluation.rows import FLOAT_COLUMNS, REQUIRED_COLUMNS
 from unlearnflow.report.summary import write_report
-from unlearnflow.core.store import write_artifact
 
 FORGET_SETS = {"random_10": ("random", 10), "cluster_5": ("cluster", 5)}
 #: (method, config, selection score, compute fraction)

@@ -6,13 +6,13 @@ import torch
 
 from unlearnflow.core.artifacts import train_bank
 from unlearnflow.core.data import load_dataset
+from unlearnflow.core.models import build_model
+from unlearnflow.core.training import TrainConfig, model_seed, subset_mask
+from unlearnflow.dmm import dm_direct
 from unlearnflow.dmm.regression import fit_diagonal
 from unlearnflow.errors import UserError
-from unlearnflow.dmm import dm_direct
-from unlearnflow.metrics.margins import margins
-from unlearnflow.core.models import build_model
 from unlearnflow.evaluation.ulira import ShadowDesign, draw_forget_sets, run_ulira, shadow_margin_tables
-from unlearnflow.core.training import TrainConfig, model_seed, subset_mask
+from unlearnflow.metrics.margins import margins
 
 
 def test_forget_sets_come_from_the_pool_inside_each_base_subset():

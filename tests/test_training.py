@@ -6,11 +6,20 @@ import torch
 from torch import nn
 from torch.func import stack_module_state
 
-from unlearnflow.errors import UserError
-from unlearnflow.core.models import build_model
-from unlearnflow.core.training import (TrainConfig, augment, cross_entropy_loss, fit, init_model, model_seed,
-                                  predict_logits, subset_mask, use_batch_statistics)
 from unlearnflow.core.ensemble import _ensemble_forward, _layer_chain, fit_many, predict_logits_many
+from unlearnflow.core.models import build_model
+from unlearnflow.core.training import (
+    TrainConfig,
+    augment,
+    cross_entropy_loss,
+    fit,
+    init_model,
+    model_seed,
+    predict_logits,
+    subset_mask,
+    use_batch_statistics,
+)
+from unlearnflow.errors import UserError
 
 
 def _blobs(n=96, classes=3, shape=(1, 6, 6), seed=0):

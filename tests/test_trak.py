@@ -12,11 +12,10 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from torch import nn
 
-from unlearnflow.errors import UserError
-from unlearnflow.metrics.margins import margins
 from unlearnflow.core.models import build_model, count_parameters
 from unlearnflow.dmm.trak import trak_margin_datamodels
-
+from unlearnflow.errors import UserError
+from unlearnflow.metrics.margins import margins
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,8 +13,7 @@ from unlearnflow.core.training import FitStats, TrainConfig, model_seed
 from unlearnflow.errors import UserError
 from unlearnflow.methods.request import ForgetRequest, MethodResult, UnlearningRequest
 from unlearnflow.registry import EDITS_MODEL, METHODS, MethodSpec, configurations, register, spec_of
-from unlearnflow.runner import (RequestSource, apply_method, read_unlearned, unlearn_bank, with_logits,
-                                write_unlearned)
+from unlearnflow.runner import RequestSource, apply_method, read_unlearned, unlearn_bank, with_logits, write_unlearned
 
 
 def test_configurations_default_then_every_grid_point():
@@ -123,6 +122,31 @@ def test_a_sequence_starts_each_request_from_the_previous_model_and_state(small_
         assert bank.attrs["certificates"] == [{"step": r - 1}] * len(originals)
     n_train = len(dataset.y_train)
     assert seen[:3] == [(0, None, 10, n_train - 10), (1, 1, 10, n_train - 20), (2, 2, 10, n_train - 30)]
+
+
+def test_a_method_registered_in_a_test_runs_through_the_runner_and_the_evaluation(small_world):
+    from unlearnflow.evaluation.evaluate import evaluate
+
+    dataset, forget_set, originals, oracles = small_world
+
+    def shift_bias(model, request, hp, seed):
+        with torch.no_grad():
+            list(model.parameters())[-1].add_(hp["amount"])
+        return MethodResult(FitStats(seconds=0.0, steps=1, examples=len(request.forget_inputs)))
+
+    register(MethodSpec("toy_bias", "test", EDITS_MODEL, {"amount": 1.0}, {"amount": [0.0, 3.0]}, unlearn=shift_bias,
+                        source_free=True))
+    try:
+        banks = apply_method("toy_bias", originals, dataset, forget_set, {"grid": {"amount": [0.0, 3.0]}})
+    finally:
+        METHODS.pop("toy_bias")
+    rows = {label: evaluate(dataset, forget_set, originals, oracles, steps[0], "toy_bias", label, n_boot=5).row
+            for label, steps in banks.items()}
+    assert set(rows) == {"default", "amount=0.0", "amount=3.0"}
+    assert rows["amount=0.0"]["compute_fraction"] == 8 / oracles.attrs["examples_per_model"]
+    # shifting every logit by the same amount keeps every margin: KLOM cannot tell the configurations apart
+    assert rows["amount=3.0"]["selection_score"] == pytest.approx(rows["amount=0.0"]["selection_score"], abs=1e-3)
+    np.testing.assert_array_equal(banks["amount=0.0"][0].logits["test"], originals.logits["test"])
 
 
 def test_registry_rejects_a_source_free_method_that_needs_retain_data():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
+from unlearnflow.config import load_schema, validate_config
 from unlearnflow.core.artifacts import read_bank, read_dataset, read_forget_set
 from unlearnflow.dmm.datamodel_set import read_calibration, read_datamodels
-from unlearnflow.config import load_schema, validate_config
 from unlearnflow.runner import read_unlearned
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,3 +283,21 @@ def test_resources_come_from_the_config_and_every_rule_has_defaults(tmp_path):
     write_config(tmp_path, {**TINY, "resources": {"unlaern": {"mem_mb": 1}}})
     result = snakemake(tmp_path, "--dry-run", check=False)
     assert result.returncode != 0 and "resources: unknown rule(s) unlaern" in result.stdout + result.stderr
+
+
+def test_several_experiments_run_the_same_rules_under_their_own_results(tmp_path):
+    second = {"model": {"arch": "linear"}, "forget_sets": {"r3": {"kind": "random", "size": 3}},
+              "methods": {"gradient_ascent": {}}}
+    write_config(tmp_path, {**TINY, "experiments": {"tiny_linear": second}})
+    jobs = dry_run_jobs(tmp_path)
+    main = [job for job in jobs if not job["rule"].startswith("tiny_linear_") and job["rule"] != "all"]
+    other = [job for job in jobs if job["rule"].startswith("tiny_linear_")]
+    assert {job["rule"] for job in other} >= {"tiny_linear_train_originals", "tiny_linear_unlearn",
+                                              "tiny_linear_report"}
+    assert all("results/tiny_linear/" in path for job in other for path in job["input"])
+    assert not any("results/tiny_linear/" in path for job in main for path in job["input"])
+    plan = snakemake(tmp_path, "--dry-run", "--printshellcmds").stdout
+    assert '"arch":"linear"' in plan and '"arch":"mlp"' in plan
+    write_config(tmp_path, {**TINY, "experiments": {"tiny": second}})
+    result = snakemake(tmp_path, "--dry-run", check=False)
+    assert result.returncode != 0 and "an experiment of that name already runs" in result.stdout + result.stderr

@@ -167,6 +167,21 @@ def uses_calibration(config: Mapping[str, Any]) -> bool:
     return any("calibration" in needs(config, method) for method in config["methods"])
 
 
+def experiments(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Experiment name -> its config: the main experiment, then each entry of ``experiments``,
+    which is the main config with the entry's top-level sections replacing the main's (so an
+    entry names only what differs: its data, model, forget sets or methods)."""
+    main = {key: value for key, value in config.items() if key != "experiments"}
+    found = {main.get("experiment", "default"): _copy(main)}
+    for name, sections in (config.get("experiments") or {}).items():
+        if not isinstance(sections, Mapping):
+            raise UserError(f"config: experiments.{name}: must be a mapping of the sections that differ")
+        if name in found:
+            raise UserError(f"config: experiments.{name}: an experiment of that name already runs")
+        found[name] = _copy({**main, **sections, "experiment": name})
+    return found
+
+
 def oracle_training(config: Mapping[str, Any]) -> dict[str, Any]:
     """The oracles' training recipe: the shared recipe with the oracles' overrides applied."""
     return {**config["training"], **config["oracles"].get("training", {})}

@@ -147,7 +147,7 @@ def _edit_models(spec: MethodSpec, configs: Sequence[Configuration], originals: 
             for index, (model_id, original) in enumerate(zip(originals.model_ids, models)):
                 model, state = copy.deepcopy(original), None
                 for step, build in enumerate(builders):
-                    request = build(_tensors(prepared[step](index), device), state)
+                    request = build(side_tensors(prepared[step](index), device), state)
                     stream = f"unlearn/{spec.name}" + (f"/step{step}" if step else "")
                     result = spec.unlearn(model, request, config.hyperparameters,
                                           model_seed(seed, stream, int(model_id)))
@@ -181,7 +181,7 @@ def _predict_outputs(spec: MethodSpec, configs: Sequence[Configuration], origina
     return results
 
 
-def _tensors(side: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+def side_tensors(side: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     """Array side inputs as float32 tensors on the model's device; others as they are."""
     return {name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)).to(device)
             if isinstance(value, np.ndarray) else value for name, value in side.items()}
@@ -192,7 +192,8 @@ def step_bank(originals: ModelBank, step: StepResult, attrs: Mapping[str, Any]) 
     return ModelBank(weights=step.weights, model_ids=originals.model_ids, seeds=originals.seeds,
                      train_masks=np.zeros((0, 0), dtype=bool), logits=dict(step.logits),
                      attrs={"arch": originals.attrs.get("arch"), "model_options": originals.attrs.get("model_options"),
-                            "unlearn_seconds": step.seconds, "unlearn_examples_per_model": step.examples / step.n_models,
+                            "unlearn_seconds": step.seconds,
+                            "unlearn_examples_per_model": step.examples / step.n_models,
                             "certificates": step.certificates, **attrs})
 
 

@@ -53,4 +53,5 @@ def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any],
         raise UserError("oracle_matching: the request has no target logits (oracle or datamodel predictions)")
     subset = fine_tuning_set(request, hp["forget_multiplier"], hp["retain_multiplier"], seed)
     config = fine_tune_config(hp, schedule="exponential", gamma=hp["decay"])
-    return MethodResult(fit(model, request.inputs, request.side["targets"], config, seed, subset=subset, loss=squared_error))
+    return MethodResult(fit(model, request.inputs, request.side["targets"], config, seed, subset=subset,
+                            loss=squared_error))

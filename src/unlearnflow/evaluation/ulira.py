@@ -43,6 +43,7 @@ from unlearnflow.methods.request import ForgetRequest, UnlearningRequest
 from unlearnflow.metrics.margins import margins
 from unlearnflow.metrics.ulira import ulira_accuracy
 from unlearnflow.registry import ARTIFACTS, EDITS_MODEL, MethodSpec, RequestContext, hyperparameters, spec_of
+from unlearnflow.runner import side_tensors
 
 
 @dataclass(frozen=True)
@@ -129,16 +130,14 @@ def _edited(spec: MethodSpec, hp: Mapping[str, Any],
                     request_side = {}
                     if spec.prepare:
                         context = RequestContext(forget, labels, {"train": base.logits["train"]})
-                        request_side = {name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)).to(device)
-                                        for name, value in spec.prepare(side, hp, context)(index).items()}
-                    forget_rows = torch.tensor(forget, device=device)
+                        request_side = side_tensors(spec.prepare(side, hp, context)(index), device)
+                    rows = torch.tensor(forget, device=device)
+                    common = dict(num_classes=dataset.num_classes, side=request_side, **validation)
                     if spec.source_free:
-                        request = ForgetRequest(forget_inputs=inputs[forget_rows], forget_labels=label_tensor[forget_rows],
-                                                num_classes=dataset.num_classes, side=request_side, **validation)
+                        request = ForgetRequest(forget_inputs=inputs[rows], forget_labels=label_tensor[rows], **common)
                     else:
                         retain = torch.tensor(np.setdiff1d(np.flatnonzero(mask), forget), device=device)
-                        request = UnlearningRequest.of_training_set(inputs, label_tensor, forget_rows, retain,
-                                                                    dataset.num_classes, side=request_side, **validation)
+                        request = UnlearningRequest.of_training_set(inputs, label_tensor, rows, retain, **common)
                     result = spec.unlearn(model, request, hp,
                                           model_seed(seed, f"ulira/{spec.name}", index * n_sets + set_index))
                     seconds, examples = seconds + result.cost.seconds, examples + result.cost.examples

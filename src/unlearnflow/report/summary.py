@@ -133,7 +133,8 @@ def flag_best(rows: list[Row]) -> list[Row]:
     return rows
 
 
-def choose_evaluations(evaluations: Sequence[EvaluationArrays], rows: Sequence[Row]) -> list[tuple[EvaluationArrays, Row]]:
+def choose_evaluations(evaluations: Sequence[EvaluationArrays],
+                       rows: Sequence[Row]) -> list[tuple[EvaluationArrays, Row]]:
     """Per method of `rows` (one forget set), its evaluated config of lowest selection score."""
     by_key = {(row["method"], row["config"]): row for row in rows}
     pairs = [(evaluation, by_key[evaluation.method, evaluation.config]) for evaluation in evaluations
