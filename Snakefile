@@ -5,6 +5,7 @@
 from snakemake.utils import min_version
 
 from unlearnflow.config import experiments
+from unlearnflow.ops.ledger import certificate_path, experiment_requests
 
 min_version("9.27")
 
@@ -38,3 +39,9 @@ rule all:
     default_target: True
     input:
         [f"results/{name}/report/summary.md" for name in EXPERIMENTS],
+
+
+rule requests:
+    """Every deletion request under requests/{experiment}/, in ledger order (certificates)."""
+    input:
+        [certificate_path(name, asked) for name in EXPERIMENTS for asked in experiment_requests(name).values()],

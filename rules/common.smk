@@ -183,6 +183,18 @@ def trak_checkpoints(wildcards):
     return {"originals": f"{RESULTS}/originals.h5"} if config["datamodels"]["estimator"] == "trak" else {}
 
 
+def deletion_request_inputs(wildcards):
+    """A deletion request's file, the data, the original models, the result of the request it
+    comes after (its ledger order) and the shared side artifacts its method needs."""
+    asked = DELETION_REQUESTS[wildcards.request]
+    inputs = {"request": f"requests/{config['experiment']}/{wildcards.request}.yaml", "data": f"{RESULTS}/data.h5",
+              "models": f"{RESULTS}/original_models.h5"}
+    if asked["after"] != ORIGINAL:
+        inputs["previous"] = f"{RESULTS}/ledger/model_{asked['model']}/{asked['after']}.json"
+    needs = request_needs(asked)
+    return {**inputs, **{f"side_{name}": side_paths(name) for name in needs}}
+
+
 def report_side_inputs(wildcards):
     """The shared side artifacts of every configured method (the report describes them)."""
     return {key: paths for method in config["methods"]

@@ -1,5 +1,6 @@
 """The Snakemake workflow: lint, planning, a real run, idempotence and targeted invalidation."""
 
+import json
 import re
 import subprocess
 import sys
@@ -264,6 +265,11 @@ def test_real_run_of_a_sequence_keeps_every_step(tmp_path):
         read_bank(results / "oracles" / "inc@1.h5").train_masks.sum(1)[0] - 6
     summary = (results / "report" / "summary.md").read_text()
     assert "## Forget set `inc@1`" in summary and "## Forget set `inc@2`" in summary
+    # a new unlearning hyper-parameter reruns unlearning, never training
+    write_config(tmp_path, {**config, "methods": {"gradient_ascent": {"hyperparameters": {"lr": 0.02}}}})
+    planned = planned_jobs(tmp_path)
+    assert planned and not any(rule.startswith(("train", "gather", "retrain", "ulira_base")) for rule in planned)
+    assert planned["unlearn"] == 1 and planned["evaluate"] == 2
 
 
 def test_resources_come_from_the_config_and_every_rule_has_defaults(tmp_path):
@@ -301,3 +307,23 @@ def test_several_experiments_run_the_same_rules_under_their_own_results(tmp_path
     write_config(tmp_path, {**TINY, "experiments": {"tiny": second}})
     result = snakemake(tmp_path, "--dry-run", check=False)
     assert result.returncode != 0 and "an experiment of that name already runs" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_deletion_requests_run_in_ledger_order(tmp_path):
+    write_config(tmp_path, TINY)
+    folder = tmp_path / "requests" / "tiny"
+    folder.mkdir(parents=True)
+    for name, after, samples in (("a", "original", [3, 4]), ("b", "a", [5])):
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(
+            {"model": 1, "after": after, "method": "gradient_ascent", "samples": samples,
+             "hyperparameters": {"lr": 0.05}}))
+    jobs = [job for job in dry_run_jobs(tmp_path, "requests") if job["rule"] == "deletion_request"]
+    assert {job["wildcards"]["request"] for job in jobs} == {"a", "b"}
+    later = next(job for job in jobs if job["wildcards"]["request"] == "b")
+    assert "results/tiny/ledger/model_1/a.json" in later["input"]  # ledger order is the DAG's order
+    snakemake(tmp_path, "requests")
+    ledger = json.loads((tmp_path / "results" / "tiny" / "ledger" / "model_1" / "ledger.json").read_text())
+    assert [entry["request"] for entry in ledger["entries"]] == ["a", "b"]
+    assert ledger["entries"][1]["model_hash_before"] == ledger["entries"][0]["model_hash_after"]
+    assert planned_jobs(tmp_path, "requests") == {}

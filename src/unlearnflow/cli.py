@@ -176,6 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--evaluations", nargs="+", required=True, help="evaluation HDF5 artifacts")
     side_option(sub)
 
+    sub = command("deletion-request", stages.deletion_request,
+                  "process one deletion request against a model's ledger (new head model, certificate)",
+                  "deletion_request")
+    sub.add_argument("--request", required=True, help="the request's YAML file")
+    sub.add_argument("--data", required=True, help="dataset artifact (the forget samples are read from it)")
+    sub.add_argument("--models", required=True, help="the original models alone (original_models.h5)")
+    sub.add_argument("--ledger-dir", required=True, help="the model's ledger directory")
+    side_option(sub)
+    sub.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    sub.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
     sub = command("theory", stages.theory, "ridge-regression oracle-matching experiment (DMM paper, Section 5)",
                   "theory")
     sub.add_argument("--panel", required=True, help="figure panel, e.g. fig5a or figE2_sgd_small")

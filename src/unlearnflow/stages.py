@@ -330,6 +330,22 @@ def make_report(*, out_dir: str, csv: Sequence[str], evaluations: Sequence[str],
     print(f"report: wrote {len(written)} files to {out_dir}")
 
 
+def deletion_request(*, request: str, data: str, models: str, ledger_dir: str, side: Sequence[str] = (),
+                     device: str = "cpu", threads: int = 0) -> None:
+    """One deletion request against a model's ledger: the new head model and its certificate."""
+    from unlearnflow.ops.ledger import process_request
+    use_threads(threads)
+    certificate = process_request(request=request, data=data, models=models, ledger_dir=ledger_dir,
+                                  device=str(resolve_device(device)),
+                                  side_paths={name: paths[0] for name, paths in parse_side(side).items()})
+    measured = certificate["measured"]
+    print(f"request {certificate['request']}: {certificate['method']} forgot {len(certificate['samples'])} "
+          f"sample(s) of model {certificate['model']} in {certificate['wall_seconds']:.2f} s; forget accuracy "
+          f"{measured['before']['forget']['accuracy']:.3f} -> {measured['after']['forget']['accuracy']:.3f}, "
+          f"validation {measured['before']['validation']['accuracy']:.3f} -> "
+          f"{measured['after']['validation']['accuracy']:.3f}")
+
+
 def theory(*, panel: str, out: str) -> None:
     from unlearnflow.dmm.ridge_theory import (
         PAPER_SETTINGS,

@@ -48,6 +48,8 @@ STAGE_VERSIONS: dict[str, int] = {
     "ulira": 1,
     "report": 1,
     "theory": 1,
+    "ledger_state": 1,
+    "deletion_request": 1,
 }
 
 #: Arrays smaller than this many bytes are stored contiguous and uncompressed.

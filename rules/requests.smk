@@ -1,0 +1,43 @@
+# Deletion requests against the finished experiment: every requests/{experiment}/{name}.yaml
+# becomes a new head model of its model's ledger and a certificate, one job per request, in
+# ledger order (a request's input is the result of the request it names as `after`).
+
+from unlearnflow.ops.ledger import ORIGINAL, experiment_requests, request_needs
+
+try:
+    DELETION_REQUESTS = experiment_requests(config["experiment"])
+    for asked in DELETION_REQUESTS.values():
+        request_needs(asked)
+except UserError as error:
+    sys.exit(f"unlearnflow: error: {error}")
+
+
+rule deletion_request:
+    """Unlearn a request's samples from the head of its model's ledger; certificate; ledger entry."""
+    input:
+        unpack(deletion_request_inputs),
+    output:
+        certificate=f"{RESULTS}/ledger/model_{{model}}/{{request}}.json",
+        model=f"{RESULTS}/ledger/model_{{model}}/{{request}}.h5",
+    log:
+        f"{RESULTS}/logs/ledger/model_{{model}}/{{request}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/ledger/model_{{model}}/{{request}}.tsv"
+    wildcard_constraints:
+        model=r"\d+",
+    params:
+        ledger_dir=lambda wildcards, output: os.path.dirname(output.certificate),
+        side=side_flags,
+        device=config["device"],
+        version=STAGE_VERSIONS["deletion_request"],
+    threads: threads_of("deletion_request")
+    resources:
+        mem_mb=mem_mb_of("deletion_request"),
+        runtime=runtime_of("deletion_request"),
+        gpu=gpu_of("deletion_request"),
+    conda:
+        ENV
+    shell:
+        "python -m unlearnflow deletion-request --stage-version {params.version} --request {input.request} "
+        "--data {input.data} --models {input.models} --ledger-dir {params.ledger_dir} {params.side} "
+        "--device {params.device} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,265 @@
+"""Deletion requests against a finished experiment, with a certificate each and a ledger per model.
+
+A request is a YAML file (``requests/{experiment}/{name}.yaml``)::
+
+    model: 3               # id of the model in the experiment's original bank
+    after: original        # the ledger head it edits: "original" or the previous request's name
+    method: gradient_ascent
+    samples: [12, 40, 77]  # training-set indices to forget
+    hyperparameters: {lr: 0.01}
+    seed: 0
+
+Processing it (:func:`process_request`) checks it against the model's **ledger**
+(``results/{experiment}/ledger/model_{id}/ledger.json``): the request must edit the ledger's
+head (request r starts from the result of request r - 1, and from the method's saved state, so
+incremental requests compose), may not name a sample an earlier request forgot or one outside
+the training set, and may not be in the ledger already; each violation is one UserError line
+and nothing changes. Then the registered method unlearns the samples from the head model, and
+three files are written: the new head (weights and the method's state, ``{name}.h5``), the
+**certificate** (``{name}.json``: hashes of the model before and after and of the forget
+samples, method, hyper-parameters, seed, what is measurable without retain data, the method's
+own bounds, wall time) and, last, the ledger with the new entry: writing the ledger is the
+commit, so a request killed before it leaves the ledger as it was and a rerun completes it.
+No file written by a request holds the forgotten samples' inputs (only their indices and hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import yaml
+
+from unlearnflow.core.artifacts import ModelBank, read_bank, read_dataset, write_bank
+from unlearnflow.core.store import provenance, read_artifact, write_artifact, write_text
+from unlearnflow.core.training import cross_entropy_loss, predict_logits
+from unlearnflow.errors import UserError
+from unlearnflow.methods.request import ForgetRequest, UnlearningRequest
+from unlearnflow.registry import ARTIFACTS, EDITS_MODEL, RequestContext, hyperparameters, spec_of
+from unlearnflow.runner import side_tensors
+
+ORIGINAL = "original"
+REQUEST_KEYS = {"model", "after", "method", "samples", "hyperparameters", "seed"}
+
+
+def read_request(path: str | Path) -> dict[str, Any]:
+    """A request file, checked for its keys and their types (one UserError line naming the file)."""
+    path = Path(path)
+    try:
+        request = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"{path}: cannot read the deletion request ({error})") from None
+    if not isinstance(request, dict):
+        raise UserError(f"{path}: a deletion request is a mapping with keys {', '.join(sorted(REQUEST_KEYS))}")
+    unknown, missing = set(request) - REQUEST_KEYS, {"model", "after", "method", "samples"} - set(request)
+    if unknown or missing:
+        raise UserError(f"{path}: " + "; ".join(
+            part for part in (f"unknown key(s) {', '.join(sorted(map(str, unknown)))}" if unknown else "",
+                              f"missing key(s) {', '.join(sorted(missing))}" if missing else "") if part))
+    samples = request["samples"]
+    if not isinstance(samples, list) or not samples or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                                for s in samples):
+        raise UserError(f"{path}: samples must be a non-empty list of training-set indices")
+    if len(set(samples)) != len(samples):
+        raise UserError(f"{path}: samples lists an index more than once")
+    return {"name": path.stem, "hyperparameters": {}, "seed": 0, **request}
+
+
+def experiment_requests(experiment: str, root: str | Path = ".") -> dict[str, dict[str, Any]]:
+    """Every request file of an experiment (``requests/{experiment}/*.yaml``), by name."""
+    return {path.stem: read_request(path) for path in sorted(Path(root, "requests", experiment).glob("*.yaml"))}
+
+
+def certificate_path(experiment: str, request: Mapping[str, Any]) -> str:
+    """Where the workflow writes a request's certificate."""
+    return f"results/{experiment}/ledger/model_{request['model']}/{request['name']}.json"
+
+
+def model_hash(weights: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over a model's state dict (names and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(weights[name]).tobytes())
+    return digest.hexdigest()
+
+
+def samples_hash(inputs: np.ndarray, labels: np.ndarray) -> str:
+    """SHA-256 of the forget samples: what a certificate records instead of the samples."""
+    return hashlib.sha256(np.ascontiguousarray(inputs).tobytes() + np.ascontiguousarray(labels).tobytes()).hexdigest()
+
+
+def read_ledger(path: str | Path, model: int) -> dict[str, Any]:
+    """The ledger of one model, or a new one (no entries; the head is the original model)."""
+    path = Path(path)
+    if not path.is_file():
+        return {"model": model, "entries": []}
+    ledger = json.loads(path.read_text())
+    if ledger.get("model") != model:
+        raise UserError(f"{path}: the ledger of model {ledger.get('model')}, not of model {model}")
+    return ledger
+
+
+def head(ledger: Mapping[str, Any]) -> str:
+    """The name of the ledger's last request, or "original"."""
+    return ledger["entries"][-1]["request"] if ledger["entries"] else ORIGINAL
+
+
+def check_request(request: Mapping[str, Any], ledger: Mapping[str, Any], n_train: int) -> None:
+    """The ledger's rules: a new request, against the head, of samples that exist and were not
+    forgotten before. Each violation is one UserError line."""
+    name = request["name"]
+    if any(entry["request"] == name for entry in ledger["entries"]):
+        raise UserError(f"request {name}: already in the ledger of model {ledger['model']}")
+    if request["after"] != head(ledger):
+        raise UserError(f"request {name}: edits model {ledger['model']} after {request['after']!r}, but the "
+                        f"ledger's head is {head(ledger)!r}; make the request against the head")
+    unknown = [s for s in request["samples"] if not 0 <= s < n_train]
+    if unknown:
+        raise UserError(f"request {name}: unknown sample(s) {unknown[:5]} (the training set has indices "
+                        f"0..{n_train - 1})")
+    for entry in ledger["entries"]:
+        again = sorted(set(request["samples"]) & set(entry["samples"]))
+        if again:
+            raise UserError(f"request {name}: sample(s) {again[:5]} were already forgotten by request "
+                            f"{entry['request']}")
+
+
+def load_head(ledger: Mapping[str, Any], ledger_dir: Path, models_path: str | Path) -> tuple[ModelBank, Any]:
+    """The head model (a bank of one) and the method state it left (None for the original)."""
+    if not ledger["entries"]:
+        bank = read_bank(models_path)
+        index = np.flatnonzero(bank.model_ids == ledger["model"])
+        if index.size == 0:
+            raise UserError(f"{models_path}: no model {ledger['model']} (ids {bank.model_ids.min()}.."
+                            f"{bank.model_ids.max()})")
+        one = ModelBank(weights={name: value[index] for name, value in bank.weights.items()},
+                        model_ids=bank.model_ids[index], seeds=bank.seeds[index],
+                        train_masks=np.zeros((1, 0), dtype=bool), logits={}, attrs=dict(bank.attrs))
+        return one, None
+    entry = ledger["entries"][-1]
+    bank = read_bank(ledger_dir / f"{entry['request']}.h5")
+    state_file = ledger_dir / f"{entry['request']}.state.h5"
+    state = read_state(state_file) if state_file.is_file() else None
+    if model_hash({k: v[0] for k, v in bank.weights.items()}) != entry["model_hash_after"]:
+        raise UserError(f"{ledger_dir / entry['request']}.h5: the head model's hash differs from the ledger's; "
+                        "the file was changed after its request")
+    return bank, state
+
+
+def model_index(models_path: str | Path, model: int) -> int:
+    """The position of model `model` in the original bank (its side inputs are per position)."""
+    ids = read_artifact(models_path, "model_bank", names=("model_ids",))["model_ids"]
+    return int(np.flatnonzero(ids == model)[0])
+
+
+def write_state(path: Path, state: Any, record: Mapping[str, Any]) -> None:
+    """A method's saved state: a mapping of arrays (e.g. a downdated factorisation) or a JSON value."""
+    if isinstance(state, Mapping) and all(isinstance(v, np.ndarray) for v in state.values()):
+        write_artifact(path, "ledger_state", dict(state), provenance_record=record, attrs={"form": "arrays"})
+    else:
+        try:
+            text = json.dumps(state)
+        except TypeError:
+            raise UserError(f"the method's state ({type(state).__name__}) is neither arrays nor JSON: "
+                            "it cannot be kept in a ledger") from None
+        write_artifact(path, "ledger_state", {}, provenance_record=record, attrs={"form": "json", "json": text})
+
+
+def read_state(path: Path) -> Any:
+    artifact = read_artifact(path, "ledger_state")
+    return dict(artifact.arrays) if artifact.attrs["form"] == "arrays" else json.loads(artifact.attrs["json"])
+
+
+def readouts(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    logits = predict_logits(model, inputs)
+    return {"accuracy": float((logits.argmax(1) == labels).float().mean()),
+            "loss": float(cross_entropy_loss()(logits, labels).mean())}
+
+
+def request_needs(asked: Mapping[str, Any]) -> tuple[str, ...]:
+    """The shared side artifacts the request's method needs; a method that predicts outputs, takes
+    options or needs per-forget-set artifacts (oracles) cannot serve a deletion request."""
+    spec = spec_of(asked["method"])
+    if spec.kind != EDITS_MODEL or spec.options:
+        raise UserError(f"request {asked['name']}: {asked['method']} cannot serve deletion requests "
+                        "(it predicts outputs or needs oracles)")
+    needs = spec.needs_for({"hyperparameters": asked["hyperparameters"]})
+    per_forget_set = [name for name in needs if "{forget_set}" in ARTIFACTS[name].path]
+    if per_forget_set:
+        raise UserError(f"request {asked['name']}: {asked['method']} needs {', '.join(per_forget_set)}, which "
+                        "a deletion request does not have")
+    return needs
+
+
+def process_request(*, request: str, data: str, models: str, ledger_dir: str, device: str = "cpu",
+                    side_paths: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Process one deletion request (module docstring); returns its certificate."""
+    start = time.perf_counter()
+    asked = read_request(request)
+    spec = spec_of(asked["method"])
+    needs, side_paths = request_needs(asked), dict(side_paths or {})
+    if set(needs) != set(side_paths):
+        raise UserError(f"request {asked['name']}: {asked['method']} needs the side artifacts "
+                        f"{sorted(needs) or 'none'}, got {sorted(side_paths) or 'none'}")
+    hp = hyperparameters(asked["method"], asked["hyperparameters"])
+    dataset = read_dataset(data)
+    directory = Path(ledger_dir)
+    ledger_path = directory / "ledger.json"
+    ledger = read_ledger(ledger_path, asked["model"])
+    n_train = len(dataset.y_train)
+    check_request(asked, ledger, n_train)
+    bank, state = load_head(ledger, directory, models)
+    torch_device = torch.device(device)
+    model = bank.load_models(dataset.input_shape, dataset.num_classes)[0].to(torch_device)
+    before_hash = model_hash({k: v[0] for k, v in bank.weights.items()})
+    samples = np.sort(np.asarray(asked["samples"], dtype=np.int64))
+    x, y = torch.from_numpy(dataset.x_train).to(torch_device), torch.from_numpy(dataset.y_train).to(torch_device)
+    forget = torch.from_numpy(samples).to(torch_device)
+    validation = (torch.from_numpy(dataset.x_val).to(torch_device), torch.from_numpy(dataset.y_val).to(torch_device))
+    side = {}
+    if spec.prepare:
+        loaded = {name: ARTIFACTS[name].load(path) for name, path in side_paths.items()}
+        context = RequestContext(samples, dataset.y_train, {})
+        side = side_tensors(spec.prepare(loaded, hp, context)(model_index(models, asked["model"])), torch_device)
+    common = dict(num_classes=dataset.num_classes, validation_inputs=validation[0], validation_labels=validation[1],
+                  side=side, state=state, step=len(ledger["entries"]))
+    if spec.source_free:
+        unlearning = ForgetRequest(forget_inputs=x[forget], forget_labels=y[forget], **common)
+    else:
+        gone = np.zeros(n_train, dtype=bool)
+        gone[np.concatenate([samples] + [np.asarray(e["samples"], dtype=np.int64) for e in ledger["entries"]])] = True
+        unlearning = UnlearningRequest.of_training_set(x, y, forget, torch.from_numpy(np.flatnonzero(~gone)).to(
+            torch_device), **common)
+    measured_before = {"forget": readouts(model, x[forget], y[forget]), "validation": readouts(model, *validation)}
+    result = spec.unlearn(model, unlearning, hp, int(asked["seed"]))
+    weights = {name: value.detach().cpu().numpy()[None] for name, value in model.state_dict().items()}
+    after_hash = model_hash({k: v[0] for k, v in weights.items()})
+    certificate = {
+        "request": asked["name"], "model": asked["model"], "method": asked["method"], "paper": spec.paper,
+        "source_free": spec.source_free, "hyperparameters": hp, "seed": int(asked["seed"]),
+        "samples": samples.tolist(), "samples_hash": samples_hash(dataset.x_train[samples], dataset.y_train[samples]),
+        "model_hash_before": before_hash, "model_hash_after": after_hash, "after": asked["after"],
+        "measured": {"before": measured_before, "after": {"forget": readouts(model, x[forget], y[forget]),
+                                                          "validation": readouts(model, *validation)}},
+        "method_certificate": dict(result.certificate or {}), "unlearn_seconds": result.cost.seconds,
+        "examples": result.cost.examples, "wall_seconds": time.perf_counter() - start,
+    }
+    record = provenance({"request": asked}, {"seed": asked["seed"]}, [request])
+    new_head = ModelBank(weights=weights, model_ids=bank.model_ids, seeds=bank.seeds,
+                         train_masks=np.zeros((1, 0), dtype=bool), logits={},
+                         attrs={**{k: bank.attrs[k] for k in ("arch", "model_options")},
+                                "role": f"ledger/model_{asked['model']}/{asked['name']}"})
+    write_bank(directory / f"{asked['name']}.h5", new_head, record)
+    if result.state is not None:
+        write_state(directory / f"{asked['name']}.state.h5", result.state, record)
+    write_text(directory / f"{asked['name']}.json", json.dumps(certificate, indent=2, default=float))
+    entry = {key: certificate[key] for key in ("request", "method", "samples", "samples_hash", "model_hash_before",
+                                               "model_hash_after", "seed")}
+    write_text(ledger_path, json.dumps({**ledger, "entries": [*ledger["entries"], entry]}, indent=2))
+    return certificate
