@@ -106,10 +106,11 @@ RULE_RESOURCES: dict[str, dict[str, int]] = {
     "fit_datamodels": {"mem_mb": 8000},
     "calibrate_datamodels": {"runtime": 10},
     "theory_panel": {"mem_mb": 2000, "runtime": 10},
+    "gradient_space": {"runtime": 60},
 }
 #: Rules that run models and ask for one GPU when the experiment's device is cuda.
 GPU_RULES = frozenset({"train_originals", "train_oracles", "retrain", "unlearn", "ulira_base_models", "ulira",
-                       "train_subset_models", "fit_datamodels"})
+                       "train_subset_models", "fit_datamodels", "gradient_space"})
 
 
 def rule_resources(config: Mapping[str, Any], rule: str) -> dict[str, int]:

@@ -48,6 +48,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "ulira": 1,
     "report": 1,
     "theory": 1,
+    "gradient_space": 1,
 }
 
 #: Arrays smaller than this many bytes are stored contiguous and uncompressed.
