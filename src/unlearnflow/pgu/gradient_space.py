@@ -105,7 +105,9 @@ class LayerSpace:
     def of(cls, covariance: np.ndarray) -> "LayerSpace":
         """Eigendecomposition of a symmetric R R^T (Eq. 2); rounding's tiny negative eigenvalues
         (a downdate leaves some) are clipped to 0."""
-        eigenvalues, vectors = np.linalg.eigh((covariance + covariance.T) / 2)
+        # torch's eigh keeps to torch's threads (numpy's LAPACK spins its own, slow on shared cores)
+        eigenvalues, vectors = (value.numpy() for value in torch.linalg.eigh(torch.from_numpy(
+            (covariance + covariance.T) / 2)))
         order = np.argsort(eigenvalues)[::-1]
         return cls(vectors[:, order], np.sqrt(np.clip(eigenvalues[order], 0.0, None)))
 

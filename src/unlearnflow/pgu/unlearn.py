@@ -129,12 +129,6 @@ class Projection:
         return math.sqrt(sum(self.kept[n] for n in names) / total) if total > 0 else 0.0
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
-    model.eval()
-    return float((model(inputs).argmax(dim=1) == labels).float().mean())
-
-
 def gammas_of(hp: Mapping[str, Any], names: list[str]) -> dict[str, float]:
     """Layer name -> gamma: ``gammas`` in forward order when given, else ``gamma`` everywhere."""
     if not hp["gammas"]:
@@ -161,6 +155,9 @@ class _Stopper:
                 raise UserError("pgu: class removal needs validation points of some class that is not forgotten")
             self.validation = (request.validation_inputs[kept], request.validation_labels[kept])
         self.reason = "epochs"
+        if hp["stopping"] != "none":  # one forward pass per check: the forget samples, then the validation points
+            self.inputs = torch.cat([self.forget[0], self.validation[0]])
+            self.labels = torch.cat([self.forget[1], self.validation[1]])
         self.previous: tuple[dict[str, torch.Tensor], float, float] | None = None
         self.forget_accuracy, self.validation_accuracy = self.measure()
         self.start_validation = self.validation_accuracy
@@ -168,7 +165,11 @@ class _Stopper:
     def measure(self) -> tuple[float, float]:
         if self.hp["stopping"] == "none":
             return math.nan, math.nan
-        return accuracy(self.model, *self.forget), accuracy(self.model, *self.validation)
+        with torch.no_grad():
+            self.model.eval()
+            correct = (self.model(self.inputs).argmax(dim=1) == self.labels).float()
+        n_forget = len(self.forget[1])
+        return float(correct[:n_forget].mean()), float(correct[n_forget:].mean())
 
     def done_before_training(self) -> bool:
         if self.hp["stopping"] == "sample" and self.forget_accuracy <= self.validation_accuracy:
