@@ -227,6 +227,43 @@ def test_no_job_of_a_source_free_method_reads_retain_data(tmp_path):
     assert "results/tiny/data.h5" in retain_data_inputs(other)
 
 
+PGU = {**SEQUENCE, "methods": {**SEQUENCE["methods"], "pgu": {}, "pgu_tuned": {"grid": {"lr": [3.0, 10.0]}}}}
+
+
+def test_pgu_plans_its_gradient_space_once_and_its_unlearn_jobs_read_no_retain_data(tmp_path):
+    """The cache reads the training set once; PGU's unlearn jobs (a sequence included) read the
+    forget samples, the models alone and the cache, as the registry declares."""
+    write_config(tmp_path, PGU)
+    jobs = dry_run_jobs(tmp_path)
+    cache = [job for job in jobs if job["rule"] == "gradient_space"]
+    assert len(cache) == 1
+    assert sorted(cache[0]["input"]) == ["results/tiny/data.h5", "results/tiny/original_models.h5"]
+    pgu = [job for job in jobs if job["rule"] == "unlearn" and job["wildcards"]["method"].startswith("pgu")]
+    assert {(job["wildcards"]["method"], job["wildcards"]["forget_set"]) for job in pgu} == {
+        (method, forget_set) for method in ("pgu", "pgu_tuned") for forget_set in ("r5", "c7", "inc")}
+    for job in pgu:
+        assert "results/tiny/gradient_space.h5" in job["input"]
+        assert retain_data_inputs(job) == [], job
+    plan = snakemake(tmp_path, "--dry-run", "--printshellcmds").stdout
+    assert "--side gradient_space=results/tiny/gradient_space.h5" in plan
+    assert "python -m unlearnflow gradient-space --stage-version 1" in plan
+
+
+@pytest.mark.slow
+def test_real_run_of_pgu_on_a_sequence(tmp_path):
+    """The cache, then PGU on two requests: each request's certificate, the cache's cost beside it."""
+    config = {**TINY, "forget_sets": {"inc": SEQUENCE["forget_sets"]["inc"]}, "methods": {"pgu_tuned": {}},
+              "originals": {"models": 3, "chunk_size": 3}}
+    write_config(tmp_path, config)
+    results = tmp_path / "results" / "tiny"
+    snakemake(tmp_path, "results/tiny/unlearned/pgu_tuned/inc.h5")
+    steps = [read_unlearned(results / "unlearned" / "pgu_tuned" / "inc.h5", step)["default"] for step in (0, 1)]
+    for step in steps:
+        assert step.attrs["precompute_seconds"] > 0
+        assert len(step.attrs["certificates"]) == 3 and all(c["k"] for c in step.attrs["certificates"])
+    assert "Traceback" not in (results / "logs" / "gradient_space.log").read_text()
+
+
 def test_a_sequence_is_evaluated_after_every_request_against_its_prefix_oracles(tmp_path):
     write_config(tmp_path, SEQUENCE)
     jobs = dry_run_jobs(tmp_path)

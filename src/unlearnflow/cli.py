@@ -119,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     torch_options(sub)
     sub.add_argument("--out", required=True)
 
+    sub = command("gradient-space", stages.gradient_space,
+                  "PGU's cached factorisation of every layer's input representations", "gradient_space")
+    sub.add_argument("--data", required=True, help="dataset artifact")
+    sub.add_argument("--originals", required=True, help="bank of the original models (weights)")
+    sub.add_argument("--batch-size", type=int, default=256, help="training points per forward pass")
+    torch_options(sub)
+    sub.add_argument("--out", required=True)
+
     sub = command("evaluate", stages.evaluate, "evaluate one unlearned bank against the oracles", "evaluation")
     sub.add_argument("--data", required=True, help="dataset artifact")
     sub.add_argument("--forget-set", required=True)

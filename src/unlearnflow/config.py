@@ -107,10 +107,11 @@ RULE_RESOURCES: dict[str, dict[str, int]] = {
     "calibrate_datamodels": {"runtime": 10},
     "theory_panel": {"mem_mb": 2000, "runtime": 10},
     "deletion_request": {"runtime": 30},
+    "gradient_space": {"runtime": 60},
 }
 #: Rules that run models and ask for one GPU when the experiment's device is cuda.
 GPU_RULES = frozenset({"train_originals", "train_oracles", "retrain", "unlearn", "ulira_base_models", "ulira",
-                       "train_subset_models", "fit_datamodels", "deletion_request"})
+                       "train_subset_models", "fit_datamodels", "gradient_space", "deletion_request"})
 
 
 def rule_resources(config: Mapping[str, Any], rule: str) -> dict[str, int]:

@@ -41,6 +41,8 @@ from unlearnflow.methods import (
     scrub,
 )
 from unlearnflow.methods.common import resolve
+from unlearnflow.pgu import unlearn as pgu
+from unlearnflow.pgu.gradient_space import read_gradient_space
 
 EDITS_MODEL = "edits_model"
 PREDICTS_OUTPUTS = "predicts_outputs"
@@ -74,6 +76,8 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
                                "datamodels of every point, fitted on subset models"),
     "calibration": ArtifactSpec("datamodel_calibration.h5", read_calibration, False, True,
                                 "the datamodels' scales, fitted on a held-out forget set"),
+    "gradient_space": ArtifactSpec("gradient_space.h5", read_gradient_space, False, False,
+                                   "PGU's factorisation of R R^T per layer and model (aggregates, no samples)"),
 }
 
 
@@ -219,6 +223,12 @@ def _oracle_matching_needs(method_config: Mapping[str, Any], hps: Sequence[Mappi
     return ("oracle_targets",) if method_config["targets"] == "oracle" else ("paired_targets",)
 
 
+def _own_gradient_space(side: Mapping[str, Any], hp: Mapping[str, Any],
+                         context: RequestContext) -> Callable[[int], Mapping[str, Any]]:
+    """PGU: each original model gets its own cached factorisation."""
+    return lambda index: {"gradient_space": side["gradient_space"].model(index)}
+
+
 def _check_prediction(hp: Mapping[str, Any]) -> None:
     dm_direct.hyperparameters(dm_direct.prediction_hyperparameters(hp))
 
@@ -243,3 +253,9 @@ register(MethodSpec("dmm", "DMM paper, Algorithm C.3", EDITS_MODEL, datamodel_ma
                     prepare=targets.datamodel_targets, check=_check_prediction))
 register(MethodSpec("dm_direct", "DMM paper, Algorithm C.2", PREDICTS_OUTPUTS, dm_direct.DEFAULTS, dm_direct.GRID,
                     predict=targets.predict_outputs, needs=_datamodel_needs, check=_check_prediction))
+register(MethodSpec("pgu", "PGU paper (Hoang et al. 2024), Section 3.2, published schedule", EDITS_MODEL,
+                    pgu.DEFAULTS, pgu.GRID, unlearn=pgu.unlearn, needs=("gradient_space",),
+                    prepare=_own_gradient_space, source_free=True, check=pgu.check))
+register(MethodSpec("pgu_tuned", "PGU paper, Section 3.2, with a tuned learning rate (issue 10)", EDITS_MODEL,
+                    pgu.TUNED_DEFAULTS, pgu.TUNED_GRID, unlearn=pgu.unlearn, needs=("gradient_space",),
+                    prepare=_own_gradient_space, source_free=True, check=pgu.check))

@@ -200,6 +200,23 @@ def unlearn(*, method: str, method_config: Mapping[str, Any], originals: str, se
                   f"{result.examples / result.n_models:.0f} examples per model")
 
 
+def gradient_space(*, data: str, originals: str, out: str, batch_size: int = 256, device: str = "auto",
+                   threads: int = 0, progress: bool = False) -> None:
+    """PGU's cache: the factorisation of R R^T of every conv/linear layer of every original model
+    over the whole training set (PGU paper, Eq. 2)."""
+    from unlearnflow.pgu.gradient_space import compute_gradient_space, write_gradient_space
+    use_threads(threads)
+    dataset, bank = read_dataset(data), read_bank(originals)
+    torch_device = resolve_device(device)
+    models = [model.to(torch_device) for model in bank.load_models(dataset.input_shape, dataset.num_classes)]
+    space = compute_gradient_space(models, torch.from_numpy(dataset.x_train).to(torch_device), bank.model_ids,
+                                   batch_size, progress)
+    write_gradient_space(out, space, provenance({"batch_size": batch_size}, {}, [data, originals]))
+    print(f"gradient space of {len(space)} models over {len(dataset.x_train)} training points: layers "
+          + ", ".join(f"{name} (d={dim})" for name, dim in zip(space.attrs["layers"], space.attrs["dims"]))
+          + f"; {space.attrs['precompute_seconds']:.2f} s")
+
+
 def unlearned_banks(path: str, dataset: Dataset, requests: int | None, device: torch.device) -> dict[str, ModelBank]:
     """Configuration label -> bank with logits: a plain model bank (the references) or the result
     after request `requests` (1-based; the last by default) of an unlearned artifact."""

@@ -50,6 +50,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "theory": 1,
     "ledger_state": 1,
     "deletion_request": 1,
+    "gradient_space": 1,
 }
 
 #: Arrays smaller than this many bytes are stored contiguous and uncompressed.

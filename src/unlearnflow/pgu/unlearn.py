@@ -1,0 +1,262 @@
+"""Projected-Gradient Unlearning at request time (PGU paper, Sections 3.2.1-3.2.4), source-free.
+
+A request gets the forget samples, the validation split and the model's cached factorisation of
+R R^T (:mod:`unlearnflow.pgu.gradient_space`), or, within a sequence of requests, the
+factorisation the previous request left. It
+
+1. downdates the factorisation by the forget samples' representations, computed on the model the
+   request starts from (Eq. 3; within a sequence that is the previous unlearned model, which
+   Eq. 5 says keeps the retain representations), and keeps the first k directions of every
+   layer as its core gradient space M (threshold gamma per layer);
+2. minimises the unlearning loss (Eq. 1) on the forget samples with plain SGD on the conv and
+   linear *weights* only, each gradient projected off the core gradient space (Eq. 4); biases
+   and BatchNorm parameters stay fixed and BatchNorm runs in eval mode (Section 4.1); the
+   learning rate decays geometrically from ``lr`` to ``lr_end`` over ``epochs`` epochs;
+3. stops early (Section 3.2.3) and returns the downdated factorisation as the state the next
+   request of a sequence starts from (Section 3.2.4).
+
+Early stopping. ``sample`` (sample removal, the paper's and the reference's rule): stop at the
+first epoch where the forget accuracy is at most the validation accuracy, keeping that epoch or
+the one before, whichever has the smaller gap. ``class`` (class removal): the reference stops
+when the *retain* accuracy drops by more than 5 points, but a source-free request has no retain
+data, and measured on digits that rule alone never fires. Our choice: the validation accuracy of
+the classes that are not forgotten stands in for the retain accuracy (held-out points of the
+same classes); stop when it drops by more than ``max_drop`` points (keeping the epoch before) or
+when the forget accuracy reaches 0 (every forgotten-class sample now gets another class, which is
+what a model retrained without the class does). ``none`` runs every epoch.
+
+The loss. Eq. 1 as printed reads sum_c -y_c log(1 - p_c + eps) - lambda p_c log p_c, whose
+second term, minimised, would *lower* the entropy for lambda > 0; the text says lambda > 0
+raises it (and lambda < 0 lowers it for de-poisoning), and the authors' code adds
++ lambda sum_c p_c log p_c. We follow the text and the code: lambda times the negative entropy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearnflow.core.models import weight_layers
+from unlearnflow.core.training import FitStats, PerExampleLoss, fit
+from unlearnflow.errors import UserError
+from unlearnflow.methods.common import FINE_TUNING, fine_tune_config, resolve
+from unlearnflow.methods.request import ForgetRequest, MethodResult
+from unlearnflow.pgu.gradient_space import CRITERIA, Factorisation, covariances
+
+STOPPING = ("sample", "class", "none")
+
+#: The published schedule (Section 4.1): plain SGD (no momentum, no weight decay, as the
+#: reference), lr 0.05 -> 0.01 geometrically over 100 epochs, gamma 0.95 (SmallVGG; 0.9 for
+#: AllCNN and ResNet-18), lambda 0.2, offset eps 0.05. ``gammas`` (one per conv/linear layer,
+#: forward order) overrides ``gamma`` per layer; ``criterion`` ``energy`` is an option.
+DEFAULTS = {**FINE_TUNING, "lr": 0.05, "lr_end": 0.01, "epochs": 100, "batch_size": 64, "gamma": 0.95,
+            "gammas": [], "criterion": "singular", "entropy_weight": 0.2, "epsilon": 0.05, "stopping": "sample",
+            "max_drop": 5.0}
+GRID = {"gamma": [0.9, 0.95]}
+
+#: The tuned variant: on a well-fit model the published schedule cannot move saturated forget
+#: points (1 - p_y ~ 5e-4 on the digits MLP: Eq. 1's gradient is tiny and the projection keeps
+#: only 3-8% of it), so it starts much higher and relies on early stopping. Issue 10 measured
+#: lr 2 -> 0.4 on a digits CNN; on the default digits MLP lr 2 still does nothing and 8-20 stop
+#: after 2-20 epochs. The small grid is selected like every other method's, by the selection score.
+TUNED_DEFAULTS = {**DEFAULTS, "lr": 10.0, "lr_end": 2.0, "epochs": 30}
+TUNED_GRID = {"lr": [3.0, 10.0, 30.0]}
+
+def check(hp: Mapping[str, Any]) -> None:
+    """One resolved configuration is valid (a one-line UserError otherwise)."""
+    checks = [
+        (hp["criterion"] in CRITERIA, f"criterion must be one of {', '.join(CRITERIA)}"),
+        (hp["stopping"] in STOPPING, f"stopping must be one of {', '.join(STOPPING)}"),
+        (all(0 < g <= 1 for g in [hp["gamma"], *hp["gammas"]]), "gamma and gammas must be in (0, 1]"),
+        (hp["lr"] > 0 and hp["lr_end"] > 0, "lr and lr_end must be positive"),
+        (hp["epochs"] >= 1, "epochs must be >= 1"),
+        (hp["epsilon"] > 0, "epsilon must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(f"pgu: {message}")
+
+
+def unlearning_loss(epsilon: float, entropy_weight: float) -> PerExampleLoss:
+    """Eq. 1 per forget sample: -log(1 - p_y + eps) + lambda sum_c p_c log p_c (reverse
+    cross-entropy with offset, plus lambda times the negative entropy; lambda < 0 de-poisons)."""
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        log_p = nn.functional.log_softmax(logits, dim=1)
+        p = log_p.exp()
+        p_y = p.gather(1, labels[:, None]).squeeze(1)
+        return -torch.log(1 - p_y + epsilon) + entropy_weight * (p * log_p).sum(dim=1)
+    return loss
+
+
+def learning_rate(hp: Mapping[str, Any], epoch: int) -> float:
+    """The geometric schedule: lr at epoch 0, lr_end at the last epoch."""
+    if hp["epochs"] == 1:
+        return hp["lr"]
+    return hp["lr"] * (hp["lr_end"] / hp["lr"]) ** (epoch / (hp["epochs"] - 1))
+
+
+class Projection:
+    """Eq. 4 as fit's ``after_backward``: grad_W <- grad_W - grad_W M M^T for every conv/linear
+    weight (viewed as (out, d), the columns the representations are ordered like), measuring
+    how much of the gradient's norm is kept."""
+
+    def __init__(self, model: nn.Module, bases: Mapping[str, np.ndarray]):
+        self.layers = weight_layers(model)
+        self.bases = {name: torch.from_numpy(np.ascontiguousarray(bases[name])).to(layer.weight)
+                      for name, layer in self.layers}
+        self.total = {name: 0.0 for name, _ in self.layers}
+        self.kept = {name: 0.0 for name, _ in self.layers}
+
+    def __call__(self, model: nn.Module) -> None:
+        for name, layer in self.layers:
+            if layer.weight.grad is None:
+                continue
+            grad = layer.weight.grad.view(layer.weight.shape[0], -1)
+            self.total[name] += float(grad.square().sum())
+            basis = self.bases[name]
+            grad.sub_((grad @ basis) @ basis.T)
+            self.kept[name] += float(grad.square().sum())
+
+    def kept_fraction(self, name: str | None = None) -> float:
+        """||projected gradient|| / ||gradient|| summed over steps (one layer, or all)."""
+        names = [name] if name else list(self.total)
+        total = sum(self.total[n] for n in names)
+        return math.sqrt(sum(self.kept[n] for n in names) / total) if total > 0 else 0.0
+
+
+def gammas_of(hp: Mapping[str, Any], names: list[str]) -> dict[str, float]:
+    """Layer name -> gamma: ``gammas`` in forward order when given, else ``gamma`` everywhere."""
+    if not hp["gammas"]:
+        return {name: hp["gamma"] for name in names}
+    if len(hp["gammas"]) != len(names):
+        raise UserError(f"pgu: gammas has {len(hp['gammas'])} values, the model has {len(names)} conv/linear "
+                        f"layers ({', '.join(names)})")
+    return dict(zip(names, hp["gammas"]))
+
+
+class _Stopper:
+    """The early-stopping rule of ``stopping`` (module docstring); `done(model)` after an epoch
+    says whether to stop, and restores the previous epoch's weights when that one is better."""
+
+    def __init__(self, model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any]):
+        self.model, self.request, self.hp = model, request, hp
+        self.forget = (request.forget_inputs, request.forget_labels)
+        self.validation = (request.validation_inputs, request.validation_labels)
+        if hp["stopping"] != "none" and request.validation_inputs is None:
+            raise UserError("pgu: early stopping needs the request's validation split (or set stopping: none)")
+        if hp["stopping"] == "class":
+            kept = ~torch.isin(request.validation_labels, request.forget_labels.unique())
+            if not bool(kept.any()):
+                raise UserError("pgu: class removal needs validation points of some class that is not forgotten")
+            self.validation = (request.validation_inputs[kept], request.validation_labels[kept])
+        self.reason = "epochs"
+        if hp["stopping"] != "none":  # one forward pass per check: the forget samples, then the validation points
+            self.inputs = torch.cat([self.forget[0], self.validation[0]])
+            self.labels = torch.cat([self.forget[1], self.validation[1]])
+        self.previous: tuple[dict[str, torch.Tensor], float, float] | None = None
+        self.forget_accuracy, self.validation_accuracy = self.measure()
+        self.start_validation = self.validation_accuracy
+
+    def measure(self) -> tuple[float, float]:
+        if self.hp["stopping"] == "none":
+            return math.nan, math.nan
+        with torch.no_grad():
+            self.model.eval()
+            correct = (self.model(self.inputs).argmax(dim=1) == self.labels).float()
+        n_forget = len(self.forget[1])
+        return float(correct[:n_forget].mean()), float(correct[n_forget:].mean())
+
+    def done_before_training(self) -> bool:
+        if self.hp["stopping"] == "sample" and self.forget_accuracy <= self.validation_accuracy:
+            self.reason = "forget accuracy already at validation accuracy"
+            return True
+        return False
+
+    def snapshot(self) -> None:
+        if self.hp["stopping"] != "none":
+            weights = {name: layer.weight.detach().clone() for name, layer in weight_layers(self.model)}
+            self.previous = (weights, self.forget_accuracy, self.validation_accuracy)
+
+    def restore(self) -> None:
+        weights, self.forget_accuracy, self.validation_accuracy = self.previous
+        with torch.no_grad():
+            for name, layer in weight_layers(self.model):
+                layer.weight.copy_(weights[name])
+
+    def done(self) -> bool:
+        if self.hp["stopping"] == "none":
+            return False
+        before = self.previous[1] - self.previous[2]
+        self.forget_accuracy, self.validation_accuracy = self.measure()
+        if self.hp["stopping"] == "sample":
+            if self.forget_accuracy > self.validation_accuracy:
+                return False
+            self.reason = "forget accuracy reached validation accuracy"
+            if abs(before) < abs(self.forget_accuracy - self.validation_accuracy):
+                self.restore()
+                self.reason += " (kept the epoch before)"
+            return True
+        if self.start_validation - self.validation_accuracy > self.hp["max_drop"] / 100:
+            self.restore()
+            self.reason = f"validation accuracy of the other classes dropped by more than {self.hp['max_drop']} " \
+                          "points (kept the epoch before)"
+            return True
+        if self.forget_accuracy == 0:
+            self.reason = "forget accuracy reached 0"
+            return True
+        return False
+
+
+def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
+    """One PGU request (module docstring): downdate (Eq. 3), projected SGD on Eq. 1 (Eq. 4) with
+    early stopping; returns the downdated factorisation as the state of the next request."""
+    hp = resolve("pgu", DEFAULTS, hp)
+    check(hp)
+    start = time.perf_counter()
+    cached = request.state if request.state is not None else request.side.get("gradient_space")
+    if not isinstance(cached, Factorisation):
+        raise UserError("pgu: the request carries no gradient space (side input gradient_space)")
+    cached.check_model(model)
+    retain = cached.downdate(covariances(model, request.forget_inputs))
+    names = list(retain.layers)
+    gammas = gammas_of(hp, names)
+    bases = {name: retain.layers[name].core_basis(gammas[name], hp["criterion"]) for name in names}
+    downdate_seconds = time.perf_counter() - start
+
+    projection = Projection(model, bases)
+    weights = {id(layer.weight) for _, layer in weight_layers(model)}
+    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in weights)
+    loss = unlearning_loss(hp["epsilon"], hp["entropy_weight"])
+    stopper = _Stopper(model, request, hp)
+    steps = examples = epochs = 0
+    try:
+        if not stopper.done_before_training():
+            for epoch in range(hp["epochs"]):
+                stopper.snapshot()
+                config = fine_tune_config(hp, lr=learning_rate(hp, epoch), epochs=1)
+                stats = fit(model, request.forget_inputs, request.forget_labels, config, seed + epoch, loss=loss,
+                            after_backward=projection)
+                steps, examples, epochs = steps + stats.steps, examples + stats.examples, epoch + 1
+                if stopper.done():
+                    break
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(trainable[name])
+    model.eval()
+    certificate = {
+        "k": {name: int(basis.shape[1]) for name, basis in bases.items()},
+        "dims": {name: retain.layers[name].dim for name in names},
+        "kept_gradient_norm": projection.kept_fraction(),
+        "kept_gradient_norm_per_layer": {name: projection.kept_fraction(name) for name in names},
+        "epochs": epochs, "stopped": stopper.reason, "forget_accuracy": stopper.forget_accuracy,
+        "validation_accuracy": stopper.validation_accuracy, "downdate_seconds": downdate_seconds,
+    }
+    return MethodResult(FitStats(seconds=time.perf_counter() - start, steps=steps, examples=examples),
+                        certificate=certificate, state=retain)
