@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from unlearnflow.errors import UserError
 from unlearnflow.core.store import STAGE_VERSIONS, file_checksum, provenance, read_artifact, write_artifact
+from unlearnflow.errors import UserError
 
 
 def test_round_trip_with_groups_strings_attrs_and_provenance(tmp_path):

@@ -73,11 +73,13 @@ def experiment_forget_set(path: str, labels_from: str | None, requests: int | No
     `data_lineage` (:func:`lineage_of` the data set), both must be drawn from that data set."""
     forget_set = read_forget_set(path, data_lineage)
     if labels_from:
-        forget_set = dataclasses.replace(forget_set, train_labels=read_forget_set(labels_from, data_lineage).train_labels)
+        poisoned = read_forget_set(labels_from, data_lineage).train_labels
+        forget_set = dataclasses.replace(forget_set, train_labels=poisoned)
     return forget_set.prefix(requests) if requests else forget_set
 
 
-def experiment_labels(dataset: Dataset, labels_from: str | None, data_lineage: dict[str, str] | None = None) -> np.ndarray:
+def experiment_labels(dataset: Dataset, labels_from: str | None,
+                      data_lineage: dict[str, str] | None = None) -> np.ndarray:
     """The labels every model of the experiment trains on: a poison set's flipped labels, if any."""
     return read_forget_set(labels_from, data_lineage).train_labels if labels_from else dataset.y_train
 

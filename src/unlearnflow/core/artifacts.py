@@ -136,7 +136,8 @@ def weights_only(bank: ModelBank) -> ModelBank:
     point or the training masks (which say which training points exist and were used)."""
     return ModelBank(weights=bank.weights, model_ids=bank.model_ids, seeds=bank.seeds,
                      train_masks=np.zeros((len(bank), 0), dtype=bool), logits={},
-                     attrs={key: value for key, value in bank.attrs.items() if key in ("role", "arch", "model_options")},
+                     attrs={key: value for key, value in bank.attrs.items()
+                            if key in ("role", "arch", "model_options")},
                      lineage=bank.lineage)
 
 

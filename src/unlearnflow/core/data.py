@@ -423,7 +423,8 @@ def _image_files(directory: Path, classes: tuple[str, ...]) -> list[tuple[Path, 
         images = [path for path in entries if path.suffix.lower() in _IMAGE_SUFFIXES]
         skipped += [path for path in entries if path.suffix.lower() not in _IMAGE_SUFFIXES]
         if not images:
-            raise _error("image_folder", directory / name, f"expected images ({', '.join(_IMAGE_SUFFIXES)}), found none")
+            raise _error("image_folder", directory / name,
+                         f"expected images ({', '.join(_IMAGE_SUFFIXES)}), found none")
         files.extend((path, label) for path in images)
     if skipped:
         print(f"unlearnflow: warning: {directory}: skipped {len(skipped)} file(s) that are not images "
