@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from unlearnflow.errors import UserError
 from unlearnflow.core.forget_sets import KINDS, ForgetSet, build_forget_set, validate_indices
+from unlearnflow.errors import UserError
 
 N_CLASSES = 5
 BLOBS_PER_CLASS = 3

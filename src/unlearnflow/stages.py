@@ -197,7 +197,8 @@ def unlearn(*, method: str, method_config: Mapping[str, Any], originals: str, se
     side_paths = parse_side(side)
     needed = set(spec.needs_for(method_config))
     if set(side_paths) != needed:
-        raise UserError(f"{method} needs the side artifacts {sorted(needed) or 'none'}, got {sorted(side_paths) or 'none'}")
+        raise UserError(f"{method} needs the side artifacts {sorted(needed) or 'none'}, "
+                        f"got {sorted(side_paths) or 'none'}")
     if spec.source_free:
         if data or forget_set or not forget_samples:
             raise UserError(f"{method} is source-free: give it --forget-samples, not --data or --forget-set")
