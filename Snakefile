@@ -2,9 +2,12 @@
 # Run `snakemake --cores 2` for the embedded default (sklearn digits), or add
 # `--configfile config/fashion-mnist.yaml` for a preset. See README.md.
 
+import sys
+
 from snakemake.utils import min_version
 
-from unlearnflow.config import experiments
+from unlearnflow.config import experiments, load_config_file
+from unlearnflow.errors import UserError, report_failed_jobs
 from unlearnflow.ops.ledger import certificate_path, experiment_requests
 
 min_version("9.27")
@@ -12,7 +15,13 @@ min_version("9.27")
 
 # config.yaml is the embedded default; a --configfile preset replaces it instead of merging
 # into it (so a preset's forget sets are the only ones).
+# A YAML syntax error in a --configfile is reported by Snakemake before this file runs, without
+# its place; `python -m unlearnflow check-config FILE` names the line and column (README).
 if not workflow.config_settings.configfiles:
+    try:
+        load_config_file("config.yaml")
+    except UserError as error:
+        sys.exit(f"unlearnflow: error: {error}")
 
     configfile: "config.yaml"
 
@@ -20,7 +29,10 @@ if not workflow.config_settings.configfiles:
 # Every experiment of the config (the main one, then those under `experiments:`) runs the same
 # rules as a module of its own; the main experiment's rules keep their names, another's are
 # prefixed with its name.
-EXPERIMENTS = experiments(config)
+try:
+    EXPERIMENTS = experiments(config)
+except UserError as error:
+    sys.exit(f"unlearnflow: error: {error}")
 for index, (experiment_name, experiment_config) in enumerate(EXPERIMENTS.items()):
     rule_prefix = f"{experiment_name}_" if index else ""
 
@@ -33,6 +45,11 @@ for index, (experiment_name, experiment_config) in enumerate(EXPERIMENTS.items()
             experiment_config
 
     use rule * from experiment_name as rule_prefix*
+
+
+# A failed job's one-line cause is in its log; print it where the user looks.
+onerror:
+    report_failed_jobs(log)
 
 
 rule all:

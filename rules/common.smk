@@ -16,8 +16,8 @@ from unlearnflow.config import (
     validate_config,
 )
 from unlearnflow.core.forget_sets import split_step_name, step_name
-from unlearnflow.core.store import STAGE_VERSIONS
-from unlearnflow.errors import UserError
+from unlearnflow.core.store import STAGE_VERSIONS, check_writable_directory
+from unlearnflow.errors import UserError, report_failed_jobs
 from unlearnflow.registry import ARTIFACTS, REFERENCES, spec_of
 
 try:
@@ -26,6 +26,10 @@ except UserError as error:
     sys.exit(f"unlearnflow: error: {error}")
 
 RESULTS = f"results/{config['experiment']}"
+try:
+    check_writable_directory(RESULTS)
+except UserError as error:
+    sys.exit(f"unlearnflow: error: {error}")
 FORGET_SETS = list(config["forget_sets"])
 POISON_SET = poison_set(config)
 PROGRESS = "--progress" if config["progress"] else ""
@@ -94,6 +98,11 @@ def forget_set_spec(name):
     if name == CALIBRATION_SET:
         return config["datamodels"]["calibration_set"]
     return config["forget_sets"][name]
+
+
+def index_file(wildcards):
+    """The file of indices of an ``indices`` forget set given by file (an input of its rule)."""
+    return [forget_set_spec(wildcards.forget_set)["file"]] if "file" in forget_set_spec(wildcards.forget_set) else []
 
 
 def forget_set_file(wildcards):

@@ -5,6 +5,7 @@ rule forget_sets:
     """Build one named forget set (indices per request, and the experiment's training labels)."""
     input:
         data=f"{RESULTS}/data.h5",
+        index_file=index_file,
     output:
         f"{RESULTS}/forget_sets/{{forget_set}}.h5",
     log:

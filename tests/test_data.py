@@ -341,10 +341,14 @@ def grey_folder(root: Path, per_class: int = 4) -> dict[int, np.ndarray]:
     return written
 
 
-def test_image_folder_grey(tmp_path: Path) -> None:
+def test_image_folder_grey(tmp_path: Path, capsys) -> None:
     written = grey_folder(tmp_path / "pets")
-    (tmp_path / "pets" / "cat" / "notes.txt").write_text("not an image, ignored")
+    (tmp_path / "pets" / "cat" / "notes.txt").write_text("not an image, skipped and reported")
+    (tmp_path / "pets" / "dog" / "list.csv").write_text("also reported")
     dataset = load_dataset({"loader": "image_folder", "path": tmp_path / "pets", "test_fraction": 0.5})
+    warning = capsys.readouterr().err.strip()
+    assert warning == (f"unlearnflow: warning: {tmp_path / 'pets'}: skipped 2 file(s) that are not images "
+                       "(.png, .jpg, .jpeg, .bmp), e.g. cat/notes.txt")
     assert dataset.name == "pets"
     assert dataset.classes == ("cat", "dog")
     assert dataset.input_shape == (1, 6, 5)

@@ -42,6 +42,7 @@ SPECS = {
     "cluster": {"kind": "cluster", "size": 20},
     "incremental": {"kind": "incremental", "requests": 3, "size": 10},
     "poison": {"kind": "poison", "pairs": [[0, 1]], "budget": 10},
+    "indices": {"kind": "indices", "indices": [4, 0, 17, 9]},
 }
 
 

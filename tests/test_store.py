@@ -83,12 +83,13 @@ def test_wrong_kind_version_or_file_is_a_user_error(tmp_path):
     path = write_artifact(tmp_path / "f.h5", "forget_set", {"indices": np.arange(3)})
     with pytest.raises(UserError, match="expected a model_bank artifact, found a forget_set"):
         read_artifact(path, "model_bank")
-    with pytest.raises(UserError, match="stage version 1, this code reads version 2; rerun"):
+    with pytest.raises(UserError, match="stage version 1, this code reads version 2; rebuild it: "
+                       "snakemake --cores 1 --forcerun forget_sets"):
         read_artifact(path, "forget_set", version=2)
     with pytest.raises(UserError, match="no such artifact"):
         read_artifact(tmp_path / "missing.h5", "dataset")
     (tmp_path / "junk.h5").write_text("not hdf5")
-    with pytest.raises(UserError, match="not a readable HDF5"):
+    with pytest.raises(UserError, match="damaged or unreadable HDF5 file"):
         read_artifact(tmp_path / "junk.h5", "dataset")
     with h5py.File(tmp_path / "foreign.h5", "w") as h5:
         h5["x"] = 1

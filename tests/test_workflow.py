@@ -137,6 +137,10 @@ def test_real_run_with_datamodel_methods(tmp_path):
     ({**DATAMODELS, "datamodels": {"estimator": "trak", "heldout_models": 10}}, "construction logit needs logits"),
     ({**DATAMODELS, "datamodels": {"heldout_models": 10, "calibration_set": {"kind": "class", "class": 3}}},
      "kind must be random"),
+    ({"methods": {"gradient_ascent": {"grid": {"lr": [0.01, -0.1]}}}},
+     "config: methods.gradient_ascent.grid.lr[1]: -0.1 must be > 0"),
+    ({"originals": {"models": 1, "chunk_size": 1}}, "config: originals.models: 1 is too few"),
+    ({"forget_sets": {"r5": {"kind": "random", "size": -5}}}, "config: forget_sets.r5.size: -5 must be >= 1"),
 ])
 def test_config_errors_are_one_line(tmp_path, change, message):
     write_config(tmp_path, {**TINY, **change})
@@ -364,3 +368,44 @@ def test_deletion_requests_run_in_ledger_order(tmp_path):
     assert [entry["request"] for entry in ledger["entries"]] == ["a", "b"]
     assert ledger["entries"][1]["model_hash_before"] == ledger["entries"][0]["model_hash_after"]
     assert planned_jobs(tmp_path, "requests") == {}
+
+
+def test_an_unwritable_results_directory_or_a_yaml_error_is_one_line(tmp_path):
+    write_config(tmp_path, TINY)
+    (tmp_path / "results").write_text("a file where the results go")
+    result = snakemake(tmp_path, "--dry-run", check=False)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1, lines
+    assert lines[0].startswith("unlearnflow: error: results/tiny: cannot write results here (results is not a")
+    (tmp_path / "config.yaml").write_text("experiment: tiny\nforget_sets:\n  r5: {kind: random, size: 5\n  c: 1\n")
+    result = snakemake(tmp_path, "--dry-run", check=False)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1, lines
+    assert lines[0].startswith("unlearnflow: error: config.yaml, line 4, column 4: YAML syntax error")
+
+
+@pytest.mark.slow
+def test_a_damaged_input_is_named_on_the_console_and_its_advice_rebuilds_it(tiny):
+    """Issue 9, items 2, 6 and 9: the failed job's one-line cause reaches the console with its
+    log, names the damaged file and the command that rebuilds it, and following it works."""
+    target = "results/tiny/forget_sets/r5.h5"
+    snakemake(tiny, target)
+    data = tiny / "results" / "tiny" / "data.h5"
+    import h5py
+    with h5py.File(data, "r") as h5:
+        offset = h5["x_train"].id.get_chunk_info(0).byte_offset
+    with open(data, "r+b") as handle:  # damage bytes in the middle; the size stays
+        handle.seek(offset + 16)
+        handle.write(bytes(64))
+    failed = snakemake(tiny, target, check=False)
+    assert failed.returncode != 0
+    console = failed.stdout + failed.stderr
+    cause = next(line for line in console.splitlines() if line.startswith("unlearnflow: error:"))
+    assert cause.startswith("unlearnflow: error: results/tiny/data.h5: damaged or unreadable HDF5 file")
+    assert cause.endswith("[rule forget_sets, log results/tiny/logs/forget_sets/r5.log]")
+    advice = re.search(r"rebuild it: snakemake (--cores 1 --forcerun prepare_data)", cause)
+    assert advice, cause
+    snakemake(tiny, *advice.group(1).split(), target)
+    assert read_forget_set(tiny / target).indices.size == 5
+    assert read_dataset(data).x_train.shape[0] > 0
+    assert planned_jobs(tiny, target) == {}

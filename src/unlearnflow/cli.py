@@ -13,11 +13,13 @@ import sys
 from typing import Any, Sequence
 
 from unlearnflow import __version__, stages
-from unlearnflow.core.store import STAGE_VERSIONS
+from unlearnflow.core.store import STAGE_VERSIONS, clean_stale_temporaries
 from unlearnflow.errors import UserError
 
 #: Options that steer the CLI itself, not the stage function.
 _CLI_OPTIONS = ("command", "function", "stage", "stage_version")
+#: Options naming a stage's output files, whose stale temporaries a new run removes first.
+_OUTPUT_OPTIONS = ("out", "out_h5", "out_csv", "weights_out")
 
 
 def json_value(text: str) -> Any:
@@ -195,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--device", default="auto", help="auto, cpu or cuda")
     sub.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
+    sub = command("check-config", stages.check_config,
+                  "validate a workflow config file (names the line and column of a YAML syntax error)")
+    sub.add_argument("config_file")
+    sub.add_argument("--schema", help="config schema (default: the workflow's, in a source checkout)")
+
     sub = command("theory", stages.theory, "ridge-regression oracle-matching experiment (DMM paper, Section 5)",
                   "theory")
     sub.add_argument("--panel", required=True, help="figure panel, e.g. fig5a or figE2_sgd_small")
@@ -207,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.stage:
             check_version(args.stage, args.stage_version)
+        for option in _OUTPUT_OPTIONS:
+            if getattr(args, option, None):
+                clean_stale_temporaries(getattr(args, option))
         args.function(**{key: value for key, value in vars(args).items() if key not in _CLI_OPTIONS})
     except UserError as error:
         print(f"unlearnflow: error: {error}", file=sys.stderr)

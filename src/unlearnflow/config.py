@@ -1,8 +1,11 @@
 """Workflow configuration: JSON-schema validation with defaults, then the library's own checks.
 
 The Snakefile calls :func:`validate_config` before any rule is defined; every problem becomes
-one :class:`~unlearnflow.errors.UserError` line such as
-``config: forget_sets.random_10.size: 'ten' is not of type 'integer'``.
+one :class:`~unlearnflow.errors.UserError` line naming the config path of the value, such as
+``config: forget_sets.random_10.size: 'ten' is not of type 'integer'`` or
+``config: methods.gradient_ascent.grid.lr[1]: -0.1 must be > 0``: values that would only fail
+after the expensive stages (a negative size, a learning rate <= 0, too few models for KLOM)
+are refused before any rule runs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from unlearnflow.core.training import TrainConfig
 from unlearnflow.dmm.datamodel_set import options, split_heldout
 from unlearnflow.dmm.dm_direct import OUTPUT_OF
 from unlearnflow.errors import UserError
+from unlearnflow.metrics.klom import MIN_MODELS
 from unlearnflow.registry import REFERENCES, check_method_config, configurations, spec_of
 
 
@@ -40,6 +44,23 @@ def _copy(value: Any) -> Any:
     return yaml.safe_load(yaml.safe_dump(value))
 
 
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a mapping; a syntax error names the file, line and column."""
+    try:
+        with open(path) as handle:
+            config = yaml.safe_load(handle)
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the config file ({error.strerror})") from error
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(part) for part in (error.context, error.problem) if part)
+        raise UserError(f"{path}{where}: YAML syntax error: {problem}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: a config file must be a mapping of keys to values, got {type(config).__name__}")
+    return config
+
+
 def load_schema(path: str | Path) -> dict[str, Any]:
     with open(path) as handle:
         return yaml.safe_load(handle)
@@ -56,8 +77,11 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
         raise UserError("config: forget_sets: define at least one forget set")
     if CALIBRATION_SET in config["forget_sets"]:
         raise UserError(f"config: forget_sets: the name {CALIBRATION_SET} is reserved for datamodels.calibration_set")
+    _check_banks(config)
     for name, spec in config["forget_sets"].items():
         check_spec(name, spec)
+        _check_numbers(f"forget_sets.{name}", spec, FORGET_SET_MINIMA)
+    _check_method_values(config["methods"])
     poison_sets = [name for name, spec in config["forget_sets"].items() if spec["kind"] == "poison"]
     if len(poison_sets) > 1:
         raise UserError(f"config: forget_sets: at most one poison set per experiment "
@@ -83,6 +107,52 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
     if config["model"]["arch"] not in ARCHITECTURES:
         raise UserError(f"config: model.arch: unknown architecture {config['model']['arch']!r}")
     return config
+
+
+#: Lowest value of the numeric keys of a forget set (``> 0`` for a float budget).
+FORGET_SET_MINIMA: dict[str, tuple[str, float]] = {
+    "size": (">=", 1), "requests": (">=", 1), "n_clusters": (">=", 1), "components": (">=", 1),
+    "cluster": (">=", 0), "class": (">=", 0), "budget": (">", 0),
+}
+#: Bounds of the hyper-parameters the methods share, in a method's hyperparameters and grid.
+HYPERPARAMETER_MINIMA: dict[str, tuple[str, float]] = {
+    "lr": (">", 0), "epochs": (">=", 1), "batch_size": (">=", 1), "forget_batch_size": (">=", 1),
+    "max_steps": (">=", 1), "momentum": (">=", 0), "weight_decay": (">=", 0),
+}
+
+
+def _check_banks(config: Mapping[str, Any]) -> None:
+    """KLOM compares histograms over models: the unlearned banks (as many as the originals, or
+    the retrained ones as many as the oracles) need MIN_MODELS, the noise floor twice that."""
+    needed = {"originals": MIN_MODELS, "oracles": 2 * MIN_MODELS}
+    for bank, minimum in needed.items():
+        models = config[bank]["models"]
+        if models < minimum:
+            why = ("the noise floor compares two halves of the oracles" if bank == "oracles"
+                   else "the unlearned banks have as many models")
+            raise UserError(f"config: {bank}.models: {models} is too few; KLOM needs at least {MIN_MODELS} models "
+                            f"per side and {why}, so set at least {minimum} (50 or more rise above noise)")
+
+
+def _check_numbers(where: str, values: Mapping[str, Any], minima: Mapping[str, tuple[str, float]]) -> None:
+    """Each number of `values` (a value or a list of them) under a key of `minima` respects its
+    bound; the error names its config path (``where.key`` or ``where.key[i]``)."""
+    for key, (relation, bound) in minima.items():
+        value = values.get(key)
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            if not isinstance(item, (int, float)) or isinstance(item, bool):
+                continue  # the schema and the library name wrong types
+            if not (item > bound if relation == ">" else item >= bound):
+                path = f"{where}.{key}" + ("" if index is None else f"[{index}]")
+                raise UserError(f"config: {path}: {item!r} must be {relation} {bound:g}")
+
+
+def _check_method_values(methods: Mapping[str, Any]) -> None:
+    """Bounds of the shared hyper-parameters of every method, defaults and grid values alike."""
+    for method, spec in methods.items():
+        for section in ("hyperparameters", "grid"):
+            _check_numbers(f"methods.{method}.{section}", spec.get(section, {}), HYPERPARAMETER_MINIMA)
 
 
 #: What each rule gets unless the config's ``resources`` section says otherwise: threads, memory

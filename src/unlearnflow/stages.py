@@ -3,6 +3,11 @@ library and writing its outputs. The CLI (:mod:`unlearnflow.cli`) only parses op
 keyword arguments of these functions; the workflow's rules call the CLI.
 
 Config slices arrive as mappings, so each stage sees only the part of the config it needs.
+Each stage checks that what it reads is what it expects (:func:`unlearnflow.core.store.expect`):
+the role of every model bank (``original``, ``oracle/<set>``, ``retrain/<set>``, ``subset``,
+``ulira_base``) and the lineage recorded in its provenance, the checksums of the data set,
+forget set and poisoned labels it was made from, against the files the stage reads with it;
+what it writes records its own lineage in turn.
 Stages import their heavy modules (scikit-learn, XGBoost, matplotlib) themselves, which keeps
 the start-up of every workflow job short. A user mistake is a
 :class:`~unlearnflow.errors.UserError`, printed by the CLI as one line.
@@ -34,10 +39,12 @@ from unlearnflow.core.artifacts import (
     write_forget_set,
 )
 from unlearnflow.core.data import Dataset, load_dataset
-from unlearnflow.core.forget_sets import ForgetSamples, ForgetSet, build_forget_set
+from unlearnflow.core.forget_sets import ForgetSamples, ForgetSet, build_forget_set, split_step_name
 from unlearnflow.core.models import build_model
 from unlearnflow.core.store import (
     artifact_kind,
+    expect,
+    lineage_of,
     provenance,
     read_artifact,
     read_rows,
@@ -58,19 +65,34 @@ def use_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def experiment_forget_set(path: str, labels_from: str | None, requests: int | None = None) -> ForgetSet:
+def experiment_forget_set(path: str, labels_from: str | None, requests: int | None = None,
+                          data_lineage: dict[str, str] | None = None) -> ForgetSet:
     """A forget set with the experiment's training labels (in an experiment with a poison set,
     every model trained on its flipped labels, so every forget set is judged against them);
-    with `requests`, only its first `requests` requests (a prefix of a sequence)."""
-    forget_set = read_forget_set(path)
+    with `requests`, only its first `requests` requests (a prefix of a sequence). With
+    `data_lineage` (:func:`lineage_of` the data set), both must be drawn from that data set."""
+    forget_set = read_forget_set(path, data_lineage)
     if labels_from:
-        forget_set = dataclasses.replace(forget_set, train_labels=read_forget_set(labels_from).train_labels)
+        poisoned = read_forget_set(labels_from, data_lineage).train_labels
+        forget_set = dataclasses.replace(forget_set, train_labels=poisoned)
     return forget_set.prefix(requests) if requests else forget_set
 
 
-def experiment_labels(dataset: Dataset, labels_from: str | None) -> np.ndarray:
+def experiment_labels(dataset: Dataset, labels_from: str | None,
+                      data_lineage: dict[str, str] | None = None) -> np.ndarray:
     """The labels every model of the experiment trains on: a poison set's flipped labels, if any."""
-    return read_forget_set(labels_from).train_labels if labels_from else dataset.y_train
+    return read_forget_set(labels_from, data_lineage).train_labels if labels_from else dataset.y_train
+
+
+def recorded_lineage(path: str, kind: str) -> dict[str, str]:
+    """The lineage an artifact records (empty for one written before lineage was recorded)."""
+    return dict(read_artifact(path, kind, names=()).provenance.get("lineage") or {})
+
+
+def model_lineage(data: str, labels_from: str | None, forget_set: str | None = None) -> dict[str, str]:
+    """The lineage of models trained on `data` (with the poisoned labels of `labels_from`),
+    without `forget_set` when given: what a bank of them must record."""
+    return lineage_of(data=data, forget_set=forget_set, labels=labels_from)
 
 
 def prepare_data(*, spec: Mapping[str, Any], out: str) -> None:
@@ -83,7 +105,7 @@ def prepare_data(*, spec: Mapping[str, Any], out: str) -> None:
 def make_forget_set(*, name: str, spec: Mapping[str, Any], data: str, seed: int, out: str) -> None:
     dataset = read_dataset(data)
     forget_set = build_forget_set(name, spec, dataset.x_train, dataset.y_train, seed)
-    write_forget_set(out, forget_set, provenance(spec, {"seed": seed}, [data]))
+    write_forget_set(out, forget_set, provenance(spec, {"seed": seed}, [data], lineage_of(data=data)))
     print(f"forget set {name}: {forget_set.kind}, {len(forget_set.indices)} points "
           f"in {len(forget_set.requests)} request(s)")
 
@@ -91,10 +113,10 @@ def make_forget_set(*, name: str, spec: Mapping[str, Any], data: str, seed: int,
 def make_forget_samples(*, data: str, forget_set: str, labels_from: str | None, out: str) -> None:
     """The forget samples of a forget set and the validation split: a source-free method's input."""
     dataset = read_dataset(data)
-    chosen = experiment_forget_set(forget_set, labels_from)
+    chosen = experiment_forget_set(forget_set, labels_from, data_lineage=lineage_of(data=data))
     samples = ForgetSamples.of(chosen, dataset.x_train, dataset.x_val, dataset.y_val, dataset.num_classes)
     inputs = [data, forget_set] + ([labels_from] if labels_from else [])
-    write_forget_samples(out, samples, provenance({}, {}, inputs))
+    write_forget_samples(out, samples, provenance({}, {}, inputs, model_lineage(data, labels_from, forget_set)))
     print(f"forget samples of {chosen.name}: {len(samples.labels)} in {samples.n_requests} request(s), "
           f"{len(samples.y_val)} validation points")
 
@@ -106,10 +128,10 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
     use_threads(threads)
     dataset = read_dataset(data)
     config = TrainConfig.from_mapping(training)
-    labels = experiment_labels(dataset, labels_from)
+    labels = experiment_labels(dataset, labels_from, lineage_of(data=data))
     n_train = len(dataset.y_train)
     if forget_set:
-        without = read_forget_set(forget_set)
+        without = read_forget_set(forget_set, lineage_of(data=data))
         without = without.prefix(requests) if requests else without
         role, retain = f"{role}/{without.name}", without.retain_mask(n_train)
     else:
@@ -126,7 +148,8 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
                       resolve_device(device), progress=progress)
     inputs = [data] + [path for path in (forget_set, labels_from) if path]
     write_bank(out, bank, provenance({"model": model, "training": config.to_dict()},
-                                     {"global_seed": seed, "model_seeds": seeds}, inputs))
+                                     {"global_seed": seed, "model_seeds": seeds}, inputs,
+                                     model_lineage(data, labels_from, forget_set)))
     accuracy = (bank.logits["test"].argmax(-1) == dataset.y_test).mean()
     print(f"{role}: models {model_ids[0]}..{model_ids[-1]} trained in {bank.attrs['train_seconds']:.1f} s "
           f"on {bank.attrs['device']}; mean test accuracy {accuracy:.4f}")
@@ -136,9 +159,10 @@ def gather(*, chunks: Sequence[str], out: str, weights_out: str | None = None) -
     """One bank from its chunks; with `weights_out`, also the models alone (no logits, no
     training masks), the bank a source-free method may read."""
     bank = concatenate_banks([read_bank(path) for path in chunks])
-    write_bank(out, bank, provenance({"role": bank.attrs["role"]}, {}, chunks))
+    record = provenance({"role": bank.attrs["role"]}, {}, chunks, bank.lineage)
+    write_bank(out, bank, record)
     if weights_out:
-        write_bank(weights_out, weights_only(bank), provenance({"role": bank.attrs["role"]}, {}, chunks))
+        write_bank(weights_out, weights_only(bank), record)
     print(f"{bank.attrs['role']}: gathered {len(bank)} models from {len(chunks)} chunk(s)")
 
 
@@ -179,20 +203,25 @@ def unlearn(*, method: str, method_config: Mapping[str, Any], originals: str, se
         if data or forget_set or not forget_samples:
             raise UserError(f"{method} is source-free: give it --forget-samples, not --data or --forget-set")
         source = RequestSource(read_forget_samples(forget_samples))
+        lineage = recorded_lineage(forget_samples, "forget_samples")
     else:
         if not (data and forget_set):
             raise UserError(f"{method} needs --data and --forget-set")
-        dataset, chosen = read_dataset(data), experiment_forget_set(forget_set, labels_from)
+        lineage = model_lineage(data, labels_from, forget_set)
+        dataset = read_dataset(data)
+        chosen = experiment_forget_set(forget_set, labels_from, data_lineage=lineage_of(data=data))
         samples = ForgetSamples.of(chosen, dataset.x_train, dataset.x_val, dataset.y_val, dataset.num_classes)
         source = RequestSource(samples, dataset, chosen)
-    bank = read_bank(originals, with_weights=spec.kind == EDITS_MODEL)
+    originals_lineage = {key: value for key, value in lineage.items() if key != "forget_set"}
+    bank = read_bank(originals, with_weights=spec.kind == EDITS_MODEL, role="original",
+                     lineage=originals_lineage if lineage else None)
     side_by_step = load_side(side_paths)
     results = unlearn_bank(spec, configs, bank, source, side_by_step, seed, resolve_device(device), progress)
     inputs = [path for path in (data, forget_set, forget_samples, originals) if path] + [
         path for paths in side_paths.values() for path in paths]
     write_unlearned(out, method, source.samples.name, bank, configs, results,
                     {"precompute_seconds": precompute_seconds(side_by_step[0])},
-                    provenance(method_config, {"seed": seed}, inputs))
+                    provenance(method_config, {"seed": seed}, inputs, lineage or None))
     for label, steps in results.items():
         for step, result in enumerate(steps):
             where = f" request {step + 1}/{len(steps)}" if len(steps) > 1 else ""
@@ -217,14 +246,23 @@ def gradient_space(*, data: str, originals: str, out: str, batch_size: int = 256
           + f"; {space.attrs['precompute_seconds']:.2f} s")
 
 
-def unlearned_banks(path: str, dataset: Dataset, requests: int | None, device: torch.device) -> dict[str, ModelBank]:
-    """Configuration label -> bank with logits: a plain model bank (the references) or the result
-    after request `requests` (1-based; the last by default) of an unlearned artifact."""
+def unlearned_banks(path: str, dataset: Dataset, requests: int | None, device: torch.device, method: str,
+                    forget_set: str, lineage: dict[str, str]) -> dict[str, ModelBank]:
+    """Configuration label -> bank with logits: a plain model bank (the references: do_nothing's
+    originals, retrain's ``retrain/<forget_set>`` bank) or the result of `method` on
+    `forget_set` after request `requests` (1-based; the last by default) of an unlearned
+    artifact, made from the roots of `lineage`."""
     if artifact_kind(path) == "unlearned":
         from unlearnflow.runner import read_unlearned, with_logits
+        expect(read_artifact(path, "unlearned", names=()), lineage=lineage, method=method,
+               forget_set=split_step_name(forget_set)[0])
         banks = read_unlearned(path, None if requests is None else requests - 1)
         return {label: with_logits(bank, dataset, device) for label, bank in banks.items()}
-    return {"default": read_bank(path, with_weights=False)}
+    if method == "do_nothing":
+        role, lineage = "original", {key: value for key, value in lineage.items() if key != "forget_set"}
+    else:
+        role = f"{method}/{forget_set}"
+    return {"default": read_bank(path, with_weights=False, role=role, lineage=lineage)}
 
 
 def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlearned: str, method: str,
@@ -232,21 +270,31 @@ def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlear
              ulira: str | None = None, labels_from: str | None = None, seed: int = 0, threads: int = 0) -> None:
     """Every metric of every configuration of one (method, forget set[, prefix of a sequence])."""
     from unlearnflow.evaluation.evaluate import evaluate as evaluate_bank
-    from unlearnflow.evaluation.rows import ROW_COLUMNS
+    from unlearnflow.evaluation.evaluate import select_best
+    from unlearnflow.evaluation.rows import DIVERGED, ROW_COLUMNS
     use_threads(threads)
-    dataset, chosen = read_dataset(data), experiment_forget_set(forget_set, labels_from, requests)
-    originals_bank, oracles_bank = (read_bank(path, with_weights=False) for path in (originals, oracles))
+    lineage = model_lineage(data, labels_from, forget_set)
+    dataset = read_dataset(data)
+    chosen = experiment_forget_set(forget_set, labels_from, requests, lineage_of(data=data))
+    originals_bank = read_bank(originals, with_weights=False, role="original",
+                               lineage={key: value for key, value in lineage.items() if key != "forget_set"})
+    oracles_bank = read_bank(oracles, with_weights=False, role=f"oracle/{chosen.name}", lineage=lineage)
     ulira_accuracy = float(read_rows(ulira)[0]["ulira_accuracy"]) if ulira else math.nan
-    banks = unlearned_banks(unlearned, dataset, requests, torch.device("cpu"))
+    banks = unlearned_banks(unlearned, dataset, requests, torch.device("cpu"), method, chosen.name, lineage)
     results = [evaluate_bank(dataset, chosen, originals_bank, oracles_bank, bank, method, label, seed=seed,
                              ulira_accuracy=ulira_accuracy, paired_with_originals=not from_scratch)
                for label, bank in banks.items()]
-    best = min(results, key=lambda result: result.row["selection_score"])
+    best = select_best(results)
     inputs = [data, forget_set, originals, oracles, unlearned]
-    write_artifact(out_h5, "evaluation", best.arrays, provenance_record=provenance({}, {"seed": seed}, inputs),
+    write_artifact(out_h5, "evaluation", best.arrays,
+                   provenance_record=provenance({}, {"seed": seed}, inputs, lineage),
                    attrs={"method": method, "config": best.row["config"], "forget_set": chosen.name})
     write_rows(out_csv, [result.row for result in results], ROW_COLUMNS)
     for row in (result.row for result in results):
+        if row["status"] == DIVERGED:
+            print(f"{method} [{row['config']}] on {chosen.name}: diverged (non-finite outputs), "
+                  "excluded from selection")
+            continue
         print(f"{method} [{row['config']}] on {chosen.name}: KLOM-95 forget {row['klom_forget_p95']:.2f} "
               f"retain {row['klom_retain_p95']:.2f} validation {row['klom_validation_p95']:.2f} "
               f"(noise floor {row['floor_forget_p95']:.2f}/{row['floor_retain_p95']:.2f}/"
@@ -260,8 +308,9 @@ def ulira(*, method: str, data: str, base: str, spec: Mapping[str, Any], trainin
     from unlearnflow.evaluation.ulira import run_ulira
     from unlearnflow.runner import load_side
     use_threads(threads)
-    dataset, base_bank = read_dataset(data), read_bank(base)
-    labels = experiment_labels(dataset, labels_from)
+    dataset = read_dataset(data)
+    base_bank = read_bank(base, role="ulira_base", lineage=model_lineage(data, labels_from))
+    labels = experiment_labels(dataset, labels_from, lineage_of(data=data))
     result = run_ulira(method, base_bank, dataset, labels, TrainConfig.from_mapping(training), seed,
                        spec["forget_sets_per_model"], spec["forget_size"], spec["pool_class"], resolve_device(device),
                        pool_size=spec.get("pool_size"), progress=progress, method_config=method_config,
@@ -282,17 +331,19 @@ def fit_datamodels(*, data: str, subset_models: Sequence[str], spec: Mapping[str
     use_threads(threads)
     spec = {**DATAMODEL_DEFAULTS, **spec}
     dataset = read_dataset(data)
-    train_labels = experiment_labels(dataset, labels_from)
+    lineage = model_lineage(data, labels_from)
+    train_labels = experiment_labels(dataset, labels_from, lineage_of(data=data))
     labels = np.concatenate([train_labels, dataset.y_val, dataset.y_test])
     sizes = {split: len(getattr(dataset, f"y_{split}")) for split in SPLITS}
-    subset = concatenate_banks([read_bank(path, with_weights=False) for path in subset_models])
+    subset = concatenate_banks([read_bank(path, with_weights=False, role="subset", lineage=lineage)
+                                for path in subset_models])
     logits = np.concatenate([subset.logits[split] for split in SPLITS], axis=1)
     estimator = spec["estimator"]
     torch_device = resolve_device(device)
     if estimator == "trak":  # every subset model scores TRAK's estimate; none is fitted on
         if not originals:
             raise UserError("the trak estimator needs --originals (its checkpoints)")
-        checkpoints = read_bank(originals)
+        checkpoints = read_bank(originals, role="original", lineage=lineage)
         models = [model.to(torch_device)
                   for model in checkpoints.load_models(dataset.input_shape, dataset.num_classes)]
         x_all = torch.from_numpy(np.concatenate([getattr(dataset, f"x_{split}") for split in SPLITS])).to(torch_device)
@@ -309,7 +360,7 @@ def fit_datamodels(*, data: str, subset_models: Sequence[str], spec: Mapping[str
     if estimator != "trak":
         result.attrs["precompute_seconds"] += subset.attrs["train_seconds"]
     inputs = [data, *subset_models] + [path for path in (labels_from, originals) if path]
-    write_datamodels(out, result, provenance(spec, {"seed": seed}, inputs))
+    write_datamodels(out, result, provenance(spec, {"seed": seed}, inputs, lineage))
     print(f"datamodels ({estimator}) written to {out}: " + ", ".join(
         f"{name} {value:.3f}" for name, value in result.summary().items()))
 
@@ -321,9 +372,14 @@ def calibrate_datamodels(*, datamodels: str, forget_set: str, originals: str, or
         read_datamodels,
         write_calibration,
     )
+    roots = recorded_lineage(forget_set, "forget_set") or None  # the data set it was drawn from
+    chosen = experiment_forget_set(forget_set, labels_from, data_lineage=roots)
+    lineage = roots and {**roots, **lineage_of(labels=labels_from)}
+    expect(read_artifact(datamodels, "datamodels", names=()), lineage=lineage)
     fitted = read_datamodels(datamodels)
-    chosen = experiment_forget_set(forget_set, labels_from)
-    originals_bank, oracles_bank = (read_bank(path, with_weights=False) for path in (originals, oracles))
+    originals_bank = read_bank(originals, with_weights=False, role="original", lineage=lineage)
+    oracles_bank = read_bank(oracles, with_weights=False, role=f"oracle/{chosen.name}",
+                             lineage=lineage and {**lineage, **lineage_of(forget_set=forget_set)})
     scales = calibrate(fitted, originals_bank.logits["train"], oracles_bank.logits["train"], chosen.train_labels,
                        chosen.indices)
     inputs = [datamodels, forget_set, originals, oracles]
@@ -361,6 +417,20 @@ def deletion_request(*, request: str, data: str, models: str, ledger_dir: str, s
           f"{measured['before']['forget']['accuracy']:.3f} -> {measured['after']['forget']['accuracy']:.3f}, "
           f"validation {measured['before']['validation']['accuracy']:.3f} -> "
           f"{measured['after']['validation']['accuracy']:.3f}")
+
+
+def check_config(*, config_file: str, schema: str | None = None) -> None:
+    """Validate a config file as the workflow does (Snakemake itself reports a YAML syntax error
+    in a --configfile without its place; this names the line and column)."""
+    from pathlib import Path
+
+    from unlearnflow.config import load_config_file, load_schema, validate_config
+    schema = schema or str(Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml")
+    if not Path(schema).is_file():
+        raise UserError(f"{schema}: no config schema here; give --schema workflow/schemas/config.schema.yaml")
+    config = validate_config(load_config_file(config_file), load_schema(schema))
+    print(f"{config_file}: valid (experiment {config['experiment']}, forget sets {', '.join(config['forget_sets'])}"
+          f", methods {', '.join(config['methods']) or 'references only'})")
 
 
 def theory(*, panel: str, out: str) -> None:

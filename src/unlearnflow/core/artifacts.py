@@ -8,12 +8,16 @@
 - ``model_bank``: E models of one role (original, oracle of a forget set, ...): stacked weights
   (``weights/<state dict name>``), model ids and seeds, each model's training mask, its logits on
   every train/val/test point (``logits/<split>``), and the training cost.
+
+Readers take what the caller expects (a bank's role, the lineage of what it was made from, see
+:func:`unlearnflow.core.store.expect`) and refuse anything else with one line.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -25,7 +29,7 @@ from unlearnflow.core.data import Dataset
 from unlearnflow.core.ensemble import fit_many, predict_logits_many
 from unlearnflow.core.forget_sets import ForgetSamples, ForgetSet
 from unlearnflow.core.models import build_model
-from unlearnflow.core.store import read_artifact, write_artifact
+from unlearnflow.core.store import expect, read_artifact, write_artifact
 from unlearnflow.core.training import TrainConfig
 from unlearnflow.errors import UserError
 
@@ -53,8 +57,9 @@ def write_forget_set(path: str | Path, forget_set: ForgetSet, provenance: Mappin
                                  "n_requests": len(forget_set.requests)})
 
 
-def read_forget_set(path: str | Path) -> ForgetSet:
-    artifact = read_artifact(path, "forget_set")
+def read_forget_set(path: str | Path, lineage: Mapping[str, str] | None = None) -> ForgetSet:
+    """A forget set; with `lineage`, it must have been drawn from that data set."""
+    artifact = expect(read_artifact(path, "forget_set"), lineage=lineage)
     requests = tuple(artifact[f"requests/{r}"] for r in range(artifact.attrs["n_requests"]))
     return ForgetSet(artifact.attrs["name"], artifact.attrs["kind"], requests, artifact["train_labels"])
 
@@ -66,8 +71,9 @@ def write_forget_samples(path: str | Path, samples: ForgetSamples, provenance: M
                           attrs={"name": samples.name, "kind": samples.kind, "num_classes": samples.num_classes})
 
 
-def read_forget_samples(path: str | Path) -> ForgetSamples:
-    artifact = read_artifact(path, "forget_samples")
+def read_forget_samples(path: str | Path, lineage: Mapping[str, str] | None = None) -> ForgetSamples:
+    """The forget samples; with `lineage`, they must come from that data set and forget set."""
+    artifact = expect(read_artifact(path, "forget_samples"), lineage=lineage)
     return ForgetSamples(artifact.attrs["name"], artifact.attrs["kind"], artifact["inputs"], artifact["labels"],
                          artifact["request_of"], artifact["x_val"], artifact["y_val"], artifact.attrs["num_classes"])
 
@@ -82,6 +88,7 @@ class ModelBank:
     train_masks: np.ndarray             # (E, n_train) bool: the points each model trained on
     logits: dict[str, np.ndarray]       # split -> (E, n_split, classes)
     attrs: dict[str, Any]               # role, arch, options, training recipe, cost
+    lineage: dict[str, str] | None = field(default=None)  # root artifacts it was made from, if recorded
 
     def __len__(self) -> int:
         return len(self.model_ids)
@@ -110,13 +117,18 @@ def write_bank(path: str | Path, bank: ModelBank, provenance: Mapping[str, Any])
     return write_artifact(path, "model_bank", arrays, attrs=bank.attrs, provenance_record=provenance)
 
 
-def read_bank(path: str | Path, with_weights: bool = True) -> ModelBank:
+def read_bank(path: str | Path, with_weights: bool = True, role: str | None = None,
+              lineage: Mapping[str, str] | None = None) -> ModelBank:
+    """A model bank; with `role` and `lineage`, it must be of that role (``original``,
+    ``oracle/<set>``, ``retrain/<set>``, ``subset``, ``ulira_base``) and made from those roots."""
     artifact = read_artifact(path, "model_bank", skip_groups=() if with_weights else ("weights",))
+    expect(artifact, role=role, lineage=lineage)
     weights = {name[len("weights/"):]: value for name, value in artifact.arrays.items()
                if name.startswith("weights/")}
     logits = {name[len("logits/"):]: value for name, value in artifact.arrays.items() if name.startswith("logits/")}
     return ModelBank(weights=weights, model_ids=artifact["model_ids"], seeds=artifact["seeds"],
-                     train_masks=artifact["train_masks"], logits=logits, attrs=artifact.attrs)
+                     train_masks=artifact["train_masks"], logits=logits, attrs=artifact.attrs,
+                     lineage=artifact.provenance.get("lineage"))
 
 
 def weights_only(bank: ModelBank) -> ModelBank:
@@ -124,7 +136,9 @@ def weights_only(bank: ModelBank) -> ModelBank:
     point or the training masks (which say which training points exist and were used)."""
     return ModelBank(weights=bank.weights, model_ids=bank.model_ids, seeds=bank.seeds,
                      train_masks=np.zeros((len(bank), 0), dtype=bool), logits={},
-                     attrs={key: value for key, value in bank.attrs.items() if key in ("role", "arch", "model_options")})
+                     attrs={key: value for key, value in bank.attrs.items()
+                            if key in ("role", "arch", "model_options")},
+                     lineage=bank.lineage)
 
 
 def concatenate_banks(banks: Sequence[ModelBank]) -> ModelBank:
@@ -145,6 +159,9 @@ def concatenate_banks(banks: Sequence[ModelBank]) -> ModelBank:
     model_ids = stack([bank.model_ids for bank in banks])
     if len(np.unique(model_ids)) != len(model_ids):
         raise UserError("cannot gather model-bank chunks: some model ids appear twice")
+    if len({json.dumps(bank.lineage, sort_keys=True) for bank in banks}) > 1:
+        raise UserError("cannot gather model-bank chunks made from different data or forget sets "
+                        "(their recorded lineage differs); rerun the chunks' training")
     attrs = dict(first)
     attrs["train_seconds"] = float(sum(bank.attrs["train_seconds"] for bank in banks))
     return ModelBank(
@@ -152,7 +169,7 @@ def concatenate_banks(banks: Sequence[ModelBank]) -> ModelBank:
         model_ids=model_ids, seeds=stack([bank.seeds for bank in banks]),
         train_masks=stack([bank.train_masks for bank in banks]),
         logits={split: stack([bank.logits[split] for bank in banks]) for split in banks[0].logits},
-        attrs=attrs)
+        attrs=attrs, lineage=banks[0].lineage)
 
 
 

@@ -35,6 +35,7 @@ import gzip
 import math
 import pickle
 import struct
+import sys
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -413,13 +414,21 @@ def _class_names(directory: Path) -> tuple[str, ...]:
 
 
 def _image_files(directory: Path, classes: tuple[str, ...]) -> list[tuple[Path, int]]:
-    files = []
+    """(image, class id) of every image in the class folders; other files (hidden ones aside)
+    are skipped and reported on stderr, with their count and an example."""
+    files, skipped = [], []
     for label, name in enumerate(classes):
-        images = sorted(path for path in (directory / name).iterdir()
-                        if path.is_file() and path.suffix.lower() in _IMAGE_SUFFIXES)
+        entries = sorted(path for path in (directory / name).iterdir()
+                         if path.is_file() and not path.name.startswith("."))
+        images = [path for path in entries if path.suffix.lower() in _IMAGE_SUFFIXES]
+        skipped += [path for path in entries if path.suffix.lower() not in _IMAGE_SUFFIXES]
         if not images:
-            raise _error("image_folder", directory / name, f"expected images ({', '.join(_IMAGE_SUFFIXES)}), found none")
+            raise _error("image_folder", directory / name,
+                         f"expected images ({', '.join(_IMAGE_SUFFIXES)}), found none")
         files.extend((path, label) for path in images)
+    if skipped:
+        print(f"unlearnflow: warning: {directory}: skipped {len(skipped)} file(s) that are not images "
+              f"({', '.join(_IMAGE_SUFFIXES)}), e.g. {skipped[0].relative_to(directory)}", file=sys.stderr)
     return files
 
 

@@ -23,6 +23,10 @@ Kinds, their keys (defaults in parentheses) and where they come from:
     R disjoint requests forgotten one after the other (PGU, Section 4.4: 1,000 points at a time,
     100 per class). Each request splits its k points as evenly as possible over the classes and
     draws them from the points no earlier request took.
+``indices`` -- ``indices`` [i, ...] or ``file`` (a path)
+    Exactly the listed training points, for a user who must forget specific records: a list in
+    the config or a text file of indices (whitespace or comma separated, ``#`` starts a comment).
+    Indices are positions in the experiment's training split (``data.h5``'s ``x_train``).
 ``poison`` -- ``pairs`` [[a, b], ...], ``budget``
     Label-flip poisoning to be undone (PGU, Section 4.5 "depoisoning"). For each pair, ``budget``
     points (or, for a float in (0, 1), that fraction of the pair's points), half from class a and
@@ -45,7 +49,7 @@ import numpy as np
 
 from unlearnflow.errors import UserError
 
-KINDS = ("random", "class", "class_sample", "cluster", "incremental", "poison")
+KINDS = ("random", "class", "class_sample", "cluster", "incremental", "poison", "indices")
 
 _MISSING = object()
 
@@ -206,6 +210,8 @@ def check_spec(name: str, spec: Mapping[str, Any]) -> str:
     for key in spec:
         if key != "kind" and key not in keys:
             raise UserError(f"{prefix}: unknown key {key!r} for kind {kind!r}{_suggestion(key, keys)}")
+    if kind == "indices":
+        _given_indices(name, spec)
     return kind
 
 
@@ -357,6 +363,46 @@ def _incremental(ctx: _Context) -> _Built:
     return requests, ctx.y
 
 
+def _indices(ctx: _Context) -> _Built:
+    return [_given_indices(ctx.name, ctx.spec)], ctx.y
+
+
+def _given_indices(name: str, spec: Mapping[str, Any]) -> np.ndarray:
+    """The indices of an ``indices`` forget set, from its list or its file; checked for what
+    needs no data (a list of unique non-negative integers, not empty). The range and the whole
+    training set are checked when the set is built."""
+    prefix = f"forget set {name!r}"
+    if ("indices" in spec) == ("file" in spec):
+        raise UserError(f"{prefix}: kind 'indices' takes exactly one of 'indices' (a list) or 'file' (a path)")
+    if "file" in spec:
+        values = read_index_file(spec["file"], prefix)
+    else:
+        values = spec["indices"]
+        if not isinstance(values, (list, tuple)) or not all(_is_int(value) for value in values):
+            raise UserError(f"{prefix}: 'indices' must be a list of integers, got {values!r}")
+    if values and min(values) < 0:
+        raise UserError(f"{prefix}: index {min(values)} is negative (indices count training points from 0)")
+    return validate_indices(np.asarray(values, dtype=np.int64), np.iinfo(np.int64).max, prefix)
+
+
+def read_index_file(path: Any, what: str) -> list[int]:
+    """Integers of a text file of indices (whitespace or comma separated, ``#`` comments)."""
+    try:
+        with open(path) as handle:
+            lines = handle.read().splitlines()
+    except (OSError, TypeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise UserError(f"{what}: cannot read the index file {path!r} ({reason})") from error
+    values = []
+    for number, line in enumerate(lines, 1):
+        for token in line.split("#")[0].replace(",", " ").split():
+            try:
+                values.append(int(token))
+            except ValueError:
+                raise UserError(f"{what}: {path}, line {number}: {token!r} is not an integer index") from None
+    return values
+
+
 def _poison(ctx: _Context) -> _Built:
     labels = ctx.y.copy()
     everything = np.ones(ctx.y.size, dtype=bool)
@@ -412,6 +458,7 @@ _BUILDERS: dict[str, tuple[Callable[[_Context], _Built], frozenset[str]]] = {
     "cluster": (_cluster, frozenset({"size", "n_clusters", "cluster", "space", "components"})),
     "incremental": (_incremental, frozenset({"requests", "size"})),
     "poison": (_poison, frozenset({"pairs", "budget"})),
+    "indices": (_indices, frozenset({"indices", "file"})),
 }
 
 

@@ -7,7 +7,9 @@ forget set, the retained training points and the validation set. All metrics rea
 banks' stored logits, so evaluating a method never retrains or re-runs a model.
 
 The row written per result has the columns of :data:`unlearnflow.evaluation.rows.ROW_COLUMNS`, the
-one schema the report reads back.
+one schema the report reads back. A configuration whose models output NaN or infinite logits
+(a learning rate that diverged) is not an error: its row has status ``diverged`` and NaN
+metrics (:func:`diverged_evaluation`), and :func:`select_best` never picks it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from unlearnflow.core.artifacts import ModelBank
 from unlearnflow.core.data import Dataset
 from unlearnflow.core.forget_sets import ForgetSet
-from unlearnflow.evaluation.rows import GROUPS, STATISTICS
+from unlearnflow.evaluation.rows import DIVERGED, GROUPS, OK, ROW_COLUMNS, STATISTICS
 from unlearnflow.metrics.klom import (
     bootstrap_ci,
     klom,
@@ -58,6 +60,8 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     apart as the paper does. `paired_with_originals` says that
     unlearned model i started from original model i (false for retraining from scratch).
     """
+    if not all(np.isfinite(logits).all() for logits in unlearned.logits.values()):
+        return diverged_evaluation(dataset, forget_set, originals, oracles, unlearned, method, config, ulira_accuracy)
     rng = np.random.default_rng(seed)
     labels = forget_set.train_labels
     forget = forget_set.indices
@@ -76,10 +80,7 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     floor_summary = summarise(noise_floor(oracle_margins, rng)[0], groups)
     intervals = bootstrap_ci(oracle_margins, unlearned_margins, groups, rng, stat="p95", n_boot=n_boot)
 
-    row: dict[str, Any] = {
-        "method": method, "config": config, "forget_set": forget_set.name, "forget_kind": forget_set.kind,
-        "n_forget": len(forget), "n_oracles": len(oracles), "n_unlearned": len(unlearned),
-    }
+    row = _identity(forget_set, oracles, unlearned, method, config, OK)
     for group in GROUPS:
         for statistic in STATISTICS:
             row[f"klom_{group}_{statistic}"] = summary[group][statistic]
@@ -108,6 +109,39 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     arrays.update({f"entropy/{name}": value for name, value in entropies.items()})
     arrays.update({"mia/fpr": attack.fpr, "mia/tpr": attack.tpr})
     return Evaluation(row=row, arrays=arrays)
+
+
+def diverged_evaluation(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
+                        unlearned: ModelBank, method: str, config: str, ulira_accuracy: float = math.nan) -> Evaluation:
+    """The evaluation of a configuration whose models output non-finite logits: status
+    ``diverged``, NaN for every quality metric, the references' accuracies and the cost it
+    took; the unlearned entropies are NaN and the attack's ROC curve empty."""
+    row = {column: math.nan for column in ROW_COLUMNS}
+    row.update(_identity(forget_set, oracles, unlearned, method, config, DIVERGED))
+    test = _readouts(dataset, forget_set, originals, oracles, originals)
+    row.update(acc_test_oracle=test["acc_test_oracle"], acc_test_original=test["acc_test_original"],
+               ulira_accuracy=ulira_accuracy, **_cost(oracles, unlearned))
+    forget = forget_set.indices
+    arrays = {f"entropy/{name}": prediction_entropy(bank.logits["train"][:, forget])
+              for name, bank in (("original", originals), ("oracle", oracles))}
+    arrays["entropy/unlearned"] = np.full_like(arrays["entropy/oracle"], np.nan)
+    arrays.update({"mia/fpr": np.zeros(0), "mia/tpr": np.zeros(0)})
+    return Evaluation(row=row, arrays=arrays)
+
+
+def select_best(results: list[Evaluation]) -> Evaluation:
+    """The evaluated configuration of lowest selection score that did not diverge (the first
+    one when every configuration diverged)."""
+    valid = [result for result in results if result.row["status"] != DIVERGED]
+    return min(valid, key=lambda result: result.row["selection_score"]) if valid else results[0]
+
+
+def _identity(forget_set: ForgetSet, oracles: ModelBank, unlearned: ModelBank, method: str, config: str,
+              status: str) -> dict[str, Any]:
+    """The columns that say which result a row describes, and its status."""
+    return {"method": method, "config": config, "forget_set": forget_set.name, "forget_kind": forget_set.kind,
+            "n_forget": len(forget_set.indices), "n_oracles": len(oracles), "n_unlearned": len(unlearned),
+            "status": status}
 
 
 def _readouts(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,

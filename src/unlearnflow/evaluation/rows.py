@@ -3,7 +3,9 @@ writes per (method, configuration, forget set) and the report reads back, and th
 artifact behind the report's figures.
 
 - A CSV file with a header and one or more rows, columns :data:`ROW_COLUMNS` (``NaN`` or an
-  empty cell for a metric that was not computed); a reader requires :data:`REQUIRED_COLUMNS`,
+  empty cell for a metric that was not computed); ``status`` is :data:`OK`, or :data:`DIVERGED`
+  for a configuration whose models output NaN or infinite logits (every quality metric NaN,
+  never selected; older files without the column read as ok); a reader requires :data:`REQUIRED_COLUMNS`,
   parses :data:`INT_COLUMNS`, :data:`FLOAT_COLUMNS` and :data:`OPTIONAL_FLOAT_COLUMNS` and keeps
   other columns as text.
 - An ``evaluation`` artifact with the arrays :data:`EVALUATION_ARRAYS` (forget-point entropies,
@@ -27,6 +29,8 @@ from unlearnflow.core.store import STAGE_VERSIONS, read_artifact
 from unlearnflow.errors import UserError
 
 STATISTICS = ("mean", "p50", "p95", "p99")
+#: ``status`` of an evaluated configuration: its metrics are valid, or its models diverged.
+OK, DIVERGED = "ok", "diverged"
 GROUPS = ("forget", "retain", "validation")
 TEXT_COLUMNS = ("method", "config", "forget_set", "forget_kind")
 INT_COLUMNS = ("n_forget", "n_oracles", "n_unlearned")
@@ -52,7 +56,7 @@ ROW_COLUMNS = (
     + ["acc_forget", "acc_retain", "acc_val", "acc_test", "acc_test_oracle", "acc_test_original",
        "shift_corr_forget", "margin_mae_forget",
        "entropy_forget", "mia_simple", "mia_pgu_auc", "mia_attack_auc", "ulira_accuracy",
-       "unlearn_seconds", "retrain_seconds", "compute_fraction", "precompute_seconds"]
+       "unlearn_seconds", "retrain_seconds", "compute_fraction", "precompute_seconds", "status"]
 )
 #: Forget set names as the config schema allows them, ``@R`` for a sequence's first R requests;
 #: they appear in file names.
@@ -114,6 +118,9 @@ def parse_row(path: Path, raw: Mapping[str, str | None]) -> Row:
                         "and '-' (it names the report's files)")
     for column in INT_COLUMNS + FLOAT_COLUMNS + OPTIONAL_FLOAT_COLUMNS:
         row[column] = parse_number(path, column, row.get(column, ""), integer=column in INT_COLUMNS)
+    row["status"] = row.get("status") or OK
+    if row["status"] not in (OK, DIVERGED):
+        raise UserError(f"{path}: column 'status' should be {OK} or {DIVERGED}, found '{row['status']}'")
     return row
 
 

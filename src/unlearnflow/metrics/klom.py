@@ -21,9 +21,10 @@ Consequences: identical samples give exactly 0, so does a point where every marg
 two samples in disjoint bins reach the cap ``(1 - floor) * ln(1 / floor)`` (11.513 for
 1e-5, the paper's "capped at around 12"), see :func:`klom_cap`.
 
-With few models KLOM is far from 0 even for a perfect unlearner (20 bins, Gaussian margins:
-p95 about 1.7 with 50 models per side, 0.7 with 100); :func:`noise_floor` measures that
-level for the oracles at hand.
+KLOM refuses fewer than :data:`MIN_MODELS` models per side: with one model a histogram is a
+single bin, and KLOM can only be 0 or the cap. With few models KLOM is far from 0 even for a
+perfect unlearner (20 bins, Gaussian margins: p95 about 1.7 with 50 models per side, 0.7 with
+100); :func:`noise_floor` measures that level for the oracles at hand.
 
 Shapes: margins are (models, points); results are (points,).
 """
@@ -41,6 +42,8 @@ from unlearnflow.metrics.readouts import group_indices
 Direction = Literal["oracle_unlearned", "unlearned_oracle"]
 DIRECTIONS = ("oracle_unlearned", "unlearned_oracle")
 WEIGHTED = "weighted"
+#: Fewest models per side KLOM accepts; the noise floor splits the oracles in halves of this.
+MIN_MODELS = 2
 _BLOCK_ELEMENTS = 65_536  # margins per block of points in klom (fits in cache)
 _BOOT_BATCH_ELEMENTS = 4_000_000  # resampled margins per bootstrap batch (32 MB of float64)
 
@@ -66,7 +69,12 @@ def _check_pair(oracle: np.ndarray, unlearned: np.ndarray) -> tuple[np.ndarray, 
     oracle = _check_margins(oracle, "oracle_margins")
     unlearned = _check_margins(unlearned, "unlearned_margins")
     if oracle.shape[1] != unlearned.shape[1]:
-        raise UserError(f"oracle and unlearned margins cover different numbers of points: {oracle.shape[1]} vs {unlearned.shape[1]}")
+        raise UserError(f"oracle and unlearned margins cover different numbers of points: "
+                        f"{oracle.shape[1]} vs {unlearned.shape[1]}")
+    for name, margins in (("oracle", oracle), ("unlearned", unlearned)):
+        if len(margins) < MIN_MODELS:
+            raise UserError(f"KLOM needs at least {MIN_MODELS} {name} models to compare histograms, got "
+                            f"{len(margins)} (with one model KLOM is only ever 0 or the cap)")
     return oracle, unlearned
 
 
@@ -248,7 +256,7 @@ def noise_floor(
     oracle = _check_margins(oracle_margins, "oracle_margins")
     half = len(oracle) // 2
     if half < 2:
-        raise UserError(f"the noise floor needs at least 4 oracle models, got {len(oracle)}")
+        raise UserError(f"the noise floor needs at least {2 * MIN_MODELS} oracle models, got {len(oracle)}")
     if splits < 1:
         raise UserError(f"splits must be at least 1, got {splits}")
     out = np.empty((splits, oracle.shape[1]))
@@ -275,8 +283,8 @@ def matched_klom(
     """
     oracle, unlearned = _check_pair(oracle_margins, unlearned_margins)
     n = len(oracle) // 2 if n_models is None else n_models
-    if not 1 <= n <= min(len(oracle), len(unlearned)):
-        raise UserError(f"n_models must lie in [1, {min(len(oracle), len(unlearned))}], got {n}")
+    if not MIN_MODELS <= n <= min(len(oracle), len(unlearned)):
+        raise UserError(f"n_models must lie in [{MIN_MODELS}, {min(len(oracle), len(unlearned))}], got {n}")
     pick_o = rng.choice(len(oracle), n, replace=False)
     pick_u = rng.choice(len(unlearned), n, replace=False)
     return klom(oracle[pick_o], unlearned[pick_u], bins, clip, floor, direction)

@@ -10,7 +10,8 @@ a CSV file of metric rows and an ``evaluation`` artifact, in the one schema of
 ``summary.csv``
     Every row, sorted by forget set, then method (``do_nothing`` first, ``retrain`` last,
     the others alphabetically), then config, with a ``best`` column: ``True`` for the
-    configuration of lowest ``selection_score`` of each (method, forget set).
+    configuration of lowest ``selection_score`` of each (method, forget set); a configuration
+    whose status is ``diverged`` is never the best, and the markdown table names it.
 ``summary.md``
     One markdown table per forget set: the best configuration of each method, the
     ``do_nothing`` and ``retrain`` references, and the noise floor of the oracles, with lines
@@ -52,6 +53,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from unlearnflow.evaluation.rows import (  # noqa: E402
+    DIVERGED,
     GROUPS,
     REQUIRED_COLUMNS,
     EvaluationArrays,
@@ -105,10 +107,16 @@ def method_key(method: str) -> tuple[int, str]:
     return ({DO_NOTHING: 0, RETRAIN: 2}.get(method, 1), method)
 
 
+def is_diverged(row: Row) -> bool:
+    """Whether the row's configuration diverged (non-finite outputs; never the best)."""
+    return row.get("status") == DIVERGED
+
+
 def score_key(row: Row) -> tuple[bool, float, str]:
-    """Sort key by selection score, lowest first, NaN last, ties broken by config."""
+    """Sort key by selection score, lowest first, NaN and diverged last, ties broken by config."""
     score = row["selection_score"]
-    return (math.isnan(score), 0.0 if math.isnan(score) else score, row["config"])
+    unusable = math.isnan(score) or is_diverged(row)
+    return (unusable, 0.0 if unusable else score, row["config"])
 
 
 def sort_rows(rows: Iterable[Row]) -> list[Row]:
@@ -228,11 +236,15 @@ def table_row(row: Row, configs: Sequence[Row]) -> list[str]:
         default = next((other for other in configs if other["config"] == "default"), None)
         note = f"; default {fmt(default['selection_score'], '.3f')}" if default and default is not row else ""
         if accuracy_loss(row) > ACCURACY_TOLERANCE:
-            kept = [other for other in configs if accuracy_loss(other) <= ACCURACY_TOLERANCE]
+            kept = [other for other in configs if accuracy_loss(other) <= ACCURACY_TOLERANCE and not is_diverged(other)]
             guarded = min(kept, key=score_key) if kept else None
             note += (f"; best within 0.5 pt of the oracles' test acc: {guarded['config']} "
                      f"{fmt(guarded['selection_score'], '.3f')}" if guarded else "; none within 0.5 pt of test acc")
+        diverged = [other["config"] for other in configs if is_diverged(other)]
+        note += f"; diverged: {', '.join(diverged)}" if diverged else ""
         config += f" (best of {len(configs)}{note})"
+    if is_diverged(row):
+        config += " (diverged: non-finite outputs)"
     score = fmt(row["selection_score"], ".3f")
     if math.isfinite(row["selection_ci_low"]) and math.isfinite(row["selection_ci_high"]):
         score += f" [{row['selection_ci_low']:.3f}, {row['selection_ci_high']:.3f}]"

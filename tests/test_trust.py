@@ -1,0 +1,309 @@
+"""Artifacts a user can trust (issue 9): every numbered failure of the issue, reproduced on a tiny
+experiment built in-process, refused with one line or handled as the issue asks."""
+
+import json
+import math
+import os
+import shutil
+import stat
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from unlearnflow import cli, stages
+from unlearnflow.config import load_config_file, load_schema, validate_config
+from unlearnflow.core.store import (
+    check_writable_directory,
+    read_artifact,
+    rebuild_advice,
+    rule_of,
+    write_artifact,
+    write_text,
+)
+from unlearnflow.errors import UserError, failed_job_causes
+from unlearnflow.evaluation.rows import read_csv
+from unlearnflow.metrics.klom import MIN_MODELS, klom, noise_floor
+
+MODEL = {"arch": "mlp", "options": {"hidden": [8]}}
+TRAINING = {"epochs": 1, "batch_size": 64, "lr": 0.1}
+SCHEMA = os.path.join(os.path.dirname(__file__), "..", "workflow", "schemas", "config.schema.yaml")
+
+
+def train(results, role, out, forget_set=None, data="data.h5", count=4):
+    stages.train(data=str(results / data), role=role, model=MODEL, training=TRAINING, seed=0, first_id=0,
+                 count=count, out=str(results / out), device="cpu", threads=1,
+                 forget_set=str(results / forget_set) if forget_set else None)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, one_thread):
+    """results/tiny/ of a small experiment: data, forget set r, 4 originals, 4 oracles of r."""
+    results = tmp_path_factory.mktemp("trust") / "results" / "tiny"
+    stages.prepare_data(spec={"loader": "digits", "max_train": 200}, out=str(results / "data.h5"))
+    stages.make_forget_set(name="r", spec={"kind": "random", "size": 10}, data=str(results / "data.h5"), seed=0,
+                           out=str(results / "forget_sets" / "r.h5"))
+    train(results, "original", "originals.h5")
+    train(results, "oracle", "oracles/r.h5", forget_set="forget_sets/r.h5")
+    return results
+
+
+def evaluate(results, originals="originals.h5", unlearned="originals.h5", method="do_nothing", out="evaluation"):
+    stages.evaluate(data=str(results / "data.h5"), forget_set=str(results / "forget_sets" / "r.h5"),
+                    originals=str(results / originals), oracles=str(results / "oracles" / "r.h5"),
+                    unlearned=str(results / unlearned), method=method, out_h5=str(results / out / "e.h5"),
+                    out_csv=str(results / out / "e.csv"), threads=1)
+
+
+# --- 1. a bank of the wrong role, or made from other data, is refused ----------------------------
+
+def test_1_an_oracle_bank_copied_over_the_originals_is_refused(world, tmp_path):
+    results = tmp_path / "results" / "tiny"
+    shutil.copytree(world, results)
+    shutil.copy(results / "oracles" / "r.h5", results / "originals.h5")
+    with pytest.raises(UserError) as error:
+        evaluate(results)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{results / 'originals.h5'}: expected a model_bank")
+    assert "with role original, found role oracle/r" in message
+    assert "snakemake --cores 1 --forcerun gather_originals" in message
+    assert not (results / "evaluation" / "e.csv").exists()
+
+
+def test_1_a_forget_set_or_bank_from_another_data_set_is_refused(world, tmp_path):
+    results = tmp_path / "results" / "tiny"
+    shutil.copytree(world, results)
+    stages.prepare_data(spec={"loader": "digits", "max_train": 200, "seed": 1}, out=str(results / "other.h5"))
+    with pytest.raises(UserError, match=r"forget_sets/r\.h5: expected a forget_set made from data sha256:\w{12}, "
+                                        r"found one made from data sha256:\w{12}"):
+        train(results, "oracle", "x.h5", forget_set="forget_sets/r.h5", data="other.h5")
+    # originals of another data set, although of the right role
+    train(results, "original", "originals.h5", data="other.h5")
+    with pytest.raises(UserError, match=r"originals\.h5: expected a model_bank made from data"):
+        evaluate(results)
+
+
+def test_1_a_reference_bank_must_be_the_one_of_its_method_and_set(world):
+    with pytest.raises(UserError, match=r"oracles/r\.h5: expected a model_bank with role retrain/r, found role "
+                                        r"oracle/r"):
+        evaluate(world, unlearned="oracles/r.h5", method="retrain")
+
+
+# --- 2. damaged bytes fail the read with the file and the rule -----------------------------------
+
+def damage_first_chunk(path, dataset):
+    """Overwrite 8 bytes inside the first chunk of `dataset`: the file keeps its size."""
+    with h5py.File(path, "r") as h5:
+        offset = h5[dataset].id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as handle:
+        handle.seek(offset + 4)
+        handle.write(b"\xde\xad\xbe\xef" * 2)
+
+
+def test_2_damaged_bytes_in_the_middle_are_one_line_naming_the_file_and_the_rule(world, tmp_path):
+    results = tmp_path / "results" / "tiny"
+    shutil.copytree(world, results)
+    bank = results / "oracles" / "r.h5"
+    with h5py.File(bank, "r") as h5:
+        assert h5["model_ids"].fletcher32 and h5["logits/train"].fletcher32
+    size = bank.stat().st_size
+    damage_first_chunk(bank, "model_ids")  # small, uncompressed: only the checksum can tell
+    assert bank.stat().st_size == size
+    with pytest.raises(UserError) as error:
+        evaluate(results)
+    message = str(error.value)
+    assert message.startswith(f"{bank}: damaged or unreadable HDF5 file") and "\n" not in message
+    assert message.endswith("snakemake --cores 1 --forcerun gather_oracles (with your usual --configfile)")
+
+
+def test_2_the_cli_prints_one_line_for_a_damaged_bank(world, tmp_path, capsys):
+    results = tmp_path / "results" / "tiny"
+    shutil.copytree(world, results)
+    damage_first_chunk(results / "originals.h5", "logits/train")
+    status = cli.main(["gather", "--out", str(results / "g.h5"), str(results / "originals.h5")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and "originals.h5: damaged or unreadable" in lines[0]
+
+
+def test_2_every_artifact_path_maps_to_the_rule_that_writes_it():
+    expected = {"results/x/data.h5": "prepare_data", "results/x/forget_sets/a.h5": "forget_sets",
+                "results/x/originals/chunk_0-24.h5": "train_originals", "results/x/original_models.h5":
+                "gather_originals", "results/x/oracles/a@2/chunk_0-1.h5": "train_oracles",
+                "results/x/oracles/a@2.h5": "gather_oracles", "results/x/unlearned/retrain/a.h5": "retrain",
+                "results/x/unlearned/scrub/a.h5": "unlearn", "results/x/evaluation/scrub/a.csv": "evaluate",
+                "results/x/ulira/base_models.h5": "ulira_base_models", "results/x/ulira/scrub.csv": "ulira",
+                "results/x/subset_models/chunk_0-9.h5": "train_subset_models",
+                "results/x/datamodels.h5": "fit_datamodels", "/abs/results/x/datamodel_calibration.h5":
+                "calibrate_datamodels", "results/x/report/summary.csv": "report"}
+    assert {path: rule_of(path) for path in expected} == expected
+    assert rule_of("elsewhere/d.h5", "dataset") == "prepare_data" and rule_of("elsewhere/b.h5", "model_bank") is None
+    assert rebuild_advice("elsewhere/b.h5") == "rebuild it with the stage that wrote it"
+
+
+# --- 3. a diverged configuration is recorded, never selected, and the report builds --------------
+
+def test_3_a_diverged_configuration_is_a_row_not_a_failure(world, tmp_path):
+    results = tmp_path / "results" / "tiny"
+    shutil.copytree(world, results)
+    stages.unlearn(method="gradient_descent", method_config={"grid": {"lr": [0.01, 1e30]}},
+                   originals=str(results / "originals.h5"), data=str(results / "data.h5"),
+                   forget_set=str(results / "forget_sets" / "r.h5"), seed=0, device="cpu", threads=1,
+                   out=str(results / "unlearned" / "ga.h5"))
+    evaluate(results, unlearned="unlearned/ga.h5", method="gradient_descent")
+    rows = {row["config"]: row for row in read_csv(results / "evaluation" / "e.csv")}
+    diverged = [config for config, row in rows.items() if row["status"] == "diverged"]
+    assert diverged == ["lr=1e+30"], rows.keys()
+    assert math.isnan(rows["lr=1e+30"]["selection_score"]) and rows["lr=1e+30"]["unlearn_seconds"] > 0
+    assert all(math.isfinite(row["selection_score"]) for config, row in rows.items() if config not in diverged)
+    assert read_artifact(results / "evaluation" / "e.h5", "evaluation", names=()).attrs["config"] != "lr=1e+30"
+    stages.make_report(out_dir=str(results / "report"), csv=[str(results / "evaluation" / "e.csv")],
+                       evaluations=[str(results / "evaluation" / "e.h5")])
+    summary = (results / "report" / "summary.md").read_text()
+    assert "diverged: lr=1e+30" in summary
+    best = [line for line in (results / "report" / "summary.csv").read_text().splitlines() if "lr=1e+30" in line]
+    assert best and best[0].endswith("False")
+
+
+# --- 4 and 5. values checked before any rule runs; KLOM refuses too few models ------------------
+
+def config_with(**changes):
+    config = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "config.yaml")))
+    config.update(changes)
+    return config
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"methods": {"gradient_ascent": {"grid": {"lr": [0.01, -0.1]}}}},
+     "config: methods.gradient_ascent.grid.lr[1]: -0.1 must be > 0"),
+    ({"methods": {"scrub": {"hyperparameters": {"lr": 0}}}}, "config: methods.scrub.hyperparameters.lr: 0 must be > 0"),
+    ({"forget_sets": {"r": {"kind": "random", "size": -3}}}, "config: forget_sets.r.size: -3 must be >= 1"),
+    ({"forget_sets": {"i": {"kind": "incremental", "requests": 0, "size": 5}}},
+     "config: forget_sets.i.requests: 0 must be >= 1"),
+    ({"originals": {"models": 1}}, "config: originals.models: 1 is too few; KLOM needs at least 2 models per side"),
+    ({"oracles": {"models": 3}}, "config: oracles.models: 3 is too few"),
+])
+def test_4_5_values_that_would_fail_late_are_refused_with_their_config_path(changes, message):
+    with pytest.raises(UserError) as error:
+        validate_config(config_with(**changes), load_schema(SCHEMA))
+    assert str(error.value).startswith(message), str(error.value)
+
+
+def test_5_klom_refuses_one_model_per_side_and_says_how_many():
+    rng = np.random.default_rng(0)
+    for oracle, unlearned, side in ((1, 5, "oracle"), (5, 1, "unlearned")):
+        with pytest.raises(UserError, match=f"KLOM needs at least {MIN_MODELS} {side} models .* got 1"):
+            klom(rng.normal(size=(oracle, 3)), rng.normal(size=(unlearned, 3)))
+    assert klom(rng.normal(size=(2, 3)), rng.normal(size=(2, 3))).shape == (3,)
+    with pytest.raises(UserError, match="at least 4 oracle models, got 3"):
+        noise_floor(rng.normal(size=(3, 3)), rng)
+
+
+# --- 6. a failed job's cause reaches the console ------------------------------------------------
+
+def test_6_the_cause_of_each_failed_job_is_read_from_its_log(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.log").write_text("progress\nunlearnflow: error: first\nunlearnflow: error: d.h5: bad\n")
+    (tmp_path / "logs" / "b.log").write_text("Traceback (most recent call last):\nZeroDivisionError\n")
+    main_log = ("Error in rule prepare_data:\n    message: None\n    jobid: 1\n"
+                "    log: logs/a.log (check log file(s) for error details)\n    shell:\n        python -m x\n"
+                "Some other line\nError in rule report:\n    jobid: 2\n"
+                "    log: logs/b.log (check log file(s) for error details)\n")
+    assert failed_job_causes(main_log) == [
+        "unlearnflow: error: d.h5: bad  [rule prepare_data, log logs/a.log]",
+        "rule report failed without a one-line cause (a bug or a crash); see logs/b.log"]
+
+
+# --- 7. stale temporaries are removed, files respect the umask -----------------------------------
+
+def test_7_a_stage_removes_the_temporaries_a_killed_write_left(tmp_path, capsys):
+    out = tmp_path / "d.h5"
+    stale = [tmp_path / ".d.h5.k1ll3d.tmp.h5", tmp_path / ".d.h5.x.tmp"]
+    for path in stale:
+        path.write_bytes(b"\0" * 1000)
+    keep = tmp_path / ".other.h5.k1ll3d.tmp.h5"
+    keep.write_bytes(b"")
+    # the stage fails, yet its output's leftovers are gone: they are removed when it starts
+    assert cli.main(["prepare-data", "--spec", '{"loader": "nope"}', "--out", str(out)]) == 2
+    assert not any(path.exists() for path in stale) and keep.exists()
+    (tmp_path / ".d.h5.again.tmp.h5").write_bytes(b"")
+    write_artifact(out, "dataset", {"a": np.arange(3)})
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".other.h5.k1ll3d.tmp.h5", "d.h5"]
+
+
+def test_7_written_files_have_the_permissions_of_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        artifact = write_artifact(tmp_path / "a.h5", "dataset", {"a": np.arange(3)})
+        text = write_text(tmp_path / "t.csv", "a\n1\n")
+        os.umask(0o077)
+        private = write_text(tmp_path / "p.csv", "a\n")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(artifact.stat().st_mode) == 0o644 and stat.S_IMODE(text.stat().st_mode) == 0o644
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+
+
+# --- 8. unwritable results, YAML syntax errors --------------------------------------------------
+
+def test_8_an_unwritable_results_directory_is_one_line_naming_it(tmp_path):
+    (tmp_path / "results").write_text("a file where the results directory should be")
+    with pytest.raises(UserError, match=r"results/tiny/forget_sets: cannot write results here \(.*results is not "
+                                        r"a directory\)"):
+        write_artifact(tmp_path / "results" / "tiny" / "forget_sets" / "r.h5", "dataset", {"a": np.arange(2)})
+    with pytest.raises(UserError, match="cannot write results here"):
+        check_writable_directory(tmp_path / "results" / "tiny")
+    assert check_writable_directory(tmp_path / "new" / "dir") == tmp_path / "new" / "dir"
+
+
+def test_8_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path, capsys):
+    path = tmp_path / "preset.yaml"
+    path.write_text("experiment: x\nforget_sets:\n  a: {kind: random, size: 3\n  b: 4\n")
+    with pytest.raises(UserError, match=rf"{path}, line 4, column 4: YAML syntax error"):
+        load_config_file(path)
+    assert cli.main(["check-config", str(path), "--schema", SCHEMA]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"unlearnflow: error: {path}, line 4, column 4") and "\n" not in error
+    path.write_text(json.dumps({"forget_sets": {"a": {"kind": "random", "size": 3}}}))
+    assert cli.main(["check-config", str(path), "--schema", SCHEMA]) == 0
+
+
+# --- also: forget sets by explicit indices --------------------------------------------------------
+
+def test_a_forget_set_of_explicit_indices_from_the_config_or_a_file(world, tmp_path):
+    data = str(world / "data.h5")
+    stages.make_forget_set(name="mine", spec={"kind": "indices", "indices": [5, 1, 9]}, data=data, seed=0,
+                           out=str(tmp_path / "mine.h5"))
+    from unlearnflow.core.artifacts import read_forget_set
+    assert read_forget_set(tmp_path / "mine.h5").indices.tolist() == [1, 5, 9]
+    (tmp_path / "ids.txt").write_text("# records to forget\n3, 4\n7\n")
+    stages.make_forget_set(name="f", spec={"kind": "indices", "file": str(tmp_path / "ids.txt")}, data=data, seed=0,
+                           out=str(tmp_path / "f.h5"))
+    assert read_forget_set(tmp_path / "f.h5").indices.tolist() == [3, 4, 7]
+    with pytest.raises(UserError, match="index 500 is out of range"):
+        stages.make_forget_set(name="x", spec={"kind": "indices", "indices": [1, 500]}, data=data, seed=0,
+                               out=str(tmp_path / "x.h5"))
+    with pytest.raises(UserError, match="contains all 200 training points"):
+        stages.make_forget_set(name="x", spec={"kind": "indices", "indices": list(range(200))}, data=data, seed=0,
+                               out=str(tmp_path / "x.h5"))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"kind": "indices", "indices": [1, 1]}, "index 1 appears 2 times"),
+    ({"kind": "indices", "indices": []}, "contains no indices"),
+    ({"kind": "indices", "indices": [-2, 3]}, "index -2 is negative"),
+    ({"kind": "indices", "indices": ["a"]}, "must be a list of integers"),
+    ({"kind": "indices"}, "exactly one of 'indices'"),
+    ({"kind": "indices", "file": "no/such.txt"}, "cannot read the index file 'no/such.txt'"),
+])
+def test_indices_forget_sets_are_validated_with_the_config(spec, message):
+    with pytest.raises(UserError, match=message):
+        validate_config(config_with(forget_sets={"mine": spec}), load_schema(SCHEMA))
+
+
+def test_a_bad_line_of_an_index_file_is_named(tmp_path):
+    (tmp_path / "ids.txt").write_text("1\n2 x3\n")
+    with pytest.raises(UserError, match=r"ids.txt, line 2: 'x3' is not an integer index"):
+        validate_config(config_with(forget_sets={"f": {"kind": "indices", "file": str(tmp_path / "ids.txt")}}),
+                        load_schema(SCHEMA))
