@@ -41,6 +41,7 @@ from unlearnflow.methods import (
     scrub,
 )
 from unlearnflow.methods.common import resolve
+from unlearnflow.sourcefree import newton
 
 EDITS_MODEL = "edits_model"
 PREDICTS_OUTPUTS = "predicts_outputs"
@@ -243,3 +244,9 @@ register(MethodSpec("dmm", "DMM paper, Algorithm C.3", EDITS_MODEL, datamodel_ma
                     prepare=targets.datamodel_targets, check=_check_prediction))
 register(MethodSpec("dm_direct", "DMM paper, Algorithm C.2", PREDICTS_OUTPUTS, dm_direct.DEFAULTS, dm_direct.GRID,
                     predict=targets.predict_outputs, needs=_datamodel_needs, check=_check_prediction))
+register(MethodSpec("newton_certified", "Guo et al. 2020, Certified Data Removal (Unlearned (+))", EDITS_MODEL,
+                    newton.CERTIFIED_DEFAULTS, newton.CERTIFIED_GRID, unlearn=newton.newton_certified,
+                    check=newton.check_certified))
+register(MethodSpec("newton_source_free", "Ahmed et al., Source-Free Unlearning, Eq. 1 and 3 (Unlearned (-))",
+                    EDITS_MODEL, newton.SOURCE_FREE_DEFAULTS, newton.SOURCE_FREE_GRID,
+                    unlearn=newton.newton_source_free, source_free=True, check=newton.check_source_free))
