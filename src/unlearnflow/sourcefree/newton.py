@@ -57,13 +57,11 @@ def check_certified(hp: Mapping[str, Any]) -> None:
 
 
 def check_source_free(hp: Mapping[str, Any]) -> None:
-    """The objective, the choices and n_train (which the source-free method cannot infer)."""
+    """The objective and the choices (n_train is checked per request: the defaults must resolve)."""
     check_certified(hp)
     for name, known in (("variant", VARIANTS), ("solver", SOLVERS), ("gradient_term", GRADIENT_TERMS)):
         if hp[name] not in known:
             raise UserError(f"newton_source_free: unknown {name} {hp[name]!r} (known: {', '.join(known)})")
-    if hp["n_train"] <= 0:
-        raise UserError("newton_source_free: set hyper-parameter n_train (the training-set size of the model)")
 
 
 def newton_certified(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
@@ -98,6 +96,8 @@ def newton_source_free(model: nn.Module, request: ForgetRequest, hp: Mapping[str
     W = weight_of(model, "newton_source_free")
     x_f, y_f = as_rows(request.forget_inputs), request.forget_labels.cpu().numpy()
     n = int(request.state["n"]) if request.state else int(hp["n_train"])
+    if n <= 0:
+        raise UserError("newton_source_free: set hyper-parameter n_train (the training-set size of the model)")
     estimate = estimate_retain_hessian(objective, W, x_f, y_f, n, hp["m"], hp["sigma"], hp["variant"], hp["solver"],
                                        seed, hp["gradient_term"], hp["max_iters"], hp["tol"])
     hessian = estimate.hessian.plus_identity(hp["ridge"] * n)
