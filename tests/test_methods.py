@@ -17,7 +17,10 @@ from unlearnflow.methods.request import UnlearningRequest
 from unlearnflow.methods.scrub import scrub
 from unlearnflow.registry import EDITS_MODEL, METHODS, hyperparameters
 
-EDITING = sorted(name for name, spec in METHODS.items() if spec.kind == EDITS_MODEL)
+#: The fine-tuning methods this file covers (PGU and the Newton methods need their own side
+#: inputs or model family: tests/test_pgu.py, tests/test_sourcefree.py).
+EDITING = ["dmm", "gradient_ascent", "gradient_descent", "neggrad_plus", "oracle_matching", "partial_retrain",
+           "random_labels", "scrub"]
 
 RECIPE = TrainConfig(lr=0.1, epochs=15, batch_size=32)
 ORACLE_SEED = 1
@@ -195,6 +198,12 @@ def test_hyperparameters_fill_defaults_and_reject_unknown_keys():
         hyperparameters("scrub", {"lr": "fast"})
     with pytest.raises(UserError, match="unknown unlearning method"):
         hyperparameters("retrain_everything", {})
+
+
+def test_this_file_covers_every_method_that_needs_nothing_but_a_model():
+    assert {name for name, spec in METHODS.items() if spec.kind == EDITS_MODEL
+            and not spec.needs_for({"targets": "oracle"}) or name == "oracle_matching"} - set(EDITING) <= {
+        "newton_certified", "newton_source_free"}
 
 
 def test_every_grid_value_is_a_valid_hyperparameter():

@@ -43,6 +43,7 @@ from unlearnflow.methods import (
 from unlearnflow.methods.common import resolve
 from unlearnflow.pgu import unlearn as pgu
 from unlearnflow.pgu.gradient_space import read_gradient_space
+from unlearnflow.sourcefree import newton
 
 EDITS_MODEL = "edits_model"
 PREDICTS_OUTPUTS = "predicts_outputs"
@@ -259,3 +260,9 @@ register(MethodSpec("pgu", "PGU paper (Hoang et al. 2024), Section 3.2, publishe
 register(MethodSpec("pgu_tuned", "PGU paper, Section 3.2, with a tuned learning rate (issue 10)", EDITS_MODEL,
                     pgu.TUNED_DEFAULTS, pgu.TUNED_GRID, unlearn=pgu.unlearn, needs=("gradient_space",),
                     prepare=_own_gradient_space, source_free=True, check=pgu.check))
+register(MethodSpec("newton_certified", "Guo et al. 2020, Certified Data Removal (Unlearned (+))", EDITS_MODEL,
+                    newton.CERTIFIED_DEFAULTS, newton.CERTIFIED_GRID, unlearn=newton.newton_certified,
+                    check=newton.check_certified))
+register(MethodSpec("newton_source_free", "Ahmed et al., Source-Free Unlearning, Eq. 1 and 3 (Unlearned (-))",
+                    EDITS_MODEL, newton.SOURCE_FREE_DEFAULTS, newton.SOURCE_FREE_GRID,
+                    unlearn=newton.newton_source_free, source_free=True, check=newton.check_source_free))

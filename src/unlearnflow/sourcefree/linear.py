@@ -1,0 +1,301 @@
+"""Linear models on feature vectors, as certified removal needs them (Guo et al. 2020, Sec. 3-4;
+source-free unlearning, Sec. 3.2).
+
+A model is a bias-free weight matrix ``W`` (classes K x features d) on rows ``x`` with
+``||x|| <= 1``. Its objective on a training set D of n points is, in *sum form* (Sec. 3.2 of the
+source-free paper, Guo et al. Eq. (3) with objective perturbation)::
+
+    L(W; D) = sum_i l(W x_i, y_i) + lam * n / 2 * ||W||_F^2 + <b, W>
+
+which has the minimiser of the mean form ``loss + lam/2 ||W||^2 + b^T w / n`` of the issue. The
+noise b is drawn per model from its seed (:func:`objective_noise`), so a bank of N models has a
+real output distribution. Removing a set F keeps b and the per-point regulariser
+``lam / 2 ||W||^2`` of every retained point: the retrained objective is ``L(W; D \\ F)``, and the
+forget set's part ``L_F(W) = sum_{i in F} l_i(W) + lam * n_F / 2 ||W||^2`` is what Guo et al.'s
+``Delta = lam w* + grad l(x_n)`` differentiates.
+
+Losses (``loss``):
+
+- ``squared``: ``1/2 ||W x - onehot(y)||^2`` (the source-free authors' notebook; the paper's
+  experiments use the quadratic loss). Hessian ``I_K (x) sum x x^T``: K identical d x d blocks.
+- ``logistic``: one-vs-rest logistic, ``sum_k log(1 + exp(-t_k w_k^T x))`` with ``t_k = +-1``
+  (Guo et al.'s multi-class setting). K independent d x d blocks.
+- ``multinomial``: ``logsumexp(W x) - (W x)_y``. One full Kd x Kd Hessian
+  ``sum (diag p - p p^T) (x) x x^T`` (parameters ordered as ``W.reshape(-1)``, class-major).
+
+Everything here is float64 numpy. Training (:func:`train`) is the closed-form solve for the
+squared loss and L-BFGS (scipy) followed by a few Newton steps otherwise: the certificates assume
+the exact optimum, so the trainer polishes until the gradient is at round-off level.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import scipy.optimize
+import torch
+
+from unlearnflow.core.artifacts import SPLITS, ModelBank
+from unlearnflow.core.data import Dataset
+from unlearnflow.errors import UserError
+
+LOSSES = ("squared", "logistic", "multinomial")
+
+#: the state-dict entry of a bias-free ``linear`` model (core.models.LinearClassifier)
+WEIGHT = "classifier.weight"
+
+
+@dataclass(frozen=True)
+class BlockHessian:
+    """A Hessian of ``W.reshape(-1)`` that is block diagonal: ``blocks[k]`` acts on row k of W
+    (``per_class``, blocks (K, d, d)) or one block acts on all of W (``full``, (1, Kd, Kd))."""
+
+    blocks: np.ndarray
+    structure: str
+
+    def solve(self, gradient: np.ndarray) -> np.ndarray:
+        """``H^-1 g`` for g shaped like W (K, d)."""
+        if self.structure == "full":
+            return np.linalg.solve(self.blocks[0], gradient.reshape(-1)).reshape(gradient.shape)
+        return np.linalg.solve(self.blocks, gradient[:, :, None])[:, :, 0]
+
+    def plus_identity(self, value: float) -> "BlockHessian":
+        eye = np.eye(self.blocks.shape[-1])
+        return BlockHessian(self.blocks + value * eye, self.structure)
+
+    def scaled(self, factor: float) -> "BlockHessian":
+        return BlockHessian(self.blocks * factor, self.structure)
+
+    @property
+    def block_size(self) -> int:
+        return self.blocks.shape[-1]
+
+
+@dataclass(frozen=True)
+class LinearObjective:
+    """The loss and the L2 strength lam of a linear model's objective (module docstring)."""
+
+    loss: str
+    lam: float
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise UserError(f"linear model: unknown loss {self.loss!r} (known: {', '.join(LOSSES)})")
+        if not self.lam >= 0:
+            raise UserError(f"linear model: lam must be >= 0, got {self.lam!r}")
+
+    # ------------------------------------------------------------------ data terms (sum over samples)
+
+    def data_loss(self, W: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``sum_i l(W x_i, y_i)``; W may carry leading batch axes (..., K, d)."""
+        z = np.einsum("...kd,nd->...nk", W, x)
+        K = W.shape[-2]
+        if self.loss == "squared":
+            return 0.5 * ((z - _one_hot(y, K)) ** 2).sum(axis=(-2, -1))
+        if self.loss == "logistic":
+            return np.logaddexp(0.0, -_signs(y, K) * z).sum(axis=(-2, -1))
+        picked = np.take_along_axis(z, np.broadcast_to(y[:, None], z.shape[:-1] + (1,)), axis=-1)[..., 0]
+        return (_logsumexp(z) - picked).sum(axis=-1)
+
+    def data_gradient(self, W: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``sum_i grad_W l(W x_i, y_i)``, shaped like W (K, d)."""
+        return self.residuals(W, x, y).T @ x
+
+    def residuals(self, W: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``dl/dz`` per sample and class (n, K): the per-sample gradient is its outer product with x."""
+        z, K = x @ W.T, W.shape[0]
+        if self.loss == "squared":
+            return z - _one_hot(y, K)
+        if self.loss == "logistic":
+            t = _signs(y, K)
+            return -t * _sigmoid(-t * z)
+        return _softmax(z) - _one_hot(y, K)
+
+    def data_hessian(self, W: np.ndarray, x: np.ndarray, y: np.ndarray) -> BlockHessian:
+        """``sum_i hess_W l(W x_i, y_i)`` (structure in the module docstring)."""
+        z, (K, d) = x @ W.T, W.shape
+        if self.loss == "squared":
+            return BlockHessian(np.broadcast_to(x.T @ x, (K, d, d)).copy(), "per_class")
+        if self.loss == "logistic":
+            s = _sigmoid(z)
+            return BlockHessian(np.einsum("nk,ni,nj->kij", s * (1 - s), x, x), "per_class")
+        p = _softmax(z)
+        curvature = np.einsum("nk,kl->nkl", p, np.eye(K)) - np.einsum("nk,nl->nkl", p, p)
+        return BlockHessian(np.einsum("nkl,ni,nj->kilj", curvature, x, x).reshape(1, K * d, K * d), "full")
+
+    def per_sample_gradient_norms(self, W: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``||grad_W l(W x_i, y_i)||_F`` per sample (= ||dl/dz|| ||x||)."""
+        return np.linalg.norm(self.residuals(W, x, y), axis=1) * np.linalg.norm(x, axis=1)
+
+    # ------------------------------------------------------------------ full objective, sum form
+
+    def value(self, W: np.ndarray, x: np.ndarray, y: np.ndarray, b: np.ndarray | None = None,
+              n: int | None = None) -> float:
+        """``L(W; D)`` with the regulariser of `n` points (default len(x)) and noise b."""
+        n = len(x) if n is None else n
+        extra = 0.0 if b is None else float((b * W).sum())
+        return float(self.data_loss(W, x, y)) + 0.5 * self.lam * n * float((W * W).sum()) + extra
+
+    def gradient(self, W: np.ndarray, x: np.ndarray, y: np.ndarray, b: np.ndarray | None = None,
+                 n: int | None = None) -> np.ndarray:
+        """``grad_W L(W; D)`` (sum form; `n` points' regulariser, noise b)."""
+        n = len(x) if n is None else n
+        return self.data_gradient(W, x, y) + self.lam * n * W + (0.0 if b is None else b)
+
+    def hessian(self, W: np.ndarray, x: np.ndarray, y: np.ndarray, n: int | None = None) -> BlockHessian:
+        """``hess_W L(W; D) = sum_i hess l_i + lam n I`` (b is linear: no curvature)."""
+        n = len(x) if n is None else n
+        return self.data_hessian(W, x, y).plus_identity(self.lam * n)
+
+
+def objective_noise(seed: int, num_classes: int, dim: int, std: float) -> np.ndarray:
+    """Guo et al.'s objective perturbation b ~ std * N(0, I) (K, d), drawn from the model's seed."""
+    return std * np.random.default_rng([int(seed), 7_001]).standard_normal((num_classes, dim))
+
+
+def train(objective: LinearObjective, x: np.ndarray, y: np.ndarray, num_classes: int,
+          b: np.ndarray | None = None, tol: float = 1e-12, max_newton: int = 20) -> np.ndarray:
+    """The minimiser of ``L(W; D)`` (float64): a linear solve for the squared loss, else L-BFGS
+    to a loose tolerance and Newton steps until ``||grad|| <= tol * max(1, ||grad at 0||)``."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.int64)
+    n, d = x.shape
+    b = np.zeros((num_classes, d)) if b is None else b
+    if objective.loss == "squared":
+        rhs = _one_hot(y, num_classes).T @ x - b
+        return np.linalg.solve(x.T @ x + objective.lam * n * np.eye(d), rhs.T).T
+    if objective.lam == 0:
+        raise UserError(f"linear model: the {objective.loss} loss needs lam > 0 to have a minimiser")
+
+    def fun(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        W = flat.reshape(num_classes, d)
+        return objective.value(W, x, y, b) / n, objective.gradient(W, x, y, b).reshape(-1) / n
+
+    result = scipy.optimize.minimize(fun, np.zeros(num_classes * d), jac=True, method="L-BFGS-B",
+                                     options={"maxiter": 2000, "gtol": 1e-9})
+    W = result.x.reshape(num_classes, d)
+    scale = max(1.0, float(np.linalg.norm(objective.gradient(np.zeros_like(W), x, y, b))))
+    for _ in range(max_newton):
+        gradient = objective.gradient(W, x, y, b)
+        if np.linalg.norm(gradient) <= tol * scale:
+            break
+        W = W - objective.hessian(W, x, y).solve(gradient)
+    return W
+
+
+# ---------------------------------------------------------------------------------------- features
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), flattened to (n, d): ``||x|| <= 1``."""
+    flat = np.asarray(x, np.float64).reshape(len(x), -1)
+    norms = np.linalg.norm(flat, axis=1, keepdims=True)
+    return flat / np.where(norms > 0, norms, 1.0)
+
+
+def identity_features(dataset: Dataset) -> Dataset:
+    """The ``identity`` backbone: every split's inputs flattened and L2-normalised (digits: d = 64),
+    float32 like every data set of the package. A feature data set has mean 0 and std 1."""
+    splits = {f"x_{split}": l2_normalise(getattr(dataset, f"x_{split}")).astype(np.float32) for split in SPLITS}
+    dim = splits["x_train"].shape[1]
+    return Dataset(name=f"{dataset.name}/identity", y_train=dataset.y_train, y_val=dataset.y_val,
+                   y_test=dataset.y_test, classes=dataset.classes, mean=np.zeros(dim, np.float32),
+                   std=np.ones(dim, np.float32), **splits)
+
+
+# ---------------------------------------------------------------------------------------- banks
+
+
+def train_linear_bank(features: Dataset, objective: LinearObjective, noise_std: float, seeds: Sequence[int],
+                      role: str = "original", labels: np.ndarray | None = None,
+                      train_mask: np.ndarray | None = None) -> ModelBank:
+    """A bank of N bias-free ``linear`` models, model k trained to optimum on the rows
+    `train_mask` of `features` with its own noise ``b_k = objective_noise(seeds[k], ...)``.
+
+    Two banks with the same seeds share each model's b: the retrained model k (mask without the
+    forget set) is then what certified removal of model k approximates (Guo et al., Sec. 3).
+    The recipe (loss, lam, noise_std, n_train) is recorded in ``attrs["training"]``.
+    """
+    x = features.x_train.reshape(len(features.x_train), -1).astype(np.float64)
+    labels = features.y_train if labels is None else labels
+    mask = np.ones(len(x), bool) if train_mask is None else np.asarray(train_mask, bool)
+    if np.linalg.norm(x, axis=1).max() > 1 + 1e-5:
+        raise UserError("linear bank: feature rows must have L2 norm <= 1 (use l2_normalise)")
+    K, d = features.num_classes, x.shape[1]
+    start = time.perf_counter()
+    weights = np.stack([train(objective, x[mask], labels[mask], K, objective_noise(seed, K, d, noise_std))
+                        for seed in seeds])
+    seconds = time.perf_counter() - start
+    logits = {split: np.einsum("ekd,nd->enk", weights, getattr(features, f"x_{split}").astype(np.float64))
+              .astype(np.float32) for split in SPLITS}
+    n_models = len(seeds)
+    return ModelBank(
+        weights={WEIGHT: weights.astype(np.float32)}, model_ids=np.arange(n_models, dtype=np.int64),
+        seeds=np.asarray(seeds, np.int64), train_masks=np.tile(mask, (n_models, 1)), logits=logits,
+        attrs={"role": role, "arch": "linear", "model_options": {"bias": False},
+               "training": recipe(objective, noise_std, int(mask.sum())), "train_seconds": seconds,
+               "steps_per_model": 0, "examples_per_model": int(mask.sum()), "device": "cpu"})
+
+
+def recipe(objective: LinearObjective, noise_std: float, n_train: int) -> dict:
+    """A linear bank's training recipe as recorded in its attrs."""
+    return {"kind": "linear", "loss": objective.loss, "lam": objective.lam, "noise_std": noise_std,
+            "n_train": n_train}
+
+
+def recipe_objective(training: Mapping) -> LinearObjective:
+    """The objective of a recorded recipe (UserError if the bank is not a linear bank)."""
+    if not isinstance(training, Mapping) or training.get("kind") != "linear":
+        raise UserError("not a linear bank: its training recipe has no kind 'linear'")
+    return LinearObjective(training["loss"], float(training["lam"]))
+
+
+# ---------------------------------------------------------------------------------------- modules
+
+
+def weight_of(model: torch.nn.Module, method: str) -> np.ndarray:
+    """The (K, d) float64 weight of a bias-free ``linear`` model (UserError for any other model)."""
+    classifier = getattr(model, "classifier", None)
+    if (getattr(model, "arch", None) != "linear" or not isinstance(classifier, torch.nn.Linear)
+            or classifier.bias is not None):
+        raise UserError(f"{method}: needs a bias-free linear model (model arch 'linear' with bias false)")
+    return classifier.weight.detach().cpu().double().numpy().copy()
+
+
+def set_weight(model: torch.nn.Module, W: np.ndarray) -> None:
+    """Write a (K, d) weight into a ``linear`` model, in its dtype and on its device."""
+    weight = model.classifier.weight
+    with torch.no_grad():
+        weight.copy_(torch.from_numpy(W).to(dtype=weight.dtype, device=weight.device))
+
+
+def as_rows(inputs: torch.Tensor) -> np.ndarray:
+    """A request's inputs as float64 feature rows (n, d)."""
+    return inputs.detach().cpu().double().reshape(len(inputs), -1).numpy()
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _one_hot(y: np.ndarray, K: int) -> np.ndarray:
+    return np.eye(K)[y]
+
+
+def _signs(y: np.ndarray, K: int) -> np.ndarray:
+    return 2.0 * _one_hot(y, K) - 1.0
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    top = z.max(axis=-1, keepdims=True)
+    return top[..., 0] + np.log(np.exp(z - top).sum(axis=-1))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)

@@ -1,0 +1,180 @@
+"""Source-free certified unlearning of linear models: Newton removal against retraining, the
+certificates' bounds, the PSD fit of Eq. (3) and its solvers, and the runner round trip."""
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnflow.core.data import load_dataset
+from unlearnflow.core.forget_sets import ForgetSamples, build_forget_set
+from unlearnflow.core.models import build_model
+from unlearnflow.errors import UserError
+from unlearnflow.methods.request import ForgetRequest, UnlearningRequest
+from unlearnflow.registry import configurations, spec_of
+from unlearnflow.runner import RequestSource, apply_method, read_unlearned, unlearn_bank, write_unlearned
+from unlearnflow.sourcefree.certificate import lemma1_bound
+from unlearnflow.sourcefree.hessian import estimate_retain_hessian, fit_psd, forget_parts, identifiable_m
+from unlearnflow.sourcefree.linear import (
+    WEIGHT,
+    LinearObjective,
+    identity_features,
+    l2_normalise,
+    objective_noise,
+    set_weight,
+    train,
+    train_linear_bank,
+)
+from unlearnflow.sourcefree.newton import newton_certified, newton_source_free
+
+K, D, N = 3, 6, 120
+
+
+@pytest.fixture(scope="module")
+def toy():
+    rng = np.random.default_rng(0)
+    x = l2_normalise(rng.standard_normal((N, D)))
+    y = rng.integers(0, K, N)
+    forget = np.sort(rng.choice(N, 12, replace=False))
+    retain = np.setdiff1d(np.arange(N), forget)
+    return x, y, forget, retain
+
+
+def linear_model(W):
+    model = build_model("linear", (W.shape[1],), W.shape[0], bias=False).double()
+    set_weight(model, W)
+    return model
+
+
+def certified(objective, x, y, forget, retain, W):
+    model = linear_model(W)
+    request = UnlearningRequest.of_training_set(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(forget),
+                                                torch.from_numpy(retain), K)
+    result = newton_certified(model, request, {"loss": objective.loss, "lam": objective.lam}, seed=0)
+    return model.classifier.weight.detach().numpy(), result.certificate
+
+
+def test_newton_on_ridge_regression_equals_retraining(toy):
+    x, y, forget, retain = toy
+    objective, b = LinearObjective("squared", 1e-3), objective_noise(5, K, D, 0.1)
+    W0, Wr = train(objective, x, y, K, b), train(objective, x[retain], y[retain], K, b)
+    Wu, cert = certified(objective, x, y, forget, retain, W0)
+    assert np.linalg.norm(Wu - Wr) <= 1e-8 * np.linalg.norm(Wr)
+    assert np.linalg.norm(W0 - Wr) > 1e-2 * np.linalg.norm(Wr)      # the removal moved the model
+    assert cert["residual_gradient_norm"] < 1e-9 and cert["gamma"] == 0.0 and cert["theorem1_bound"] == 0.0
+    assert (cert["n"], cert["n_forget"], cert["d"]) == (N, 12, D)
+
+
+def test_newton_on_logistic_regression_residual_within_bounds(toy):
+    x, y, forget, retain = toy
+    objective, b = LinearObjective("logistic", 1e-2), objective_noise(6, K, D, 0.1)
+    W0, Wr = train(objective, x, y, K, b), train(objective, x[retain], y[retain], K, b)
+    Wu, cert = certified(objective, x, y, forget, retain, W0)
+    true_residual = np.linalg.norm(objective.gradient(Wu, x[retain], y[retain], b))
+    assert cert["residual_gradient_norm"] == pytest.approx(true_residual, rel=1e-3, abs=1e-10)
+    assert 0 < true_residual <= cert["data_dependent_bound"] <= cert["theorem1_bound"]
+    assert np.linalg.norm(Wu - Wr) <= 0.05 * np.linalg.norm(W0 - Wr)
+
+
+@pytest.mark.parametrize("solver", ["scalable", "clarabel"])
+def test_psd_fit_recovers_a_known_matrix_from_exact_quadratic_differences(solver):
+    rng = np.random.default_rng(1)
+    p = 5
+    A = rng.standard_normal((p, p - 2))
+    H = A @ A.T                                                # PSD, rank deficient: the constraint touches
+    U = rng.standard_normal((2 * identifiable_m(p), p))
+    fit = fit_psd(U, 0.5 * np.einsum("mi,ij,mj->m", U, H, U), solver=solver)
+    assert np.linalg.norm(fit.X - H) <= 1e-4 * np.linalg.norm(H)
+    assert fit.objective < 1e-8
+
+
+def test_psd_fit_stays_within_lemma1_under_bounded_noise():
+    rng = np.random.default_rng(2)
+    p, epsilon = 6, 0.05
+    A = rng.standard_normal((p, p))
+    H = A @ A.T / p + np.eye(p)                                # well inside the PSD cone
+    U = rng.standard_normal((4000, p))
+    exact = 0.5 * np.einsum("mi,ij,mj->m", U, H, U)
+    bound = lemma1_bound(epsilon, p)
+    uniform = fit_psd(U, exact + rng.uniform(-epsilon, epsilon, len(U)))
+    assert np.linalg.norm(uniform.X - H) <= bound
+    offset = fit_psd(U, exact + epsilon)                       # a constant error: the bound is attained
+    assert 0.8 * bound <= np.linalg.norm(offset.X - H) <= 1.2 * bound
+
+
+def test_scalable_solver_matches_cvxpy_objective():
+    rng = np.random.default_rng(3)
+    p = 8
+    B = rng.standard_normal((p, p))
+    U = rng.standard_normal((3 * identifiable_m(p), p))
+    c = 0.5 * np.einsum("mi,ij,mj->m", U, B + B.T, U) + rng.uniform(-1, 1, len(U))   # indefinite: X >= 0 binds
+    scalable, clarabel = fit_psd(U, c, solver="scalable"), fit_psd(U, c, solver="clarabel")
+    assert abs(scalable.objective - clarabel.objective) <= 0.01 * clarabel.objective
+    assert np.linalg.eigvalsh(scalable.X).min() >= -1e-9
+
+
+def test_paper_fit_recovers_the_forget_hessian_and_corrected_rescales_it(toy):
+    x, y, forget, retain = toy
+    objective = LinearObjective("squared", 1e-3)
+    W0 = train(objective, x, y, K, objective_noise(7, K, D, 0.1))
+    _, hess_f = forget_parts(objective, W0, x[forget], y[forget])
+    kwargs = dict(m=2 * identifiable_m(D), seed=0)
+    paper = estimate_retain_hessian(objective, W0, x[forget], y[forget], N, variant="paper", **kwargs)
+    corrected = estimate_retain_hessian(objective, W0, x[forget], y[forget], N, variant="corrected", **kwargs)
+    assert np.linalg.norm(paper.hessian.blocks - hess_f.blocks) <= 1e-5 * np.linalg.norm(hess_f.blocks)
+    assert np.allclose(corrected.hessian.blocks, paper.hessian.blocks * (N - 12) / 12)
+
+
+def test_source_free_method_checks_its_inputs(toy):
+    x, y, forget, _ = toy
+    request = ForgetRequest(forget_inputs=torch.from_numpy(x[forget]), forget_labels=torch.from_numpy(y[forget]),
+                            num_classes=K)
+    with pytest.raises(UserError, match="n_train"):
+        newton_source_free(linear_model(np.zeros((K, D))), request, {}, seed=0)
+    with pytest.raises(UserError, match="bias-free linear model"):
+        newton_source_free(build_model("mlp", (D,), K).double(), request, {"n_train": N}, seed=0)
+    assert spec_of("newton_source_free").source_free and not spec_of("newton_certified").source_free
+
+
+@pytest.fixture(scope="module")
+def digits(one_thread):
+    features = identity_features(load_dataset({"loader": "digits", "max_train": 600}))
+    n = len(features.y_train)
+    forget_set = build_forget_set("r", {"kind": "random", "size": n // 8}, features.x_train, features.y_train, seed=0)
+    objective = LinearObjective("squared", 1e-3)
+    seeds = [11, 12]
+    originals = train_linear_bank(features, objective, 0.1, seeds)
+    retrained = train_linear_bank(features, objective, 0.1, seeds, role="retrain", train_mask=forget_set.retain_mask(n))
+    return features, forget_set, originals, retrained
+
+
+def test_certificate_round_trips_through_the_unlearned_artifact(digits, tmp_path):
+    features, forget_set, originals, _ = digits
+    spec = spec_of("newton_certified")
+    configs = configurations("newton_certified", {"hyperparameters": {"loss": "squared", "lam": 1e-3}})
+    samples = ForgetSamples.of(forget_set, features.x_train, features.x_val, features.y_val, features.num_classes)
+    results = unlearn_bank(spec, configs, originals, RequestSource(samples, features, forget_set), [{}], seed=0,
+                           device=torch.device("cpu"))
+    path = write_unlearned(tmp_path / "u.h5", "newton_certified", "r", originals, configs, results, {}, {})
+    certificates = read_unlearned(path)["default"].attrs["certificates"]
+    assert certificates == results["default"][0].certificates and len(certificates) == 2
+    assert certificates[0]["n_forget"] == len(forget_set.indices) and certificates[0]["residual_gradient_norm"] < 1e-6
+
+
+def test_corrected_source_free_is_closer_to_retraining_than_the_paper_on_digits(digits):
+    features, forget_set, originals, retrained = digits
+    n = len(features.y_train)
+    config = {"hyperparameters": {"loss": "squared", "lam": 1e-3, "n_train": n, "m": 2 * identifiable_m(64),
+                                  "max_iters": 300},
+              "grid": {"variant": ["corrected"]}}
+    banks = apply_method("newton_source_free", originals, features, forget_set, config)
+    W0, Wr = originals.weights[WEIGHT], retrained.weights[WEIGHT]
+
+    def distance(label):
+        Wu = banks[label][-1].weights[WEIGHT]
+        return np.median(np.linalg.norm(Wu - Wr, axis=(1, 2)) / np.linalg.norm(W0 - Wr, axis=(1, 2)))
+
+    faithful, corrected = distance("default"), distance("variant=corrected")
+    assert faithful > 1.0                                   # the paper's step overshoots past the original
+    assert corrected < 0.7 and corrected < 0.5 * faithful
+    certificate = banks["variant=corrected"][-1].attrs["certificates"][0]
+    assert certificate["residual_gradient_norm"] is None and certificate["variant"] == "corrected"
