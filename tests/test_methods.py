@@ -17,7 +17,9 @@ from unlearnflow.methods.request import UnlearningRequest
 from unlearnflow.methods.scrub import scrub
 from unlearnflow.registry import EDITS_MODEL, METHODS, hyperparameters
 
-EDITING = sorted(name for name, spec in METHODS.items() if spec.kind == EDITS_MODEL)
+#: PGU's methods need each model's cached gradient space and a validation split: tests/test_pgu.py covers them
+EDITING = sorted(name for name, spec in METHODS.items() if spec.kind == EDITS_MODEL
+                 and "gradient_space" not in (spec.needs if isinstance(spec.needs, tuple) else ()))
 
 RECIPE = TrainConfig(lr=0.1, epochs=15, batch_size=32)
 ORACLE_SEED = 1
