@@ -1,5 +1,6 @@
 """The evaluation loop on synthetic banks whose truth is known."""
 
+import copy
 import math
 
 import numpy as np
@@ -88,6 +89,30 @@ def test_recorded_unlearning_cost_and_class_removal_accuracy(world):
     row = evaluate(dataset, forget_set, originals, oracles, unlearned, "ga", n_boot=10).row
     assert row["acc_test"] == 1.0  # retain-test set excludes the forgotten class
     assert row["compute_fraction"] == pytest.approx(0.05) and row["unlearn_seconds"] == pytest.approx(2.0)
+
+
+def test_class_removal_reads_every_bank_without_the_forgotten_classes_rows(world):
+    """PGU paper, Section 4.3: the forgotten classes' rows of the last layer are removed before
+    evaluating, for every bank alike: retained points whose top logit is a forgotten class count
+    as right when their own class comes next; forget accuracy reads the full outputs."""
+    dataset, _, originals, oracles, _ = world
+    removed_class = 1
+    forget = np.flatnonzero(dataset.y_train == removed_class)
+    forget_set = ForgetSet("cls", "class", (forget,), dataset.y_train)
+    banks = [copy.deepcopy(bank) for bank in (originals, oracles, originals)]
+    for bank in banks:
+        for split, labels in (("train", dataset.y_train), ("test", dataset.y_test)):
+            logits = np.zeros((MODELS, len(labels), CLASSES))
+            logits[:, np.arange(len(labels)), labels] = 5.0
+            logits[:, :, removed_class] = 9.0  # every point's top logit is the removed class
+            bank.logits[split] = logits
+    row = evaluate(dataset, forget_set, *banks, "toy", n_boot=10).row
+    assert row["acc_retain"] == 1.0 and row["acc_test"] == 1.0
+    assert row["acc_test_oracle"] == 1.0 and row["acc_test_original"] == 1.0
+    assert row["acc_forget"] == 1.0  # full outputs: the removed class is the forget points' label
+    random_set = ForgetSet("r", "random", (np.arange(20),), dataset.y_train)
+    unchanged = evaluate(dataset, random_set, *banks, "toy", n_boot=10).row
+    assert unchanged["acc_test"] == pytest.approx(float(np.mean(dataset.y_test == removed_class)))
 
 
 def test_tiny_forget_set_reports_nan_for_the_cross_validated_attack(world):

@@ -15,6 +15,7 @@ from unlearnflow.metrics.readouts import (
     group_accuracies,
     group_indices,
     prediction_entropy,
+    remove_class_rows,
 )
 
 
@@ -55,6 +56,22 @@ def test_exclude_classes():
     np.testing.assert_array_equal(exclude_classes(labels, []), np.ones(5, dtype=bool))
     with pytest.raises(UserError):
         exclude_classes(labels.astype(float), [1])
+
+
+def test_remove_class_rows_is_the_last_layer_without_those_rows():
+    """Removing rows of W and b from the last layer = dropping those logits: the argmax over the
+    remaining classes, with the class ids kept."""
+    rng = np.random.default_rng(0)
+    features, weight, bias = rng.normal(size=(2, 30, 4)), rng.normal(size=(5, 4)), rng.normal(size=5)
+    logits = features @ weight.T + bias
+    kept = np.array([0, 2, 4])
+    removed = remove_class_rows(logits, [3, 1])
+    np.testing.assert_array_equal(removed.argmax(-1), kept[(features @ weight[kept].T + bias[kept]).argmax(-1)])
+    np.testing.assert_array_equal(removed[..., kept], logits[..., kept])
+    assert np.isneginf(removed[..., [1, 3]]).all() and not np.isinf(logits).any()  # input untouched
+    np.testing.assert_array_equal(remove_class_rows(logits, []), logits)
+    with pytest.raises(UserError, match="not all among the 5 outputs"):
+        remove_class_rows(logits, [5])
 
 
 def test_bad_inputs_are_user_errors():

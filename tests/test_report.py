@@ -174,3 +174,24 @@ def test_test_accuracy_cell_flags_a_loss_of_more_than_half_a_point():
     assert cell({"acc_test": 0.944, "acc_test_oracle": 0.978}) == "0.944 (-3.4 pt)"
     assert cell({"acc_test": 0.975, "acc_test_oracle": 0.978}) == "0.975"
     assert cell({"acc_test": math.nan, "acc_test_oracle": 0.978}) == "–"
+
+
+def test_a_cached_side_artifact_gets_its_one_time_cost_on_its_own_line(inputs, tmp_path):
+    """make_report reads every --side artifact's attributes; one that records its precompute
+    cost (PGU's gradient space) gets a line of its own, with the cost per model."""
+    import torch
+
+    from unlearnflow.core.models import build_model
+    from unlearnflow.pgu.gradient_space import compute_gradient_space, write_gradient_space
+    from unlearnflow.stages import make_report
+    models = [build_model("mlp", (1, 4, 4), 3, hidden=[5]) for _ in range(2)]
+    space = compute_gradient_space(models, torch.randn(50, 1, 4, 4), [0, 1])
+    space.attrs.update(precompute_seconds=12.5, seconds_per_model=[5.0, 7.5])
+    write_gradient_space(tmp_path / "gradient_space.h5", space, {})
+    csv_paths, evaluation_paths = inputs
+    make_report(out_dir=str(tmp_path / "out"), csv=[str(p) for p in csv_paths],
+                evaluations=[str(p) for p in evaluation_paths], side=[f"gradient_space={tmp_path / 'gradient_space.h5'}"])
+    section = (tmp_path / "out" / "summary.md").read_text().split("## One-time costs")[1]
+    assert "- `gradient_space` (PGU's factorisation of R R^T per layer and model (aggregates, no samples)): " \
+           "12.50 s (6.25 s per model)" in section
+    assert "## Datamodels" not in (tmp_path / "out" / "summary.md").read_text()

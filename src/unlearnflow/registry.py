@@ -41,6 +41,7 @@ from unlearnflow.methods import (
     scrub,
 )
 from unlearnflow.methods.common import resolve
+from unlearnflow.pgu import trgp
 from unlearnflow.pgu import unlearn as pgu
 from unlearnflow.pgu.gradient_space import read_gradient_space
 from unlearnflow.sourcefree import newton
@@ -259,6 +260,12 @@ register(MethodSpec("pgu", "PGU paper (Hoang et al. 2024), Section 3.2, publishe
                     prepare=_own_gradient_space, source_free=True, check=pgu.check))
 register(MethodSpec("pgu_tuned", "PGU paper, Section 3.2, with a tuned learning rate (issue 10)", EDITS_MODEL,
                     pgu.TUNED_DEFAULTS, pgu.TUNED_GRID, unlearn=pgu.unlearn, needs=("gradient_space",),
+                    prepare=_own_gradient_space, source_free=True, check=pgu.check))
+register(MethodSpec("pgu_depoison", "PGU paper, Sections 3.2.1 and 4.5: de-poisoning with lambda < 0", EDITS_MODEL,
+                    pgu.DEPOISON_DEFAULTS, pgu.DEPOISON_GRID, unlearn=pgu.unlearn, needs=("gradient_space",),
+                    prepare=_own_gradient_space, source_free=True, check=pgu.check))
+register(MethodSpec("pgu_trgp", "PGU paper, Sections 3.2.3 and 4.5, with TRGP (Lin et al. 2022) on the last layer",
+                    EDITS_MODEL, trgp.DEFAULTS, trgp.GRID, unlearn=trgp.unlearn, needs=("gradient_space",),
                     prepare=_own_gradient_space, source_free=True, check=pgu.check))
 register(MethodSpec("newton_certified", "Guo et al. 2020, Certified Data Removal (Unlearned (+))", EDITS_MODEL,
                     newton.CERTIFIED_DEFAULTS, newton.CERTIFIED_GRID, unlearn=newton.newton_certified,

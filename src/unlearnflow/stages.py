@@ -390,16 +390,25 @@ def calibrate_datamodels(*, datamodels: str, forget_set: str, originals: str, or
 
 def make_report(*, out_dir: str, csv: Sequence[str], evaluations: Sequence[str], side: Sequence[str] = ()) -> None:
     """The summary tables and figures; the shared side artifacts of the methods (the datamodels
-    and their calibration) get a section on their quality and one-time cost."""
+    and their calibration) get a section on their quality and one-time cost, and every side
+    artifact that records its ``precompute_seconds`` (PGU's gradient space) a line on its cost."""
+    from unlearnflow.registry import ARTIFACTS
     from unlearnflow.report.summary import write_report
     side_paths = {name: paths[0] for name, paths in parse_side(side).items()}
+    one_time = {}
+    for name, path in side_paths.items():
+        attrs = read_artifact(path, artifact_kind(path), names=()).attrs
+        if "precompute_seconds" in attrs:
+            description = ARTIFACTS[name].description if name in ARTIFACTS else name
+            one_time[name] = {"description": description, **{key: attrs[key] for key in (
+                "precompute_seconds", "seconds_per_model") if key in attrs}}
     datamodels = None
     if "datamodels" in side_paths:
         from unlearnflow.dmm.datamodel_set import read_calibration
         datamodels = dict(read_artifact(side_paths["datamodels"], "datamodels", names=()).attrs)
         calibration = side_paths.get("calibration")
         datamodels["scales"] = read_calibration(calibration) if calibration else None
-    written = write_report(csv, evaluations, out_dir, datamodels)
+    written = write_report(csv, evaluations, out_dir, datamodels, one_time)
     print(f"report: wrote {len(written)} files to {out_dir}")
 
 

@@ -33,7 +33,7 @@ from unlearnflow.metrics.klom import (
 )
 from unlearnflow.metrics.margins import margins
 from unlearnflow.metrics.mia import per_example_loss, pgu_mia, simple_mia
-from unlearnflow.metrics.readouts import accuracy, exclude_classes, prediction_entropy
+from unlearnflow.metrics.readouts import accuracy, exclude_classes, prediction_entropy, remove_class_rows
 
 SIMPLE_MIA_FOLDS = 5
 
@@ -146,20 +146,23 @@ def _identity(forget_set: ForgetSet, oracles: ModelBank, unlearned: ModelBank, m
 
 def _readouts(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
               unlearned: ModelBank) -> dict[str, float]:
-    """Mean accuracies; for class removal the test accuracy counts only the retained classes."""
+    """Mean accuracies; for class removal (PGU paper, Section 4.3, Table 2) the test accuracy counts
+    only the retained classes, and the retain and test accuracies of every bank are read with the
+    forgotten classes' rows of the last layer removed (their logits -inf)."""
     labels = forget_set.train_labels
     forget = forget_set.indices
     retain = forget_set.retain_mask(len(labels))
     test = np.ones(len(dataset.y_test), dtype=bool)
+    removed = np.unique(labels[forget]) if forget_set.kind == "class" else np.array([], dtype=np.int64)
     if forget_set.kind == "class":
-        test = exclude_classes(dataset.y_test, np.unique(labels[forget]))
+        test = exclude_classes(dataset.y_test, removed)
 
     def test_accuracy(bank: ModelBank) -> float:
-        return accuracy(bank.logits["test"][:, test], dataset.y_test[test]).mean
+        return accuracy(remove_class_rows(bank.logits["test"][:, test], removed), dataset.y_test[test]).mean
 
     return {
         "acc_forget": accuracy(unlearned.logits["train"][:, forget], labels[forget]).mean,
-        "acc_retain": accuracy(unlearned.logits["train"][:, retain], labels[retain]).mean,
+        "acc_retain": accuracy(remove_class_rows(unlearned.logits["train"][:, retain], removed), labels[retain]).mean,
         "acc_val": accuracy(unlearned.logits["val"], dataset.y_val).mean,
         "acc_test": test_accuracy(unlearned),
         "acc_test_oracle": test_accuracy(oracles),

@@ -96,6 +96,21 @@ def prediction_entropy(logits: np.ndarray) -> np.ndarray:
     return -np.sum(np.exp(log_p) * np.nan_to_num(log_p, neginf=0.0), axis=-1)  # 0 log 0 = 0
 
 
+def remove_class_rows(logits: np.ndarray, classes: Iterable[int]) -> np.ndarray:
+    """`logits` (..., classes) as if the rows of `classes` were removed from the last linear layer.
+
+    For class removal the PGU paper removes "the rows corresponding to forgetting classes in the
+    last linear layer" of a model before evaluating it (Section 4.3): those classes can no longer
+    be predicted. Their logits become -inf (the columns stay, so class ids keep their meaning).
+    """
+    classes = np.asarray(list(classes), dtype=np.int64)
+    logits = np.array(logits, dtype=np.float64)
+    if classes.size and (classes.min() < 0 or classes.max() >= logits.shape[-1]):
+        raise UserError(f"classes {classes.tolist()} are not all among the {logits.shape[-1]} outputs")
+    logits[..., classes] = -np.inf
+    return logits
+
+
 def exclude_classes(labels: np.ndarray, classes: Iterable[int]) -> np.ndarray:
     """Boolean mask of the points whose label is not in `classes`.
 

@@ -23,7 +23,20 @@ data, and measured on digits that rule alone never fires. Our choice: the valida
 the classes that are not forgotten stands in for the retain accuracy (held-out points of the
 same classes); stop when it drops by more than ``max_drop`` points (keeping the epoch before) or
 when the forget accuracy reaches 0 (every forgotten-class sample now gets another class, which is
-what a model retrained without the class does). ``none`` runs every epoch.
+what a model retrained without the class does). ``class_rows``: the same, with the validation
+accuracy of the other classes read as the evaluation reads the model, without the forgotten
+classes' last-layer rows (Section 4.3; :func:`unlearnflow.metrics.readouts.remove_class_rows`).
+Measured on the digits MLP (class 3): with all rows, the other classes' validation accuracy
+drops by 5 points after 2-3 epochs at lr 30 (and after 5 at lr 10) while most of the class is still
+recognised (~21% forgotten), because other classes' points pass through class 3 on the way;
+without the rows it stays within 2 points at lr 10 until the whole class is forgotten.
+``validation`` (de-poisoning, Section 4.5): the
+paper compares the validation accuracy with the forget accuracy "or with random performance",
+but de-poisoning *wants* the forget accuracy (measured on the poisoned labels) to fall to ~0 as
+the samples are re-classified, so neither comparison says when to stop. The validation split is
+held out and never poisoned, and a source-free request has it, so we keep the epoch with the best
+validation accuracy (the starting model included) and stop after ``patience`` epochs without an
+improvement. ``none`` runs every epoch.
 
 The loss. Eq. 1 as printed reads sum_c -y_c log(1 - p_c + eps) - lambda p_c log p_c, whose
 second term, minimised, would *lower* the entropy for lambda > 0; the text says lambda > 0
@@ -35,7 +48,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -48,7 +61,7 @@ from unlearnflow.methods.common import FINE_TUNING, fine_tune_config, resolve
 from unlearnflow.methods.request import ForgetRequest, MethodResult
 from unlearnflow.pgu.gradient_space import CRITERIA, Factorisation, covariances
 
-STOPPING = ("sample", "class", "none")
+STOPPING = ("sample", "class", "class_rows", "validation", "none")
 
 #: The published schedule (Section 4.1): plain SGD (no momentum, no weight decay, as the
 #: reference), lr 0.05 -> 0.01 geometrically over 100 epochs, gamma 0.95 (SmallVGG; 0.9 for
@@ -56,7 +69,7 @@ STOPPING = ("sample", "class", "none")
 #: forward order) overrides ``gamma`` per layer; ``criterion`` ``energy`` is an option.
 DEFAULTS = {**FINE_TUNING, "lr": 0.05, "lr_end": 0.01, "epochs": 100, "batch_size": 64, "gamma": 0.95,
             "gammas": [], "criterion": "singular", "entropy_weight": 0.2, "epsilon": 0.05, "stopping": "sample",
-            "max_drop": 5.0}
+            "max_drop": 5.0, "patience": 3}
 GRID = {"gamma": [0.9, 0.95]}
 
 #: The tuned variant: on a well-fit model the published schedule cannot move saturated forget
@@ -67,6 +80,13 @@ GRID = {"gamma": [0.9, 0.95]}
 TUNED_DEFAULTS = {**DEFAULTS, "lr": 10.0, "lr_end": 2.0, "epochs": 30}
 TUNED_GRID = {"lr": [3.0, 10.0, 30.0]}
 
+#: De-poisoning (Section 4.5): lambda < 0 minimises the entropy so that a poisoned sample is
+#: re-classified with confidence, not only pushed off its flipped label (Section 3.2.1). The paper
+#: gives no value of lambda for it; -0.2 mirrors the +0.2 of removal. Stopping on the clean
+#: validation split (module docstring); learning rates as the tuned variant, measured on digits.
+DEPOISON_DEFAULTS = {**TUNED_DEFAULTS, "lr": 3.0, "lr_end": 0.6, "entropy_weight": -0.2, "stopping": "validation"}
+DEPOISON_GRID = {"lr": [1.0, 3.0, 10.0]}
+
 def check(hp: Mapping[str, Any]) -> None:
     """One resolved configuration is valid (a one-line UserError otherwise)."""
     checks = [
@@ -76,6 +96,7 @@ def check(hp: Mapping[str, Any]) -> None:
         (hp["lr"] > 0 and hp["lr_end"] > 0, "lr and lr_end must be positive"),
         (hp["epochs"] >= 1, "epochs must be >= 1"),
         (hp["epsilon"] > 0, "epsilon must be positive"),
+        (hp["patience"] >= 1, "patience must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -149,11 +170,14 @@ class _Stopper:
         self.validation = (request.validation_inputs, request.validation_labels)
         if hp["stopping"] != "none" and request.validation_inputs is None:
             raise UserError("pgu: early stopping needs the request's validation split (or set stopping: none)")
-        if hp["stopping"] == "class":
+        self.removed: torch.Tensor | None = None
+        if hp["stopping"] in ("class", "class_rows"):
             kept = ~torch.isin(request.validation_labels, request.forget_labels.unique())
             if not bool(kept.any()):
                 raise UserError("pgu: class removal needs validation points of some class that is not forgotten")
             self.validation = (request.validation_inputs[kept], request.validation_labels[kept])
+            if hp["stopping"] == "class_rows":
+                self.removed = request.forget_labels.unique()
         self.reason = "epochs"
         if hp["stopping"] != "none":  # one forward pass per check: the forget samples, then the validation points
             self.inputs = torch.cat([self.forget[0], self.validation[0]])
@@ -161,14 +185,19 @@ class _Stopper:
         self.previous: tuple[dict[str, torch.Tensor], float, float] | None = None
         self.forget_accuracy, self.validation_accuracy = self.measure()
         self.start_validation = self.validation_accuracy
+        self.epoch = self.best_epoch = 0
+        self.best = self.state() if hp["stopping"] == "validation" else None
 
     def measure(self) -> tuple[float, float]:
         if self.hp["stopping"] == "none":
             return math.nan, math.nan
         with torch.no_grad():
             self.model.eval()
-            correct = (self.model(self.inputs).argmax(dim=1) == self.labels).float()
+            logits = self.model(self.inputs)
         n_forget = len(self.forget[1])
+        if self.removed is not None:  # the validation points' outputs without the forgotten rows
+            logits[n_forget:, self.removed] = -math.inf
+        correct = (logits.argmax(dim=1) == self.labels).float()
         return float(correct[:n_forget].mean()), float(correct[n_forget:].mean())
 
     def done_before_training(self) -> bool:
@@ -177,22 +206,41 @@ class _Stopper:
             return True
         return False
 
+    def state(self) -> tuple[dict[str, torch.Tensor], float, float]:
+        """The trained parameters (conv/linear weights, and TRGP's scale) and their accuracies."""
+        weights = {name: p.detach().clone() for name, p in self.model.named_parameters() if p.requires_grad}
+        return weights, self.forget_accuracy, self.validation_accuracy
+
     def snapshot(self) -> None:
         if self.hp["stopping"] != "none":
-            weights = {name: layer.weight.detach().clone() for name, layer in weight_layers(self.model)}
-            self.previous = (weights, self.forget_accuracy, self.validation_accuracy)
+            self.previous = self.state()
 
-    def restore(self) -> None:
-        weights, self.forget_accuracy, self.validation_accuracy = self.previous
+    def restore(self, state: tuple[dict[str, torch.Tensor], float, float] | None = None) -> None:
+        weights, self.forget_accuracy, self.validation_accuracy = state or self.previous
         with torch.no_grad():
-            for name, layer in weight_layers(self.model):
-                layer.weight.copy_(weights[name])
+            for name, p in self.model.named_parameters():
+                if name in weights:
+                    p.copy_(weights[name])
+
+    def finish(self) -> None:
+        """After the last epoch: ``validation`` keeps its best epoch."""
+        if self.hp["stopping"] == "validation" and self.best[2] > self.validation_accuracy:
+            self.restore(self.best)
+            self.reason += f" (kept the best epoch, {self.best_epoch})"
 
     def done(self) -> bool:
         if self.hp["stopping"] == "none":
             return False
         before = self.previous[1] - self.previous[2]
         self.forget_accuracy, self.validation_accuracy = self.measure()
+        self.epoch += 1
+        if self.hp["stopping"] == "validation":
+            if self.validation_accuracy > self.best[2]:
+                self.best, self.best_epoch = self.state(), self.epoch
+            elif self.epoch - self.best_epoch >= self.hp["patience"]:
+                self.reason = f"no better validation accuracy for {self.hp['patience']} epochs"
+                return True
+            return False
         if self.hp["stopping"] == "sample":
             if self.forget_accuracy > self.validation_accuracy:
                 return False
@@ -217,6 +265,15 @@ def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], see
     early stopping; returns the downdated factorisation as the state of the next request."""
     hp = resolve("pgu", DEFAULTS, hp)
     check(hp)
+    return run(model, request, hp, seed)
+
+
+def run(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: int,
+        trust_region: Callable[[nn.Module, Mapping[str, np.ndarray]], Any] | None = None) -> MethodResult:
+    """The request of :func:`unlearn` for resolved `hp`. `trust_region(model, bases)`, when given,
+    installs a trainable re-parametrisation after the core spaces are known (TRGP,
+    :mod:`unlearnflow.pgu.trgp`); it must have ``fold()``, which writes it into the weights and
+    removes it, and ``certificate()``."""
     start = time.perf_counter()
     cached = request.state if request.state is not None else request.side.get("gradient_space")
     if not isinstance(cached, Factorisation):
@@ -234,9 +291,11 @@ def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], see
     for p in model.parameters():
         p.requires_grad_(id(p) in weights)
     loss = unlearning_loss(hp["epsilon"], hp["entropy_weight"])
-    stopper = _Stopper(model, request, hp)
+    region = None
     steps = examples = epochs = 0
     try:
+        region = trust_region(model, bases) if trust_region is not None else None
+        stopper = _Stopper(model, request, hp)
         if not stopper.done_before_training():
             for epoch in range(hp["epochs"]):
                 stopper.snapshot()
@@ -246,7 +305,10 @@ def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], see
                 steps, examples, epochs = steps + stats.steps, examples + stats.examples, epoch + 1
                 if stopper.done():
                     break
+            stopper.finish()
     finally:
+        if region is not None:
+            region.fold()
         for name, p in model.named_parameters():
             p.requires_grad_(trainable[name])
     model.eval()
@@ -257,6 +319,7 @@ def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], see
         "kept_gradient_norm_per_layer": {name: projection.kept_fraction(name) for name in names},
         "epochs": epochs, "stopped": stopper.reason, "forget_accuracy": stopper.forget_accuracy,
         "validation_accuracy": stopper.validation_accuracy, "downdate_seconds": downdate_seconds,
+        **(region.certificate() if region is not None else {}),
     }
     return MethodResult(FitStats(seconds=time.perf_counter() - start, steps=steps, examples=examples),
                         certificate=certificate, state=retain)

@@ -76,11 +76,14 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "h")
 _MISSING = "–"
 
 def write_report(csv_paths: Sequence[str | os.PathLike], evaluation_paths: Sequence[str | os.PathLike],
-                 out_dir: str | os.PathLike, datamodels: Mapping[str, Any] | None = None) -> list[Path]:
+                 out_dir: str | os.PathLike, datamodels: Mapping[str, Any] | None = None,
+                 one_time: Mapping[str, Mapping[str, Any]] | None = None) -> list[Path]:
     """Write the summary table and every figure into `out_dir`; return the written paths.
 
     `datamodels` (the attributes of a datamodels artifact, with ``scales`` from its
     calibration if any) adds a section on their quality and one-time cost to ``summary.md``.
+    `one_time` (side artifact name -> ``description``, ``precompute_seconds`` and optionally
+    ``seconds_per_model``) adds one line per cached side artifact's one-time cost.
 
     No CSV file, a CSV file without the required columns or rows, a duplicated (method,
     config, forget set) or an evaluation artifact without a CSV row is a UserError.
@@ -91,7 +94,7 @@ def write_report(csv_paths: Sequence[str | os.PathLike], evaluation_paths: Seque
     out_dir.mkdir(parents=True, exist_ok=True)
     styles = method_styles(row["method"] for row in rows)
     written = [write_summary_csv(rows, out_dir / "summary.csv"),
-               write_summary_md(rows, out_dir / "summary.md", datamodels),
+               write_summary_md(rows, out_dir / "summary.md", datamodels, one_time),
                plot_klom_vs_compute(rows, styles, out_dir / "klom_vs_compute.png")]
     for (forget_set,), set_rows in group_by(rows, "forget_set").items():
         chosen = choose_evaluations(evaluations, set_rows)
@@ -172,9 +175,10 @@ def write_summary_csv(rows: Sequence[Row], path: Path) -> Path:
     return path
 
 
-def write_summary_md(rows: Sequence[Row], path: Path, datamodels: Mapping[str, Any] | None = None) -> Path:
+def write_summary_md(rows: Sequence[Row], path: Path, datamodels: Mapping[str, Any] | None = None,
+                     one_time: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
     """The markdown summary: a title, a one-line guide, a section per forget set and, when
-    datamodel methods ran, one on the datamodels."""
+    datamodel methods ran, one on the datamodels; one line per other cached side artifact's cost."""
     lines = ["# Unlearning report", "",
              "Per forget set, the best configuration of each method (lowest selection score), the "
              "`do_nothing` and `retrain` references and the oracles' noise floor; every "
@@ -183,6 +187,8 @@ def write_summary_md(rows: Sequence[Row], path: Path, datamodels: Mapping[str, A
         lines += forget_set_section(forget_set, set_rows)
     if datamodels:
         lines += datamodels_section(datamodels)
+    if one_time:
+        lines += one_time_section(one_time)
     path.write_text("\n".join(lines))
     return path
 
@@ -208,6 +214,20 @@ def datamodels_section(attrs: Mapping[str, Any]) -> list[str]:
             f"({'they only score TRAK' if attrs['estimator'] == 'trak' else 'the regression data'}) and "
             f"{sum(attrs[f'{output}_fit_seconds'] for output in attrs['outputs']):.0f} s "
             f"fitting. Calibrated scales of the predicted shifts (held-out forget set): {calibration}.", ""]
+
+
+def one_time_section(costs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per cached side artifact: its one-time cost, apart from the per-request ``compute``
+    (as the PGU paper states its SVD time apart from the unlearning time, Section 4.2)."""
+    lines = ["## One-time costs", "",
+             "Cached side artifacts, computed once per original bank and amortised over requests; not "
+             "counted in `compute` above.", ""]
+    for name, cost in costs.items():
+        per_model = cost.get("seconds_per_model")
+        detail = f" ({fmt(float(np.mean(per_model)), '.2f')} s per model)" if per_model is not None and len(
+            per_model) else ""
+        lines.append(f"- `{name}` ({cost['description']}): {fmt(cost['precompute_seconds'], '.2f')} s{detail}")
+    return [*lines, ""]
 
 
 _TABLE_HEADER = ("method", "config", "KLOM-95 forget", "KLOM-95 retain", "KLOM-95 validation",
