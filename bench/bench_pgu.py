@@ -17,7 +17,7 @@ epochs PGU ran and the fraction of the gradient's norm the projection kept.
 
     python bench/bench_pgu.py [--models 5]
 
-It prints markdown tables and writes nothing.
+It prints markdown tables and writes them into bench/RESULTS.md (section `pgu`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results import machine_note  # noqa: E402
+from bench.results import machine_note, write_section  # noqa: E402
 from unlearnflow.core.artifacts import train_bank  # noqa: E402
 from unlearnflow.core.data import load_dataset  # noqa: E402
 from unlearnflow.core.forget_sets import build_forget_set  # noqa: E402
@@ -118,16 +118,17 @@ def main() -> None:
                      f"{np.mean([c['kept_gradient_norm'] for c in certificates]):.3f}") if certificates else "- | -"
             quality.append(f"| {name} | {label} | {errors[0]:.2f} | {errors[1]:.2f} | {test:.2f} | {extra} |")
     loads.append(float(open("/proc/loadavg").read().split()[0]))
-    print(f"## PGU request vs retraining one model (digits MLP, {args.models} models, medians, one thread)\n")
-    print("| forget set | retrain one model (s) | gradient-space cache (s, % of retrain) | "
-          + " | ".join(f"{m} request (s, % of retrain)" for m in METHODS) + " |")
-    print("|---|---|---|" + "---|" * len(METHODS))
-    print("\n".join(timing))
-    print("\n## Errors (%), mean over models\n")
-    print("| forget set | models | forget | retain | test | PGU epochs | kept gradient norm |")
-    print("|---|---|---|---|---|---|---|")
-    print("\n".join(quality))
-    print(f"\n{machine_note(loads)}")
+    section = "\n".join([
+        f"## PGU request vs retraining one model (digits MLP, {args.models} models, medians, one thread)\n",
+        "| forget set | retrain one model (s) | gradient-space cache (s, % of retrain) | "
+        + " | ".join(f"{m} request (s, % of retrain)" for m in METHODS) + " |",
+        "|---|---|---|" + "---|" * len(METHODS), *timing,
+        "\nErrors (%), mean over models:\n",
+        "| forget set | models | forget | retain | test | PGU epochs | kept gradient norm |",
+        "|---|---|---|---|---|---|---|", *quality,
+        f"\n{machine_note(loads)}; `python bench/bench_pgu.py` to rerun."])
+    print(section)
+    write_section("pgu", section)
 
 
 if __name__ == "__main__":

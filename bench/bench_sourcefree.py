@@ -18,6 +18,7 @@ Prints a markdown table (does not write bench/RESULTS.md):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results import machine_note, write_section  # noqa: E402
 from unlearnflow.core.data import load_dataset  # noqa: E402
 from unlearnflow.core.forget_sets import build_forget_set  # noqa: E402
 from unlearnflow.runner import apply_method  # noqa: E402
@@ -97,12 +99,17 @@ def main() -> None:
     parser.add_argument("--cvxpy-max-d", type=int, default=64)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    start = time.perf_counter()
-    print(f"## Source-free Newton on digits (identity features, d = 64, m = {args.m}, {args.models} models)\n")
-    print("\n".join(quality(args.models, [float(f) for f in args.fractions.split(",")], args.m)))
-    print("\n## Eq. (3) solve time: Clarabel vs the first-order solver (m = d(d+1))\n")
-    print("\n".join(solve_times([int(d) for d in args.dims.split(",")], args.cvxpy_max_d)))
-    print(f"\nTotal {time.perf_counter() - start:.0f} s")
+    start, loads = time.perf_counter(), [os.getloadavg()[0]]
+    section = "\n".join([
+        f"## Source-free Newton on digits (identity features, d = 64, m = {args.m}, {args.models} models)\n",
+        *quality(args.models, [float(f) for f in args.fractions.split(",")], args.m),
+        "\nEq. (3) solve time, Clarabel vs the first-order solver (m = d(d+1)):\n",
+        *solve_times([int(d) for d in args.dims.split(",")], args.cvxpy_max_d)])
+    loads.append(os.getloadavg()[0])
+    section += (f"\n\nTotal {time.perf_counter() - start:.0f} s. {machine_note(loads)}; "
+                "`python bench/bench_sourcefree.py` to rerun.")
+    print(section)
+    write_section("sourcefree", section)
 
 
 if __name__ == "__main__":
