@@ -318,7 +318,7 @@ def test_resources_come_from_the_config_and_every_rule_has_defaults(tmp_path):
     listing = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=REPO, capture_output=True,
                              text=True).stdout
     rules = [line.split()[0] for line in listing.splitlines() if line.strip() and not line[0].isspace()]
-    assert set(rules) - {"all", "theory"} == set(RULE_RESOURCES) - {"default"}
+    assert set(rules) - {"all", "theory", "requests"} == set(RULE_RESOURCES) - {"default"}
     write_config(tmp_path, {**SEQUENCE, "device": "cuda",
                             "resources": {"unlearn": {"mem_mb": 9000, "runtime": 7}, "default": {"runtime": 50}}})
     jobs = dry_run_jobs(tmp_path)
