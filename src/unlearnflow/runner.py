@@ -243,11 +243,13 @@ def write_unlearned(path: str | Path, method: str, forget_set: str, originals: M
 def read_unlearned(path: str | Path, step: int | None = None) -> dict[str, ModelBank]:
     """Configuration label -> the bank after request `step` (0-based; the last by default):
     weights or logits as written, the cost of that step and its certificates in attrs."""
-    artifact = read_artifact(path, "unlearned")
-    n_steps = artifact.attrs["n_steps"]
+    header = read_artifact(path, "unlearned", names=())
+    n_steps, n_configs = header.attrs["n_steps"], len(json.loads(header.attrs["configs"]))
     step = n_steps - 1 if step is None else step
     if not 0 <= step < n_steps:
         raise UserError(f"{path}: unlearned artifact has steps 0..{n_steps - 1}, not {step}")
+    other_steps = [f"config_{k}/step_{r}" for k in range(n_configs) for r in range(n_steps) if r != step]
+    artifact = read_artifact(path, "unlearned", skip_groups=other_steps)
     shared = {key: value for key, value in artifact.attrs.items() if key not in ("configs", "n_steps")}
     banks = {}
     for k, entry in enumerate(json.loads(artifact.attrs["configs"])):

@@ -64,13 +64,18 @@ def check_source_free(hp: Mapping[str, Any]) -> None:
             raise UserError(f"newton_source_free: unknown {name} {hp[name]!r} (known: {', '.join(known)})")
 
 
+def _newton_setup(name: str, defaults: Mapping[str, Any], check, given: Mapping[str, Any],
+                  model: nn.Module) -> tuple[dict[str, Any], LinearObjective, np.ndarray, float]:
+    """What both Newton methods start from: checked hyper-parameters, the objective, the weights, the clock."""
+    hp = resolve(name, defaults, given)
+    check(hp)
+    start = time.perf_counter()
+    return hp, LinearObjective(hp["loss"], float(hp["lam"])), weight_of(model, name), start
+
+
 def newton_certified(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Eq. (1) with the true retain Hessian ``H_r = sum_{D_r} hess l + lam n_r I`` (Guo et al., Sec. 3)."""
-    hp = resolve("newton_certified", CERTIFIED_DEFAULTS, hp)
-    check_certified(hp)
-    start = time.perf_counter()
-    objective = LinearObjective(hp["loss"], float(hp["lam"]))
-    W = weight_of(model, "newton_certified")
+    hp, objective, W, start = _newton_setup("newton_certified", CERTIFIED_DEFAULTS, check_certified, hp, model)
     x, y = as_rows(request.inputs), request.labels.cpu().numpy()
     retain, forget, trained = (index.cpu().numpy() for index in (request.retain, request.forget, request.trained_on))
     b = -objective.gradient(W, x[trained], y[trained])
@@ -89,11 +94,7 @@ def newton_certified(model: nn.Module, request: UnlearningRequest, hp: Mapping[s
 
 def newton_source_free(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Eq. (1) with the source-free estimate of H_r (Sec. 4, Eq. 3; the variant by ``variant``)."""
-    hp = resolve("newton_source_free", SOURCE_FREE_DEFAULTS, hp)
-    check_source_free(hp)
-    start = time.perf_counter()
-    objective = LinearObjective(hp["loss"], float(hp["lam"]))
-    W = weight_of(model, "newton_source_free")
+    hp, objective, W, start = _newton_setup("newton_source_free", SOURCE_FREE_DEFAULTS, check_source_free, hp, model)
     x_f, y_f = as_rows(request.forget_inputs), request.forget_labels.cpu().numpy()
     n = int(request.state["n"]) if request.state else int(hp["n_train"])
     if n <= 0:
