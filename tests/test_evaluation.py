@@ -9,7 +9,7 @@ import pytest
 from unlearnflow.core.artifacts import ModelBank
 from unlearnflow.core.data import Dataset
 from unlearnflow.core.forget_sets import ForgetSet
-from unlearnflow.evaluation.evaluate import evaluate
+from unlearnflow.evaluation.evaluate import evaluate, references
 from unlearnflow.evaluation.rows import ROW_COLUMNS
 
 N_TRAIN, N_VAL, N_TEST, CLASSES, MODELS = 120, 40, 40, 3, 50
@@ -72,6 +72,22 @@ def test_do_nothing_is_far_from_oracles_on_forget_points_and_retrain_is_not(worl
     assert retrain["retrain_seconds"] == pytest.approx(10.0)
     assert math.isnan(nothing["ulira_accuracy"])
     assert nothing["n_forget"] == 20 and nothing["n_oracles"] == MODELS
+
+
+def test_results_share_the_references_and_do_not_depend_on_evaluation_order(world):
+    """The noise floor and the PGU attack are computed once per forget set; each result's numbers
+    are those it gets evaluated alone, whatever was evaluated before it."""
+    dataset, forget_set, originals, oracles, retrained = world
+    alone = evaluate(dataset, forget_set, originals, oracles, retrained, "retrain", n_boot=20, seed=3).row
+    shared = references(dataset, forget_set, originals, oracles, seed=3)
+    nothing = evaluate(dataset, forget_set, originals, oracles, originals, "do_nothing", n_boot=20, seed=3,
+                       shared=shared).row
+    after = evaluate(dataset, forget_set, originals, oracles, retrained, "retrain", n_boot=20, seed=3,
+                     shared=shared).row
+    assert after == alone
+    assert nothing["mia_attack_auc"] == after["mia_attack_auc"] == shared.attack.attack_auc
+    assert nothing["floor_forget_p95"] == after["floor_forget_p95"]
+    assert nothing["mia_pgu_auc"] > after["mia_pgu_auc"] + 0.3
 
 
 def test_recorded_unlearning_cost_and_class_removal_accuracy(world):

@@ -5,9 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.special import log_softmax
+from sklearn.linear_model import LogisticRegression
 
 from unlearnflow.errors import UserError
-from unlearnflow.metrics.mia import per_example_loss, pgu_features, pgu_mia, simple_mia, split_models
+from unlearnflow.metrics.mia import (
+    fit_one_feature_logistic,
+    per_example_loss,
+    pgu_features,
+    pgu_mia,
+    simple_mia,
+    split_models,
+)
 
 CLASSES, POINTS = 10, 150
 
@@ -52,6 +60,21 @@ def test_simple_mia_is_at_chance_for_a_model_that_never_saw_the_points():
     unlearned = per_example_loss(population.logits(8, NON_MEMBER), population.labels).ravel()
     test = per_example_loss(population.logits(6, NON_MEMBER), population.labels).ravel()
     assert abs(simple_mia(unlearned, test, np.random.default_rng(0)) - 0.5) < 0.1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_attacks_logistic_fit_is_scikit_learns_default_logistic_regression(seed):
+    """The closed-loop Newton fit reaches the optimum scikit-learn's lbfgs approaches (to its
+    tolerance), so the two classifiers agree on the held-out points of real-looking losses."""
+    rng = np.random.default_rng(seed)
+    members = np.r_[np.ones(40, dtype=int), np.zeros(40, dtype=int)]
+    losses = np.r_[rng.exponential(0.01, 40), rng.exponential(0.1, 40)] * rng.lognormal(0, 1, 80)
+    z = (losses - losses.mean()) / losses.std()
+    reference = LogisticRegression(tol=1e-10, max_iter=10_000).fit(z[:, None], members)
+    weight, intercept = fit_one_feature_logistic(z, members)
+    np.testing.assert_allclose([weight, intercept], [reference.coef_[0, 0], reference.intercept_[0]], rtol=1e-5)
+    held_out = np.linspace(-3, 3, 101)
+    np.testing.assert_array_equal(weight * held_out + intercept > 0, reference.predict(held_out[:, None]) == 1)
 
 
 def test_simple_mia_needs_enough_losses():

@@ -270,7 +270,7 @@ def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlear
              ulira: str | None = None, labels_from: str | None = None, seed: int = 0, threads: int = 0) -> None:
     """Every metric of every configuration of one (method, forget set[, prefix of a sequence])."""
     from unlearnflow.evaluation.evaluate import evaluate as evaluate_bank
-    from unlearnflow.evaluation.evaluate import select_best
+    from unlearnflow.evaluation.evaluate import references, select_best
     from unlearnflow.evaluation.rows import DIVERGED, ROW_COLUMNS
     use_threads(threads)
     lineage = model_lineage(data, labels_from, forget_set)
@@ -281,8 +281,9 @@ def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlear
     oracles_bank = read_bank(oracles, with_weights=False, role=f"oracle/{chosen.name}", lineage=lineage)
     ulira_accuracy = float(read_rows(ulira)[0]["ulira_accuracy"]) if ulira else math.nan
     banks = unlearned_banks(unlearned, dataset, requests, torch.device("cpu"), method, chosen.name, lineage)
+    shared = references(dataset, chosen, originals_bank, oracles_bank, seed)
     results = [evaluate_bank(dataset, chosen, originals_bank, oracles_bank, bank, method, label, seed=seed,
-                             ulira_accuracy=ulira_accuracy, paired_with_originals=not from_scratch)
+                             ulira_accuracy=ulira_accuracy, paired_with_originals=not from_scratch, shared=shared)
                for label, bank in banks.items()]
     best = select_best(results)
     inputs = [data, forget_set, originals, oracles, unlearned]

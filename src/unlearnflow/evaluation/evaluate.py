@@ -10,6 +10,11 @@ The row written per result has the columns of :data:`unlearnflow.evaluation.rows
 one schema the report reads back. A configuration whose models output NaN or infinite logits
 (a learning rate that diverged) is not an error: its row has status ``diverged`` and NaN
 metrics (:func:`diverged_evaluation`), and :func:`select_best` never picks it.
+
+What depends only on the references (the oracles' noise floor and the PGU attack, trained on
+original vs retrained models) is computed once per forget set (:func:`references`) and shared
+by every configuration evaluated against it. Each random read-out draws from its own stream
+of the seed (:data:`STREAMS`), so a result's numbers do not depend on what was evaluated before.
 """
 
 from __future__ import annotations
@@ -32,10 +37,16 @@ from unlearnflow.metrics.klom import (
     summarise,
 )
 from unlearnflow.metrics.margins import margins
-from unlearnflow.metrics.mia import per_example_loss, pgu_mia, simple_mia
+from unlearnflow.metrics.mia import PguAttack, fit_pgu_attack, judge, per_example_loss, simple_mia
 from unlearnflow.metrics.readouts import accuracy, exclude_classes, prediction_entropy, remove_class_rows
 
 SIMPLE_MIA_FOLDS = 5
+#: one random stream per read-out: ``np.random.default_rng([seed, STREAMS[name]])``
+STREAMS = {"noise_floor": 0, "bootstrap": 1, "simple_mia": 2, "pgu_attack": 3}
+
+
+def _stream(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, STREAMS[name]])
 
 
 @dataclass
@@ -46,10 +57,45 @@ class Evaluation:
     arrays: dict[str, np.ndarray]
 
 
+@dataclass
+class References:
+    """What every result of one forget set is compared with, computed once by :func:`references`.
+
+    groups: point indices of the forget, retain and validation groups in the margin columns.
+    oracle_margins: the oracles' margins on [train, validation] points, (models, points).
+    floor_summary: the group statistics of the oracles' noise floor (:func:`~unlearnflow.metrics.klom.noise_floor`).
+    attack: the PGU membership attack trained on the original vs the oracle models.
+    """
+
+    groups: dict[str, np.ndarray]
+    oracle_margins: np.ndarray
+    floor_summary: dict[str, dict[str, float]]
+    attack: PguAttack
+
+
+def group_margins(bank: ModelBank, dataset: Dataset, forget_set: ForgetSet) -> np.ndarray:
+    """Margins of `bank` on the [train, validation] points, shape (models, points)."""
+    return np.concatenate([margins(bank.logits["train"], forget_set.train_labels),
+                           margins(bank.logits["val"], dataset.y_val)], axis=1)
+
+
+def references(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
+               seed: int = 0) -> References:
+    """The noise floor and the trained PGU attack of one forget set (see :class:`References`)."""
+    labels, forget = forget_set.train_labels, forget_set.indices
+    retain = np.flatnonzero(forget_set.retain_mask(len(labels)))
+    groups = {"forget": forget, "retain": retain, "validation": len(labels) + np.arange(len(dataset.y_val))}
+    oracle_margins = group_margins(oracles, dataset, forget_set)
+    floor_summary = summarise(noise_floor(oracle_margins, _stream(seed, "noise_floor"))[0], groups)
+    attack = fit_pgu_attack(originals.logits["train"][:, forget], oracles.logits["train"][:, forget], labels[forget],
+                            _stream(seed, "pgu_attack"), n_jobs=1)
+    return References(groups=groups, oracle_margins=oracle_margins, floor_summary=floor_summary, attack=attack)
+
+
 def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
              unlearned: ModelBank, method: str, config: str = "default", seed: int = 0,
              ulira_accuracy: float = math.nan, n_boot: int = 200,
-             paired_with_originals: bool = True) -> Evaluation:
+             paired_with_originals: bool = True, shared: References | None = None) -> Evaluation:
     """Compare `unlearned` with `oracles` (KLOM, accuracies, entropy, MIAs, cost).
 
     Cost: ``compute_fraction`` is the unlearned bank's training examples processed per model
@@ -59,26 +105,19 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     cost a method amortises over requests (datamodels: subset models and fitting), stated
     apart as the paper does. `paired_with_originals` says that
     unlearned model i started from original model i (false for retraining from scratch).
+    `shared` is :func:`references` of the same banks and seed, computed here when not given.
     """
     if not all(np.isfinite(logits).all() for logits in unlearned.logits.values()):
         return diverged_evaluation(dataset, forget_set, originals, oracles, unlearned, method, config, ulira_accuracy)
-    rng = np.random.default_rng(seed)
+    shared = shared or references(dataset, forget_set, originals, oracles, seed)
     labels = forget_set.train_labels
     forget = forget_set.indices
-    retain = np.flatnonzero(forget_set.retain_mask(len(labels)))
-
-    def group_margins(bank: ModelBank) -> np.ndarray:
-        """Margins on [forget, retain, validation] points, shape (models, points)."""
-        return np.concatenate([margins(bank.logits["train"], labels),
-                               margins(bank.logits["val"], dataset.y_val)], axis=1)
-
-    oracle_margins, unlearned_margins = group_margins(oracles), group_margins(unlearned)
-    n_train = len(labels)
-    groups = {"forget": forget, "retain": retain, "validation": n_train + np.arange(len(dataset.y_val))}
+    groups, oracle_margins, floor_summary = shared.groups, shared.oracle_margins, shared.floor_summary
+    unlearned_margins = group_margins(unlearned, dataset, forget_set)
     per_point = klom(oracle_margins, unlearned_margins)
     summary = summarise(per_point, groups)
-    floor_summary = summarise(noise_floor(oracle_margins, rng)[0], groups)
-    intervals = bootstrap_ci(oracle_margins, unlearned_margins, groups, rng, stat="p95", n_boot=n_boot)
+    intervals = bootstrap_ci(oracle_margins, unlearned_margins, groups, _stream(seed, "bootstrap"), stat="p95",
+                             n_boot=n_boot)
 
     row = _identity(forget_set, oracles, unlearned, method, config, OK)
     for group in GROUPS:
@@ -97,10 +136,8 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     entropies = {name: prediction_entropy(bank.logits["train"][:, forget])
                  for name, bank in (("original", originals), ("oracle", oracles), ("unlearned", unlearned))}
     row["entropy_forget"] = float(entropies["unlearned"].mean())
-    row["mia_simple"] = _simple_mia(unlearned, labels, forget, dataset.y_test, rng)
-    attack = pgu_mia(originals.logits["train"][:, forget], oracles.logits["train"][:, forget],
-                     unlearned.logits["train"][:, forget], labels[forget], rng, n_jobs=1,
-                     paired_with_originals=paired_with_originals)
+    row["mia_simple"] = _simple_mia(unlearned, labels, forget, dataset.y_test, _stream(seed, "simple_mia"))
+    attack = judge(shared.attack, unlearned.logits["train"][:, forget], paired_with_originals)
     row["mia_pgu_auc"], row["mia_attack_auc"] = attack.unlearned_auc, attack.attack_auc
     row["ulira_accuracy"] = ulira_accuracy
     row.update(_cost(oracles, unlearned))
