@@ -54,7 +54,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 
 from unlearnflow.errors import UserError
 
@@ -539,6 +538,8 @@ def linear_datamodeling_score(datamodels: Datamodels, masks: np.ndarray, outputs
     """LDS per target (Park et al. 2023; DMM paper Figure G.6): Spearman correlation, across
     held-out models, between predicted and actual outputs. NaN for constant targets; the LDS of
     a set of datamodels is the ``np.nanmean`` of this array."""
+    from scipy.stats import rankdata  # here, not at the top: scipy.stats adds ~1 s to every workflow parse
+
     predicted, actual = _predicted(datamodels, masks, outputs)
     return _pearson_columns(rankdata(predicted, axis=0), rankdata(actual, axis=0))
 

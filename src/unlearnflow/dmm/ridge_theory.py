@@ -42,13 +42,9 @@ from itertools import repeat
 from pathlib import Path
 from typing import Literal
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-
-from unlearnflow.errors import UserError  # noqa: E402
+from unlearnflow.errors import UserError
 
 Covariance = Literal["isotropic", "harmonic"]
 
@@ -306,7 +302,10 @@ def run_experiment(setting: Setting) -> dict[str, Curve]:
 
 def plot_experiment(curves: dict[str, Curve], path: str | Path, setting: Setting) -> None:
     """Draw `curves` as Figure 5 does (``R(θ_t)`` on a log axis against ``t``) into the PNG `path`."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    from matplotlib.figure import Figure  # here: the workflow imports this module to parse its rules
+
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
     for name, curve in curves.items():
         params = ", ".join(f"{key}={value:.3g}" for key, value in curve.params.items())
         ax.plot(curve.distance, label=f"{name} ({params})")
@@ -318,4 +317,3 @@ def plot_experiment(curves: dict[str, Curve], path: str | Path, setting: Setting
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
