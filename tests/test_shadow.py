@@ -13,6 +13,7 @@ from unlearnflow.dmm.regression import fit_diagonal
 from unlearnflow.errors import UserError
 from unlearnflow.evaluation.ulira import ShadowDesign, draw_forget_sets, run_ulira, shadow_margin_tables
 from unlearnflow.metrics.margins import margins
+from unlearnflow.pgu.gradient_space import Factorisation, shadow_gradient_space
 
 
 def test_forget_sets_come_from_the_pool_inside_each_base_subset():
@@ -71,6 +72,26 @@ def test_ulira_detects_do_nothing_on_a_memorising_model_and_not_retraining():
         run_ulira("dmm", **kwargs)
     # oracle matching's true targets do not exist for shadows: NaN, not an error
     assert np.isnan(run_ulira("oracle_matching", **kwargs, method_config={"targets": "oracle"})["ulira_accuracy"])
+    # PGU's gradient space is built for the base models, each over its own subset
+    projected = run_ulira("pgu_tuned", **kwargs)
+    assert projected["pool_size"] > 0 and projected["ulira_accuracy"] < nothing["ulira_accuracy"] - 0.02  # 0.587
+
+
+def test_shadow_gradient_space_covers_each_base_models_own_training_points():
+    dataset = load_dataset({"loader": "digits", "max_train": 120})
+    seeds = [model_seed(0, "ulira_base", i) for i in range(2)]
+    masks = np.stack([subset_mask(s, len(dataset.y_train), 0.5) for s in seeds])
+    build = lambda: build_model("mlp", dataset.input_shape, 10, hidden=[16])  # noqa: E731
+    base = train_bank(build, "mlp", {"hidden": [16]}, "ulira_base", range(2), seeds, dataset, dataset.y_train, masks,
+                      TrainConfig(epochs=1, lr=0.1, batch_size=32), torch.device("cpu"), progress=False)
+    space = shadow_gradient_space(base, dataset, torch.device("cpu"))
+    inputs = torch.from_numpy(dataset.x_train)
+    for index, model in enumerate(base.load_models(dataset.input_shape, dataset.num_classes)):
+        own = Factorisation.of(model, inputs[torch.from_numpy(masks[index])])
+        everything = Factorisation.of(model, inputs)
+        for name, layer in space.model(index).layers.items():
+            np.testing.assert_allclose(layer.singular_values, own.layers[name].singular_values, rtol=1e-10)
+            assert not np.allclose(layer.singular_values, everything.layers[name].singular_values)
 
 
 class MemorisationScores:

@@ -43,7 +43,7 @@ from unlearnflow.methods import (
 from unlearnflow.methods.common import resolve
 from unlearnflow.pgu import trgp
 from unlearnflow.pgu import unlearn as pgu
-from unlearnflow.pgu.gradient_space import read_gradient_space
+from unlearnflow.pgu.gradient_space import read_gradient_space, shadow_gradient_space
 from unlearnflow.sourcefree import newton
 
 EDITS_MODEL = "edits_model"
@@ -56,8 +56,10 @@ class ArtifactSpec:
 
     `path` is relative to ``results/{experiment}``; a ``{forget_set}`` in it makes the artifact
     one per forget set (one per step of a request sequence). `contains_retain_data` marks what
-    a source-free method may never take; `for_shadows` says whether U-LiRA's shadow models,
-    which have no oracles, can have it. `load` reads it for the runner.
+    a source-free method may never take; `for_shadows` says whether the experiment's artifact
+    also serves U-LiRA's shadow models (subset models with no oracles). `build_for_shadows`,
+    when given, makes the artifact for the shadows' base bank instead, in the U-LiRA job:
+    ``(base bank, data set, device) -> the loaded artifact``. `load` reads it for the runner.
     """
 
     path: str
@@ -65,6 +67,7 @@ class ArtifactSpec:
     contains_retain_data: bool
     for_shadows: bool
     description: str
+    build_for_shadows: Callable[[Any, Any, Any], Any] | None = None
 
 
 #: artifact name -> what it is and where the workflow writes it
@@ -79,7 +82,8 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
     "calibration": ArtifactSpec("datamodel_calibration.h5", read_calibration, False, True,
                                 "the datamodels' scales, fitted on a held-out forget set"),
     "gradient_space": ArtifactSpec("gradient_space.h5", read_gradient_space, False, False,
-                                   "PGU's factorisation of R R^T per layer and model (aggregates, no samples)"),
+                                   "PGU's factorisation of R R^T per layer and model (aggregates, no samples)",
+                                   build_for_shadows=shadow_gradient_space),
 }
 
 

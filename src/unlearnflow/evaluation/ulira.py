@@ -15,8 +15,10 @@ base model) and ``retrain`` (a fresh model on the base subset without F_ij). Eve
 method (:mod:`unlearnflow.registry`) runs on the shadows with its configured default
 hyper-parameters, given the side artifacts it declares; a method that needs an artifact the
 shadows cannot have (``for_shadows`` false: the true oracle targets of oracle matching, since
-the shadows have no oracles) gets NaN. The datamodels can serve shadows: they predict any
-subset model's outputs, so DM-DIRECT and DMM see each shadow's own logits and forget set.
+the shadows have no oracles) gets NaN, unless the artifact can be built for the base models
+(``build_for_shadows``: PGU's gradient space, each base model's over its own training subset).
+The datamodels can serve shadows: they predict any subset model's outputs, so DM-DIRECT and
+DMM see each shadow's own logits and forget set.
 """
 
 from __future__ import annotations
@@ -187,8 +189,10 @@ def run_ulira(method: str, base: ModelBank, dataset: Dataset, labels: np.ndarray
     else:
         spec = spec_of(method)
         needs = spec.needs_for(method_config)
-        if any(not ARTIFACTS[name].for_shadows for name in needs):
+        if any(not ARTIFACTS[name].for_shadows and not ARTIFACTS[name].build_for_shadows for name in needs):
             return {**summary, "pool_size": 0, "seconds": 0.0}
+        side = {**side, **{name: ARTIFACTS[name].build_for_shadows(base, dataset, device) for name in needs
+                           if not ARTIFACTS[name].for_shadows}}
         missing = [name for name in needs if name not in side]
         if missing:
             raise UserError(f"ulira: {method} needs {', '.join(missing)}")

@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearnflow.core.artifacts import ModelBank
+from unlearnflow.core.data import Dataset
 from unlearnflow.core.models import weight_layers
 from unlearnflow.core.store import read_artifact, write_artifact
 from unlearnflow.core.training import progress_bar
@@ -189,20 +191,35 @@ class GradientSpace:
 
 
 def compute_gradient_space(models: Sequence[nn.Module], inputs: torch.Tensor, model_ids: Sequence[int],
-                           batch_size: int = 256, progress: bool = False) -> GradientSpace:
-    """The cache of every model over the training inputs `inputs` (Eq. 2), timed per model."""
+                           batch_size: int = 256, progress: bool = False,
+                           train_masks: np.ndarray | None = None) -> GradientSpace:
+    """The cache of every model over the training inputs `inputs` (Eq. 2), timed per model.
+
+    `train_masks` (models, points), when given, restricts each model's representations to the
+    points it trained on (subset models such as U-LiRA's shadows); by default every model
+    trained on all of `inputs`.
+    """
     factorisations, seconds = [], []
     with progress_bar(len(models), "gradient space", progress) as bar:
-        for model in models:
+        for index, model in enumerate(models):
             start = time.perf_counter()
-            factorisations.append(Factorisation.of(model, inputs, batch_size))
+            own = inputs if train_masks is None else inputs[torch.from_numpy(train_masks[index]).to(inputs.device)]
+            factorisations.append(Factorisation.of(model, own, batch_size))
             seconds.append(time.perf_counter() - start)
             bar.update()
     layers = list(factorisations[0].layers) if factorisations else []
+    n_points = len(inputs) if train_masks is None else int(train_masks.sum(1).max())
     return GradientSpace(factorisations, np.asarray(model_ids, dtype=np.int64),
                          {"layers": layers, "dims": [factorisations[0].layers[name].dim for name in layers],
-                          "n_points": len(inputs), "augmentation": "none", "seconds_per_model": seconds,
+                          "n_points": n_points, "augmentation": "none", "seconds_per_model": seconds,
                           "precompute_seconds": float(sum(seconds))})
+
+
+def shadow_gradient_space(bank: ModelBank, dataset: Dataset, device: torch.device) -> GradientSpace:
+    """The cache of a bank of subset models (U-LiRA's base models), each over its own training points."""
+    models = [model.to(device) for model in bank.load_models(dataset.input_shape, dataset.num_classes)]
+    return compute_gradient_space(models, torch.from_numpy(dataset.x_train).to(device), bank.model_ids,
+                                  train_masks=bank.train_masks)
 
 
 def write_gradient_space(path: str | Path, space: GradientSpace, provenance: Mapping[str, Any]) -> Path:
