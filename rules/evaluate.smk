@@ -93,6 +93,7 @@ rule ulira_base_models:
             config["evaluation"]["ulira"]["base_models"],
             role="ulira_base",
             subset_fraction=0.5,
+            per_pass=config["originals"]["chunk_size"],
         ),
     threads: threads_of("ulira_base_models")
     resources:

@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train each model on a random subset of this fraction (mask drawn from its seed)")
     sub.add_argument("--first-id", type=int, required=True)
     sub.add_argument("--count", type=int, required=True)
+    sub.add_argument("--models-per-pass", type=int, default=0,
+                     help="train at most this many models at once on the device (0: all of them)")
     torch_options(sub)
     sub.add_argument("--out", required=True)
 

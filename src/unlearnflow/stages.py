@@ -124,8 +124,17 @@ def make_forget_samples(*, data: str, forget_set: str, labels_from: str | None, 
 def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[str, Any], seed: int, first_id: int,
           count: int, out: str, forget_set: str | None = None, requests: int | None = None,
           labels_from: str | None = None, subset_fraction: float | None = None, device: str = "auto",
-          threads: int = 0, progress: bool = False) -> None:
+          threads: int = 0, progress: bool = False, models_per_pass: int = 0) -> None:
+    """Train models ``first_id .. first_id + count - 1`` of a role into one bank chunk.
+
+    The vectorised trainer holds every model of a pass on the device at once; `models_per_pass`
+    (0: all) splits the chunk into passes of at most that many models, trained one after the
+    other, so that a job of many large models (retraining 100 ResNet-9s) fits on one GPU. A
+    model does not depend on the models trained with it, so the bank is the same either way.
+    """
     use_threads(threads)
+    if models_per_pass < 0:
+        raise UserError(f"train: --models-per-pass must be >= 0 (0: all models at once), got {models_per_pass}")
     dataset = read_dataset(data)
     config = TrainConfig.from_mapping(training)
     labels = experiment_labels(dataset, labels_from, lineage_of(data=data))
@@ -144,8 +153,11 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
     masks = np.tile(retain, (len(model_ids), 1))
     if subset_fraction:
         masks &= np.stack([subset_mask(model_seed_, n_train, subset_fraction) for model_seed_ in seeds])
-    bank = train_bank(build, model["arch"], options, role, model_ids, seeds, dataset, labels, masks, config,
-                      resolve_device(device), progress=progress)
+    per_pass = models_per_pass or len(model_ids)
+    passes = [slice(start, start + per_pass) for start in range(0, len(model_ids), per_pass)]
+    banks = [train_bank(build, model["arch"], options, role, model_ids[part], seeds[part], dataset, labels,
+                        masks[part], config, resolve_device(device), progress=progress) for part in passes]
+    bank = banks[0] if len(banks) == 1 else concatenate_banks(banks)
     inputs = [data] + [path for path in (forget_set, labels_from) if path]
     write_bank(out, bank, provenance({"model": model, "training": config.to_dict()},
                                      {"global_seed": seed, "model_seeds": seeds}, inputs,
