@@ -204,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("config_file")
     sub.add_argument("--schema", help="config schema (default: the workflow's, in a source checkout)")
 
+    sub = command("estimate", stages.estimate,
+                  "predict a larger config's core-hours, GPU-hours and disk per stage from a finished smaller run")
+    sub.add_argument("--measured", required=True, metavar="CONFIG",
+                     help="config of the finished run whose results/{experiment}/benchmarks are measured")
+    sub.add_argument("--planned", required=True, metavar="CONFIG", help="config to predict")
+    sub.add_argument("--directory", default=".", help="working directory of the measured run (default: .)")
+    sub.add_argument("--planned-data", help="data path of the planned config (overrides its data.path)")
+    sub.add_argument("--speedup", type=float, default=1.0,
+                     help="how many times faster the planned run's GPU rules are than the measured run's (1)")
+    sub.add_argument("--snakefile", help="the workflow's Snakefile (default: the source checkout's)")
+
     sub = command("theory", stages.theory, "ridge-regression oracle-matching experiment (DMM paper, Section 5)",
                   "theory")
     sub.add_argument("--panel", required=True, help="figure panel, e.g. fig5a or figE2_sgd_small")

@@ -454,6 +454,16 @@ def check_config(*, config_file: str, schema: str | None = None) -> None:
           f", methods {', '.join(config['methods']) or 'references only'})")
 
 
+def estimate(*, measured: str, planned: str, directory: str = ".", planned_data: str | None = None,
+             speedup: float = 1.0, snakefile: str | None = None) -> None:
+    """Print the planned config's predicted core-hours, GPU-hours and disk per stage, scaled from
+    the benchmark files of the measured config's finished run (:mod:`unlearnflow.ops.estimate`)."""
+    from unlearnflow.ops.estimate import estimate as predict_cost
+    _, table = predict_cost(measured, planned, directory=directory, planned_data=planned_data, speedup=speedup,
+                            snakefile=snakefile)
+    print(table)
+
+
 def theory(*, panel: str, out: str) -> None:
     from unlearnflow.dmm.ridge_theory import (
         PAPER_SETTINGS,
