@@ -11,9 +11,11 @@
    counted with forward hooks on every ``Conv2d`` and ``Linear`` layer of the configured model
    on one input (``Conv2d``: output elements x in-channels / groups x kernel area; ``Linear``:
    in x out features).
-3. **Time.** A job takes ``overhead + rate x work``: `overhead` is the start-up of one job
-   (Python, torch, reading inputs), taken as the shortest job of the measured run, and each
-   rule's `rate` is its measured seconds beyond the overhead per unit of work. The planned
+3. **Time.** A job takes ``fixed + rate x work``. Training banks and U-LiRA record their
+   compute time in their outputs: that part scales with the work, the rest of the job
+   (start-up of Python and torch, reading inputs, writing outputs) is the rule's fixed cost.
+   Other rules' fixed cost is the median of those fixed costs (capped at the rule's shortest
+   job), and the rest of their measured seconds scales with the work. The planned
    config's jobs are predicted with the same rates, so the prediction is in the measured run's
    device time; ``speedup`` divides the work of GPU rules when the planned run is on a GPU and
    the measured one was not (measure it with ``bench/bench_training.py`` on both).
@@ -270,6 +272,34 @@ def benchmark_seconds(path: str | Path) -> float:
     return sum(float(row["s"]) for row in rows) / len(rows)
 
 
+def recorded_seconds(directory: Path, rule: str, outputs: Sequence[str]) -> float | None:
+    """The compute time a job's outputs record, if they do: a model bank's ``train_seconds``, a
+    U-LiRA table's ``seconds``; None otherwise (and for a gather, whose bank sums its chunks')."""
+    if rule not in TRAINING_RULES and rule != "ulira":
+        return None
+    found = None
+    for output in outputs:
+        path = directory / output
+        if not path.is_file():
+            continue
+        if path.suffix == ".h5":
+            import h5py
+            try:
+                with h5py.File(path, "r") as handle:
+                    value = handle.attrs.get("train_seconds")
+            except OSError:
+                value = None
+        elif path.suffix == ".csv":
+            with open(path, newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            value = sum(float(row["seconds"]) for row in rows) if rows and "seconds" in rows[0] else None
+        else:
+            value = None
+        if value is not None:
+            found = (found or 0.0) + float(value)
+    return found
+
+
 def _output_bytes(directory: Path, outputs: Sequence[str]) -> int:
     total = 0
     for output in outputs:
@@ -292,6 +322,30 @@ class Measured:
     overhead: float
     device: str
     unfinished: int = 0  # jobs of the measured config without a benchmark file (not run yet)
+    compute: dict[str, list[float | None]] = field(default_factory=dict)  # seconds the outputs record
+
+    def split(self, key: str) -> tuple[float, float]:
+        """(fixed seconds per job, seconds per unit of work) of a rule (or rule:method).
+
+        Where every job's outputs record their compute time (training banks, U-LiRA), that is
+        the part that scales with the work and the rest of the job (start-up, reading, writing)
+        is fixed; otherwise the fixed part is the run's shortest job (start-up alone)."""
+        times, work = self.seconds[key], sum(self.work[key])
+        recorded = self.compute.get(key, [])
+        if recorded and all(value is not None for value in recorded):
+            fixed = max(sum(times) - sum(recorded), 0.0) / len(times)
+            return fixed, (sum(recorded) / work if work > 0 else 0.0)
+        fixed = min(min(times), self.startup)
+        beyond = max(sum(times) - fixed * len(times), 0.0)
+        return fixed, (beyond / work if work > 0 else 0.0)
+
+    @property
+    def startup(self) -> float:
+        """A job's fixed cost: the median of what the jobs that record their compute time spend
+        besides it (start-up, reading inputs, writing outputs), or the shortest job."""
+        fixed = sorted(time - value for key, times in self.seconds.items() if ":" not in key
+                       for time, value in zip(times, self.compute.get(key, [])) if value is not None)
+        return fixed[len(fixed) // 2] if fixed else self.overhead
 
     @property
     def total_seconds(self) -> float:
@@ -300,10 +354,11 @@ class Measured:
 
 def measure(config: Mapping[str, Any], jobs: Sequence[Job], directory: Path, sizes: Sizes) -> Measured:
     """Work, seconds and bytes of every job of a run that has a benchmark file (a partly finished
-    run measures the rules it ran; the others are predicted at the job overhead alone)."""
+    run measures the rules it ran; the others are predicted at a job's fixed cost alone)."""
     n_jobs = _counts(jobs)
     work: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}
+    compute: dict[str, list[float | None]] = {}
     size: dict[str, float] = {}
     written: dict[str, float] = {}
     missing = []
@@ -315,9 +370,11 @@ def measure(config: Mapping[str, Any], jobs: Sequence[Job], directory: Path, siz
             missing.append(job.benchmark)
             continue
         job_seconds, job_written = benchmark_seconds(path), _output_bytes(directory, job.outputs)
+        job_compute = recorded_seconds(directory, job.rule, job.outputs)
         for key in _keys(job):
             work.setdefault(key, []).append(job_work(job, config, sizes, n_jobs))
             seconds.setdefault(key, []).append(job_seconds)
+            compute.setdefault(key, []).append(job_compute)
             size[key] = size.get(key, 0.0) + job_bytes(job, config, sizes, n_jobs)
             written[key] = written.get(key, 0.0) + job_written
     if not seconds:
@@ -325,7 +382,7 @@ def measure(config: Mapping[str, Any], jobs: Sequence[Job], directory: Path, siz
                         "run the measured config to the end first (snakemake --cores N --configfile ...)")
     overhead = min(min(values) for values in seconds.values())  # the quickest job: start-up alone
     return Measured(work=work, seconds=seconds, size=size, bytes=written, overhead=overhead,
-                    device=str(config["device"]), unfinished=len(missing))
+                    device=str(config["device"]), unfinished=len(missing), compute=compute)
 
 
 def _keys(job: Job) -> list[str]:
@@ -359,16 +416,14 @@ def predict(measured: Measured, config: Mapping[str, Any], jobs: Sequence[Job], 
             estimate = stages[rule] = StageEstimate(rule, 0, 0.0, 0.0, 0.0, 0.0,
                                                     measured_jobs=len(measured.seconds.get(rule, [])))
             if rule not in measured.seconds:
-                estimate.notes.append("not in the measured run: overhead only")
+                estimate.notes.append("not in the measured run: fixed cost only")
         work = job_work(job, config, sizes, n_jobs)
-        seconds = measured.overhead
+        seconds = measured.startup
         key = next((key for key in reversed(_keys(job)) if key in measured.seconds), None)
         if key is not None:
-            done = sum(measured.work[key])
-            beyond = max(sum(measured.seconds[key]) - measured.overhead * len(measured.seconds[key]), 0.0)
-            rate = beyond / done if done > 0 else 0.0
+            fixed, rate = measured.split(key)
             scale = speedup if (on_gpu and rule in GPU_RULES and measured.device != "cuda") else 1.0
-            seconds += rate * work / scale
+            seconds = fixed + rate * work / scale
             if measured.size.get(key):
                 estimate.disk_bytes += measured.bytes[key] * job_bytes(job, config, sizes, n_jobs) / measured.size[key]
         resources = rule_resources(config, rule) if rule in _known_rules() else {"threads": 1, "gpu": 0}
@@ -397,8 +452,8 @@ def format_table(stages: Sequence[StageEstimate], measured: Measured, sizes: Map
     """The printed report: one row per stage, then the totals."""
     small, large = sizes["measured"], sizes["planned"]
     lines = [f"measured run: {measured.total_seconds / 3600:.3f} h of job wall time on {measured.device}, "
-             f"{small.n_train} training points, {small.macs:,} multiply-adds per forward; job overhead "
-             f"{measured.overhead:.1f} s" + (f"; {measured.unfinished} of its jobs have not run" if measured.unfinished
+             f"{small.n_train} training points, {small.macs:,} multiply-adds per forward; fixed cost "
+             f"of a job {measured.startup:.1f} s" + (f"; {measured.unfinished} of its jobs have not run" if measured.unfinished
                                              else ""),
              f"planned run: {large.n_train} training points, {large.macs:,} multiply-adds per forward, "
              f"device {planned_device}" + (f", GPU rules {speedup:g}x faster than measured" if speedup != 1 else ""),
