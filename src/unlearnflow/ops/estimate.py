@@ -424,6 +424,8 @@ def predict(measured: Measured, config: Mapping[str, Any], jobs: Sequence[Job], 
             fixed, rate = measured.split(key)
             scale = speedup if (on_gpu and rule in GPU_RULES and measured.device != "cuda") else 1.0
             seconds = fixed + rate * work / scale
+            if rate == 0 and work > 2 * max(measured.work[key]) and not estimate.notes:
+                estimate.notes.append("measured jobs no longer than start-up: work rate unknown, measure a larger run")
             if measured.size.get(key):
                 estimate.disk_bytes += measured.bytes[key] * job_bytes(job, config, sizes, n_jobs) / measured.size[key]
         resources = rule_resources(config, rule) if rule in _known_rules() else {"threads": 1, "gpu": 0}
