@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="JSON config slice of the method (hyperparameters, options)")
     side_option(sub)
     sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--models-per-pass", type=int, default=0,
+                     help="retrain at most this many shadow models at once on the device (0: all of them)")
     torch_options(sub)
     sub.add_argument("--out", required=True)
 

@@ -316,7 +316,8 @@ def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlear
 
 def ulira(*, method: str, data: str, base: str, spec: Mapping[str, Any], training: Mapping[str, Any],
           method_config: Mapping[str, Any], seed: int, out: str, labels_from: str | None = None,
-          side: Sequence[str] = (), device: str = "auto", threads: int = 0, progress: bool = False) -> None:
+          side: Sequence[str] = (), device: str = "auto", threads: int = 0, progress: bool = False,
+          models_per_pass: int = 0) -> None:
     from unlearnflow.evaluation.ulira import run_ulira
     from unlearnflow.runner import load_side
     use_threads(threads)
@@ -326,7 +327,7 @@ def ulira(*, method: str, data: str, base: str, spec: Mapping[str, Any], trainin
     result = run_ulira(method, base_bank, dataset, labels, TrainConfig.from_mapping(training), seed,
                        spec["forget_sets_per_model"], spec["forget_size"], spec["pool_class"], resolve_device(device),
                        pool_size=spec.get("pool_size"), progress=progress, method_config=method_config,
-                       side=load_side(parse_side(side))[0])
+                       side=load_side(parse_side(side))[0], models_per_pass=models_per_pass)
     write_rows(out, [result], list(result))
     print(f"U-LiRA of {method}: attacker accuracy {result['ulira_accuracy']:.3f} (0.5 is ideal)")
 
