@@ -213,10 +213,12 @@ def report_side_inputs(wildcards):
 EVALUATIONS = expand(f"{RESULTS}/evaluation/{{method}}/{{forget_set}}", method=METHODS, forget_set=EVALUATED_SETS)
 
 
-def train_params(training, first_id, n_models, role="original", subset_fraction=None):
+def train_params(training, first_id, n_models, role="original", subset_fraction=None, per_pass=None):
     """Params of every rule that trains a bank with `python -m unlearnflow train`.
 
-    `first_id` and `n_models` are numbers or functions of the wildcards; the forget set to
+    `first_id` and `n_models` are numbers or functions of the wildcards; a job of more models
+    than `per_pass` (a bank's chunk size) trains them in passes of that many, one after the
+    other, so that it needs no more device memory than a chunk job; the forget set to
     retrain without (a prefix NAME@R of a sequence: without its first R requests) and the
     poisoned labels come from the rule's input when it has them.
     """
@@ -227,6 +229,8 @@ def train_params(training, first_id, n_models, role="original", subset_fraction=
             parts += [f"--forget-set {input.forget_set}", requests_flag(wildcards)]
         if subset_fraction:
             parts.append(f"--subset-fraction {subset_fraction}")
+        if per_pass and not callable(n_models) and n_models > per_pass:
+            parts.append(f"--models-per-pass {per_pass}")
         if input.labels:
             parts.append(f"--labels-from {input.labels}")
         return " ".join(part for part in parts if part)

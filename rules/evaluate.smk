@@ -93,6 +93,7 @@ rule ulira_base_models:
             config["evaluation"]["ulira"]["base_models"],
             role="ulira_base",
             subset_fraction=0.5,
+            per_pass=config["originals"]["chunk_size"],
         ),
     threads: threads_of("ulira_base_models")
     resources:
@@ -126,6 +127,7 @@ rule ulira:
         labels=labels_flag,
         side=side_flags,
         seed=config["seed"],
+        per_pass=config["originals"]["chunk_size"],
         device=config["device"],
         progress=PROGRESS,
         version=STAGE_VERSIONS["ulira"],
@@ -140,4 +142,5 @@ rule ulira:
         "python -m unlearnflow ulira --stage-version {params.version} --method {wildcards.method} "
         "--data {input.data} --base {input.base} {params.labels} {params.side} --spec {params.spec:q} "
         "--training {params.training:q} --method-config {params.method_config:q} --seed {params.seed} "
-        "--device {params.device} --threads {threads} {params.progress} --out {output} > {log} 2>&1"
+        "--models-per-pass {params.per_pass} --device {params.device} --threads {threads} {params.progress} "
+        "--out {output} > {log} 2>&1"

@@ -20,7 +20,8 @@ rule retrain:
     benchmark:
         f"{RESULTS}/benchmarks/unlearned/retrain/{{forget_set}}.tsv"
     params:
-        **train_params(oracle_training(config), 0, config["oracles"]["models"], role="retrain"),
+        **train_params(oracle_training(config), 0, config["oracles"]["models"], role="retrain",
+                       per_pass=config["oracles"]["chunk_size"]),
     threads: threads_of("retrain")
     resources:
         mem_mb=mem_mb_of("retrain"),

@@ -102,3 +102,24 @@ class MemorisationScores:
 
     def forget_effects(self, forget, calibration=None):
         return dm_direct.forget_effects(forget, None, self.weights)
+
+
+def test_shadow_retraining_in_passes_gives_the_same_models(one_thread):
+    """At scale the shadows' retraining (base models x forget sets) goes in passes of a chunk's
+    size; a model does not depend on its pass, so the logits are the same."""
+    from unlearnflow.evaluation.ulira import _retrain
+    dataset = load_dataset({"loader": "digits", "max_train": 200})
+    labels = dataset.y_train
+    config = TrainConfig(epochs=1, lr=0.1, batch_size=32)
+    seeds = [model_seed(0, "ulira_base", i) for i in range(4)]
+    masks = np.stack([subset_mask(s, len(labels), 0.5) for s in seeds])
+    build = lambda: build_model("mlp", dataset.input_shape, 10, hidden=[8])  # noqa: E731
+    base = train_bank(build, "mlp", {"hidden": [8]}, "ulira_base", range(4), seeds, dataset, labels, masks,
+                      config, torch.device("cpu"), progress=False)
+    design = draw_forget_sets(base.train_masks, labels, seed=0, forget_sets_per_model=2, forget_size=2, pool_class=5)
+    common = dict(base=base, design=design, dataset=dataset, labels=labels, config=config, seed=0,
+                  device=torch.device("cpu"), progress=False)
+    once, _, examples = _retrain(**common)
+    passes, _, examples_in_passes = _retrain(**common, models_per_pass=3)  # 8 models: passes of 3, 3, 2
+    assert once.shape == (4, 2, len(labels), 10) and examples_in_passes == examples
+    np.testing.assert_array_equal(passes, once)

@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train each model on a random subset of this fraction (mask drawn from its seed)")
     sub.add_argument("--first-id", type=int, required=True)
     sub.add_argument("--count", type=int, required=True)
+    sub.add_argument("--models-per-pass", type=int, default=0,
+                     help="train at most this many models at once on the device (0: all of them)")
     torch_options(sub)
     sub.add_argument("--out", required=True)
 
@@ -177,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="JSON config slice of the method (hyperparameters, options)")
     side_option(sub)
     sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--models-per-pass", type=int, default=0,
+                     help="retrain at most this many shadow models at once on the device (0: all of them)")
     torch_options(sub)
     sub.add_argument("--out", required=True)
 
@@ -201,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
                   "validate a workflow config file (names the line and column of a YAML syntax error)")
     sub.add_argument("config_file")
     sub.add_argument("--schema", help="config schema (default: the workflow's, in a source checkout)")
+
+    sub = command("estimate", stages.estimate,
+                  "predict a larger config's core-hours, GPU-hours and disk per stage from a finished smaller run")
+    sub.add_argument("--measured", required=True, metavar="CONFIG",
+                     help="config of the finished run whose results/{experiment}/benchmarks are measured")
+    sub.add_argument("--planned", required=True, metavar="CONFIG", help="config to predict")
+    sub.add_argument("--directory", default=".", help="working directory of the measured run (default: .)")
+    sub.add_argument("--planned-data", help="data path of the planned config (overrides its data.path)")
+    sub.add_argument("--speedup", type=float, default=1.0,
+                     help="how many times faster the planned run's GPU rules are than the measured run's (1)")
+    sub.add_argument("--snakefile", help="the workflow's Snakefile (default: the source checkout's)")
 
     sub = command("theory", stages.theory, "ridge-regression oracle-matching experiment (DMM paper, Section 5)",
                   "theory")

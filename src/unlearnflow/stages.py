@@ -124,8 +124,17 @@ def make_forget_samples(*, data: str, forget_set: str, labels_from: str | None, 
 def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[str, Any], seed: int, first_id: int,
           count: int, out: str, forget_set: str | None = None, requests: int | None = None,
           labels_from: str | None = None, subset_fraction: float | None = None, device: str = "auto",
-          threads: int = 0, progress: bool = False) -> None:
+          threads: int = 0, progress: bool = False, models_per_pass: int = 0) -> None:
+    """Train models ``first_id .. first_id + count - 1`` of a role into one bank chunk.
+
+    The vectorised trainer holds every model of a pass on the device at once; `models_per_pass`
+    (0: all) splits the chunk into passes of at most that many models, trained one after the
+    other, so that a job of many large models (retraining 100 ResNet-9s) fits on one GPU. A
+    model does not depend on the models trained with it, so the bank is the same either way.
+    """
     use_threads(threads)
+    if models_per_pass < 0:
+        raise UserError(f"train: --models-per-pass must be >= 0 (0: all models at once), got {models_per_pass}")
     dataset = read_dataset(data)
     config = TrainConfig.from_mapping(training)
     labels = experiment_labels(dataset, labels_from, lineage_of(data=data))
@@ -144,8 +153,11 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
     masks = np.tile(retain, (len(model_ids), 1))
     if subset_fraction:
         masks &= np.stack([subset_mask(model_seed_, n_train, subset_fraction) for model_seed_ in seeds])
-    bank = train_bank(build, model["arch"], options, role, model_ids, seeds, dataset, labels, masks, config,
-                      resolve_device(device), progress=progress)
+    per_pass = models_per_pass or len(model_ids)
+    passes = [slice(start, start + per_pass) for start in range(0, len(model_ids), per_pass)]
+    banks = [train_bank(build, model["arch"], options, role, model_ids[part], seeds[part], dataset, labels,
+                        masks[part], config, resolve_device(device), progress=progress) for part in passes]
+    bank = banks[0] if len(banks) == 1 else concatenate_banks(banks)
     inputs = [data] + [path for path in (forget_set, labels_from) if path]
     write_bank(out, bank, provenance({"model": model, "training": config.to_dict()},
                                      {"global_seed": seed, "model_seeds": seeds}, inputs,
@@ -305,7 +317,8 @@ def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlear
 
 def ulira(*, method: str, data: str, base: str, spec: Mapping[str, Any], training: Mapping[str, Any],
           method_config: Mapping[str, Any], seed: int, out: str, labels_from: str | None = None,
-          side: Sequence[str] = (), device: str = "auto", threads: int = 0, progress: bool = False) -> None:
+          side: Sequence[str] = (), device: str = "auto", threads: int = 0, progress: bool = False,
+          models_per_pass: int = 0) -> None:
     from unlearnflow.evaluation.ulira import run_ulira
     from unlearnflow.runner import load_side
     use_threads(threads)
@@ -315,7 +328,7 @@ def ulira(*, method: str, data: str, base: str, spec: Mapping[str, Any], trainin
     result = run_ulira(method, base_bank, dataset, labels, TrainConfig.from_mapping(training), seed,
                        spec["forget_sets_per_model"], spec["forget_size"], spec["pool_class"], resolve_device(device),
                        pool_size=spec.get("pool_size"), progress=progress, method_config=method_config,
-                       side=load_side(parse_side(side))[0])
+                       side=load_side(parse_side(side))[0], models_per_pass=models_per_pass)
     write_rows(out, [result], list(result))
     print(f"U-LiRA of {method}: attacker accuracy {result['ulira_accuracy']:.3f} (0.5 is ideal)")
 
@@ -441,6 +454,16 @@ def check_config(*, config_file: str, schema: str | None = None) -> None:
     config = validate_config(load_config_file(config_file), load_schema(schema))
     print(f"{config_file}: valid (experiment {config['experiment']}, forget sets {', '.join(config['forget_sets'])}"
           f", methods {', '.join(config['methods']) or 'references only'})")
+
+
+def estimate(*, measured: str, planned: str, directory: str = ".", planned_data: str | None = None,
+             speedup: float = 1.0, snakefile: str | None = None) -> None:
+    """Print the planned config's predicted core-hours, GPU-hours and disk per stage, scaled from
+    the benchmark files of the measured config's finished run (:mod:`unlearnflow.ops.estimate`)."""
+    from unlearnflow.ops.estimate import estimate as predict_cost
+    _, table = predict_cost(measured, planned, directory=directory, planned_data=planned_data, speedup=speedup,
+                            snakefile=snakefile)
+    print(table)
 
 
 def theory(*, panel: str, out: str) -> None:

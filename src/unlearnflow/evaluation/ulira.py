@@ -85,18 +85,26 @@ def _do_nothing(base: ModelBank, design: ShadowDesign, **_: Any) -> tuple[np.nda
 
 
 def _retrain(base: ModelBank, design: ShadowDesign, dataset: Dataset, labels: np.ndarray, config: TrainConfig,
-             seed: int, device: torch.device, progress: bool) -> tuple[np.ndarray, float, int]:
+             seed: int, device: torch.device, progress: bool, models_per_pass: int = 0,
+             **_: Any) -> tuple[np.ndarray, float, int]:
+    """One model retrained per (base model, forget set), vectorised in passes of at most
+    `models_per_pass` models (0: all at once; a model does not depend on its pass)."""
     n_base, n_sets, _ = design.forget_sets.shape
     masks = np.repeat(base.train_masks, n_sets, axis=0)
     rows = np.repeat(np.arange(n_base * n_sets), design.forget_sets.shape[2])
     masks[rows, design.forget_sets.reshape(-1)] = False
     seeds = [model_seed(seed, "ulira_retrain", i) for i in range(len(masks))]
     inputs = torch.from_numpy(dataset.x_train).to(device)
-    models, stats = fit_many(base.builder(dataset.input_shape, dataset.num_classes), seeds, inputs,
-                             torch.from_numpy(labels).to(device), masks, config, progress=progress,
-                             description="ulira retrain")
-    logits = predict_logits_many(models, inputs).cpu().numpy()
-    return logits.reshape(n_base, n_sets, *logits.shape[1:]), stats.seconds, stats.examples
+    per_pass = models_per_pass or len(masks)
+    parts, seconds, examples = [], 0.0, 0
+    for start in range(0, len(masks), per_pass):
+        models, stats = fit_many(base.builder(dataset.input_shape, dataset.num_classes), seeds[start:start + per_pass],
+                                 inputs, torch.from_numpy(labels).to(device), masks[start:start + per_pass], config,
+                                 progress=progress, description="ulira retrain")
+        parts.append(predict_logits_many(models, inputs).cpu().numpy())
+        seconds, examples = seconds + stats.seconds, examples + stats.examples
+    logits = np.concatenate(parts)
+    return logits.reshape(n_base, n_sets, *logits.shape[1:]), seconds, examples
 
 
 def _predicted(spec: MethodSpec, hp: Mapping[str, Any],
@@ -177,10 +185,11 @@ def run_ulira(method: str, base: ModelBank, dataset: Dataset, labels: np.ndarray
               seed: int, forget_sets_per_model: int, forget_size: int, pool_class: int,
               device: torch.device, pool_size: int | None = None, progress: bool = False,
               method_config: Mapping[str, Any] | None = None,
-              side: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              side: Mapping[str, Any] | None = None, models_per_pass: int = 0) -> dict[str, Any]:
     """U-LiRA accuracy of `method`: shadows from the first half of the base models, targets
     from the second half. `method_config` is the method's config slice (its default
-    configuration runs on the shadows); `side` holds the loaded side artifacts it needs."""
+    configuration runs on the shadows); `side` holds the loaded side artifacts it needs;
+    retraining trains at most `models_per_pass` models at once (0: all)."""
     summary = {"method": method, "ulira_accuracy": float("nan"), "base_models": len(base),
                "forget_sets_per_model": forget_sets_per_model, "forget_size": forget_size}
     method_config, side = method_config or {}, side or {}
@@ -204,7 +213,7 @@ def run_ulira(method: str, base: ModelBank, dataset: Dataset, labels: np.ndarray
                               pool_size)
     start = time.perf_counter()
     logits, _, _ = unlearner(base, design, dataset=dataset, labels=labels, config=config, seed=seed,
-                             device=device, progress=progress)
+                             device=device, progress=progress, models_per_pass=models_per_pass)
     unlearned, never_seen = shadow_margin_tables(design, base.train_masks, logits, labels)
     shadows = np.arange(len(unlearned)) < (len(base) // 2) * forget_sets_per_model
     accuracy = ulira_accuracy(unlearned[shadows], never_seen[shadows], unlearned[~shadows], never_seen[~shadows])
