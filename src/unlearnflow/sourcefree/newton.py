@@ -49,6 +49,24 @@ CERTIFIED_GRID: dict[str, list] = {}
 SOURCE_FREE_GRID = {"variant": ["corrected", "notebook"]}
 
 
+def certified_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """``loss`` and ``lam`` of a linear training recipe (the config's ``optimizer: lbfgs`` section or
+    a bank's recorded recipe); nothing for any other recipe. Eq. (1)'s H_r and grad_F are those of
+    the objective the model minimised, so these must equal the recipe's."""
+    if recipe.get("optimizer") != "lbfgs" and recipe.get("kind") != "linear":
+        return {}
+    return {"loss": recipe["loss"], "lam": float(recipe["lam"])}
+
+
+def source_free_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`certified_recipe` and, from a bank's recorded recipe, ``n_train`` (the training-set
+    size n, which the model owner knows; the corrected variant's n_r / n_F needs it)."""
+    derived = certified_recipe(recipe)
+    if derived and "n_train" in recipe:
+        derived["n_train"] = int(recipe["n_train"])
+    return derived
+
+
 def check_certified(hp: Mapping[str, Any]) -> None:
     """The objective is valid (UserError otherwise)."""
     LinearObjective(hp["loss"], float(hp["lam"]))
