@@ -35,6 +35,7 @@ from unlearnflow.errors import UserError
 from unlearnflow.methods import (
     gradient_ascent,
     gradient_descent,
+    jit,
     neggrad_plus,
     partial_retrain,
     random_labels,
@@ -258,6 +259,8 @@ def _check_prediction(hp: Mapping[str, Any]) -> None:
 
 register(MethodSpec("gradient_ascent", "DMM paper, Appendix D.4 (II)", EDITS_MODEL, gradient_ascent.DEFAULTS,
                     gradient_ascent.GRID, unlearn=gradient_ascent.unlearn, source_free=True))
+register(MethodSpec("jit", "Foster et al. 2024, zero-shot unlearning by Lipschitz regularisation (JiT)", EDITS_MODEL,
+                    jit.DEFAULTS, jit.GRID, unlearn=jit.unlearn, source_free=True, check=jit.check))
 register(MethodSpec("gradient_descent", "DMM paper, Appendix D.4 (III)", EDITS_MODEL, gradient_descent.DEFAULTS,
                     gradient_descent.GRID, unlearn=gradient_descent.unlearn))
 register(MethodSpec("neggrad_plus", "Kurmanji et al. 2023 (NegGrad+)", EDITS_MODEL, neggrad_plus.DEFAULTS,

@@ -5,7 +5,11 @@ gradient bound C and the Lipschitz constant gamma of Theorem 1 are per unit-norm
 
 Backbones (config ``features: {backbone: ...}``):
 
-- ``identity``: the flattened inputs (digits: d = 64), :func:`~unlearnflow.sourcefree.linear.identity_features`.
+- ``identity``: the flattened inputs (digits: d = 64), :func:`~unlearnflow.sourcefree.linear.identity_features`;
+  with ``pool: k``, images are first average-pooled over k x k blocks (digits with k = 2:
+  d = 16). A data-independent way to a small d: the source-free fit of Eq. (3) is identifiable
+  only from m >= d(d+1)/2 perturbations (2,080 at d = 64, 136 at d = 16), and its cost grows
+  with d^2 m.
 - ``resnet18``: the penultimate activations of a ResNet-18 (:mod:`unlearnflow.core.models`) whose
   weights come from a local state-dict file (``weights: PATH``, a torchvision checkpoint fits with
   ``options: {cifar_stem: false}``); its classifier head is never used.
@@ -17,6 +21,7 @@ in place of ``data.h5`` (so the features artifact contains retain data, like the
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import numpy as np
@@ -29,7 +34,7 @@ from unlearnflow.sourcefree.linear import identity_features, l2_normalise
 
 BACKBONES = ("identity", "resnet18")
 #: keys each backbone takes besides ``backbone``
-BACKBONE_KEYS = {"identity": (), "resnet18": ("weights", "options", "batch_size")}
+BACKBONE_KEYS = {"identity": ("pool",), "resnet18": ("weights", "options", "batch_size")}
 
 
 def check_features_spec(spec: Mapping[str, Any]) -> None:
@@ -49,8 +54,26 @@ def extract_features(dataset: Dataset, spec: Mapping[str, Any]) -> Dataset:
     """Every split of `dataset` through the backbone of `spec`, rows L2-normalised (float32)."""
     check_features_spec(spec)
     if spec["backbone"] == "identity":
-        return identity_features(dataset)
+        return identity_features(average_pool(dataset, int(spec.get("pool", 1))))
     return _network_features(dataset, spec)
+
+
+def average_pool(dataset: Dataset, factor: int) -> Dataset:
+    """Image inputs (C, H, W) averaged over factor x factor blocks (H and W divisible by it)."""
+    if factor == 1:
+        return dataset
+    shape = dataset.input_shape
+    if factor < 1 or len(shape) != 3 or shape[1] % factor or shape[2] % factor:
+        raise UserError(f"config: features.pool: {factor} must divide the image sides {shape[1:]} "
+                        f"of inputs (C, H, W), got input shape {shape}")
+    C, H, W = shape
+
+    def pool(x: np.ndarray) -> np.ndarray:
+        blocks = x.reshape(len(x), C, H // factor, factor, W // factor, factor)
+        return blocks.mean(axis=(3, 5)).astype(x.dtype)
+
+    pooled = {f"x_{split}": pool(getattr(dataset, f"x_{split}")) for split in SPLITS}
+    return dataclasses.replace(dataset, **pooled)
 
 
 def _network_features(dataset: Dataset, spec: Mapping[str, Any]) -> Dataset:
