@@ -23,7 +23,6 @@ rule extract_features:
     resources:
         mem_mb=mem_mb_of("extract_features"),
         runtime=runtime_of("extract_features"),
-        gpu=gpu_of("extract_features"),
     conda:
         ENV
     shell:

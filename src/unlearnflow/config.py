@@ -210,7 +210,7 @@ RULE_RESOURCES: dict[str, dict[str, int]] = {
     "extract_features": {"runtime": 30},
 }
 #: Rules that run models and ask for one GPU when the experiment's device is cuda.
-GPU_RULES = frozenset({"extract_features", "train_originals", "train_oracles", "retrain", "unlearn", "ulira_base_models", "ulira",
+GPU_RULES = frozenset({"train_originals", "train_oracles", "retrain", "unlearn", "ulira_base_models", "ulira",
                        "train_subset_models", "fit_datamodels", "gradient_space", "deletion_request"})
 
 

@@ -11,9 +11,11 @@ et al.'s certified removal): ``w_u = w* + H_r^-1 grad_F (+ noise_std * N(0, I))`
   :class:`~unlearnflow.methods.request.ForgetRequest`.
 
 What the model owner must supply: the objective of the training recipe (hyper-parameters
-``loss`` and ``lam``, which must equal the bank's ``training`` attrs) and, for the source-free
-method, the training-set size ``n_train`` (hyper-parameter: the runner hands a method neither
-the bank's attrs nor, for a source-free job, anything but the weights and the forget samples).
+``loss`` and ``lam``) and, for the source-free method, the training-set size ``n_train``. The
+registry derives them from the recipe (:func:`certified_recipe`, :func:`source_free_recipe`:
+``loss`` and ``lam`` from the config's ``optimizer: lbfgs`` training section, all three from the
+recipe a linear bank records, which ``original_models.h5`` keeps), so a workflow user never
+repeats them; called directly, the defaults below apply.
 In a request sequence the retained count is carried in the state, so request r uses
 ``n_train - (forgotten so far)``.
 
