@@ -8,6 +8,7 @@ import sys
 
 from unlearnflow.config import (
     CALIBRATION_SET,
+    is_linear_experiment,
     load_schema,
     oracle_training,
     poison_set,
@@ -26,6 +27,10 @@ except UserError as error:
     sys.exit(f"unlearnflow: error: {error}")
 
 RESULTS = f"results/{config['experiment']}"
+# A linear experiment (training optimizer lbfgs) trains on the features of rules/sourcefree.smk:
+# features.h5 is then the data set of every stage after prepare_data and extract_features.
+LINEAR = is_linear_experiment(config)
+DATA = f"{RESULTS}/features.h5" if "features" in config else f"{RESULTS}/data.h5"
 try:
     check_writable_directory(RESULTS)
 except UserError as error:
@@ -162,9 +167,15 @@ def unlearn_inputs(wildcards):
         inputs = {"forget_samples": f"{RESULTS}/forget_samples/{wildcards.forget_set}.h5",
                   "originals": f"{RESULTS}/original_models.h5"}
     else:
-        inputs = {"data": f"{RESULTS}/data.h5", "forget_set": f"{RESULTS}/forget_sets/{wildcards.forget_set}.h5",
+        inputs = {"data": DATA, "forget_set": f"{RESULTS}/forget_sets/{wildcards.forget_set}.h5",
                   "originals": f"{RESULTS}/originals.h5", "labels": poisoned_labels()}
     return {**inputs, **side_inputs(wildcards.method, wildcards.forget_set)}
+
+
+def ulira_result(wildcards):
+    """U-LiRA's attacker accuracy of a method; linear experiments have none (its shadows train
+    with the torch trainer; the weight distance and certificates measure them instead)."""
+    return [] if LINEAR else [f"{RESULTS}/ulira/{wildcards.method}.csv"]
 
 
 def input_flags(*names):
@@ -196,7 +207,7 @@ def deletion_request_inputs(wildcards):
     """A deletion request's file, the data, the original models, the result of the request it
     comes after (its ledger order) and the shared side artifacts its method needs."""
     asked = DELETION_REQUESTS[wildcards.request]
-    inputs = {"request": f"requests/{config['experiment']}/{wildcards.request}.yaml", "data": f"{RESULTS}/data.h5",
+    inputs = {"request": f"requests/{config['experiment']}/{wildcards.request}.yaml", "data": DATA,
               "models": f"{RESULTS}/original_models.h5"}
     if asked["after"] != ORIGINAL:
         inputs["previous"] = f"{RESULTS}/ledger/model_{asked['model']}/{asked['after']}.json"

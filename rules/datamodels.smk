@@ -7,7 +7,7 @@
 rule train_subset_models:
     """Train one chunk of the subset models, each on a random fraction of the training set."""
     input:
-        data=f"{RESULTS}/data.h5",
+        data=DATA,
         labels=poisoned_labels(),
     output:
         f"{RESULTS}/subset_models/chunk_{{chunk}}.h5",
@@ -38,7 +38,7 @@ rule fit_datamodels:
     """Fit margin and per-logit datamodels of every point (lasso, ridge or trak); LDS and R^2."""
     input:
         unpack(trak_checkpoints),
-        data=f"{RESULTS}/data.h5",
+        data=DATA,
         subset_models=expand(f"{RESULTS}/subset_models/chunk_{{chunk}}.h5", chunk=chunk_ids("subset_models")),
         labels=poisoned_labels(),
     output:

@@ -6,12 +6,12 @@
 rule evaluate:
     """KLOM (with noise floor and bootstrap interval), accuracies, entropy, MIAs and cost."""
     input:
-        data=f"{RESULTS}/data.h5",
+        data=DATA,
         forget_set=forget_set_file,
         originals=f"{RESULTS}/originals.h5",
         oracles=f"{RESULTS}/oracles/{{forget_set}}.h5",
         unlearned=unlearned_bank,
-        ulira=f"{RESULTS}/ulira/{{method}}.csv",
+        ulira=ulira_result,
         labels=poisoned_labels(),
     output:
         h5=f"{RESULTS}/evaluation/{{method}}/{{forget_set}}.h5",
@@ -24,6 +24,7 @@ rule evaluate:
         from_scratch=lambda wildcards: "--from-scratch" if wildcards.method == "retrain" else "",
         requests=requests_flag,
         labels=labels_flag,
+        ulira=input_flags("ulira"),
         seed=config["seed"],
         version=STAGE_VERSIONS["evaluation"],
     threads: threads_of("evaluate")
@@ -36,7 +37,7 @@ rule evaluate:
         "python -m unlearnflow evaluate --stage-version {params.version} --data {input.data} "
         "--forget-set {input.forget_set} {params.requests} --originals {input.originals} --oracles {input.oracles} "
         "--unlearned {input.unlearned} --method {wildcards.method} {params.from_scratch} {params.labels} "
-        "--ulira {input.ulira} --seed {params.seed} --threads {threads} --out-h5 {output.h5} "
+        "{params.ulira} --seed {params.seed} --threads {threads} --out-h5 {output.h5} "
         "--out-csv {output.csv} > {log} 2>&1"
 
 
@@ -78,7 +79,7 @@ rule report:
 rule ulira_base_models:
     """Base models of U-LiRA: each trained on a random 50% subset of the training set."""
     input:
-        data=f"{RESULTS}/data.h5",
+        data=DATA,
         labels=poisoned_labels(),
     output:
         f"{RESULTS}/ulira/base_models.h5",
@@ -111,7 +112,7 @@ rule ulira:
     input:
         unpack(lambda wildcards: side_inputs(wildcards.method, shared_only=True, for_shadows=True)
                if wildcards.method in config["methods"] else {}),
-        data=f"{RESULTS}/data.h5",
+        data=DATA,
         base=f"{RESULTS}/ulira/base_models.h5",
         labels=poisoned_labels(),
     output:

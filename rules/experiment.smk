@@ -16,6 +16,7 @@ wildcard_constraints:
 
 
 include: "data.smk"
+include: "sourcefree.smk"
 include: "forget_sets.smk"
 include: "train.smk"
 include: "datamodels.smk"

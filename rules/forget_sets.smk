@@ -4,7 +4,7 @@
 rule forget_sets:
     """Build one named forget set (indices per request, and the experiment's training labels)."""
     input:
-        data=f"{RESULTS}/data.h5",
+        data=DATA,
         index_file=index_file,
     output:
         f"{RESULTS}/forget_sets/{{forget_set}}.h5",
@@ -33,7 +33,7 @@ rule forget_samples:
     """The forget samples (inputs, labels, request of each) and the validation split: all that a
     source-free method's unlearn job may read. No retain data, no training indices."""
     input:
-        data=f"{RESULTS}/data.h5",
+        data=DATA,
         forget_set=f"{RESULTS}/forget_sets/{{forget_set}}.h5",
         labels=poisoned_labels(),
     output:

@@ -8,7 +8,7 @@
 rule gradient_space:
     """Accumulate R R^T of every conv/linear layer's inputs in float64 and eigendecompose it."""
     input:
-        data=f"{RESULTS}/data.h5",
+        data=DATA,
         originals=f"{RESULTS}/original_models.h5",
     output:
         f"{RESULTS}/gradient_space.h5",

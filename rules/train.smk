@@ -18,7 +18,7 @@ GATHER_SHELL = (
 rule train_originals:
     """Train one chunk of the original models (all training data)."""
     input:
-        data=f"{RESULTS}/data.h5",
+        data=DATA,
         labels=poisoned_labels(),
     output:
         f"{RESULTS}/originals/chunk_{{chunk}}.h5",
@@ -42,7 +42,7 @@ rule train_originals:
 rule train_oracles:
     """Train one chunk of the oracles of a forget set: retrained from scratch without it."""
     input:
-        data=f"{RESULTS}/data.h5",
+        data=DATA,
         forget_set=forget_set_file,
         labels=poisoned_labels(),
     output:

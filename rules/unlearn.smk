@@ -10,7 +10,7 @@
 rule retrain:
     """Reference method: retrain from scratch without the forget set (the quality upper bound)."""
     input:
-        data=f"{RESULTS}/data.h5",
+        data=DATA,
         forget_set=forget_set_file,
         labels=poisoned_labels(),
     output:

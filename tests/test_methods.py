@@ -18,7 +18,8 @@ from unlearnflow.methods.scrub import scrub
 from unlearnflow.registry import EDITS_MODEL, METHODS, hyperparameters
 
 #: The fine-tuning methods this file covers (PGU and the Newton methods need their own side
-#: inputs or model family: tests/test_pgu.py, tests/test_sourcefree.py).
+#: inputs or model family: tests/test_pgu.py, tests/test_sourcefree.py; JiT's loss is not a
+#: per-example loss of fit: tests/test_jit.py).
 EDITING = ["dmm", "gradient_ascent", "gradient_descent", "neggrad_plus", "oracle_matching", "partial_retrain",
            "random_labels", "scrub"]
 
@@ -203,7 +204,7 @@ def test_hyperparameters_fill_defaults_and_reject_unknown_keys():
 def test_this_file_covers_every_method_that_needs_nothing_but_a_model():
     assert {name for name, spec in METHODS.items() if spec.kind == EDITS_MODEL
             and not spec.needs_for({"targets": "oracle"}) or name == "oracle_matching"} - set(EDITING) <= {
-        "newton_certified", "newton_source_free"}
+        "newton_certified", "newton_source_free", "jit"}
 
 
 def test_every_grid_value_is_a_valid_hyperparameter():

@@ -195,3 +195,23 @@ def test_a_cached_side_artifact_gets_its_one_time_cost_on_its_own_line(inputs, t
     assert "- `gradient_space` (PGU's factorisation of R R^T per layer and model (aggregates, no samples)): " \
            "12.50 s (6.25 s per model)" in section
     assert "## Datamodels" not in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_linear_banks_get_a_table_of_weight_distances_and_certificate_bounds(tmp_path):
+    from unlearnflow.evaluation.rows import ROW_COLUMNS
+    rows = [metrics_row("random_10", "do_nothing", "default", 6.0, 0.0),
+            metrics_row("random_10", "newton", "default", 0.1, 1.0),
+            metrics_row("random_10", "newton", "variant=corrected", 0.5, 1.0)]
+    for row, distance, residual in zip(rows, (1.0, 2e-7, 0.32), (math.nan, 6e-14, math.nan)):
+        row.update(weight_distance=distance, cert_residual_gradient_norm=residual, cert_lemma1_bound=0.25,
+                   cert_theorem1_bound=math.nan, cert_data_dependent_bound=0.0)
+    write_report([write_csv(tmp_path / "a.csv", rows, ROW_COLUMNS)], [], tmp_path / "out")
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "Linear models: distance to the retrained weights" in summary
+    assert "| newton | default | 0.900 (-1.0 pt) | 2e-07 | 6e-14 | 0 | – | 0.25 |" in summary
+    assert "| newton | variant=corrected | 0.900 (-1.0 pt) | 0.32 | – | 0 | – | 0.25 |" in summary
+    assert float(read_summary(tmp_path / "out")[1]["weight_distance"]) == 2e-7
+    # banks of other models have no such table
+    write_report([write_csv(tmp_path / "b.csv", [metrics_row("random_10", "do_nothing", "default", 6.0, 0.0)])],
+                 [], tmp_path / "plain")
+    assert "Linear models" not in (tmp_path / "plain" / "summary.md").read_text()

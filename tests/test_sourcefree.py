@@ -1,6 +1,8 @@
 """Source-free certified unlearning of linear models: Newton removal against retraining, the
 certificates' bounds, the PSD fit of Eq. (3) and its solvers, and the runner round trip."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,20 @@ def test_corrected_source_free_is_closer_to_retraining_than_the_paper_on_digits(
     assert corrected < 0.7 and corrected < 0.5 * faithful
     certificate = banks["variant=corrected"][-1].attrs["certificates"][0]
     assert certificate["residual_gradient_norm"] is None and certificate["variant"] == "corrected"
+
+
+def test_weight_distance_is_0_for_exact_removal_1_for_the_original_and_nan_for_other_models(digits):
+    from unlearnflow.evaluation.evaluate import certificate_columns, weight_distance
+    features, forget_set, originals, retrained = digits
+    banks = apply_method("newton_certified", originals, features, forget_set, {})
+    unlearned = banks["default"][-1]
+    assert weight_distance(originals, retrained, originals) == 1.0
+    assert weight_distance(originals, retrained, unlearned) < 1e-3    # float32 weights; exact in float64
+    assert np.isnan(weight_distance(originals, retrained, dataclasses.replace(unlearned, weights={})))
+    mlp = dataclasses.replace(originals, attrs={**originals.attrs, "arch": "mlp"})
+    assert np.isnan(weight_distance(mlp, retrained, unlearned))
+    columns = certificate_columns(unlearned.attrs["certificates"])
+    assert columns["cert_residual_gradient_norm"] < 1e-6 and columns["cert_lemma1_bound"] == 0.0
+    assert columns["cert_theorem1_bound"] == 0.0                      # squared loss: gamma = 0
+    assert all(np.isnan(value) for value in certificate_columns(None).values())
+    assert np.isnan(certificate_columns([{"theorem1_bound": None}])["cert_theorem1_bound"])

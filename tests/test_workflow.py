@@ -31,6 +31,16 @@ TINY = {
 }
 
 
+#: a linear experiment: 4x4-pooled digits features, bias-free linear models trained to optimum with
+#: their own objective noise (source-free unlearning, issue 11)
+LINEAR = {**TINY, "features": {"backbone": "identity", "pool": 2}, "model": {"arch": "linear", "options": {"bias": False}},
+          "training": {"optimizer": "lbfgs", "loss": "squared", "lam": 0.001, "noise_std": 0.1},
+          "originals": {"models": 3, "chunk_size": 3}, "oracles": {"models": 4, "chunk_size": 4},
+          "forget_sets": {"r30": {"kind": "random", "size": 30}},
+          "methods": {"newton_certified": {}, "newton_source_free": {"grid": {"variant": ["corrected"]}},
+                      "jit": {"hyperparameters": {"sigma": 0.05}}}}
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--cores", "2", *args]
@@ -141,6 +151,9 @@ def test_real_run_with_datamodel_methods(tmp_path):
      "config: methods.gradient_ascent.grid.lr[1]: -0.1 must be > 0"),
     ({"originals": {"models": 1, "chunk_size": 1}}, "config: originals.models: 1 is too few"),
     ({"forget_sets": {"r5": {"kind": "random", "size": -5}}}, "config: forget_sets.r5.size: -5 must be >= 1"),
+    ({**LINEAR, "model": {"arch": "mlp"}}, "config: model: optimizer lbfgs trains bias-free linear models"),
+    ({**LINEAR, "methods": {"newton_certified": {"hyperparameters": {"lam": 0.1}}}},
+     "config: methods.newton_certified: lam comes from the training recipe (0.001)"),
 ])
 def test_config_errors_are_one_line(tmp_path, change, message):
     write_config(tmp_path, {**TINY, **change})
@@ -231,6 +244,28 @@ def test_no_job_of_a_source_free_method_reads_retain_data(tmp_path):
     assert "results/tiny/data.h5" in retain_data_inputs(other)
 
 
+def test_no_source_free_job_of_a_linear_experiment_reads_the_features(tmp_path):
+    """features.h5 holds every training input: the source-free Newton method and JiT read the
+    forget samples and the models alone; Newton (+) reads the features (the check can fail)."""
+    write_config(tmp_path, LINEAR)
+    jobs = dry_run_jobs(tmp_path)
+    unlearn = {job["wildcards"]["method"]: job for job in jobs if job["rule"] == "unlearn"}
+    assert set(unlearn) == {"newton_certified", "newton_source_free", "jit"}
+    for method in ("newton_source_free", "jit"):
+        assert retain_data_inputs(unlearn[method]) == [], unlearn[method]
+        assert sorted(unlearn[method]["input"]) == ["results/tiny/forget_samples/r30.h5",
+                                                    "results/tiny/original_models.h5"]
+    assert retain_data_inputs(unlearn["newton_certified"]) == ["results/tiny/features.h5",
+                                                               "results/tiny/forget_sets/r30.h5",
+                                                               "results/tiny/originals.h5"]
+    extract = next(job for job in jobs if job["rule"] == "extract_features")
+    assert extract["input"] == ["results/tiny/data.h5"]
+    # every later stage reads the features, never the raw data; U-LiRA does not run on linear banks
+    later = [job for job in jobs if job["rule"] not in ("prepare_data", "extract_features", "all")]
+    assert not any(path.endswith("/data.h5") for job in later for path in job["input"])
+    assert not any(job["rule"].startswith("ulira") for job in jobs)
+
+
 PGU = {**SEQUENCE, "methods": {**SEQUENCE["methods"], "pgu": {}, "pgu_tuned": {"grid": {"lr": [3.0, 10.0]}}}}
 
 
@@ -317,7 +352,10 @@ def test_resources_come_from_the_config_and_every_rule_has_defaults(tmp_path):
     from unlearnflow.config import RULE_RESOURCES
     listing = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=REPO, capture_output=True,
                              text=True).stdout
+    prefixes = tuple(f"{name}_" for name in (yaml.safe_load((REPO / "config.yaml").read_text()).get("experiments") or {}))
     rules = [line.split()[0] for line in listing.splitlines() if line.strip() and not line[0].isspace()]
+    assert prefixes and any(rule.startswith(prefixes) for rule in rules)  # the default run's other experiments
+    rules = [rule for rule in rules if not rule.startswith(prefixes)]
     assert set(rules) - {"all", "theory", "requests"} == set(RULE_RESOURCES) - {"default"}
     write_config(tmp_path, {**SEQUENCE, "device": "cuda",
                             "resources": {"unlearn": {"mem_mb": 9000, "runtime": 7}, "default": {"runtime": 50}}})
@@ -348,6 +386,41 @@ def test_several_experiments_run_the_same_rules_under_their_own_results(tmp_path
     write_config(tmp_path, {**TINY, "experiments": {"tiny": second}})
     result = snakemake(tmp_path, "--dry-run", check=False)
     assert result.returncode != 0 and "an experiment of that name already runs" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_real_run_of_a_linear_experiment_lands_newton_on_the_retrained_weights(tmp_path):
+    """Newton (+) on the squared loss is exact: distance ~0 to oracle k, which shares original k's
+    objective noise (float32 storage limits it to ~1e-5); do_nothing is at distance 1 by
+    definition; the certificates travel through the unlearned artifact into the report."""
+    write_config(tmp_path, LINEAR)
+    snakemake(tmp_path)
+    results = tmp_path / "results" / "tiny"
+    features = read_dataset(results / "features.h5")
+    assert features.x_train.shape[1] == 16
+    originals = read_bank(results / "originals.h5")
+    assert originals.attrs["training"]["n_train"] == len(features.y_train)
+
+    def rows(method):
+        lines = (results / "evaluation" / method / "r30.csv").read_text().splitlines()
+        header = lines[0].split(",")
+        return {row["config"]: row for row in (dict(zip(header, line.split(","))) for line in lines[1:])}
+
+    assert float(rows("do_nothing")["default"]["weight_distance"]) == 1.0
+    assert float(rows("newton_certified")["default"]["weight_distance"]) < 1e-3
+    assert float(rows("newton_source_free")["variant=corrected"]["weight_distance"]) < 1.0
+    assert float(rows("newton_certified")["default"]["cert_residual_gradient_norm"]) < 1e-6
+    unlearned = read_unlearned(results / "unlearned" / "newton_certified" / "r30.h5")["default"]
+    certificates = unlearned.attrs["certificates"]
+    assert len(certificates) == 3 and all(c["n"] == len(features.y_train) and c["n_forget"] == 30
+                                          for c in certificates)
+    assert {c["loss"] for c in certificates} == {"squared"} and {c["lam"] for c in certificates} == {0.001}
+    source_free = read_unlearned(results / "unlearned" / "newton_source_free" / "r30.h5")
+    assert {c["variant"] for c in source_free["variant=corrected"].attrs["certificates"]} == {"corrected"}
+    summary = (results / "report" / "summary.md").read_text()
+    assert "Linear models: distance to the retrained weights" in summary
+    assert re.search(r"\| newton_certified \| default \| [^|]+ \| [0-9.e-]+ \| [0-9.e-]+ \|", summary)
+    assert planned_jobs(tmp_path) == {}
 
 
 @pytest.mark.slow

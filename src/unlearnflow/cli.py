@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--spec", type=json_value, required=True, help="JSON data config slice")
     sub.add_argument("--out", required=True)
 
+    sub = command("extract-features", stages.extract_features,
+                  "a data set's features through a backbone, rows L2-normalised (linear experiments)", "features")
+    sub.add_argument("--data", required=True, help="dataset artifact")
+    sub.add_argument("--spec", type=json_value, required=True, help="JSON features config slice")
+    sub.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    sub.add_argument("--out", required=True)
+
     sub = command("forget-set", stages.make_forget_set, "build one named forget set", "forget_set")
     sub.add_argument("--name", required=True)
     sub.add_argument("--spec", type=json_value, required=True, help="JSON forget-set config slice")

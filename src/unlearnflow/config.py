@@ -24,6 +24,8 @@ from unlearnflow.dmm.dm_direct import OUTPUT_OF
 from unlearnflow.errors import UserError
 from unlearnflow.metrics.klom import MIN_MODELS
 from unlearnflow.registry import REFERENCES, check_method_config, configurations, spec_of
+from unlearnflow.sourcefree.features import check_features_spec
+from unlearnflow.sourcefree.linear import config_recipe, is_linear_recipe
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -90,7 +92,7 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
         if method in REFERENCES:
             raise UserError(f"config: methods.{method}: the references do_nothing and retrain always run; remove it")
         try:
-            check_method_config(method, spec)
+            check_method_config(method, spec, config["training"])
         except UserError as error:
             raise UserError(f"config: {error}") from None
         if "paired_targets" in needs(config, method) and config["originals"]["models"] != config["oracles"]["models"]:
@@ -102,11 +104,38 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
     if unknown_rules:
         raise UserError(f"config: resources: unknown rule(s) {', '.join(unknown_rules)} "
                         f"(rules: {', '.join(RULE_RESOURCES)})")
-    TrainConfig.from_mapping(config["training"])
-    TrainConfig.from_mapping(oracle_training(config))
     if config["model"]["arch"] not in ARCHITECTURES:
         raise UserError(f"config: model.arch: unknown architecture {config['model']['arch']!r}")
+    _check_training(config)
     return config
+
+
+def _check_training(config: Mapping[str, Any]) -> None:
+    """The training recipe: the torch trainer's (TrainConfig), or linear models trained to optimum
+    (``optimizer: lbfgs``, source-free unlearning) on extracted features, the same for the oracles."""
+    if "features" in config:
+        check_features_spec(config["features"])
+    if not is_linear_recipe(config["training"]):
+        if is_linear_recipe(oracle_training(config)):
+            raise UserError("config: oracles.training: optimizer lbfgs must be the experiment's training recipe")
+        TrainConfig.from_mapping(config["training"])
+        TrainConfig.from_mapping(oracle_training(config))
+        return
+    config_recipe(config["training"])
+    if oracle_training(config) != config["training"]:
+        raise UserError("config: oracles.training: the oracles of linear models use the experiment's recipe; "
+                        "remove oracles.training")
+    if config["model"]["arch"] != "linear" or config["model"].get("options", {}).get("bias", False):
+        raise UserError("config: model: optimizer lbfgs trains bias-free linear models; "
+                        "set model: {arch: linear, options: {bias: false}}")
+    if "features" not in config:
+        raise UserError("config: features: optimizer lbfgs trains on feature rows of norm <= 1; "
+                        "add features: {backbone: identity}")
+
+
+def is_linear_experiment(config: Mapping[str, Any]) -> bool:
+    """Whether the experiment trains linear models to optimum on extracted features."""
+    return is_linear_recipe(config["training"])
 
 
 #: Lowest value of the numeric keys of a forget set (``> 0`` for a float budget).
@@ -178,6 +207,7 @@ RULE_RESOURCES: dict[str, dict[str, int]] = {
     "theory_panel": {"mem_mb": 2000, "runtime": 10},
     "deletion_request": {"runtime": 30},
     "gradient_space": {"runtime": 60},
+    "extract_features": {"runtime": 30},
 }
 #: Rules that run models and ask for one GPU when the experiment's device is cuda.
 GPU_RULES = frozenset({"train_originals", "train_oracles", "retrain", "unlearn", "ulira_base_models", "ulira",

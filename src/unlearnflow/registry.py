@@ -35,6 +35,7 @@ from unlearnflow.errors import UserError
 from unlearnflow.methods import (
     gradient_ascent,
     gradient_descent,
+    jit,
     neggrad_plus,
     partial_retrain,
     random_labels,
@@ -125,6 +126,10 @@ class MethodSpec:
     options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: extra check of one resolved configuration (UserError if it is not valid)
     check: Callable[[Mapping[str, Any]], None] | None = None
+    #: hyper-parameters that must equal the bank's training recipe (a linear model's objective):
+    #: recipe (the config's training section, or the one a bank records) -> their values; the
+    #: user does not repeat them, and a configuration that sets them otherwise is refused
+    from_recipe: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
 
     def needs_for(self, method_config: Mapping[str, Any]) -> tuple[str, ...]:
         """The artifact names this method needs under `method_config` (its slice of the config)."""
@@ -186,11 +191,14 @@ class Configuration:
     hyperparameters: dict[str, Any]
 
 
-def configurations(method: str, method_config: Mapping[str, Any]) -> list[Configuration]:
+def configurations(method: str, method_config: Mapping[str, Any],
+                   recipe: Mapping[str, Any] | None = None) -> list[Configuration]:
     """The default configuration (defaults with the config's ``hyperparameters``) and every point
     of its ``grid``; a grid point changes only the grid's keys and is labelled by them
-    (``lr=0.001,epochs=3``)."""
+    (``lr=0.001,epochs=3``). With the training `recipe`, the hyper-parameters the method derives
+    from it (``from_recipe``) are filled in; setting one otherwise is a UserError."""
     overrides, grid = method_config.get("hyperparameters", {}), method_config.get("grid", {})
+    overrides = {**recipe_hyperparameters(method, overrides, grid, recipe), **overrides}
     found = [Configuration("default", hyperparameters(method, overrides))]
     keys = list(grid)
     if not keys:
@@ -202,7 +210,21 @@ def configurations(method: str, method_config: Mapping[str, Any]) -> list[Config
     return found
 
 
-def check_method_config(method: str, method_config: Mapping[str, Any]) -> None:
+def recipe_hyperparameters(method: str, overrides: Mapping[str, Any], grid: Mapping[str, Any],
+                           recipe: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What `method` derives from the training `recipe` (nothing without one), checked against
+    the configured `overrides` and `grid`."""
+    spec = spec_of(method)
+    derived = dict(spec.from_recipe(recipe)) if spec.from_recipe and recipe else {}
+    for key, value in derived.items():
+        if key in grid or (key in overrides and overrides[key] != value):
+            raise UserError(f"methods.{method}: {key} comes from the training recipe ({value!r}); "
+                            f"remove it from hyperparameters and grid")
+    return derived
+
+
+def check_method_config(method: str, method_config: Mapping[str, Any],
+                        recipe: Mapping[str, Any] | None = None) -> None:
     """Every configuration resolves, the options are the declared ones, the needs are known."""
     spec = spec_of(method)
     for key in set(method_config) - {"hyperparameters", "grid"}:
@@ -214,7 +236,7 @@ def check_method_config(method: str, method_config: Mapping[str, Any]) -> None:
     for key in spec.options:
         if key not in method_config:
             raise UserError(f"methods.{method}: set {key} ({' or '.join(spec.options[key])})")
-    configurations(method, method_config)
+    configurations(method, method_config, recipe)
     unknown = [name for name in spec.needs_for(method_config) if name not in ARTIFACTS]
     if unknown:
         raise UserError(f"methods.{method}: needs unknown artifact(s) {', '.join(unknown)}")
@@ -241,6 +263,8 @@ def _check_prediction(hp: Mapping[str, Any]) -> None:
 
 register(MethodSpec("gradient_ascent", "DMM paper, Appendix D.4 (II)", EDITS_MODEL, gradient_ascent.DEFAULTS,
                     gradient_ascent.GRID, unlearn=gradient_ascent.unlearn, source_free=True))
+register(MethodSpec("jit", "Foster et al. 2024, zero-shot unlearning by Lipschitz regularisation (JiT)", EDITS_MODEL,
+                    jit.DEFAULTS, jit.GRID, unlearn=jit.unlearn, source_free=True, check=jit.check))
 register(MethodSpec("gradient_descent", "DMM paper, Appendix D.4 (III)", EDITS_MODEL, gradient_descent.DEFAULTS,
                     gradient_descent.GRID, unlearn=gradient_descent.unlearn))
 register(MethodSpec("neggrad_plus", "Kurmanji et al. 2023 (NegGrad+)", EDITS_MODEL, neggrad_plus.DEFAULTS,
@@ -273,7 +297,8 @@ register(MethodSpec("pgu_trgp", "PGU paper, Sections 3.2.3 and 4.5, with TRGP (L
                     prepare=_own_gradient_space, source_free=True, check=pgu.check))
 register(MethodSpec("newton_certified", "Guo et al. 2020, Certified Data Removal (Unlearned (+))", EDITS_MODEL,
                     newton.CERTIFIED_DEFAULTS, newton.CERTIFIED_GRID, unlearn=newton.newton_certified,
-                    check=newton.check_certified))
+                    check=newton.check_certified, from_recipe=newton.certified_recipe))
 register(MethodSpec("newton_source_free", "Ahmed et al., Source-Free Unlearning, Eq. 1 and 3 (Unlearned (-))",
                     EDITS_MODEL, newton.SOURCE_FREE_DEFAULTS, newton.SOURCE_FREE_GRID,
-                    unlearn=newton.newton_source_free, source_free=True, check=newton.check_source_free))
+                    unlearn=newton.newton_source_free, source_free=True, check=newton.check_source_free,
+                    from_recipe=newton.source_free_recipe))

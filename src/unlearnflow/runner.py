@@ -203,10 +203,11 @@ def apply_method(method: str, originals: ModelBank, dataset: Dataset, forget_set
                  progress: bool = False) -> dict[str, list[ModelBank]]:
     """The library's way to unlearn in memory: configuration label -> the bank after each request,
     with logits on every split. `side` holds the loaded side artifacts the method needs; a
-    source-free method is given the forget samples only, as in the workflow."""
+    source-free method is given the forget samples only, as in the workflow. Hyper-parameters a
+    method derives from the training recipe come from the bank's recorded one."""
     from unlearnflow.registry import configurations, spec_of
     spec = spec_of(method)
-    configs = configurations(method, method_config or {})
+    configs = configurations(method, method_config or {}, originals.attrs.get("training"))
     samples = ForgetSamples.of(forget_set, dataset.x_train, dataset.x_val, dataset.y_val, dataset.num_classes)
     source = RequestSource(samples) if spec.source_free else RequestSource(samples, dataset, forget_set)
     results = unlearn_bank(spec, configs, originals, source, [dict(side or {})], seed, device, progress)

@@ -102,6 +102,17 @@ def prepare_data(*, spec: Mapping[str, Any], out: str) -> None:
           f"{dataset.num_classes} classes, input {dataset.input_shape}")
 
 
+def extract_features(*, data: str, spec: Mapping[str, Any], out: str, threads: int = 0) -> None:
+    """The features of a linear experiment: every split through the backbone, rows of norm <= 1
+    (a dataset artifact with the data set's lineage; later stages read it in place of the data)."""
+    from unlearnflow.sourcefree.features import extract_features as extract
+    use_threads(threads)
+    features = extract(read_dataset(data), spec)
+    write_dataset(out, features, provenance(spec, {}, [data], lineage_of(data=data)))
+    print(f"{features.name}: {features.x_train.shape[1]} features, train {len(features.y_train)}, "
+          f"val {len(features.y_val)}, test {len(features.y_test)}")
+
+
 def make_forget_set(*, name: str, spec: Mapping[str, Any], data: str, seed: int, out: str) -> None:
     dataset = read_dataset(data)
     forget_set = build_forget_set(name, spec, dataset.x_train, dataset.y_train, seed)
@@ -131,12 +142,15 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
     (0: all) splits the chunk into passes of at most that many models, trained one after the
     other, so that a job of many large models (retraining 100 ResNet-9s) fits on one GPU. A
     model does not depend on the models trained with it, so the bank is the same either way.
+    Linear models of the ``lbfgs`` recipe are trained to optimum one by one (:func:`_train_linear`).
     """
+    from unlearnflow.sourcefree.linear import is_linear_recipe
     use_threads(threads)
     if models_per_pass < 0:
         raise UserError(f"train: --models-per-pass must be >= 0 (0: all models at once), got {models_per_pass}")
     dataset = read_dataset(data)
-    config = TrainConfig.from_mapping(training)
+    linear = is_linear_recipe(training)
+    config = None if linear else TrainConfig.from_mapping(training)
     labels = experiment_labels(dataset, labels_from, lineage_of(data=data))
     n_train = len(dataset.y_train)
     if forget_set:
@@ -146,25 +160,47 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
     else:
         retain = np.ones(n_train, dtype=bool)
     model_ids = list(range(first_id, first_id + count))
-    seeds = [model_seed(seed, role, model_id) for model_id in model_ids]
-    options = model.get("options", {})
-    build = lambda: build_model(model["arch"], dataset.input_shape, dataset.num_classes, **options)  # noqa: E731
-    build()  # fail early, with a clear message, on bad model options
-    masks = np.tile(retain, (len(model_ids), 1))
-    if subset_fraction:
-        masks &= np.stack([subset_mask(model_seed_, n_train, subset_fraction) for model_seed_ in seeds])
-    per_pass = models_per_pass or len(model_ids)
-    passes = [slice(start, start + per_pass) for start in range(0, len(model_ids), per_pass)]
-    banks = [train_bank(build, model["arch"], options, role, model_ids[part], seeds[part], dataset, labels,
-                        masks[part], config, resolve_device(device), progress=progress) for part in passes]
-    bank = banks[0] if len(banks) == 1 else concatenate_banks(banks)
+    if linear:
+        if subset_fraction:
+            raise UserError("linear models (optimizer lbfgs) are not trained on subsets")
+        bank, seeds = _train_linear(dataset, labels, retain, training, seed, role, model_ids)
+    else:
+        seeds = [model_seed(seed, role, model_id) for model_id in model_ids]
+        options = model.get("options", {})
+        build = lambda: build_model(model["arch"], dataset.input_shape, dataset.num_classes, **options)  # noqa: E731
+        build()  # fail early, with a clear message, on bad model options
+        masks = np.tile(retain, (len(model_ids), 1))
+        if subset_fraction:
+            masks &= np.stack([subset_mask(model_seed_, n_train, subset_fraction) for model_seed_ in seeds])
+        per_pass = models_per_pass or len(model_ids)
+        passes = [slice(start, start + per_pass) for start in range(0, len(model_ids), per_pass)]
+        banks = [train_bank(build, model["arch"], options, role, model_ids[part], seeds[part], dataset, labels,
+                            masks[part], config, resolve_device(device), progress=progress) for part in passes]
+        bank = banks[0] if len(banks) == 1 else concatenate_banks(banks)
     inputs = [data] + [path for path in (forget_set, labels_from) if path]
-    write_bank(out, bank, provenance({"model": model, "training": config.to_dict()},
+    write_bank(out, bank, provenance({"model": model, "training": dict(training) if linear else config.to_dict()},
                                      {"global_seed": seed, "model_seeds": seeds}, inputs,
                                      model_lineage(data, labels_from, forget_set)))
     accuracy = (bank.logits["test"].argmax(-1) == dataset.y_test).mean()
     print(f"{role}: models {model_ids[0]}..{model_ids[-1]} trained in {bank.attrs['train_seconds']:.1f} s "
           f"on {bank.attrs['device']}; mean test accuracy {accuracy:.4f}")
+
+
+def _train_linear(features: Dataset, labels: np.ndarray, retain: np.ndarray, training: Mapping[str, Any], seed: int,
+                  role: str, model_ids: Sequence[int]) -> tuple[ModelBank, list[int]]:
+    """A chunk of linear models trained to optimum on `features` (the ``lbfgs`` recipe), each with
+    its own objective perturbation b (Guo et al., Sec. 3). Original k and oracle k of every forget
+    set share model k's b, so oracle k is exactly what certified removal of the forget set from
+    original k approximates (the weight distance pairs them); the ``retrain`` reference draws b of
+    its own role, an independent sample of the retrained distribution."""
+    from unlearnflow.sourcefree.linear import config_recipe, train_linear_bank
+    objective, noise_std = config_recipe(training)
+    base = role.split("/")[0]
+    noise_role = "linear" if base in ("original", "oracle") else role
+    seeds = [model_seed(seed, noise_role, model_id) for model_id in model_ids]
+    bank = train_linear_bank(features, objective, noise_std, seeds, role=role, labels=labels, train_mask=retain)
+    bank = dataclasses.replace(bank, model_ids=np.asarray(model_ids, np.int64))
+    return bank, seeds
 
 
 def gather(*, chunks: Sequence[str], out: str, weights_out: str | None = None) -> None:
@@ -205,7 +241,6 @@ def unlearn(*, method: str, method_config: Mapping[str, Any], originals: str, se
     )
     use_threads(threads)
     spec = spec_of(method)
-    configs = configurations(method, method_config)
     side_paths = parse_side(side)
     needed = set(spec.needs_for(method_config))
     if set(side_paths) != needed:
@@ -227,6 +262,8 @@ def unlearn(*, method: str, method_config: Mapping[str, Any], originals: str, se
     originals_lineage = {key: value for key, value in lineage.items() if key != "forget_set"}
     bank = read_bank(originals, with_weights=spec.kind == EDITS_MODEL, role="original",
                      lineage=originals_lineage if lineage else None)
+    # hyper-parameters that must equal the models' training recipe come from the bank's record
+    configs = configurations(method, method_config, bank.attrs.get("training"))
     side_by_step = load_side(side_paths)
     results = unlearn_bank(spec, configs, bank, source, side_by_step, seed, resolve_device(device), progress)
     inputs = [path for path in (data, forget_set, forget_samples, originals) if path] + [
@@ -259,7 +296,7 @@ def gradient_space(*, data: str, originals: str, out: str, batch_size: int = 256
 
 
 def unlearned_banks(path: str, dataset: Dataset, requests: int | None, device: torch.device, method: str,
-                    forget_set: str, lineage: dict[str, str]) -> dict[str, ModelBank]:
+                    forget_set: str, lineage: dict[str, str], with_weights: bool = False) -> dict[str, ModelBank]:
     """Configuration label -> bank with logits: a plain model bank (the references: do_nothing's
     originals, retrain's ``retrain/<forget_set>`` bank) or the result of `method` on
     `forget_set` after request `requests` (1-based; the last by default) of an unlearned
@@ -274,7 +311,7 @@ def unlearned_banks(path: str, dataset: Dataset, requests: int | None, device: t
         role, lineage = "original", {key: value for key, value in lineage.items() if key != "forget_set"}
     else:
         role = f"{method}/{forget_set}"
-    return {"default": read_bank(path, with_weights=False, role=role, lineage=lineage)}
+    return {"default": read_bank(path, with_weights=with_weights, role=role, lineage=lineage)}
 
 
 def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlearned: str, method: str,
@@ -288,11 +325,14 @@ def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlear
     lineage = model_lineage(data, labels_from, forget_set)
     dataset = read_dataset(data)
     chosen = experiment_forget_set(forget_set, labels_from, requests, lineage_of(data=data))
-    originals_bank = read_bank(originals, with_weights=False, role="original",
+    # linear models are small, and their weights give the weight distance to the oracles
+    linear = read_artifact(originals, "model_bank", names=()).attrs.get("arch") == "linear"
+    originals_bank = read_bank(originals, with_weights=linear, role="original",
                                lineage={key: value for key, value in lineage.items() if key != "forget_set"})
-    oracles_bank = read_bank(oracles, with_weights=False, role=f"oracle/{chosen.name}", lineage=lineage)
+    oracles_bank = read_bank(oracles, with_weights=linear, role=f"oracle/{chosen.name}", lineage=lineage)
     ulira_accuracy = float(read_rows(ulira)[0]["ulira_accuracy"]) if ulira else math.nan
-    banks = unlearned_banks(unlearned, dataset, requests, torch.device("cpu"), method, chosen.name, lineage)
+    banks = unlearned_banks(unlearned, dataset, requests, torch.device("cpu"), method, chosen.name, lineage,
+                            with_weights=linear)
     shared = references(dataset, chosen, originals_bank, oracles_bank, seed)
     results = [evaluate_bank(dataset, chosen, originals_bank, oracles_bank, bank, method, label, seed=seed,
                              ulira_accuracy=ulira_accuracy, paired_with_originals=not from_scratch, shared=shared)

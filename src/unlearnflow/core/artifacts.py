@@ -132,12 +132,13 @@ def read_bank(path: str | Path, with_weights: bool = True, role: str | None = No
 
 
 def weights_only(bank: ModelBank) -> ModelBank:
-    """The models of `bank` alone: weights, ids, seeds and recipe, without the logits on every
-    point or the training masks (which say which training points exist and were used)."""
+    """The models of `bank` alone: weights, ids, seeds and recipe (training hyper-parameters and,
+    for linear banks, the training-set size n), without the logits on every point or the
+    training masks (which say which training points exist and were used)."""
     return ModelBank(weights=bank.weights, model_ids=bank.model_ids, seeds=bank.seeds,
                      train_masks=np.zeros((len(bank), 0), dtype=bool), logits={},
                      attrs={key: value for key, value in bank.attrs.items()
-                            if key in ("role", "arch", "model_options")},
+                            if key in ("role", "arch", "model_options", "training")},
                      lineage=bank.lineage)
 
 

@@ -64,6 +64,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "report": 1,
     "theory": 1,
     "ledger_state": 1,
+    "features": 1,
     "deletion_request": 1,
     "gradient_space": 1,
 }

@@ -141,6 +141,8 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     row["mia_pgu_auc"], row["mia_attack_auc"] = attack.unlearned_auc, attack.attack_auc
     row["ulira_accuracy"] = ulira_accuracy
     row.update(_cost(oracles, unlearned))
+    row["weight_distance"] = weight_distance(originals, oracles, unlearned)
+    row.update(certificate_columns(unlearned.attrs.get("certificates")))
 
     arrays = {f"klom/{g}": per_point[groups[g]] for g in GROUPS}
     arrays.update({f"entropy/{name}": value for name, value in entropies.items()})
@@ -164,6 +166,47 @@ def diverged_evaluation(dataset: Dataset, forget_set: ForgetSet, originals: Mode
     arrays["entropy/unlearned"] = np.full_like(arrays["entropy/oracle"], np.nan)
     arrays.update({"mia/fpr": np.zeros(0), "mia/tpr": np.zeros(0)})
     return Evaluation(row=row, arrays=arrays)
+
+
+def weight_distance(originals: ModelBank, oracles: ModelBank, unlearned: ModelBank) -> float:
+    """Mean over models k of ``||W_u,k - W_retrain,k|| / ||W_0,k - W_retrain,k||`` (Frobenius) for
+    banks of linear models (NaN otherwise, or without weights): W_0,k is original k, W_u,k the
+    unlearned model that started from it, and W_retrain,k the *oracle with the same model id*,
+    which in a linear experiment shares model k's objective noise b, so it is exactly the
+    retrained model that certified removal of original k approximates (Guo et al., Sec. 3;
+    source-free unlearning, Eq. 1). 0 is exact removal, 1 is the untouched model; accuracy cannot
+    replace it, since on easy data the untouched model is as accurate as the retrained one."""
+    banks = (originals, oracles, unlearned)
+    if any(bank.attrs.get("arch") != "linear" or not bank.weights for bank in banks):
+        return math.nan
+    name = next(iter(originals.weights))
+    if any(name not in bank.weights for bank in banks):
+        return math.nan
+    position = [{int(model_id): i for i, model_id in enumerate(bank.model_ids)} for bank in banks]
+    shared = sorted(set(position[0]) & set(position[1]) & set(position[2]))
+    ratios = []
+    for model_id in shared:
+        w0, wr, wu = (np.asarray(bank.weights[name][where[model_id]], np.float64)
+                      for bank, where in zip(banks, position))
+        ratios.append(np.linalg.norm(wu - wr) / max(np.linalg.norm(w0 - wr), 1e-300))
+    return float(np.mean(ratios)) if ratios else math.nan
+
+
+#: certificate entry -> evaluation column (source-free unlearning, Lemma 1 and Theorem 1)
+CERTIFICATE_COLUMNS = {"lemma1_bound": "cert_lemma1_bound", "theorem1_bound": "cert_theorem1_bound",
+                       "data_dependent_bound": "cert_data_dependent_bound",
+                       "residual_gradient_norm": "cert_residual_gradient_norm"}
+
+
+def certificate_columns(certificates: list[dict[str, Any]] | None) -> dict[str, float]:
+    """The mean over models of each bound a method's certificates report (NaN when none reports
+    it: no certificate, a vacuous Theorem 1 bound, or a residual a source-free request cannot
+    compute)."""
+    columns = {}
+    for key, column in CERTIFICATE_COLUMNS.items():
+        values = [float(c[key]) for c in certificates or () if c.get(key) is not None]
+        columns[column] = float(np.mean(values)) if values else math.nan
+    return columns
 
 
 def select_best(results: list[Evaluation]) -> Evaluation:

@@ -44,7 +44,9 @@ FLOAT_COLUMNS = (
 )
 REQUIRED_COLUMNS = TEXT_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS
 #: Numeric columns that older evaluations may lack (NaN then).
-OPTIONAL_FLOAT_COLUMNS = ("shift_corr_forget", "margin_mae_forget", "precompute_seconds")
+OPTIONAL_FLOAT_COLUMNS = ("shift_corr_forget", "margin_mae_forget", "precompute_seconds", "weight_distance",
+                          "cert_lemma1_bound", "cert_theorem1_bound", "cert_data_dependent_bound",
+                          "cert_residual_gradient_norm")
 EVALUATION_ARRAYS = ("entropy/original", "entropy/oracle", "entropy/unlearned", "mia/fpr", "mia/tpr")
 
 #: Every column an evaluation writes, in order.
@@ -56,7 +58,9 @@ ROW_COLUMNS = (
     + ["acc_forget", "acc_retain", "acc_val", "acc_test", "acc_test_oracle", "acc_test_original",
        "shift_corr_forget", "margin_mae_forget",
        "entropy_forget", "mia_simple", "mia_pgu_auc", "mia_attack_auc", "ulira_accuracy",
-       "unlearn_seconds", "retrain_seconds", "compute_fraction", "precompute_seconds", "status"]
+       "unlearn_seconds", "retrain_seconds", "compute_fraction", "precompute_seconds",
+       "weight_distance", "cert_lemma1_bound", "cert_theorem1_bound", "cert_data_dependent_bound",
+       "cert_residual_gradient_norm", "status"]
 )
 #: Forget set names as the config schema allows them, ``@R`` for a sequence's first R requests;
 #: they appear in file names.

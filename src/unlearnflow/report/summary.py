@@ -245,7 +245,33 @@ def forget_set_section(forget_set: str, rows: Sequence[Row]) -> list[str]:
     return [f"## Forget set `{forget_set}`", "",
             f"{first['forget_kind']}, {first['n_forget']} points; KLOM against {first['n_oracles']} oracles.", "",
             markdown_line(_TABLE_HEADER), markdown_line(["---"] * len(_TABLE_HEADER)),
-            *map(markdown_line, table), "", *explanation(rows), ""]
+            *map(markdown_line, table), "", *explanation(rows), "", *linear_section(rows)]
+
+
+#: the columns of the linear-model table: the weight distance and the certificates' bounds
+_LINEAR_COLUMNS = (("weight_distance", "weight distance"), ("cert_residual_gradient_norm", "residual grad"),
+                   ("cert_data_dependent_bound", "data-dep. bound"), ("cert_theorem1_bound", "Thm 1 bound"),
+                   ("cert_lemma1_bound", "Lemma 1 bound"))
+
+
+def linear_section(rows: Sequence[Row]) -> list[str]:
+    """Banks of linear models: every configuration's weight distance to the retrained models
+    (``||w_u - w_retrain|| / ||w_0 - w_retrain||``, 0 = exact removal, 1 = untouched) and the mean
+    of the bounds its certificates state (source-free unlearning, Lemma 1 and Theorem 1; Guo et
+    al.'s data-dependent bound; the retain gradient residual where computable). Nothing otherwise."""
+    shown = [row for row in sort_rows(rows) if any(math.isfinite(row.get(column, math.nan))
+                                                   for column, _ in _LINEAR_COLUMNS)]
+    if not shown:
+        return []
+    header = ["method", "config", "test acc", *(title for _, title in _LINEAR_COLUMNS)]
+    lines = ["Linear models: distance to the retrained weights (mean over models; w_retrain is the "
+             "oracle with the same model id and objective noise) and the certificates' bounds "
+             "(means over models; empty: not reported or vacuous).", "",
+             markdown_line(header), markdown_line(["---"] * len(header))]
+    for row in shown:
+        lines.append(markdown_line([row["method"], row["config"], accuracy_cell(row),
+                                    *(fmt(row.get(column, math.nan), ".3g") for column, _ in _LINEAR_COLUMNS)]))
+    return lines + [""]
 
 
 def table_row(row: Row, configs: Sequence[Row]) -> list[str]:

@@ -11,9 +11,11 @@ et al.'s certified removal): ``w_u = w* + H_r^-1 grad_F (+ noise_std * N(0, I))`
   :class:`~unlearnflow.methods.request.ForgetRequest`.
 
 What the model owner must supply: the objective of the training recipe (hyper-parameters
-``loss`` and ``lam``, which must equal the bank's ``training`` attrs) and, for the source-free
-method, the training-set size ``n_train`` (hyper-parameter: the runner hands a method neither
-the bank's attrs nor, for a source-free job, anything but the weights and the forget samples).
+``loss`` and ``lam``) and, for the source-free method, the training-set size ``n_train``. The
+registry derives them from the recipe (:func:`certified_recipe`, :func:`source_free_recipe`:
+``loss`` and ``lam`` from the config's ``optimizer: lbfgs`` training section, all three from the
+recipe a linear bank records, which ``original_models.h5`` keeps), so a workflow user never
+repeats them; called directly, the defaults below apply.
 In a request sequence the retained count is carried in the state, so request r uses
 ``n_train - (forgotten so far)``.
 
@@ -47,6 +49,24 @@ SOURCE_FREE_DEFAULTS = {**CERTIFIED_DEFAULTS, "n_train": 0, "m": 500, "sigma": 0
                         "ridge": 1e-6}
 CERTIFIED_GRID: dict[str, list] = {}
 SOURCE_FREE_GRID = {"variant": ["corrected", "notebook"]}
+
+
+def certified_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """``loss`` and ``lam`` of a linear training recipe (the config's ``optimizer: lbfgs`` section or
+    a bank's recorded recipe); nothing for any other recipe. Eq. (1)'s H_r and grad_F are those of
+    the objective the model minimised, so these must equal the recipe's."""
+    if recipe.get("optimizer") != "lbfgs" and recipe.get("kind") != "linear":
+        return {}
+    return {"loss": recipe["loss"], "lam": float(recipe["lam"])}
+
+
+def source_free_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`certified_recipe` and, from a bank's recorded recipe, ``n_train`` (the training-set
+    size n, which the model owner knows; the corrected variant's n_r / n_F needs it)."""
+    derived = certified_recipe(recipe)
+    if derived and "n_train" in recipe:
+        derived["n_train"] = int(recipe["n_train"])
+    return derived
 
 
 def check_certified(hp: Mapping[str, Any]) -> None:
