@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -413,16 +414,22 @@ def lasso_reference(
     tol: float = 1e-4,
     max_iter: int = 1000,
     patience: int = 3,
+    estimator: Callable[[float], Any] | None = None,
 ) -> Datamodels:
     """:func:`fit_lasso` with a scikit-learn ``Lasso`` loop over targets (the slow reference).
 
     `alphas` is the (n_alphas x T) grid, e.g. :func:`lambda_path` of the training models. Each
     target walks its grid with a warm-started ``Lasso`` on the training models, keeps the alpha
     of least validation MSE (same early stop after `patience` non-improving alphas) and refits
-    it on all models.
+    it on all models. `estimator(alpha)` builds another warm-started lasso with scikit-learn's
+    interface and objective (e.g. skglm's ``Lasso``, which the benchmark compares).
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso
+
+    if estimator is None:
+        def estimator(alpha: float) -> Lasso:
+            return Lasso(alpha=alpha, tol=tol, max_iter=max_iter, warm_start=True)
 
     masks, outputs = _check_inputs(masks, outputs)
     alphas = np.asarray(alphas, dtype=np.float64)
@@ -436,7 +443,7 @@ def lasso_reference(
         warnings.simplefilter("ignore", ConvergenceWarning)
         for t in range(outputs.shape[1]):
             y = outputs[:, t].astype(np.float64)
-            model = Lasso(alpha=alphas[0, t], tol=tol, max_iter=max_iter, warm_start=True)
+            model = estimator(alphas[0, t])
             best_mse, best_alpha, best_coef, stale = np.inf, alphas[0, t], None, 0
             for alpha in alphas[:, t]:
                 model.set_params(alpha=alpha).fit(x[train], y[train])
