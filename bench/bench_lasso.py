@@ -220,8 +220,8 @@ def bench_sizes(args: argparse.Namespace) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
-        "skglm's per-call set-up (working sets, Anderson extrapolation, input checks) dominates on these small "
-        "dense problems, walked one lambda at a time; it pays off on larger, sparser designs. With other jobs on "
+        "skglm was slower than scikit-learn here (not profiled; likely its per-call set-up on these small "
+        "dense problems walked one lambda at a time, and its own stopping criterion). With other jobs on "
         "the machine the absolute times inflate with the load (see the load averages); the ratios compare "
         "solvers timed in the same run.",
         "",
