@@ -84,7 +84,7 @@ DATAMODELS = {
     "subset_models": {"models": 40, "chunk_size": 20},
     # ridge: a lasso path with 30 models for 1,257 features converges slowly (minutes)
     "datamodels": {"estimator": "ridge", "heldout_models": 10, "options": {"alphas": [0.1, 1.0]},
-                   "calibration_set": {"kind": "random", "size": 5}},
+                   "calibration_set": {"kind": "random", "size": 5}, "fit_jobs": 4},
 }
 
 
@@ -120,10 +120,12 @@ def test_the_fit_is_scattered_over_fit_jobs_and_fits_only_what_the_methods_read(
     commands = fit_commands(tmp_path)
     assert len(commands) == 4 and fitted_spec(commands[0])["splits"] == ["train", "val", "test"]
     assert fitted_spec(commands[0])["outputs"] == ["margins"]
-    # outputs given explicitly are fitted as given
+    # outputs given explicitly are fitted as given; two jobs by default
+    given = {key: value for key, value in DATAMODELS["datamodels"].items() if key != "fit_jobs"}
     write_config(tmp_path, {**TINY, **DATAMODELS, "methods": {"dmm": {}},
-                            "datamodels": {**DATAMODELS["datamodels"], "outputs": ["margins", "logits"]}})
-    assert fitted_spec(fit_commands(tmp_path)[0])["outputs"] == ["margins", "logits"]
+                            "datamodels": {**given, "outputs": ["margins", "logits"]}})
+    commands = fit_commands(tmp_path)
+    assert len(commands) == 2 and fitted_spec(commands[0])["outputs"] == ["margins", "logits"]
 
 
 def test_trak_fits_from_the_originals_and_calibration_is_built_only_when_used(tmp_path):

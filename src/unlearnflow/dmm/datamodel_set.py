@@ -62,7 +62,7 @@ SPLITS = ("train", "val", "test")
 
 #: The ``datamodels`` config slice's defaults (as in the workflow's schema).
 DATAMODEL_DEFAULTS: dict[str, Any] = {"estimator": "lasso", "heldout_models": 200, "outputs": list(OUTPUTS),
-                                      "splits": list(SPLITS), "options": {}, "fit_jobs": 4}
+                                      "splits": list(SPLITS), "options": {}, "fit_jobs": 2}
 
 #: Options of each estimator and their defaults (config ``datamodels.options``).
 ESTIMATOR_OPTIONS: dict[str, dict[str, Any]] = {
