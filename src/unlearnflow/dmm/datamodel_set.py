@@ -167,8 +167,10 @@ def fit_datamodel_set(masks: np.ndarray, logits: np.ndarray, labels: np.ndarray,
 
     Only the points of `splits` (a prefix of train, val, test) are targets; `points` = (start,
     stop) fits a range of them (one part of a scattered fit, :func:`gather_datamodel_sets`). Each
-    target is its own regression, so a part's datamodels are those of the whole fit up to the
-    solver's tolerance (the batched lasso stops each target on its own duality gap).
+    target is its own regression, so a part's datamodels are those of the whole fit up to float32
+    rounding (the batched lasso keeps each target's own working set and the sweep it converged
+    in); only a target whose candidate penalties tie in validation MSE to rounding may choose
+    another one.
     """
     unknown = sorted(set(outputs) - set(OUTPUTS))
     if unknown or not outputs:
