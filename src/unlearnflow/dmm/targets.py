@@ -57,8 +57,9 @@ def _effects(side: Mapping[str, Any], context) -> dm_direct.ForgetEffects:
 def _split_rows(datamodels, split: str, n_points: int) -> slice:
     """The rows of `split` among the datamodels' points (train, val, test in order)."""
     sizes = datamodels.split_sizes
-    if split not in datamodels.fitted_splits:
-        raise UserError(f"datamodels were fitted on the {' + '.join(datamodels.fitted_splits)} points only, not {split}; "
+    fitted = list(getattr(datamodels, "fitted_splits", SPLIT_ORDER))
+    if split not in fitted:
+        raise UserError(f"datamodels were fitted on the {' + '.join(fitted)} points only, not {split}; "
                         "refit them with a method that predicts every split (dm_direct) configured")
     if sizes.get(split) != n_points:
         raise UserError(f"datamodels of splits {sizes} do not match {n_points} {split} points; "
