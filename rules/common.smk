@@ -8,6 +8,8 @@ import sys
 
 from unlearnflow.config import (
     CALIBRATION_SET,
+    datamodel_fit_jobs,
+    datamodel_spec,
     is_linear_experiment,
     load_schema,
     oracle_training,
@@ -41,6 +43,8 @@ PROGRESS = "--progress" if config["progress"] else ""
 # A held-out forget set whose oracles calibrate the datamodels' scale (DMM paper, Appendix G.2),
 # built when some configuration asks for calibrated targets.
 CALIBRATED = uses_calibration(config)
+# Jobs the datamodel fit is scattered over (chunks of points), gathered into datamodels.h5.
+FIT_JOBS = datamodel_fit_jobs(config)
 # Reference methods, always evaluated so that every table shows its bounds.
 METHODS = list(REFERENCES) + list(config["methods"])
 # Rules run in the CUDA environment when the experiment runs on a GPU.

@@ -1,7 +1,9 @@
 # Datamodels (DMM paper, Section 4): the expensive, cached stage behind DM-DIRECT and Datamodel
 # Matching. Many models train on random subsets of the training set (chunks; a complete chunk
-# is never retrained), then one job regresses every point's margin and logits on the subset
-# masks and scores the fit on held-out subset models. Built only when a method needs it.
+# is never retrained), then datamodels.fit_jobs jobs each regress a chunk of the points' margins
+# and logits on the subset masks and score the fit on held-out subset models; one job gathers
+# them. Only the outputs and points the configured methods read are fitted. Built only when a
+# method needs it.
 
 
 rule train_subset_models:
@@ -35,22 +37,26 @@ rule train_subset_models:
 
 
 rule fit_datamodels:
-    """Fit margin and per-logit datamodels of every point (lasso, ridge or trak); LDS and R^2."""
+    """Fit the margin and/or per-logit datamodels (lasso, ridge or trak) of one chunk of the points
+    (each target is its own regression) and score them on held-out subset models (LDS, R^2)."""
     input:
         unpack(trak_checkpoints),
         data=DATA,
         subset_models=expand(f"{RESULTS}/subset_models/chunk_{{chunk}}.h5", chunk=chunk_ids("subset_models")),
         labels=poisoned_labels(),
     output:
-        f"{RESULTS}/datamodels.h5",
+        f"{RESULTS}/datamodels/chunk_{{part}}_of_{FIT_JOBS}.h5",
     log:
-        f"{RESULTS}/logs/fit_datamodels.log",
+        f"{RESULTS}/logs/fit_datamodels/chunk_{{part}}_of_{FIT_JOBS}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/fit_datamodels.tsv"
+        f"{RESULTS}/benchmarks/fit_datamodels/chunk_{{part}}_of_{FIT_JOBS}.tsv"
+    wildcard_constraints:
+        part=r"\d+",
     params:
-        spec=as_json({key: value for key, value in config["datamodels"].items() if key != "calibration_set"}),
+        spec=as_json(datamodel_spec(config)),
         labels=labels_flag,
         originals=lambda wildcards, input: f"--originals {input.originals}" if "originals" in input.keys() else "",
+        chunks=FIT_JOBS,
         seed=config["seed"],
         device=config["device"],
         progress=PROGRESS,
@@ -65,7 +71,31 @@ rule fit_datamodels:
     shell:
         "python -m unlearnflow fit-datamodels --stage-version {params.version} --data {input.data} {params.labels} "
         "--subset-models {input.subset_models} {params.originals} --spec {params.spec:q} --seed {params.seed} "
-        "--device {params.device} --threads {threads} {params.progress} --out {output} > {log} 2>&1"
+        "--chunk {wildcards.part} --chunks {params.chunks} --device {params.device} --threads {threads} "
+        "{params.progress} --out {output} > {log} 2>&1"
+
+
+rule gather_datamodels:
+    """The datamodels of every fitted point, from the chunks of the fit, in one artifact."""
+    input:
+        expand(f"{RESULTS}/datamodels/chunk_{{part}}_of_{FIT_JOBS}.h5", part=range(FIT_JOBS)),
+    output:
+        f"{RESULTS}/datamodels.h5",
+    log:
+        f"{RESULTS}/logs/gather_datamodels.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gather_datamodels.tsv"
+    params:
+        version=STAGE_VERSIONS["datamodels"],
+    threads: threads_of("gather_datamodels")
+    resources:
+        mem_mb=mem_mb_of("gather_datamodels"),
+        runtime=runtime_of("gather_datamodels"),
+    conda:
+        ENV
+    shell:
+        "python -m unlearnflow gather-datamodels --stage-version {params.version} --parts {input} --out {output} "
+        "> {log} 2>&1"
 
 
 rule calibrate_datamodels:

@@ -9,6 +9,14 @@ import pytest
 import torch
 from sklearn.linear_model import Lasso, Ridge
 
+from unlearnflow.dmm.datamodel_set import (
+    PART_KIND,
+    fit_datamodel_set,
+    gather_datamodel_sets,
+    point_chunks,
+    read_datamodels,
+    write_datamodels,
+)
 from unlearnflow.dmm.regression import (
     Datamodels,
     fit_diagonal,
@@ -67,6 +75,19 @@ def test_blocks_and_working_set_do_not_change_the_solution():
     fast = solve_lasso(masks, outputs, 0.02, tol=1e-9, max_iter=20_000)
     coef, _ = sklearn_lasso(masks, outputs, np.full(6, 0.02))
     np.testing.assert_allclose(fast.weights, coef, rtol=0, atol=1e-4 * np.abs(coef).max())
+
+
+def test_a_target_s_lasso_does_not_depend_on_the_other_targets_of_its_batch():
+    """Per-target working sets and the coefficients of the sweep a target converged in: any
+    subset of the targets gets the same lasso as in the full batch, up to float32 rounding."""
+    masks, outputs, _, _ = sparse_problem(seed=4, n=80, models=300, targets=40, noise=1.0)
+    alone = slice(7, 19)
+    for fit in (lambda y: solve_lasso(masks, y, 0.02), lambda y: fit_lasso(masks, y, n_alphas=8)):
+        full, part = fit(outputs), fit(outputs[:, alone])
+        scale = np.abs(full.weights).max()
+        np.testing.assert_allclose(part.weights, full.weights[:, alone], rtol=0, atol=1e-5 * scale)
+        np.testing.assert_allclose(part.bias, full.bias[alone], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(part.alphas, full.alphas[alone], rtol=1e-5)
 
 
 def test_lambda_path_selection_recovers_the_support():
@@ -223,3 +244,90 @@ def test_user_errors():
         linear_datamodeling_score(fit, masks, outputs[:, :2])
     with pytest.raises(UserError, match="at least 3"):
         heldout_r2(fit, masks[:2], outputs[:2])
+
+
+# ----------------------------------------------------------------------------------------------
+# the datamodel set scattered over chunks of points, then gathered
+
+
+def linear_logits(seed=0, n_train=40, n_points=52, classes=3, models=400, noise=0.05):
+    """Masks and logits (models, points, classes) exactly linear in the subset, plus noise."""
+    rng = np.random.default_rng(seed)
+    beta = rng.normal(size=(n_train, n_points, classes)) * (rng.random((n_train, n_points, 1)) < 0.1)
+    masks = rng.random((models, n_train)) < 0.5
+    logits = rng.normal(size=(n_points, classes)) + np.einsum("mi,ipc->mpc", masks.astype(float), beta)
+    logits += noise * rng.normal(size=logits.shape)
+    return masks, logits.astype(np.float32), rng.integers(0, classes, n_points)
+
+
+@pytest.mark.parametrize("estimator", ["lasso", "ridge"])
+def test_scattered_fit_equals_the_single_job_fit(estimator, tmp_path):
+    masks, logits, labels = linear_logits()
+    sizes = {"train": 40, "val": 7, "test": 5}
+    common = dict(heldout_models=60, log=lambda _: None, given_options={"n_alphas": 8} if estimator == "lasso" else {})
+    whole = fit_datamodel_set(masks, logits, labels, sizes, estimator, **common)
+    chunks = point_chunks(52, 3)
+    assert chunks == [(0, 17), (17, 34), (34, 52)]
+    for index, points in enumerate(chunks):  # each part goes through its artifact, as in the workflow
+        part = fit_datamodel_set(masks, logits, labels, sizes, estimator, points=points, **common)
+        write_datamodels(tmp_path / f"part{index}.h5", part, {}, kind=PART_KIND)
+    parts = [read_datamodels(tmp_path / f"part{index}.h5", kind=PART_KIND) for index in (2, 0, 1)]
+    gathered = gather_datamodel_sets(parts)
+    assert gathered.attrs["fit_jobs"] == 3 and gathered.attrs["points"] == [0, 52]
+    assert gathered.fitted_splits == ["train", "val", "test"] and gathered.split_sizes == sizes
+    for output in ("margins", "logits"):
+        ours, theirs = gathered.datamodels[output], whole.datamodels[output]
+        assert ours.weights.shape == theirs.weights.shape == (40, 52 * (3 if output == "logits" else 1))
+        np.testing.assert_allclose(ours.weights, theirs.weights, rtol=0, atol=1e-5 * np.abs(theirs.weights).max())
+        np.testing.assert_allclose(ours.bias, theirs.bias, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ours.alphas, theirs.alphas, rtol=1e-5)
+        np.testing.assert_allclose(gathered.scores[f"{output}/r2"], whole.scores[f"{output}/r2"], atol=1e-4)
+        assert gathered.summary()[f"{output}_lds"] == pytest.approx(whole.summary()[f"{output}_lds"], abs=1e-3)
+    assert gathered.summary()["logits_lds"] > 0.9
+    fit_seconds = sum(part.attrs["logits_fit_seconds"] for part in parts)
+    assert gathered.attrs["logits_fit_seconds"] == pytest.approx(fit_seconds)
+
+
+def test_train_only_datamodels_serve_dmm_and_refuse_other_splits():
+    """Fitting the training points only (no DM-DIRECT configured) gives the train rows of the
+    full fit; predicting validation outputs from them is a one-line error."""
+    from types import SimpleNamespace
+
+    from unlearnflow.dmm.targets import datamodel_targets, predict_outputs
+
+    masks, logits, labels = linear_logits(n_points=50)
+    sizes = {"train": 40, "val": 5, "test": 5}
+    whole = fit_datamodel_set(masks, logits, labels, sizes, "ridge", 60, log=lambda _: None)
+    train = fit_datamodel_set(masks, logits, labels, sizes, "ridge", 60, log=lambda _: None, splits=["train"],
+                              outputs=["logits"])
+    assert train.fitted_splits == ["train"] and list(train.datamodels) == ["logits"]
+    assert train.weights("logits").shape == (40, 40, 3)
+    np.testing.assert_allclose(train.weights("logits"), whole.weights("logits")[:, :40], atol=1e-6)
+    originals = {"train": logits[:2, :40], "val": logits[:2, 40:45]}
+    context = SimpleNamespace(forget=np.array([1, 4]), original_logits=originals, labels=labels[:40])
+    hp = {"construction": "logit", "diagonal_only": False, "scale": 1.0, "calibrated": False}
+    ours = datamodel_targets({"datamodels": train}, hp, context)(1)["targets"]
+    theirs = datamodel_targets({"datamodels": whole}, hp, context)(1)["targets"]
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    with pytest.raises(UserError, match="fitted on the train points only, not val"):
+        predict_outputs({"datamodels": train}, hp, context, {"train": labels[:40], "val": labels[40:45]})
+
+
+def test_scatter_errors_are_user_errors():
+    masks, logits, labels = linear_logits(n_points=50)
+    sizes = {"train": 40, "val": 5, "test": 5}
+    with pytest.raises(UserError, match="fit_jobs must lie in"):
+        point_chunks(5, 6)
+    with pytest.raises(UserError, match="splits must be train"):
+        fit_datamodel_set(masks, logits, labels, sizes, "ridge", 60, splits=["val"])
+    with pytest.raises(UserError, match="outside the 40 points"):
+        fit_datamodel_set(masks, logits, labels, sizes, "ridge", 60, splits=["train"], points=(30, 45))
+    first, last = (fit_datamodel_set(masks, logits, labels, sizes, "ridge", 60, log=lambda _: None, points=points)
+                   for points in ((0, 20), (30, 50)))
+    with pytest.raises(UserError, match="do not tile the 50 fitted points"):
+        gather_datamodel_sets([first, last])
+    other = fit_datamodel_set(masks, logits, labels, sizes, "ridge", 50, log=lambda _: None, points=(20, 50))
+    with pytest.raises(UserError, match="heldout_models differ"):
+        gather_datamodel_sets([first, other])
+    with pytest.raises(UserError, match="no parts"):
+        gather_datamodel_sets([])

@@ -134,7 +134,8 @@ def test_2_every_artifact_path_maps_to_the_rule_that_writes_it():
                 "results/x/unlearned/scrub/a.h5": "unlearn", "results/x/evaluation/scrub/a.csv": "evaluate",
                 "results/x/ulira/base_models.h5": "ulira_base_models", "results/x/ulira/scrub.csv": "ulira",
                 "results/x/subset_models/chunk_0-9.h5": "train_subset_models",
-                "results/x/datamodels.h5": "fit_datamodels", "/abs/results/x/datamodel_calibration.h5":
+                "results/x/datamodels/chunk_0_of_4.h5": "fit_datamodels",
+                "results/x/datamodels.h5": "gather_datamodels", "/abs/results/x/datamodel_calibration.h5":
                 "calibrate_datamodels", "results/x/report/summary.csv": "report"}
     assert {path: rule_of(path) for path in expected} == expected
     assert rule_of("elsewhere/d.h5", "dataset") == "prepare_data" and rule_of("elsewhere/b.h5", "model_bank") is None

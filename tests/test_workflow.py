@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from unlearnflow.config import load_schema, validate_config
-from unlearnflow.core.artifacts import read_bank, read_dataset, read_forget_set
-from unlearnflow.dmm.datamodel_set import read_calibration, read_datamodels
+from unlearnflow.core.artifacts import concatenate_banks, read_bank, read_dataset, read_forget_set
+from unlearnflow.dmm.datamodel_set import fit_datamodel_set, read_calibration, read_datamodels
 from unlearnflow.runner import read_unlearned
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ DATAMODELS = {
     "subset_models": {"models": 40, "chunk_size": 20},
     # ridge: a lasso path with 30 models for 1,257 features converges slowly (minutes)
     "datamodels": {"estimator": "ridge", "heldout_models": 10, "options": {"alphas": [0.1, 1.0]},
-                   "calibration_set": {"kind": "random", "size": 5}},
+                   "calibration_set": {"kind": "random", "size": 5}, "fit_jobs": 4},
 }
 
 
@@ -102,8 +102,40 @@ def test_dry_run_with_datamodel_methods_plans_subset_models_datamodels_and_calib
     write_config(tmp_path, {**TINY, **DATAMODELS})
     assert planned_jobs(tmp_path) == {"prepare_data": 1, "forget_sets": 3, "train_originals": 2, "gather_originals": 1,
                                       "train_oracles": 6, "gather_oracles": 3, "retrain": 2, "ulira_base_models": 1,
-                                      "ulira": 4, "train_subset_models": 2, "fit_datamodels": 1,
+                                      "ulira": 4, "train_subset_models": 2, "fit_datamodels": 4, "gather_datamodels": 1,
                                       "calibrate_datamodels": 1, "unlearn": 4, "evaluate": 8, "report": 1, "all": 1}
+
+
+def fit_commands(workdir: Path) -> list[str]:
+    """The planned fit-datamodels command lines."""
+    plan = snakemake(workdir, "--dry-run", "--printshellcmds").stdout
+    return [line for line in plan.splitlines() if "unlearnflow fit-datamodels" in line]
+
+
+def fitted_spec(command: str) -> dict:
+    return json.loads(re.search(r"--spec '([^']+)'", command).group(1))
+
+
+def test_the_fit_is_scattered_over_fit_jobs_and_fits_only_what_the_methods_read(tmp_path):
+    # DMM alone (per-logit targets): the logits of the training points, over 3 jobs
+    write_config(tmp_path, {**TINY, **DATAMODELS, "methods": {"dmm": {"hyperparameters": {"epochs": 2}}},
+                            "datamodels": {**DATAMODELS["datamodels"], "fit_jobs": 3}})
+    commands = fit_commands(tmp_path)
+    assert sorted(re.search(r"--chunk (\d+) --chunks 3 ", line).group(1) for line in commands) == ["0", "1", "2"]
+    assert all(fitted_spec(line)["outputs"] == ["logits"] and fitted_spec(line)["splits"] == ["train"]
+               for line in commands)
+    # DM-DIRECT (evaluated on every split) with margin shifts only: margins of every point
+    write_config(tmp_path, {**TINY, **DATAMODELS,
+                            "methods": {"dm_direct": {"hyperparameters": {"construction": "margin_shift"}}}})
+    commands = fit_commands(tmp_path)
+    assert len(commands) == 4 and fitted_spec(commands[0])["splits"] == ["train", "val", "test"]
+    assert fitted_spec(commands[0])["outputs"] == ["margins"]
+    # outputs given explicitly are fitted as given; two jobs by default
+    given = {key: value for key, value in DATAMODELS["datamodels"].items() if key != "fit_jobs"}
+    write_config(tmp_path, {**TINY, **DATAMODELS, "methods": {"dmm": {}},
+                            "datamodels": {**given, "outputs": ["margins", "logits"]}})
+    commands = fit_commands(tmp_path)
+    assert len(commands) == 2 and fitted_spec(commands[0])["outputs"] == ["margins", "logits"]
 
 
 def test_trak_fits_from_the_originals_and_calibration_is_built_only_when_used(tmp_path):
@@ -115,8 +147,9 @@ def test_trak_fits_from_the_originals_and_calibration_is_built_only_when_used(tm
     assert jobs["train_subset_models"] == 2 and "calibrate_datamodels" not in jobs
     assert jobs["forget_sets"] == 2 and jobs["train_oracles"] == 4  # no calibration set: nothing is calibrated
     plan = snakemake(tmp_path, "--dry-run", "--printshellcmds").stdout
-    fit = next(line for line in plan.splitlines() if "unlearnflow fit-datamodels" in line)
-    assert "--originals results/tiny/originals.h5" in fit
+    fits = [line for line in plan.splitlines() if "unlearnflow fit-datamodels" in line]
+    assert len(fits) == 1 and "--chunk 0 --chunks 1 " in fits[0]  # trak is one job whatever fit_jobs says
+    assert "--originals results/tiny/originals.h5" in fits[0]
 
 
 @pytest.mark.slow
@@ -128,6 +161,24 @@ def test_real_run_with_datamodel_methods(tmp_path):
     n_points = sum(datamodels.split_sizes.values())
     assert datamodels.weights("logits").shape == (datamodels.split_sizes["train"], n_points, 10)
     assert datamodels.attrs["fitted_models"] == 30 and np.isfinite(datamodels.summary()["margins_lds"])
+    # gathered from 4 jobs, it equals one fit of every point
+    assert datamodels.attrs["fit_jobs"] == 4
+    subset = concatenate_banks([read_bank(path, with_weights=False) for path in
+                                sorted((results / "subset_models").glob("chunk_*.h5"))])
+    data = read_dataset(results / "data.h5")
+    labels = np.concatenate([data.y_train, data.y_val, data.y_test])
+    logits = np.concatenate([subset.logits[split] for split in ("train", "val", "test")], axis=1)
+    single = fit_datamodel_set(subset.train_masks, logits, labels, datamodels.split_sizes, "ridge", 10,
+                               {"alphas": [0.1, 1.0]}, log=lambda _: None)
+    for output in ("margins", "logits"):
+        ours, theirs = datamodels.datamodels[output], single.datamodels[output]
+        # a target whose two penalties tie in validation MSE up to rounding may choose either
+        # (30 models for 1,257 points: at most 1 of the 17,970 logits seen); every other one is equal
+        same = np.isclose(ours.alphas, theirs.alphas, rtol=1e-5)
+        assert same.mean() > 0.99
+        np.testing.assert_allclose(ours.weights[:, same], theirs.weights[:, same], rtol=0,
+                                   atol=1e-4 * np.abs(theirs.weights).max())  # float32, an ill-conditioned Gram
+        np.testing.assert_allclose(ours.bias[same], theirs.bias[same], atol=1e-4)
     scales = read_calibration(results / "datamodel_calibration.h5")
     assert set(scales) == {"logit", "logit/diagonal", "margin_shift", "margin_shift/diagonal"}
     assert all(np.isfinite(list(scales.values())))
@@ -145,6 +196,7 @@ def test_real_run_with_datamodel_methods(tmp_path):
     ({**DATAMODELS, "datamodels": {"heldout_models": 35}}, "cannot spare 35 held-out models"),
     ({**DATAMODELS, "datamodels": {"options": {"alpha": 1}}}, "unknown option(s) alpha for estimator lasso"),
     ({**DATAMODELS, "datamodels": {"estimator": "trak", "heldout_models": 10}}, "construction logit needs logits"),
+    ({**DATAMODELS, "datamodels": {"fit_jobs": 0}}, "config: datamodels.fit_jobs: 0 is less than the minimum of 1"),
     ({**DATAMODELS, "datamodels": {"heldout_models": 10, "calibration_set": {"kind": "class", "class": 3}}},
      "kind must be random"),
     ({"methods": {"gradient_ascent": {"grid": {"lr": [0.01, -0.1]}}}},

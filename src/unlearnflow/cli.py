@@ -162,7 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--originals", help="original bank (the trak estimator's checkpoints)")
     sub.add_argument("--spec", type=json_value, required=True, help="JSON datamodels config slice")
     sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--chunk", type=int, help="fit only this chunk of the points (0-based) and write a part")
+    sub.add_argument("--chunks", type=int, default=1, help="number of chunks the points are split into")
     torch_options(sub)
+    sub.add_argument("--out", required=True)
+
+    sub = command("gather-datamodels", stages.gather_datamodels, "gather the parts of a scattered datamodel fit",
+                  "datamodels")
+    sub.add_argument("--parts", nargs="+", required=True, help="the parts written by fit-datamodels --chunk")
     sub.add_argument("--out", required=True)
 
     sub = command("calibrate-datamodels", stages.calibrate_datamodels,

@@ -19,11 +19,11 @@ import yaml
 from unlearnflow.core.forget_sets import check_spec
 from unlearnflow.core.models import ARCHITECTURES
 from unlearnflow.core.training import TrainConfig
-from unlearnflow.dmm.datamodel_set import options, split_heldout
+from unlearnflow.dmm.datamodel_set import OUTPUTS, SPLITS, options, split_heldout
 from unlearnflow.dmm.dm_direct import OUTPUT_OF
 from unlearnflow.errors import UserError
 from unlearnflow.metrics.klom import MIN_MODELS
-from unlearnflow.registry import REFERENCES, check_method_config, configurations, spec_of
+from unlearnflow.registry import PREDICTS_OUTPUTS, REFERENCES, check_method_config, configurations, spec_of
 from unlearnflow.sourcefree.features import check_features_spec
 from unlearnflow.sourcefree.linear import config_recipe, is_linear_recipe
 
@@ -203,6 +203,7 @@ RULE_RESOURCES: dict[str, dict[str, int]] = {
     "report": {"mem_mb": 2000, "runtime": 10},
     "train_subset_models": {},
     "fit_datamodels": {"mem_mb": 8000},
+    "gather_datamodels": {"mem_mb": 8000, "runtime": 30},
     "calibrate_datamodels": {"runtime": 10},
     "theory_panel": {"mem_mb": 2000, "runtime": 10},
     "deletion_request": {"runtime": 30},
@@ -239,7 +240,7 @@ def _check_datamodels(config: Mapping[str, Any]) -> None:
             check_spec(CALIBRATION_SET, spec["calibration_set"])
     except UserError as error:
         raise UserError(f"config: {error}") from None
-    fitted = ["margins"] if spec["estimator"] == "trak" else spec["outputs"]
+    fitted = datamodel_outputs(config)
     for method, hp in _datamodel_configurations(config):
         output = OUTPUT_OF[hp["construction"]]
         if output not in fitted:
@@ -256,6 +257,40 @@ def _datamodel_configurations(config: Mapping[str, Any]) -> list[tuple[str, dict
     return [(method, found.hyperparameters) for method in sorted(config["methods"])
             if "datamodels" in needs(config, method)
             for found in configurations(method, config["methods"][method])]
+
+
+def datamodel_outputs(config: Mapping[str, Any]) -> list[str]:
+    """The datamodel outputs to fit: ``datamodels.outputs`` if given, else those the configured
+    constructions read (margins for margin_shift, logits for logit); trak fits margins only."""
+    spec = config["datamodels"]
+    if spec["estimator"] == "trak":
+        return ["margins"]
+    if "outputs" in spec:
+        return list(spec["outputs"])
+    used = {OUTPUT_OF[hp["construction"]] for _, hp in _datamodel_configurations(config)}
+    return [output for output in OUTPUTS if output in used] or list(OUTPUTS)
+
+
+def datamodel_splits(config: Mapping[str, Any]) -> list[str]:
+    """The splits whose points get datamodels: every split when a configured method predicts
+    outputs from them (DM-DIRECT: KLOM on forget, retain and validation points, accuracy and MIA
+    on test points), else the training points only (DMM's targets and the calibration read
+    nothing else; unlearnflow.dmm.targets)."""
+    predicting = any(spec_of(method).kind == PREDICTS_OUTPUTS and "datamodels" in needs(config, method)
+                     for method in config["methods"])
+    return list(SPLITS) if predicting else ["train"]
+
+
+def datamodel_fit_jobs(config: Mapping[str, Any]) -> int:
+    """Jobs the datamodel fit is scattered over (``datamodels.fit_jobs``; trak is one job)."""
+    return 1 if config["datamodels"]["estimator"] == "trak" else config["datamodels"]["fit_jobs"]
+
+
+def datamodel_spec(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What the fit jobs are given: the ``datamodels`` slice without the calibration set, with the
+    outputs and splits to fit resolved (a change of either refits)."""
+    spec = {key: value for key, value in config["datamodels"].items() if key not in ("calibration_set", "fit_jobs")}
+    return {**spec, "outputs": datamodel_outputs(config), "splits": datamodel_splits(config)}
 
 
 def needs(config: Mapping[str, Any], method: str) -> tuple[str, ...]:

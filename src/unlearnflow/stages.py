@@ -375,10 +375,15 @@ def ulira(*, method: str, data: str, base: str, spec: Mapping[str, Any], trainin
 
 def fit_datamodels(*, data: str, subset_models: Sequence[str], spec: Mapping[str, Any], seed: int, out: str,
                    originals: str | None = None, labels_from: str | None = None, device: str = "auto",
-                   threads: int = 0, progress: bool = False) -> None:
+                   threads: int = 0, progress: bool = False, chunk: int | None = None, chunks: int = 1) -> None:
+    """Fit the datamodels of ``spec["splits"]``' points; with `chunk`, only the `chunk`-th of
+    `chunks` contiguous ranges of them, written as a part for :func:`gather_datamodels`."""
     from unlearnflow.dmm.datamodel_set import (
         DATAMODEL_DEFAULTS,
+        PART_KIND,
+        check_splits,
         fit_datamodel_set,
+        point_chunks,
         trak_datamodel_set,
         write_datamodels,
     )
@@ -389,6 +394,11 @@ def fit_datamodels(*, data: str, subset_models: Sequence[str], spec: Mapping[str
     train_labels = experiment_labels(dataset, labels_from, lineage_of(data=data))
     labels = np.concatenate([train_labels, dataset.y_val, dataset.y_test])
     sizes = {split: len(getattr(dataset, f"y_{split}")) for split in SPLITS}
+    splits = check_splits(spec["splits"])
+    if chunk is not None and not 0 <= chunk < chunks:
+        raise UserError(f"datamodels: chunk {chunk} is not one of the {chunks} chunks (0 to {chunks - 1})")
+    n_points = sum(sizes[split] for split in splits)
+    points = None if chunk is None else point_chunks(n_points, chunks)[chunk]
     subset = concatenate_banks([read_bank(path, with_weights=False, role="subset", lineage=lineage)
                                 for path in subset_models])
     logits = np.concatenate([subset.logits[split] for split in SPLITS], axis=1)
@@ -397,26 +407,53 @@ def fit_datamodels(*, data: str, subset_models: Sequence[str], spec: Mapping[str
     if estimator == "trak":  # every subset model scores TRAK's estimate; none is fitted on
         if not originals:
             raise UserError("the trak estimator needs --originals (its checkpoints)")
+        if chunks != 1:
+            raise UserError("the trak estimator is one job: it cannot be scattered over chunks")
         checkpoints = read_bank(originals, role="original", lineage=lineage)
         models = [model.to(torch_device)
                   for model in checkpoints.load_models(dataset.input_shape, dataset.num_classes)]
         x_all = torch.from_numpy(np.concatenate([getattr(dataset, f"x_{split}") for split in SPLITS])).to(torch_device)
         result = trak_datamodel_set(models, x_all[: sizes["train"]], train_labels, x_all, labels, sizes,
-                                    subset.train_masks, logits, spec.get("options", {}), seed, progress)
+                                    subset.train_masks, logits, spec.get("options", {}), seed, progress, splits=splits)
     else:
         result = fit_datamodel_set(subset.train_masks, logits, labels, sizes, estimator, spec["heldout_models"],
-                                   spec.get("options", {}), seed, str(torch_device), outputs=spec["outputs"])
+                                   spec.get("options", {}), seed, str(torch_device), outputs=spec["outputs"],
+                                   splits=splits, points=points)
     # The one-time cost DMM amortises (the paper does not count it per request): fitting, plus
     # training the subset models for the regression estimators (TRAK's only score it).
     result.attrs["subset_train_seconds"] = subset.attrs["train_seconds"]
+    inputs = [data, *subset_models] + [path for path in (labels_from, originals) if path]
+    record = provenance(spec, {"seed": seed}, inputs, lineage)
+    if chunk is not None:
+        write_datamodels(out, result, record, kind=PART_KIND)
+        print(f"datamodels ({estimator}) of points {points[0]} to {points[1] - 1} (chunk {chunk} of {chunks}) written "
+              f"to {out}: " + ", ".join(
+            f"{name} {value:.3f}" for name, value in result.summary().items()))
+        return
+    _write_gathered(out, [result], record)
+
+
+def gather_datamodels(*, parts: Sequence[str], out: str) -> None:
+    """The datamodels of every fitted point from the parts of a scattered fit (one artifact)."""
+    from unlearnflow.dmm.datamodel_set import PART_KIND, read_datamodels
+    records = [read_artifact(path, PART_KIND, names=()).provenance for path in parts]
+    if any(record.get("lineage") != records[0].get("lineage") for record in records):
+        raise UserError("datamodels: the parts were fitted on different data or labels; refit them")
+    first = records[0]
+    record = provenance(first.get("config"), first.get("seeds"), parts, first.get("lineage"))
+    _write_gathered(out, [read_datamodels(path, kind=PART_KIND) for path in parts], record)
+
+
+def _write_gathered(out: str, parts: Sequence[Any], record: Mapping[str, Any]) -> None:
+    from unlearnflow.dmm.datamodel_set import gather_datamodel_sets, write_datamodels
+    result = gather_datamodel_sets(parts)
     fit_seconds = [value for key, value in result.attrs.items() if key.endswith("_fit_seconds")]
     result.attrs["precompute_seconds"] = sum(fit_seconds)
-    if estimator != "trak":
-        result.attrs["precompute_seconds"] += subset.attrs["train_seconds"]
-    inputs = [data, *subset_models] + [path for path in (labels_from, originals) if path]
-    write_datamodels(out, result, provenance(spec, {"seed": seed}, inputs, lineage))
-    print(f"datamodels ({estimator}) written to {out}: " + ", ".join(
-        f"{name} {value:.3f}" for name, value in result.summary().items()))
+    if result.estimator != "trak":
+        result.attrs["precompute_seconds"] += result.attrs["subset_train_seconds"]
+    write_datamodels(out, result, record)
+    print(f"datamodels ({result.estimator}) of {result.attrs['points'][1]} points from {len(parts)} job(s) written "
+          f"to {out}: " + ", ".join(f"{name} {value:.3f}" for name, value in result.summary().items()))
 
 
 def calibrate_datamodels(*, datamodels: str, forget_set: str, originals: str, oracles: str, out: str,

@@ -58,7 +58,8 @@ STAGE_VERSIONS: dict[str, int] = {
     "model_bank": 1,
     "evaluation": 2,
     "unlearned": 2,
-    "datamodels": 1,
+    "datamodels": 2,
+    "datamodels_part": 1,
     "datamodel_calibration": 1,
     "ulira": 2,
     "report": 1,
@@ -88,15 +89,16 @@ RULE_OF_PATH: tuple[tuple[str, str], ...] = (
     (r"ulira/base_models\.h5", "ulira_base_models"),
     (r"ulira/[^/]+\.csv", "ulira"),
     (r"subset_models/chunk_[^/]+\.h5", "train_subset_models"),
-    (r"datamodels\.h5", "fit_datamodels"),
+    (r"datamodels/chunk_[^/]+\.h5", "fit_datamodels"),
+    (r"datamodels\.h5", "gather_datamodels"),
     (r"datamodel_calibration\.h5", "calibrate_datamodels"),
     (r"report/.*", "report"),
 )
 #: The rule that writes an artifact of each kind, for files outside the usual layout.
 RULE_OF_KIND: dict[str, str] = {
     "dataset": "prepare_data", "forget_set": "forget_sets", "forget_samples": "forget_samples",
-    "unlearned": "unlearn", "evaluation": "evaluate", "datamodels": "fit_datamodels",
-    "datamodel_calibration": "calibrate_datamodels",
+    "unlearned": "unlearn", "evaluation": "evaluate", "datamodels": "gather_datamodels",
+    "datamodels_part": "fit_datamodels", "datamodel_calibration": "calibrate_datamodels",
 }
 #: Lineage keys: the root artifacts every other artifact is made from.
 LINEAGE_KEYS = ("data", "forget_set", "labels")

@@ -17,6 +17,14 @@ Estimators (config ``datamodels.estimator``):
 Quality is scored on subset models held out of every fit (the last ``heldout_models`` by model
 id; for ``trak``, which fits on none, every subset model): the linear datamodeling score (LDS)
 and R^2 per target, written with the datamodels.
+
+Scatter and gather: every target is its own regression (the models' Gram matrix is shared, the
+coefficients are not), so the fit splits over contiguous ranges of points (:func:`point_chunks`),
+one job each (`fit_datamodel_set` with ``points``, written as a ``datamodels_part`` artifact),
+and :func:`gather_datamodel_sets` concatenates the parts into the one artifact. Which points are
+fitted (``splits``, a prefix of train, val, test) and which outputs follow from what the
+configured methods read (:func:`unlearnflow.config.datamodel_splits`): DM-DIRECT predicts every
+split, DMM's targets and the calibration read training points only.
 """
 
 from __future__ import annotations
@@ -49,10 +57,12 @@ from unlearnflow.metrics.margins import margins
 
 ESTIMATORS = ("lasso", "ridge", "trak")
 OUTPUTS = ("margins", "logits")
+#: The points of a data set in the datamodels' order; a fit covers a prefix of them (``splits``).
+SPLITS = ("train", "val", "test")
 
 #: The ``datamodels`` config slice's defaults (as in the workflow's schema).
 DATAMODEL_DEFAULTS: dict[str, Any] = {"estimator": "lasso", "heldout_models": 200, "outputs": list(OUTPUTS),
-                                      "options": {}}
+                                      "splits": list(SPLITS), "options": {}, "fit_jobs": 2}
 
 #: Options of each estimator and their defaults (config ``datamodels.options``).
 ESTIMATOR_OPTIONS: dict[str, dict[str, Any]] = {
@@ -68,7 +78,9 @@ class DatamodelSet:
 
     ``datamodels["logits"].weights`` is stored flat, (n_train, points * C); :meth:`weights`
     returns it as (n_train, points, C). ``scores[f"{output}/lds"]`` and ``[f"{output}/r2"]`` are
-    per target on the held-out subset models.
+    per target on the held-out subset models. The points are those of :attr:`fitted_splits` (a
+    prefix of train, val, test; ``split_sizes`` keeps every split's size); a part of a scattered
+    fit (``attrs["points"] = [start, stop]``) holds a range of them.
     """
 
     estimator: str
@@ -84,6 +96,11 @@ class DatamodelSet:
             return None
         weights = self.datamodels[output].weights
         return weights.reshape(weights.shape[0], -1, self.num_classes) if output == "logits" else weights
+
+    @property
+    def fitted_splits(self) -> list[str]:
+        """The splits whose points have datamodels (artifacts before version 2: all of them)."""
+        return list(self.attrs.get("splits", SPLITS))
 
     def forget_effects(self, forget: np.ndarray, calibration: Mapping[str, float] | None = None) -> ForgetEffects:
         """``sum_{i in F} beta_i(x)`` for every point x (DM-DIRECT's correction), with the
@@ -113,6 +130,22 @@ def subset_outputs(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarr
     return {"margins": margins(logits, labels).astype(np.float32), "logits": logits.reshape(len(logits), -1)}
 
 
+def check_splits(splits: Sequence[str]) -> list[str]:
+    """`splits` as a list; it must be a non-empty prefix of train, val, test (the points' order)."""
+    splits = list(splits)
+    if not splits or splits != list(SPLITS[: len(splits)]):
+        raise UserError(f"datamodels: splits must be train, train + val or train + val + test, got {splits}")
+    return splits
+
+
+def point_chunks(n_points: int, jobs: int) -> list[tuple[int, int]]:
+    """`jobs` contiguous ranges [start, stop) of near-equal size covering `n_points` points."""
+    if jobs < 1 or jobs > n_points:
+        raise UserError(f"datamodels: fit_jobs must lie in [1, {n_points}] for {n_points} points, got {jobs}")
+    edges = [n_points * job // jobs for job in range(jobs + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def split_heldout(n_models: int, heldout_models: int) -> tuple[slice, slice]:
     """(fitted, held-out) model ranges: the last `heldout_models` models are only scored."""
     if heldout_models < 3 or n_models - heldout_models < 10:
@@ -123,13 +156,21 @@ def split_heldout(n_models: int, heldout_models: int) -> tuple[slice, slice]:
 
 def fit_datamodel_set(masks: np.ndarray, logits: np.ndarray, labels: np.ndarray, split_sizes: Mapping[str, int],
                       estimator: str, heldout_models: int, given_options: Mapping[str, Any] | None = None,
-                      seed: int = 0, device: str = "cpu", log=print, outputs: Sequence[str] = OUTPUTS) -> DatamodelSet:
+                      seed: int = 0, device: str = "cpu", log=print, outputs: Sequence[str] = OUTPUTS,
+                      splits: Sequence[str] = SPLITS, points: tuple[int, int] | None = None) -> DatamodelSet:
     """Fit margin and/or per-logit datamodels (`outputs`) by lasso or ridge on subset models.
 
     `masks` (models, n_train) bool and `logits` (models, points, C) come from the subset-model
     bank (points: train, val, test); `labels` (points,) are the labels the models trained on
     (train) and the true labels (val, test). The last `heldout_models` models score the fit.
     Per-logit datamodels hold n_train x points x C weights: on large data sets fit margins only.
+
+    Only the points of `splits` (a prefix of train, val, test) are targets; `points` = (start,
+    stop) fits a range of them (one part of a scattered fit, :func:`gather_datamodel_sets`). Each
+    target is its own regression, so a part's datamodels are those of the whole fit up to float32
+    rounding (the batched lasso keeps each target's own working set and the sweep it converged
+    in); only a target whose candidate penalties tie in validation MSE to rounding may choose
+    another one.
     """
     unknown = sorted(set(outputs) - set(OUTPUTS))
     if unknown or not outputs:
@@ -137,17 +178,23 @@ def fit_datamodel_set(masks: np.ndarray, logits: np.ndarray, labels: np.ndarray,
     if estimator == "trak":
         raise UserError("datamodels: fit_datamodel_set fits lasso or ridge; use trak_datamodel_set for trak")
     chosen = options(estimator, given_options or {})
+    splits = check_splits(splits)
+    n_points = sum(split_sizes[split] for split in splits)
+    start, stop = (0, n_points) if points is None else points
+    if not 0 <= start < stop <= n_points:
+        raise UserError(f"datamodels: points [{start}, {stop}) outside the {n_points} points of {', '.join(splits)}")
     fitted, held = split_heldout(len(masks), heldout_models)
     if estimator == "lasso" and fitted.stop < masks.shape[1]:
         log(f"note: lasso on {fitted.stop} models for {masks.shape[1]} training points: the lambda path converges "
             f"slowly with fewer models than points (minutes per thousand targets); ridge is fast")
-    targets = subset_outputs(logits, labels)
+    targets = subset_outputs(logits[:, start:stop], labels[start:stop])
     result = DatamodelSet(estimator, dict(split_sizes), logits.shape[-1], {}, attrs={
-        "estimator": estimator, "options": chosen, "fitted_models": fitted.stop, "heldout_models": heldout_models})
+        "estimator": estimator, "options": chosen, "fitted_models": fitted.stop, "heldout_models": heldout_models,
+        "splits": splits, "points": [start, stop]})
     for output in OUTPUTS:
         if output not in outputs:
             continue
-        start = time.perf_counter()
+        began = time.perf_counter()
         y = targets[output]
         if estimator == "lasso":
             datamodels = fit_lasso(masks[fitted], y[fitted], chosen["n_alphas"], chosen["alpha_min_ratio"],
@@ -157,7 +204,7 @@ def fit_datamodel_set(masks: np.ndarray, logits: np.ndarray, labels: np.ndarray,
                                    device)
         result.datamodels[output] = datamodels
         _score(result, output, masks[held], y[held])
-        result.attrs[f"{output}_fit_seconds"] = time.perf_counter() - start
+        result.attrs[f"{output}_fit_seconds"] = time.perf_counter() - began
         log(f"{estimator} {output} datamodels: {y.shape[1]} targets in {result.attrs[f'{output}_fit_seconds']:.1f} s, "
             f"held-out LDS {result.summary()[f'{output}_lds']:.3f}, R^2 {result.summary()[f'{output}_r2']:.3f}")
     return result
@@ -166,16 +213,21 @@ def fit_datamodel_set(masks: np.ndarray, logits: np.ndarray, labels: np.ndarray,
 def trak_datamodel_set(models: Sequence[nn.Module], x_train: torch.Tensor, train_labels: np.ndarray,
                        x_eval: torch.Tensor, labels: np.ndarray, split_sizes: Mapping[str, int],
                        heldout_masks: np.ndarray, heldout_logits: np.ndarray, given_options: Mapping[str, Any] | None,
-                       seed: int = 0, progress: bool = False, log=print) -> DatamodelSet:
+                       seed: int = 0, progress: bool = False, log=print, splits: Sequence[str] = SPLITS) -> DatamodelSet:
     """Margin datamodels by TRAK from the first ``checkpoints`` of `models` (independently trained
     models: TRAK's ensemble), scored on subset models.
 
     `x_eval` holds every point (train, val, test) and `labels` their labels; `heldout_masks` and
-    `heldout_logits` are subset models that only score the estimate (none is fitted on).
+    `heldout_logits` are subset models that only score the estimate (none is fitted on). Only the
+    points of `splits` get datamodels. TRAK is one job (its cost is the models' gradients, shared
+    by all targets), never scattered.
     """
     from unlearnflow.dmm.trak import trak_margin_datamodels
 
     chosen = options("trak", given_options or {})
+    splits = check_splits(splits)
+    n_points = sum(split_sizes[split] for split in splits)
+    x_eval, labels, heldout_logits = x_eval[:n_points], labels[:n_points], heldout_logits[:, :n_points]
     if chosen["checkpoints"] > len(models):
         raise UserError(f"datamodels: trak wants {chosen['checkpoints']} checkpoints, the original bank has "
                         f"{len(models)} models")
@@ -189,7 +241,8 @@ def trak_datamodel_set(models: Sequence[nn.Module], x_train: torch.Tensor, train
     # anchor the linear model there, so that it predicts subset models too (held-out R^2).
     datamodels.bias = datamodels.bias - datamodels.weights.sum(axis=0)
     result = DatamodelSet("trak", dict(split_sizes), heldout_logits.shape[-1], {"margins": datamodels}, attrs={
-        "estimator": "trak", "options": chosen, "fitted_models": 0, "heldout_models": len(heldout_masks)})
+        "estimator": "trak", "options": chosen, "fitted_models": 0, "heldout_models": len(heldout_masks),
+        "splits": splits, "points": [0, n_points]})
     _score(result, "margins", heldout_masks, subset_outputs(heldout_logits, labels)["margins"])
     result.attrs["margins_fit_seconds"] = time.perf_counter() - start
     log(f"trak margin datamodels from {chosen['checkpoints']} models in {result.attrs['margins_fit_seconds']:.1f} s, "
@@ -203,7 +256,50 @@ def _score(result: DatamodelSet, output: str, masks: np.ndarray, outputs: np.nda
     result.scores[f"{output}/r2"] = heldout_r2(datamodels, masks, outputs).astype(np.float32)
 
 
-def write_datamodels(path: str | Path, result: DatamodelSet, provenance: Mapping[str, Any]) -> Path:
+#: The artifact kind of one part of a scattered fit (a range of points; gathered into ``datamodels``).
+PART_KIND = "datamodels_part"
+
+
+def gather_datamodel_sets(parts: Sequence[DatamodelSet]) -> DatamodelSet:
+    """The datamodels of every fitted point from the parts of a scattered fit.
+
+    The parts (any order) must come from one fit (same estimator, options, models, outputs and
+    splits) and their point ranges must tile the fitted points. Weights, biases, chosen
+    regularisations and held-out scores are concatenated along the targets; ``*_fit_seconds``
+    are summed over the parts (the CPU time the fit took, whatever the number of jobs).
+    """
+    if not parts:
+        raise UserError("datamodels: no parts to gather")
+    parts = sorted(parts, key=lambda part: part.attrs["points"][0])
+    first = parts[0]
+    same = ("estimator", "options", "fitted_models", "heldout_models", "splits")
+    for part in parts[1:]:
+        differing = [key for key in same if part.attrs[key] != first.attrs[key]]
+        if differing or list(part.datamodels) != list(first.datamodels) or part.split_sizes != first.split_sizes:
+            raise UserError(f"datamodels: the parts come from different fits ({', '.join(differing) or 'outputs'} "
+                            "differ); refit them")
+    n_points = sum(first.split_sizes[split] for split in first.fitted_splits)
+    edges = [part.attrs["points"] for part in parts]
+    if edges[0][0] != 0 or edges[-1][1] != n_points or any(a[1] != b[0] for a, b in zip(edges, edges[1:])):
+        raise UserError(f"datamodels: the parts' point ranges {edges} do not tile the {n_points} fitted points")
+    datamodels = {}
+    for output, head in first.datamodels.items():
+        datamodels[output] = Datamodels(
+            np.concatenate([part.datamodels[output].weights for part in parts], axis=1),
+            np.concatenate([part.datamodels[output].bias for part in parts]),
+            np.concatenate([part.datamodels[output].alphas for part in parts]), head.method)
+    scores = {name: np.concatenate([part.scores[name] for part in parts]) for name in first.scores}
+    attrs = {**first.attrs, "points": [0, n_points], "fit_jobs": len(parts)}
+    for key in first.attrs:
+        if key.endswith("_fit_seconds"):
+            attrs[key] = float(sum(part.attrs[key] for part in parts))
+            attrs[key.replace("_fit_seconds", "_slowest_job_seconds")] = float(max(part.attrs[key] for part in parts))
+    return DatamodelSet(first.estimator, dict(first.split_sizes), first.num_classes, datamodels, scores, attrs)
+
+
+def write_datamodels(path: str | Path, result: DatamodelSet, provenance: Mapping[str, Any],
+                     kind: str = "datamodels") -> Path:
+    """Write datamodels (`kind` ``datamodels``) or one part of a scattered fit (:data:`PART_KIND`)."""
     arrays = {}
     for output, datamodels in result.datamodels.items():
         arrays.update({f"{output}/weights": result.weights(output), f"{output}/bias": datamodels.bias,
@@ -211,11 +307,11 @@ def write_datamodels(path: str | Path, result: DatamodelSet, provenance: Mapping
     arrays.update(result.scores)
     attrs = {**result.attrs, "estimator": result.estimator, "split_sizes": result.split_sizes,
              "num_classes": result.num_classes, "outputs": list(result.datamodels), **result.summary()}
-    return write_artifact(path, "datamodels", arrays, attrs=attrs, provenance_record=provenance)
+    return write_artifact(path, kind, arrays, attrs=attrs, provenance_record=provenance)
 
 
-def read_datamodels(path: str | Path) -> DatamodelSet:
-    artifact = read_artifact(path, "datamodels")
+def read_datamodels(path: str | Path, kind: str = "datamodels") -> DatamodelSet:
+    artifact = read_artifact(path, kind)
     attrs = artifact.attrs
     datamodels = {}
     for output in attrs["outputs"]:

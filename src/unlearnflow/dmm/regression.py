@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -214,21 +215,27 @@ def _sweep(
 def _sweep_panel(z: torch.Tensor, beta: torch.Tensor, h_t: torch.Tensor, block: int = 64) -> None:
     """:func:`_sweep` on one panel, over the features nonzero or violating ``|z| <= 1`` somewhere.
 
-    Inside a block, coordinate p sees the block's earlier changes through
-    ``z_p - H[p, :p] delta[:p]`` (rows of `delta` after p are still zero, so the product runs
-    over the whole block); after it, one matrix product updates `z` for every feature.
+    Each target updates only its own working set (features nonzero or violating for it at the
+    sweep's start; the others' changes are masked to zero), so that a target's iterates do not
+    depend on which targets share its panel: a fit scattered over chunks of targets equals the
+    single fit up to rounding. Inside a block, coordinate p sees the block's earlier changes
+    through ``z_p - H[p, :p] delta[:p]`` (rows of `delta` after p are still zero, so the product
+    runs over the whole block); after it, one matrix product updates `z` for every feature.
     """
-    nonzero = (beta.amax(1) > 0) | (beta.amin(1) < 0)
-    work = torch.nonzero(nonzero | (z.amax(1) > 1) | (z.amin(1) < -1)).squeeze(1)
+    active = (beta != 0) | (z > 1) | (z < -1)
+    work = torch.nonzero(active.any(1)).squeeze(1)
     h_work = h_t.index_select(0, work)  # row j: column j of H
+    mask_work = active.index_select(0, work).to(z.dtype)
     for start in range(0, len(work), block):
         idx, h_rows = work[start : start + block], h_work[start : start + block]
         h_low = h_rows.index_select(1, idx).T.tril(-1)
         z_block, beta_block = z.index_select(0, idx), beta.index_select(0, idx)
         delta = torch.zeros_like(beta_block)
         earlier = delta.T
-        for z_p, h_p, delta_p, beta_p in zip(z_block.unbind(0), h_low.unbind(0), delta.unbind(0), beta_block.unbind(0)):
+        for z_p, h_p, delta_p, beta_p, mask_p in zip(z_block.unbind(0), h_low.unbind(0), delta.unbind(0),
+                                                     beta_block.unbind(0), mask_work[start : start + block].unbind(0)):
             torch.sub(F.softshrink(torch.addmv(z_p, earlier, h_p, alpha=-1), 1.0), beta_p, out=delta_p)
+            delta_p.mul_(mask_p)
         z.addmm_(h_rows.T, delta, alpha=-1)
         beta.index_copy_(0, idx, beta_block.add_(delta))
 
@@ -247,8 +254,10 @@ def _lasso_cd(
     Minimises ``1/2 b'Gb - c_t'b + lam_t |b|_1`` (the 1/(2m) least-squares lasso up to a
     constant; ``c = corr[:, t]``, ``yy = ||y_t - mean||^2 / m``) for every column by batched
     coordinate descent (module docstring). Target t stops when its duality gap is at most
-    ``tol * yy_t``, scikit-learn's criterion; converged targets leave the sweeps. Warns about
-    targets still above it after `max_iter` sweeps.
+    ``tol * yy_t``, scikit-learn's criterion: its coefficients are those of that sweep (converged
+    targets leave the sweeps in batches; later sweeps never change what was kept, so a target's
+    result does not depend on the other targets). Warns about targets still above it after
+    `max_iter` sweeps.
     """
     d = gram.diagonal()
     dinv = torch.where(d > 0, 1.0 / d.clamp_min(1e-30), torch.zeros_like(d))
@@ -259,19 +268,25 @@ def _lasso_cd(
     # the live (not yet converged) targets: their columns of z, beta, c and yy
     live = torch.arange(len(lam), device=lam.device)
     z, beta_live, cs_live, yys_live = cs - h @ beta, beta.clone(), cs, yys
+    finished = torch.zeros(len(live), dtype=torch.bool, device=lam.device)
     for _ in range(max_iter):
         done = _sweep(z, beta_live, h_t, cs_live, dinv, yys_live) <= tol * yys_live
-        if done.all() or done.sum() > len(live) // 4:  # drop converged targets in batches
-            beta[:, live] = beta_live
-            keep = ~done
+        newly = done & ~finished
+        if newly.any():  # keep each target's coefficients of the sweep it converged in
+            beta[:, live[newly]] = beta_live[:, newly]
+            finished |= newly
+        if finished.all() or finished.sum() > len(live) // 4:  # drop converged targets in batches
+            keep = ~finished
             live, z, beta_live, cs_live, yys_live = live[keep], z[:, keep], beta_live[:, keep], cs_live[:, keep], yys_live[keep]
+            finished = finished[keep]
             if not len(live):
                 break
     else:
-        beta[:, live] = beta_live
-        late = int((_duality_gap(z, beta_live, cs_live, dinv, yys_live) > tol * yys_live).sum())
-        if late:
-            warnings.warn(f"lasso: {late} targets not converged after {max_iter} sweeps", RuntimeWarning, stacklevel=3)
+        late = ~finished
+        beta[:, live[late]] = beta_live[:, late]
+        if late.any():
+            warnings.warn(f"lasso: {int(late.sum())} targets not converged after {max_iter} sweeps", RuntimeWarning,
+                          stacklevel=3)
     return beta * dinv[:, None] * lam
 
 
@@ -398,16 +413,22 @@ def lasso_reference(
     tol: float = 1e-4,
     max_iter: int = 1000,
     patience: int = 3,
+    estimator: Callable[[float], Any] | None = None,
 ) -> Datamodels:
     """:func:`fit_lasso` with a scikit-learn ``Lasso`` loop over targets (the slow reference).
 
     `alphas` is the (n_alphas x T) grid, e.g. :func:`lambda_path` of the training models. Each
     target walks its grid with a warm-started ``Lasso`` on the training models, keeps the alpha
     of least validation MSE (same early stop after `patience` non-improving alphas) and refits
-    it on all models.
+    it on all models. `estimator(alpha)` builds another warm-started lasso with scikit-learn's
+    interface and objective (e.g. skglm's ``Lasso``, which the benchmark compares).
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso
+
+    if estimator is None:
+        def estimator(alpha: float) -> Lasso:
+            return Lasso(alpha=alpha, tol=tol, max_iter=max_iter, warm_start=True)
 
     masks, outputs = _check_inputs(masks, outputs)
     alphas = np.asarray(alphas, dtype=np.float64)
@@ -421,7 +442,7 @@ def lasso_reference(
         warnings.simplefilter("ignore", ConvergenceWarning)
         for t in range(outputs.shape[1]):
             y = outputs[:, t].astype(np.float64)
-            model = Lasso(alpha=alphas[0, t], tol=tol, max_iter=max_iter, warm_start=True)
+            model = estimator(alphas[0, t])
             best_mse, best_alpha, best_coef, stale = np.inf, alphas[0, t], None, 0
             for alpha in alphas[:, t]:
                 model.set_params(alpha=alpha).fit(x[train], y[train])

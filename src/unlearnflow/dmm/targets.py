@@ -7,6 +7,14 @@ DM-DIRECT's predicted outputs, from the artifacts these methods declare in the r
 - :func:`datamodel_targets` (DMM, Algorithm C.3): DM-DIRECT's prediction from each original
   model's own training-point logits.
 - :func:`predict_outputs` (DM-DIRECT, Algorithm C.2): the predicted oracle logits on every split.
+
+Which datamodel targets each reads (what ``fit_datamodels`` must fit, see
+:func:`unlearnflow.config.datamodel_splits`): DMM the training points only (its fine-tuning set is
+the forget set plus a retain sample drawn per model seed from all retain points, so the bank's
+union covers nearly the whole train split); DM-DIRECT every point of every split, because it is
+evaluated as predicted outputs: KLOM on the forget, retain and validation points, accuracy and
+the loss-threshold attack on the test points. The calibration reads the calibration forget set's
+training points.
 """
 
 from __future__ import annotations
@@ -49,6 +57,10 @@ def _effects(side: Mapping[str, Any], context) -> dm_direct.ForgetEffects:
 def _split_rows(datamodels, split: str, n_points: int) -> slice:
     """The rows of `split` among the datamodels' points (train, val, test in order)."""
     sizes = datamodels.split_sizes
+    fitted = list(getattr(datamodels, "fitted_splits", SPLIT_ORDER))
+    if split not in fitted:
+        raise UserError(f"datamodels were fitted on the {' + '.join(fitted)} points only, not {split}; "
+                        "refit them with a method that predicts every split (dm_direct) configured")
     if sizes.get(split) != n_points:
         raise UserError(f"datamodels of splits {sizes} do not match {n_points} {split} points; "
                         "refit them (fit_datamodels) on this data set")
