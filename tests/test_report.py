@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from unlearnflow.core.store import write_artifact
+from unlearnflow.core.store import STAGE_VERSIONS, write_artifact
 from unlearnflow.errors import UserError
 from unlearnflow.evaluation.rows import FLOAT_COLUMNS, REQUIRED_COLUMNS
 from unlearnflow.report.summary import write_report
@@ -51,7 +51,7 @@ def write_evaluation(path, forget_set, method, config, seed):
               "entropy/unlearned": rng.uniform(0, 2, (6, size)), "mia/fpr": fpr, "mia/tpr": fpr ** (0.3 + 0.2 * seed),
               **{f"klom/{group}": rng.uniform(0, 3, size) for group in ("forget", "retain", "validation")}}
     return write_artifact(path, "evaluation", arrays,
-                          attrs={"method": method, "config": config, "forget_set": forget_set}, version=1)
+                          attrs={"method": method, "config": config, "forget_set": forget_set}, version=STAGE_VERSIONS["evaluation"])
 
 
 @pytest.fixture(scope="module")
