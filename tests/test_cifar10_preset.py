@@ -5,13 +5,12 @@ and a reduced copy of it runs end to end on the CPU."""
 import math
 import pickle
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from workflow_runs import REPO, snakemake
 
 from unlearnflow.config import load_schema, needs, uses_calibration, validate_config
 from unlearnflow.core.artifacts import read_bank, read_dataset
@@ -19,7 +18,6 @@ from unlearnflow.core.data import load_dataset
 from unlearnflow.errors import UserError
 from unlearnflow.registry import spec_of
 
-REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "config" / "cifar10.yaml"
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -40,15 +38,6 @@ def write_cifar(directory: Path, per_batch: int = PER_BATCH, seed: int = 0) -> P
             b"num_vis": 3072}
     (directory / "batches.meta").write_bytes(pickle.dumps(meta))
     return directory
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--cores", "2", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def job_counts(output: str) -> dict[str, int]:

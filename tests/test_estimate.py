@@ -1,20 +1,17 @@
 """`unlearnflow estimate`: multiply-adds per forward, the plan's jobs, and a prediction of a run
 twice the size of a measured one, checked against what that run measures."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from torch import nn
+from workflow_runs import snakemake
 
 from unlearnflow.core.models import build_model
 from unlearnflow.errors import UserError
 from unlearnflow.ops.estimate import benchmark_seconds, estimate, forward_macs, parse_plan
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_forward_macs_counts_convolutions_and_linear_layers():
@@ -77,13 +74,6 @@ def run_config(name: str, models: int, max_train: int) -> dict:
             "forget_sets": {"r10": {"kind": "random", "size": 10}},
             "evaluation": {"ulira": {"base_models": 8, "forget_sets_per_model": 2, "forget_size": 2,
                                      "pool_size": 12}}}
-
-
-def snakemake(workdir: Path, *args: str) -> None:
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--cores", "2", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def measured_seconds(results: Path) -> float:

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from workflow_runs import REPO, snakemake
 
 from unlearnflow.config import load_schema, validate_config
 from unlearnflow.core.artifacts import concatenate_banks, read_bank, read_dataset, read_forget_set
 from unlearnflow.dmm.datamodel_set import fit_datamodel_set, read_calibration, read_datamodels
 from unlearnflow.runner import read_unlearned
 
-REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 TINY = {
@@ -39,15 +39,6 @@ LINEAR = {**TINY, "features": {"backbone": "identity", "pool": 2}, "model": {"ar
           "forget_sets": {"r30": {"kind": "random", "size": 30}},
           "methods": {"newton_certified": {}, "newton_source_free": {"grid": {"variant": ["corrected"]}},
                       "jit": {"hyperparameters": {"sigma": 0.05}}}}
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--cores", "2", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
