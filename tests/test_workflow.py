@@ -414,7 +414,7 @@ def test_a_damaged_input_is_named_on_the_console_and_its_advice_rebuilds_it(tiny
 #: The PGU paper's experiments on a digits CNN (config/pgu-cnn-*.yaml): forget sets each
 #: experiment evaluates (a sequence's prefixes each against its own oracles) and its methods.
 PGU_CNN_PRESETS = {
-    "pgu-cnn-class-sample.yaml": ({"pgu-cnn-class-sample": ["class_sample_0"]}, {"pgu", "pgu_tuned"}),
+    "pgu-cnn-class-sample.yaml": ({"pgu-cnn-class-sample": ["class_sample_0", "class_sample_5"]}, {"pgu", "pgu_tuned"}),
     "pgu-cnn-class.yaml": ({"pgu-cnn-class": ["class_0"]}, {"pgu", "pgu_tuned"}),
     "pgu-cnn-incremental.yaml": ({"pgu-cnn-incremental": [f"incremental_4x25@{r}" for r in range(1, 5)]},
                                  {"pgu", "pgu_tuned"}),
