@@ -525,3 +525,48 @@ def test_a_damaged_input_is_named_on_the_console_and_its_advice_rebuilds_it(tiny
     assert read_forget_set(tiny / target).indices.size == 5
     assert read_dataset(data).x_train.shape[0] > 0
     assert planned_jobs(tiny, target) == {}
+
+
+#: The PGU paper's experiments on a digits CNN (config/pgu-cnn-*.yaml): forget sets each
+#: experiment evaluates (a sequence's prefixes each against its own oracles) and its methods.
+PGU_CNN_PRESETS = {
+    "pgu-cnn-class-sample.yaml": ({"pgu-cnn-class-sample": ["class_sample_0", "class_sample_5"]}, {"pgu", "pgu_tuned"}),
+    "pgu-cnn-class.yaml": ({"pgu-cnn-class": ["class_0"]}, {"pgu", "pgu_tuned"}),
+    "pgu-cnn-incremental.yaml": ({"pgu-cnn-incremental": [f"incremental_4x25@{r}" for r in range(1, 5)]},
+                                 {"pgu", "pgu_tuned"}),
+    "pgu-cnn-depoison.yaml": ({f"pgu-cnn-depoison-{b}": [f"poison_{b}"] for b in (10, 20, 30)},
+                              {"pgu_depoison", "pgu_trgp"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PGU_CNN_PRESETS))
+def test_pgu_cnn_presets_plan_the_papers_experiments(tmp_path, name):
+    """Each preset plans, per experiment, the references and its PGU methods on its forget sets with
+    oracles per forget set (per prefix for Table 3), on the SmallVGG, and PGU reads no retain data."""
+    experiments, methods = PGU_CNN_PRESETS[name]
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    assert config["model"]["arch"] == "smallvgg" and set(config["methods"]) == methods
+    write_config(tmp_path, config)
+    jobs = dry_run_jobs(tmp_path)
+
+    def rule(job):  # the rule without another experiment's prefix
+        return job["rule"].split("_", 1)[1] if job["rule"].startswith("pgu-cnn-") else job["rule"]
+
+    for experiment, forget_sets in experiments.items():
+        mine = [job for job in jobs if any(path.startswith(f"results/{experiment}/") for path in job["input"])]
+        evaluated = {(job["wildcards"]["method"], job["wildcards"]["forget_set"]) for job in mine
+                     if rule(job) == "evaluate"}
+        assert evaluated == {(m, fs) for m in {"do_nothing", "retrain", *methods} for fs in forget_sets}
+        oracles = {job["wildcards"]["forget_set"] for job in mine if rule(job) == "gather_oracles"}
+        assert oracles == set(forget_sets)
+        for job in (job for job in mine if rule(job) == "unlearn"):
+            assert f"results/{experiment}/gradient_space.h5" in job["input"]
+            assert not any(path.endswith(("/data.h5", "/originals.h5")) or "/forget_sets/" in path
+                           for path in job["input"]), job
+    if name == "pgu-cnn-class.yaml":
+        assert all(m["hyperparameters"]["stopping"] == "class_rows" for m in config["methods"].values())
+    if name == "pgu-cnn-depoison.yaml":
+        budgets = [config["forget_sets"]["poison_10"]["budget"],
+                   *(e["forget_sets"][f"poison_{b}"]["budget"] for b, e in
+                     zip((20, 30), config["experiments"].values()))]
+        assert budgets == [0.1, 0.2, 0.3]

@@ -204,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--evaluations", nargs="+", required=True, help="evaluation HDF5 artifacts")
     side_option(sub)
 
+    sub = command("pgu-table", stages.pgu_table,
+                  "the PGU paper's tables (errors, attack, time; de-poisoning per budget) from report summaries")
+    sub.add_argument("summaries", nargs="+", help="results/EXPERIMENT/report/summary.csv files")
+    sub.add_argument("--acceptance", metavar="METHOD", help="also check issue 10's class-sample criteria for METHOD")
+    sub.add_argument("--out", help="write the markdown here (default: standard output)")
+
     sub = command("deletion-request", stages.deletion_request,
                   "process one deletion request against a model's ledger (new head model, certificate)",
                   "deletion_request")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -503,6 +504,16 @@ def make_report(*, out_dir: str, csv: Sequence[str], evaluations: Sequence[str],
     print(f"report: wrote {len(written)} files to {out_dir}")
 
 
+def pgu_table(*, summaries: Sequence[str], acceptance: str | None = None, out: str | None = None) -> None:
+    """The PGU paper's Tables 1-4 (:mod:`unlearnflow.report.pgu_tables`) from finished reports."""
+    from unlearnflow.report.pgu_tables import pgu_tables, read_summaries
+    text = pgu_tables(read_summaries(summaries), acceptance)
+    if out:
+        Path(out).write_text(text + "\n")
+    else:
+        print(text)
+
+
 def deletion_request(*, request: str, data: str, models: str, ledger_dir: str, side: Sequence[str] = (),
                      device: str = "cpu", threads: int = 0) -> None:
     """One deletion request against a model's ledger: the new head model and its certificate."""
@@ -522,8 +533,6 @@ def deletion_request(*, request: str, data: str, models: str, ledger_dir: str, s
 def check_config(*, config_file: str, schema: str | None = None) -> None:
     """Validate a config file as the workflow does (Snakemake itself reports a YAML syntax error
     in a --configfile without its place; this names the line and column)."""
-    from pathlib import Path
-
     from unlearnflow.config import load_config_file, load_schema, validate_config
     schema = schema or str(Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml")
     if not Path(schema).is_file():

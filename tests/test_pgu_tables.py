@@ -1,0 +1,115 @@
+"""The PGU paper's tables (unlearnflow.report.pgu_tables) from report summaries."""
+
+import math
+
+import pytest
+
+from unlearnflow.cli import main
+from unlearnflow.errors import UserError
+from unlearnflow.evaluation.rows import FLOAT_COLUMNS
+from unlearnflow.report.pgu_tables import (
+    best_rows,
+    class_sample_checks,
+    pgu_tables,
+    read_summaries,
+    recoveries,
+)
+from unlearnflow.report.summary import flag_best, write_summary_csv
+
+
+def row(forget_set, kind, method, config="default", **values):
+    """A complete summary row; accuracies and times as given, everything else 0.5."""
+    out = {column: 0.5 for column in FLOAT_COLUMNS}
+    out.update(method=method, config=config, forget_set=forget_set, forget_kind=kind, n_forget=30, n_oracles=50,
+               n_unlearned=50, status="ok", shift_corr_forget=math.nan, margin_mae_forget=0.1,
+               precompute_seconds=0.0, acc_test_original=0.99, retrain_seconds=2.0, unlearn_seconds=0.0)
+    out.update(values)
+    return out
+
+
+def class_sample_rows(pgu_forget=0.97, pgu_auc=0.6):
+    """do_nothing, retrain and two pgu configurations (the second has the lower selection score)."""
+    fs = "class_sample_0"
+    return [
+        row(fs, "class_sample", "do_nothing", acc_forget=1.0, acc_retain=1.0, acc_test=0.99, mia_pgu_auc=0.9,
+            mia_attack_auc=0.9, selection_score=5.0),
+        row(fs, "class_sample", "retrain", acc_forget=0.98, acc_retain=1.0, acc_test=0.99, mia_pgu_auc=0.5,
+            mia_attack_auc=0.9, selection_score=0.5, unlearn_seconds=2.0),
+        row(fs, "class_sample", "pgu_tuned", "lr=1.0", acc_forget=1.0, acc_retain=1.0, acc_test=0.99,
+            mia_pgu_auc=0.88, mia_attack_auc=0.9, selection_score=4.0, unlearn_seconds=0.1),
+        row(fs, "class_sample", "pgu_tuned", "lr=5.0", acc_forget=pgu_forget, acc_retain=0.998, acc_test=0.988,
+            mia_pgu_auc=pgu_auc, mia_attack_auc=0.9, selection_score=1.0, unlearn_seconds=0.2),
+    ]
+
+
+def summary(tmp_path, rows, name="summary.csv"):
+    return write_summary_csv(flag_best(rows), tmp_path / name)
+
+
+def test_removal_table_shows_each_methods_selected_configuration_as_errors_and_time(tmp_path):
+    rows = read_summaries([summary(tmp_path, class_sample_rows())])
+    chosen = best_rows(rows)["class_sample_0"]
+    assert [r["method"] for r in chosen] == ["do_nothing", "pgu_tuned", "retrain"]
+    assert chosen[1]["config"] == "lr=5.0"
+    text = pgu_tables(rows)
+    line = next(line for line in text.splitlines() if line.startswith("| pgu_tuned"))
+    # forget err 3.00, retain err 0.20, test err 1.20, MIA 0.600, power 0.900, score 1.000, 0.2 s, 0.1 x retrain
+    assert line == "| pgu_tuned | lr=5.0 | 3.00 | 0.20 | 1.20 | 0.600 | 0.900 | 1.000 | 0.2 | 0.100 |"
+    assert "lr=1.0" not in text
+
+
+def test_class_sample_checks_measure_against_retrain_and_the_originals(tmp_path):
+    rows = best_rows(read_summaries([summary(tmp_path, class_sample_rows())]))["class_sample_0"]
+    checks = class_sample_checks(rows, "pgu_tuned")
+    measured = [c.measured for c in checks]
+    assert measured == pytest.approx([1.0, 3.0, 0.2, 0.2, 0.3])
+    assert [c.passed for c in checks] == [True, True, True, True, True]
+    # a forget error far from the retrained one, and an attack that still finds the points
+    rows = best_rows(read_summaries([summary(tmp_path, class_sample_rows(pgu_forget=0.9, pgu_auc=0.89))]))
+    checks = class_sample_checks(rows["class_sample_0"], "pgu_tuned")
+    assert [c.passed for c in checks] == [False, True, True, True, False]
+
+
+def test_attack_check_does_not_apply_without_attack_power(tmp_path):
+    rows = class_sample_rows()
+    for r in rows:
+        r["mia_attack_auc"] = 0.6
+    checks = class_sample_checks(best_rows(read_summaries([summary(tmp_path, rows)]))["class_sample_0"], "pgu_tuned")
+    assert checks[-1].passed is None
+    assert "n/a" in pgu_tables(read_summaries([summary(tmp_path, rows)]), acceptance="pgu_tuned")
+
+
+def poison_rows(name, n_forget, poisoned, clean, methods):
+    rows = [row(name, "poison", "do_nothing", n_forget=n_forget, acc_test=poisoned, acc_test_oracle=clean),
+            row(name, "poison", "retrain", n_forget=n_forget, acc_test=clean, acc_test_oracle=clean)]
+    rows += [row(name, "poison", method, n_forget=n_forget, acc_test=acc, acc_test_oracle=clean)
+             for method, acc in methods.items()]
+    return rows
+
+
+def test_depoison_table_has_one_line_per_budget_with_the_share_recovered(tmp_path):
+    paths = [summary(tmp_path, poison_rows("poison_20", 250, 0.80, 0.98, {"pgu_depoison": 0.89, "pgu_trgp": 0.95}),
+                     "a.csv"),
+             summary(tmp_path, poison_rows("poison_10", 125, 0.90, 0.98, {"pgu_depoison": 0.94, "pgu_trgp": 0.90}),
+                     "b.csv")]
+    rows = read_summaries(paths)
+    found = recoveries(rows)
+    assert [r.forget_set for r in found] == ["poison_10", "poison_20"]  # by budget
+    assert found[1].recovered("pgu_depoison") == pytest.approx(0.5)
+    assert found[0].recovered("pgu_trgp") == pytest.approx(0.0)
+    text = pgu_tables(rows)
+    assert "| poison_20 | 250 | 80.00 | 98.00 | 89.00 (50%) | 95.00 (83%) |" in text
+    assert "### `poison" not in text  # poison sets only in Table 4
+
+
+def test_cli_writes_the_tables_and_rejects_a_file_that_is_not_a_summary(tmp_path, capsys):
+    path = summary(tmp_path, class_sample_rows())
+    out = tmp_path / "tables.md"
+    assert main(["pgu-table", str(path), "--acceptance", "pgu_tuned", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "### `class_sample_0`" in text and "Acceptance (issue 10) for `pgu_tuned`" in text
+    raw = tmp_path / "raw.csv"
+    raw.write_text("\n".join(path.read_text().splitlines()[:2]).replace(",best", ",other"))
+    with pytest.raises(UserError, match="not a report summary"):
+        read_summaries([raw])
+    assert main(["pgu-table", str(tmp_path / "missing.csv")]) == 2
