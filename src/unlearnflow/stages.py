@@ -319,8 +319,8 @@ def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlear
              out_h5: str, out_csv: str, requests: int | None = None, from_scratch: bool = False,
              ulira: str | None = None, labels_from: str | None = None, seed: int = 0, threads: int = 0) -> None:
     """Every metric of every configuration of one (method, forget set[, prefix of a sequence])."""
+    from unlearnflow.evaluation.evaluate import SELECTION_INTERVAL_REPLICATES, references, select_best
     from unlearnflow.evaluation.evaluate import evaluate as evaluate_bank
-    from unlearnflow.evaluation.evaluate import references, select_best
     from unlearnflow.evaluation.rows import DIVERGED, ROW_COLUMNS
     use_threads(threads)
     lineage = model_lineage(data, labels_from, forget_set)
@@ -335,10 +335,18 @@ def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlear
     banks = unlearned_banks(unlearned, dataset, requests, torch.device("cpu"), method, chosen.name, lineage,
                             with_weights=linear)
     shared = references(dataset, chosen, originals_bank, oracles_bank, seed)
-    results = [evaluate_bank(dataset, chosen, originals_bank, oracles_bank, bank, method, label, seed=seed,
-                             ulira_accuracy=ulira_accuracy, paired_with_originals=not from_scratch, shared=shared)
-               for label, bank in banks.items()]
+
+    def evaluated(label: str, n_boot: int):
+        return evaluate_bank(dataset, chosen, originals_bank, oracles_bank, banks[label], method, label, seed=seed,
+                             ulira_accuracy=ulira_accuracy, paired_with_originals=not from_scratch, shared=shared,
+                             n_boot=n_boot)
+
+    # the selection score's bootstrap interval (200 KLOM evaluations) only for the selected configuration
+    results = [evaluated(label, 0 if len(banks) > 1 else SELECTION_INTERVAL_REPLICATES) for label in banks]
     best = select_best(results)
+    if len(banks) > 1 and best.row["status"] != DIVERGED:
+        position = results.index(best)
+        best = results[position] = evaluated(best.row["config"], SELECTION_INTERVAL_REPLICATES)
     inputs = [data, forget_set, originals, oracles, unlearned]
     write_artifact(out_h5, "evaluation", best.arrays,
                    provenance_record=provenance({}, {"seed": seed}, inputs, lineage),

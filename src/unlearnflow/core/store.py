@@ -56,7 +56,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "forget_set": 1,
     "forget_samples": 1,
     "model_bank": 1,
-    "evaluation": 2,
+    "evaluation": 3,
     "unlearned": 2,
     "datamodels": 2,
     "datamodels_part": 1,

@@ -41,6 +41,8 @@ from unlearnflow.metrics.mia import PguAttack, fit_pgu_attack, judge, per_exampl
 from unlearnflow.metrics.readouts import accuracy, exclude_classes, prediction_entropy, remove_class_rows
 
 SIMPLE_MIA_FOLDS = 5
+#: bootstrap replicates of the selection score's interval
+SELECTION_INTERVAL_REPLICATES = 200
 #: one random stream per read-out: ``np.random.default_rng([seed, STREAMS[name]])``
 STREAMS = {"noise_floor": 0, "bootstrap": 1, "simple_mia": 2, "pgu_attack": 3}
 
@@ -94,7 +96,7 @@ def references(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, or
 
 def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
              unlearned: ModelBank, method: str, config: str = "default", seed: int = 0,
-             ulira_accuracy: float = math.nan, n_boot: int = 200,
+             ulira_accuracy: float = math.nan, n_boot: int = SELECTION_INTERVAL_REPLICATES,
              paired_with_originals: bool = True, shared: References | None = None) -> Evaluation:
     """Compare `unlearned` with `oracles` (KLOM, accuracies, entropy, MIAs, cost).
 
@@ -106,6 +108,8 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     apart as the paper does. `paired_with_originals` says that
     unlearned model i started from original model i (false for retraining from scratch).
     `shared` is :func:`references` of the same banks and seed, computed here when not given.
+    `n_boot` is the number of bootstrap replicates of the selection score's interval (0: no
+    interval, NaN; a workflow job computes it for the selected configuration only).
     """
     if not all(np.isfinite(logits).all() for logits in unlearned.logits.values()):
         return diverged_evaluation(dataset, forget_set, originals, oracles, unlearned, method, config, ulira_accuracy)
@@ -116,8 +120,9 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     unlearned_margins = group_margins(unlearned, dataset, forget_set)
     per_point = klom(oracle_margins, unlearned_margins)
     summary = summarise(per_point, groups)
+    no_interval = {group: (math.nan, math.nan) for group in GROUPS}
     intervals = bootstrap_ci(oracle_margins, unlearned_margins, groups, _stream(seed, "bootstrap"), stat="p95",
-                             n_boot=n_boot)
+                             n_boot=n_boot) if n_boot else no_interval
 
     row = _identity(forget_set, oracles, unlearned, method, config, OK)
     for group in GROUPS:
