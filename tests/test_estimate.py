@@ -7,11 +7,12 @@ import pytest
 import torch
 import yaml
 from torch import nn
-from workflow_runs import snakemake
+from workflow_runs import REPO, snakemake
 
+from unlearnflow.config import load_schema, validate_config
 from unlearnflow.core.models import build_model
 from unlearnflow.errors import UserError
-from unlearnflow.ops.estimate import benchmark_seconds, estimate, forward_macs, parse_plan
+from unlearnflow.ops.estimate import Job, Sizes, benchmark_seconds, estimate, forward_macs, job_work, parse_plan
 
 
 def test_forward_macs_counts_convolutions_and_linear_layers():
@@ -78,6 +79,23 @@ def run_config(name: str, models: int, max_train: int) -> dict:
 
 def measured_seconds(results: Path) -> float:
     return sum(benchmark_seconds(path) for path in (results / "benchmarks").rglob("*.tsv"))
+
+
+def test_training_work_follows_each_recipe_with_its_defaults():
+    """Epochs come from the recipe with the trainer's defaults (20 when unset), the oracles' from
+    their own overrides, and a linear recipe trains to optimum in one pass."""
+    config = validate_config({"experiment": "x", "data": {"loader": "digits"}, "model": {"arch": "mlp"},
+                              "training": {}, "originals": {"models": 4, "chunk_size": 2},
+                              "oracles": {"models": 4, "chunk_size": 2, "training": {"epochs": 5}},
+                              "forget_sets": {"r5": {"kind": "random", "size": 5}}}, load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    sizes = Sizes(n_train=100, n_points=150, input_size=64, classes=10, macs=1000, parameters=650)
+    chunk = {"chunk": "0-1"}
+    original = job_work(Job("train_originals", chunk, (), None), config, sizes, {})
+    oracle = job_work(Job("train_oracles", {**chunk, "forget_set": "r5"}, (), None), config, sizes, {})
+    assert original == 2 * 20 * 100 * 1000 and oracle == 2 * 5 * 100 * 1000
+    linear = {**config, "training": {"optimizer": "lbfgs", "loss": "squared", "lam": 1e-3, "noise_std": 0.1},
+              "oracles": {"models": 4, "chunk_size": 2}}
+    assert job_work(Job("train_originals", chunk, (), None), linear, sizes, {}) == 2 * 100 * 1000
 
 
 def test_a_missing_measured_run_is_one_line(tmp_path):

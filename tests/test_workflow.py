@@ -197,6 +197,9 @@ def test_real_run_with_datamodel_methods(tmp_path):
     ({**LINEAR, "model": {"arch": "mlp"}}, "config: model: optimizer lbfgs trains bias-free linear models"),
     ({**LINEAR, "methods": {"newton_certified": {"hyperparameters": {"lam": 0.1}}}},
      "config: methods.newton_certified: lam comes from the training recipe (0.001)"),
+    ({"features": {"backbone": "identity"}}, "config: features: extracted features are the inputs of linear models"),
+    ({**LINEAR, **DATAMODELS, "methods": {"dm_direct": {}}},
+     "config: methods.dm_direct: needs datamodels, fitted on subset models, which a linear experiment"),
 ])
 def test_config_errors_are_one_line(tmp_path, change, message):
     write_config(tmp_path, {**TINY, **change})

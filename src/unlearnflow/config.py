@@ -116,6 +116,9 @@ def _check_training(config: Mapping[str, Any]) -> None:
     if "features" in config:
         check_features_spec(config["features"])
     if not is_linear_recipe(config["training"]):
+        if "features" in config:
+            raise UserError("config: features: extracted features are the inputs of linear models trained to "
+                            "optimum; set training.optimizer: lbfgs or remove features")
         if is_linear_recipe(oracle_training(config)):
             raise UserError("config: oracles.training: optimizer lbfgs must be the experiment's training recipe")
         TrainConfig.from_mapping(config["training"])
@@ -131,6 +134,10 @@ def _check_training(config: Mapping[str, Any]) -> None:
     if "features" not in config:
         raise UserError("config: features: optimizer lbfgs trains on feature rows of norm <= 1; "
                         "add features: {backbone: identity}")
+    for method in config["methods"]:
+        if "datamodels" in needs(config, method):
+            raise UserError(f"config: methods.{method}: needs datamodels, fitted on subset models, which a "
+                            "linear experiment (optimizer lbfgs) does not train; remove it")
 
 
 def is_linear_experiment(config: Mapping[str, Any]) -> bool:

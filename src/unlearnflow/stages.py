@@ -319,8 +319,8 @@ def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlear
              out_h5: str, out_csv: str, requests: int | None = None, from_scratch: bool = False,
              ulira: str | None = None, labels_from: str | None = None, seed: int = 0, threads: int = 0) -> None:
     """Every metric of every configuration of one (method, forget set[, prefix of a sequence])."""
-    from unlearnflow.evaluation.evaluate import SELECTION_INTERVAL_REPLICATES, references, select_best
     from unlearnflow.evaluation.evaluate import evaluate as evaluate_bank
+    from unlearnflow.evaluation.evaluate import group_margins, references, select_best, selection_interval
     from unlearnflow.evaluation.rows import DIVERGED, ROW_COLUMNS
     use_threads(threads)
     lineage = model_lineage(data, labels_from, forget_set)
@@ -336,17 +336,14 @@ def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlear
                             with_weights=linear)
     shared = references(dataset, chosen, originals_bank, oracles_bank, seed)
 
-    def evaluated(label: str, n_boot: int):
-        return evaluate_bank(dataset, chosen, originals_bank, oracles_bank, banks[label], method, label, seed=seed,
-                             ulira_accuracy=ulira_accuracy, paired_with_originals=not from_scratch, shared=shared,
-                             n_boot=n_boot)
-
     # the selection score's bootstrap interval (200 KLOM evaluations) only for the selected configuration
-    results = [evaluated(label, 0 if len(banks) > 1 else SELECTION_INTERVAL_REPLICATES) for label in banks]
+    results = [evaluate_bank(dataset, chosen, originals_bank, oracles_bank, bank, method, label, seed=seed,
+                             ulira_accuracy=ulira_accuracy, paired_with_originals=not from_scratch, shared=shared,
+                             n_boot=0) for label, bank in banks.items()]
     best = select_best(results)
-    if len(banks) > 1 and best.row["status"] != DIVERGED:
-        position = results.index(best)
-        best = results[position] = evaluated(best.row["config"], SELECTION_INTERVAL_REPLICATES)
+    if best.row["status"] != DIVERGED:
+        chosen_margins = group_margins(banks[best.row["config"]], dataset, chosen)
+        best.row.update(selection_interval(shared, chosen_margins, seed))
     inputs = [data, forget_set, originals, oracles, unlearned]
     write_artifact(out_h5, "evaluation", best.arrays,
                    provenance_record=provenance({}, {"seed": seed}, inputs, lineage),

@@ -12,8 +12,9 @@ one schema the report reads back. A configuration whose models output NaN or inf
 metrics (:func:`diverged_evaluation`), and :func:`select_best` never picks it.
 
 What depends only on the references (the oracles' noise floor and the PGU attack, trained on
-original vs retrained models) is computed once per forget set (:func:`references`) and shared
-by every configuration evaluated against it. Each random read-out draws from its own stream
+original vs retrained models) is computed once per evaluation job (:func:`references`) and
+shared by every configuration evaluated in it; its random streams make it the same in every
+job of the forget set, so one attack judges every method. Each random read-out draws from its own stream
 of the seed (:data:`STREAMS`), so a result's numbers do not depend on what was evaluated before.
 """
 
@@ -61,7 +62,7 @@ class Evaluation:
 
 @dataclass
 class References:
-    """What every result of one forget set is compared with, computed once by :func:`references`.
+    """What every result of one forget set is compared with, computed by :func:`references`.
 
     groups: point indices of the forget, retain and validation groups in the margin columns.
     oracle_margins: the oracles' margins on [train, validation] points, (models, points).
@@ -120,9 +121,6 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     unlearned_margins = group_margins(unlearned, dataset, forget_set)
     per_point = klom(oracle_margins, unlearned_margins)
     summary = summarise(per_point, groups)
-    no_interval = {group: (math.nan, math.nan) for group in GROUPS}
-    intervals = bootstrap_ci(oracle_margins, unlearned_margins, groups, _stream(seed, "bootstrap"), stat="p95",
-                             n_boot=n_boot) if n_boot else no_interval
 
     row = _identity(forget_set, oracles, unlearned, method, config, OK)
     for group in GROUPS:
@@ -130,9 +128,7 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
             row[f"klom_{group}_{statistic}"] = summary[group][statistic]
         row[f"floor_{group}_p95"] = floor_summary[group]["p95"]
     row["selection_score"] = selection_score(summary)
-    # Averaging the groups' interval ends: a conservative interval for the equal-weight mean.
-    row["selection_ci_low"] = float(np.mean([intervals[g][0] for g in GROUPS]))
-    row["selection_ci_high"] = float(np.mean([intervals[g][1] for g in GROUPS]))
+    row.update(selection_interval(shared, unlearned_margins, seed, n_boot))
     row["floor_selection_score"] = selection_score(floor_summary)
     row.update(_readouts(dataset, forget_set, originals, oracles, unlearned))
     original_forget_margins = margins(originals.logits["train"][:, forget], labels[forget])
@@ -153,6 +149,20 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     arrays.update({f"entropy/{name}": value for name, value in entropies.items()})
     arrays.update({"mia/fpr": attack.fpr, "mia/tpr": attack.tpr})
     return Evaluation(row=row, arrays=arrays)
+
+
+def selection_interval(shared: References, unlearned_margins: np.ndarray, seed: int,
+                       n_boot: int = SELECTION_INTERVAL_REPLICATES) -> dict[str, float]:
+    """``selection_ci_low`` and ``selection_ci_high``: the groups' bootstrap intervals of KLOM-95
+    (:func:`~unlearnflow.metrics.klom.bootstrap_ci`, `n_boot` replicates) averaged end by end, a
+    conservative interval for their equal-weight mean; NaN when `n_boot` is 0. `unlearned_margins`
+    are :func:`group_margins` of the unlearned bank."""
+    if not n_boot:
+        return {"selection_ci_low": math.nan, "selection_ci_high": math.nan}
+    intervals = bootstrap_ci(shared.oracle_margins, unlearned_margins, shared.groups, _stream(seed, "bootstrap"),
+                             stat="p95", n_boot=n_boot)
+    return {"selection_ci_low": float(np.mean([intervals[g][0] for g in GROUPS])),
+            "selection_ci_high": float(np.mean([intervals[g][1] for g in GROUPS]))}
 
 
 def diverged_evaluation(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,

@@ -44,11 +44,22 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from unlearnflow.config import GPU_RULES, load_config_file, load_schema, rule_resources, validate_config
+from unlearnflow.config import (
+    GPU_RULES,
+    datamodel_outputs,
+    datamodel_splits,
+    load_config_file,
+    load_schema,
+    oracle_training,
+    rule_resources,
+    validate_config,
+)
 from unlearnflow.core.forget_sets import split_step_name
 from unlearnflow.core.models import build_model
+from unlearnflow.core.training import TrainConfig
 from unlearnflow.errors import UserError
-from unlearnflow.registry import PREDICTS_OUTPUTS, configurations, spec_of
+from unlearnflow.registry import PREDICTS_OUTPUTS, REFERENCES, configurations, spec_of
+from unlearnflow.sourcefree.linear import is_linear_recipe
 
 #: Rules that train a bank with the vectorised trainer: the bank whose size they follow.
 TRAINING_RULES = {"train_originals": "originals", "train_oracles": "oracles", "train_subset_models": "subset_models",
@@ -172,7 +183,7 @@ def _chunk_models(wildcards: Mapping[str, str]) -> int:
 
 
 def _configurations(config: Mapping[str, Any], method: str) -> int:
-    if method in ("do_nothing", "retrain"):
+    if method in REFERENCES:
         return 1
     return len(configurations(method, config["methods"].get(method, {})))
 
@@ -183,8 +194,14 @@ def _forget_size(config: Mapping[str, Any], name: str) -> int:
 
 
 def _datamodel_targets(config: Mapping[str, Any], sizes: Sizes) -> int:
-    outputs = config["datamodels"].get("outputs", ["margins", "logits"])
-    return sizes.n_points * sum(sizes.classes if output == "logits" else 1 for output in outputs)
+    """Targets the datamodel fit solves: the configured outputs on the splits the methods read."""
+    points = sizes.n_train if datamodel_splits(config) == ["train"] else sizes.n_points
+    return points * sum(sizes.classes if output == "logits" else 1 for output in datamodel_outputs(config))
+
+
+def _epochs(training: Mapping[str, Any]) -> int:
+    """Epochs of a training recipe (its defaults applied); 1 for linear models trained to optimum."""
+    return 1 if is_linear_recipe(training) else TrainConfig.from_mapping(training).epochs
 
 
 def _training_work(config: Mapping[str, Any], models: int, fraction: float, sizes: Sizes, epochs: int) -> float:
@@ -194,14 +211,16 @@ def _training_work(config: Mapping[str, Any], models: int, fraction: float, size
 def job_work(job: Job, config: Mapping[str, Any], sizes: Sizes, n_jobs: Mapping[str, int]) -> float:
     """The size of a job's work, in units that its measured seconds are proportional to."""
     rule, wildcards = job.rule, job.wildcards
-    epochs = config["training"]["epochs"]
+    epochs, oracle_epochs = _epochs(config["training"]), _epochs(oracle_training(config))
     ulira = config["evaluation"]["ulira"]
-    if rule in ("train_originals", "train_oracles"):
+    if rule == "train_originals":
         return _training_work(config, _chunk_models(wildcards), 1.0, sizes, epochs)
+    if rule == "train_oracles":
+        return _training_work(config, _chunk_models(wildcards), 1.0, sizes, oracle_epochs)
     if rule == "train_subset_models":
         return _training_work(config, _chunk_models(wildcards), config["subset_models"]["fraction"], sizes, epochs)
     if rule == "retrain":
-        return _training_work(config, config["oracles"]["models"], 1.0, sizes, epochs)
+        return _training_work(config, config["oracles"]["models"], 1.0, sizes, oracle_epochs)
     if rule == "ulira_base_models":
         return _training_work(config, ulira["base_models"], 0.5, sizes, epochs)
     if rule == "ulira":
