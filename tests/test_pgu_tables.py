@@ -87,6 +87,12 @@ def poison_rows(name, n_forget, poisoned, clean, methods):
     return rows
 
 
+def test_summaries_that_share_a_forget_set_name_are_refused(tmp_path):
+    paths = [summary(tmp_path, class_sample_rows(), name) for name in ("a.csv", "b.csv")]
+    with pytest.raises(UserError, match="forget set 'class_sample_0' appears in several summaries"):
+        best_rows(read_summaries(paths))
+
+
 def test_depoison_table_has_one_line_per_budget_with_the_share_recovered(tmp_path):
     paths = [summary(tmp_path, poison_rows("poison_20", 250, 0.80, 0.98, {"pgu_depoison": 0.89, "pgu_trgp": 0.95}),
                      "a.csv"),

@@ -58,6 +58,11 @@ def best_rows(rows: Iterable[Row]) -> dict[str, list[Row]]:
     out = {}
     for (forget_set,), set_rows in group_by(rows, "forget_set").items():
         chosen = [row for row in set_rows if row["best"]]
+        methods = [row["method"] for row in chosen]
+        repeated = sorted({method for method in methods if methods.count(method) > 1})
+        if repeated:
+            raise UserError(f"pgu-table: forget set '{forget_set}' appears in several summaries (method "
+                            f"{repeated[0]} twice); give summaries of experiments with distinct forget sets")
         out[forget_set] = sorted(chosen, key=lambda row: method_key(row["method"]))
     return out
 
