@@ -38,6 +38,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -61,9 +62,8 @@ from unlearnflow.errors import UserError
 from unlearnflow.registry import PREDICTS_OUTPUTS, REFERENCES, configurations, spec_of
 from unlearnflow.sourcefree.linear import is_linear_recipe
 
-#: Rules that train a bank with the vectorised trainer: the bank whose size they follow.
-TRAINING_RULES = {"train_originals": "originals", "train_oracles": "oracles", "train_subset_models": "subset_models",
-                  "retrain": "oracles", "ulira_base_models": "ulira"}
+#: Rules that train a bank with the vectorised trainer.
+TRAINING_RULES = frozenset({"train_originals", "train_oracles", "train_subset_models", "retrain", "ulira_base_models"})
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ def _epochs(training: Mapping[str, Any]) -> int:
     return 1 if is_linear_recipe(training) else TrainConfig.from_mapping(training).epochs
 
 
-def _training_work(config: Mapping[str, Any], models: int, fraction: float, sizes: Sizes, epochs: int) -> float:
+def _training_work(models: int, fraction: float, sizes: Sizes, epochs: int) -> float:
     return models * epochs * fraction * sizes.n_train * sizes.macs
 
 
@@ -214,15 +214,15 @@ def job_work(job: Job, config: Mapping[str, Any], sizes: Sizes, n_jobs: Mapping[
     epochs, oracle_epochs = _epochs(config["training"]), _epochs(oracle_training(config))
     ulira = config["evaluation"]["ulira"]
     if rule == "train_originals":
-        return _training_work(config, _chunk_models(wildcards), 1.0, sizes, epochs)
+        return _training_work(_chunk_models(wildcards), 1.0, sizes, epochs)
     if rule == "train_oracles":
-        return _training_work(config, _chunk_models(wildcards), 1.0, sizes, oracle_epochs)
+        return _training_work(_chunk_models(wildcards), 1.0, sizes, oracle_epochs)
     if rule == "train_subset_models":
-        return _training_work(config, _chunk_models(wildcards), config["subset_models"]["fraction"], sizes, epochs)
+        return _training_work(_chunk_models(wildcards), config["subset_models"]["fraction"], sizes, epochs)
     if rule == "retrain":
-        return _training_work(config, config["oracles"]["models"], 1.0, sizes, oracle_epochs)
+        return _training_work(config["oracles"]["models"], 1.0, sizes, oracle_epochs)
     if rule == "ulira_base_models":
-        return _training_work(config, ulira["base_models"], 0.5, sizes, epochs)
+        return _training_work(ulira["base_models"], 0.5, sizes, epochs)
     if rule == "ulira":
         # retraining the base models' shadows dominates, then one unlearning per shadow set
         return ulira["base_models"] * ulira["forget_sets_per_model"] * sizes.macs * sizes.n_train * (
@@ -358,7 +358,7 @@ class Measured:
         beyond = max(sum(times) - fixed * len(times), 0.0)
         return fixed, (beyond / work if work > 0 else 0.0)
 
-    @property
+    @cached_property
     def startup(self) -> float:
         """A job's fixed cost: the median of what the jobs that record their compute time spend
         besides it (start-up, reading inputs, writing outputs), or the shortest job."""
