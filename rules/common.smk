@@ -176,12 +176,6 @@ def unlearn_inputs(wildcards):
     return {**inputs, **side_inputs(wildcards.method, wildcards.forget_set)}
 
 
-def ulira_result(wildcards):
-    """U-LiRA's attacker accuracy of a method; linear experiments have none (its shadows train
-    with the torch trainer; the weight distance and certificates measure them instead)."""
-    return [] if LINEAR else [f"{RESULTS}/ulira/{wildcards.method}.csv"]
-
-
 def input_flags(*names):
     """A params function: --NAME PATH for each of `names` present in the rule's input."""
 
@@ -192,14 +186,30 @@ def input_flags(*names):
     return flags
 
 
-def unlearned_bank(wildcards):
+def unlearned_bank(method, forget_set):
     """The bank a method produced for a forget set (do_nothing: the original models; a method's
     result holds every request of a sequence)."""
-    if wildcards.method == "do_nothing":
+    if method == "do_nothing":
         return f"{RESULTS}/originals.h5"
-    if wildcards.method == "retrain":
-        return f"{RESULTS}/unlearned/retrain/{wildcards.forget_set}.h5"
-    return f"{RESULTS}/unlearned/{wildcards.method}/{split_step_name(wildcards.forget_set)[0]}.h5"
+    if method == "retrain":
+        return f"{RESULTS}/unlearned/retrain/{forget_set}.h5"
+    return f"{RESULTS}/unlearned/{method}/{split_step_name(forget_set)[0]}.h5"
+
+
+def evaluated_banks(wildcards):
+    """The bank of every method on a forget set, in METHODS order."""
+    return [unlearned_bank(method, wildcards.forget_set) for method in METHODS]
+
+
+def per_method_flags(wildcards, input, output):
+    """--method, --unlearned, --out-h5, --out-csv (and --ulira: linear experiments have none, their
+    weight distance and certificates measure them instead) for each method, in METHODS order."""
+    flags = []
+    for index, method in enumerate(METHODS):
+        flags += [f"--method {method} --unlearned {input.unlearned[index]} --out-h5 {output.h5[index]} "
+                  f"--out-csv {output.csv[index]}"]
+        flags += [f"--ulira {input.ulira[index]}"] if input.ulira else []
+    return " ".join(flags)
 
 
 def trak_checkpoints(wildcards):

@@ -4,27 +4,27 @@
 
 
 rule evaluate:
-    """KLOM (with noise floor and bootstrap interval), accuracies, entropy, MIAs and cost."""
+    """KLOM (with noise floor and bootstrap interval), accuracies, entropy, MIAs and cost of every
+    method on one forget set: the data, oracles and reference attacks are read once for all."""
     input:
         data=DATA,
         forget_set=forget_set_file,
         originals=f"{RESULTS}/originals.h5",
         oracles=f"{RESULTS}/oracles/{{forget_set}}.h5",
-        unlearned=unlearned_bank,
-        ulira=ulira_result,
+        unlearned=evaluated_banks,
+        ulira=[] if LINEAR else [f"{RESULTS}/ulira/{method}.csv" for method in METHODS],
         labels=poisoned_labels(),
     output:
-        h5=f"{RESULTS}/evaluation/{{method}}/{{forget_set}}.h5",
-        csv=f"{RESULTS}/evaluation/{{method}}/{{forget_set}}.csv",
+        h5=[f"{RESULTS}/evaluation/{method}/{{forget_set}}.h5" for method in METHODS],
+        csv=[f"{RESULTS}/evaluation/{method}/{{forget_set}}.csv" for method in METHODS],
     log:
-        f"{RESULTS}/logs/evaluation/{{method}}/{{forget_set}}.log",
+        f"{RESULTS}/logs/evaluation/{{forget_set}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/evaluation/{{method}}/{{forget_set}}.tsv"
+        f"{RESULTS}/benchmarks/evaluation/{{forget_set}}.tsv"
     params:
-        from_scratch=lambda wildcards: "--from-scratch" if wildcards.method == "retrain" else "",
+        methods=per_method_flags,
         requests=requests_flag,
         labels=labels_flag,
-        ulira=input_flags("ulira"),
         seed=config["seed"],
         version=STAGE_VERSIONS["evaluation"],
     threads: threads_of("evaluate")
@@ -36,9 +36,7 @@ rule evaluate:
     shell:
         "python -m unlearnflow evaluate --stage-version {params.version} --data {input.data} "
         "--forget-set {input.forget_set} {params.requests} --originals {input.originals} --oracles {input.oracles} "
-        "--unlearned {input.unlearned} --method {wildcards.method} {params.from_scratch} {params.labels} "
-        "{params.ulira} --seed {params.seed} --threads {threads} --out-h5 {output.h5} "
-        "--out-csv {output.csv} > {log} 2>&1"
+        "{params.methods} --from-scratch retrain {params.labels} --seed {params.seed} --threads {threads} > {log} 2>&1"
 
 
 rule report:

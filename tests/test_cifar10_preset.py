@@ -107,7 +107,7 @@ def expected_plan(config: dict) -> dict[str, int]:
     plan = {"prepare_data": 1, "forget_sets": trained_sets, "train_originals": chunks["originals"],
             "gather_originals": 1, "train_oracles": trained_sets * chunks["oracles"], "gather_oracles": trained_sets,
             "retrain": n_sets, "train_subset_models": chunks["subset_models"], "unlearn": len(methods) * n_sets,
-            "evaluate": (len(methods) + 2) * n_sets, "ulira_base_models": 1, "ulira": len(methods) + 2,
+            "evaluate": n_sets, "ulira_base_models": 1, "ulira": len(methods) + 2,
             "report": 1, "all": 1}
     if uses_calibration(config):
         plan["calibrate_datamodels"] = 1

@@ -52,8 +52,8 @@ def world(tmp_path_factory, one_thread):
 def evaluate(results, originals="originals.h5", unlearned="originals.h5", method="do_nothing", out="evaluation"):
     stages.evaluate(data=str(results / "data.h5"), forget_set=str(results / "forget_sets" / "r.h5"),
                     originals=str(results / originals), oracles=str(results / "oracles" / "r.h5"),
-                    unlearned=str(results / unlearned), method=method, out_h5=str(results / out / "e.h5"),
-                    out_csv=str(results / out / "e.csv"), threads=1)
+                    unlearned=[str(results / unlearned)], method=[method], out_h5=[str(results / out / "e.h5")],
+                    out_csv=[str(results / out / "e.csv")], threads=1)
 
 
 # --- 1. a bank of the wrong role, or made from other data, is refused ----------------------------
@@ -308,3 +308,34 @@ def test_a_bad_line_of_an_index_file_is_named(tmp_path):
     with pytest.raises(UserError, match=r"ids.txt, line 2: 'x3' is not an integer index"):
         validate_config(config_with(forget_sets={"f": {"kind": "indices", "file": str(tmp_path / "ids.txt")}}),
                         load_schema(SCHEMA))
+
+
+# --- one evaluation job judges every method of a forget set ---------------------------------------
+
+def test_methods_evaluated_in_one_job_get_the_rows_each_gets_alone(world, tmp_path):
+    results = tmp_path / "results" / "tiny"
+    shutil.copytree(world, results)
+    stages.unlearn(method="gradient_descent", method_config={"grid": {"lr": [0.01, 0.1]}},
+                   originals=str(results / "originals.h5"), data=str(results / "data.h5"),
+                   forget_set=str(results / "forget_sets" / "r.h5"), seed=0, device="cpu", threads=1,
+                   out=str(results / "unlearned" / "gd.h5"))
+    evaluate(results, unlearned="unlearned/gd.h5", method="gradient_descent", out="alone")
+    methods = {"do_nothing": "originals.h5", "gradient_descent": "unlearned/gd.h5"}
+    stages.evaluate(data=str(results / "data.h5"), forget_set=str(results / "forget_sets" / "r.h5"),
+                    originals=str(results / "originals.h5"), oracles=str(results / "oracles" / "r.h5"),
+                    method=list(methods), unlearned=[str(results / path) for path in methods.values()],
+                    out_h5=[str(results / "together" / f"{m}.h5") for m in methods],
+                    out_csv=[str(results / "together" / f"{m}.csv") for m in methods], threads=1)
+    alone, together = (read_csv(results / folder / name) for folder, name in
+                       (("alone", "e.csv"), ("together", "gradient_descent.csv")))
+    assert [row["config"] for row in together] == ["default", "lr=0.01", "lr=0.1"]
+    for mine, theirs in zip(alone, together):
+        assert mine.keys() == theirs.keys()
+        assert all(mine[key] == theirs[key] or (isinstance(mine[key], float) and math.isnan(mine[key])
+                                                and math.isnan(theirs[key])) for key in mine), (mine, theirs)
+    assert read_csv(results / "together" / "do_nothing.csv")[0]["method"] == "do_nothing"
+    with pytest.raises(UserError, match="one --unlearned, --out-h5, --out-csv"):
+        stages.evaluate(data=str(results / "data.h5"), forget_set=str(results / "forget_sets" / "r.h5"),
+                        originals=str(results / "originals.h5"), oracles=str(results / "oracles" / "r.h5"),
+                        method=list(methods), unlearned=[str(results / "originals.h5")],
+                        out_h5=[str(results / "x.h5")], out_csv=[str(results / "x.csv")], threads=1)

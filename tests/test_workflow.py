@@ -76,7 +76,7 @@ def test_default_config_and_presets_are_valid(path):
 def test_dry_run_plans_the_expected_jobs(tiny):
     assert planned_jobs(tiny) == {"prepare_data": 1, "forget_sets": 2, "train_originals": 2, "gather_originals": 1,
                                   "train_oracles": 4, "gather_oracles": 2, "retrain": 2, "ulira_base_models": 1,
-                                  "ulira": 2, "evaluate": 4, "report": 1, "all": 1}
+                                  "ulira": 2, "evaluate": 2, "report": 1, "all": 1}
 
 
 DATAMODELS = {
@@ -94,7 +94,7 @@ def test_dry_run_with_datamodel_methods_plans_subset_models_datamodels_and_calib
     assert planned_jobs(tmp_path) == {"prepare_data": 1, "forget_sets": 3, "train_originals": 2, "gather_originals": 1,
                                       "train_oracles": 6, "gather_oracles": 3, "retrain": 2, "ulira_base_models": 1,
                                       "ulira": 4, "train_subset_models": 2, "fit_datamodels": 4, "gather_datamodels": 1,
-                                      "calibrate_datamodels": 1, "unlearn": 4, "evaluate": 8, "report": 1, "all": 1}
+                                      "calibrate_datamodels": 1, "unlearn": 4, "evaluate": 2, "report": 1, "all": 1}
 
 
 def fit_commands(workdir: Path) -> list[str]:
@@ -240,22 +240,23 @@ def test_real_run_then_nothing_then_only_oracles_after_an_oracle_change(tiny):
     assert "klom_vs_compute.png" in html and "noise floor" in html.lower()
 
     write_config(tiny, {**TINY, "oracles": {**TINY["oracles"], "training": {"epochs": 3}}})
-    assert planned_jobs(tiny) == {"train_oracles": 4, "gather_oracles": 2, "retrain": 2, "evaluate": 4, "report": 1,
+    assert planned_jobs(tiny) == {"train_oracles": 4, "gather_oracles": 2, "retrain": 2, "evaluate": 2, "report": 1,
                                   "all": 1}
 
     write_config(tiny, {**TINY, "originals": {"models": 4, "chunk_size": 2}})
-    assert planned_jobs(tiny) == {"train_originals": 1, "gather_originals": 1, "evaluate": 4, "report": 1,
+    assert planned_jobs(tiny) == {"train_originals": 1, "gather_originals": 1, "evaluate": 2, "report": 1,
                                   "all": 1}  # chunk 2-3 only
 
 
 def dry_run_jobs(workdir: Path, *args: str) -> list[dict]:
-    """Every job a dry run plans: its rule, inputs, wildcards and resources, from the printed plan."""
+    """Every job a dry run plans: its rule, inputs, outputs, wildcards and resources, from the printed plan."""
     output = snakemake(workdir, "--dry-run", *args).stdout
     jobs = []
     for block in re.split(r"^(?:localrule|rule) ", output, flags=re.M)[1:]:
         rule, _, body = block.partition(":\n")
         fields = dict(re.findall(r"^    (\w+): (.*)$", body, re.M))
         jobs.append({"rule": rule.strip(), "input": [p for p in fields.get("input", "").split(", ") if p],
+                     "output": [p for p in fields.get("output", "").split(", ") if p],
                      "wildcards": dict(pair.split("=", 1) for pair in fields.get("wildcards", "").split(", ") if pair),
                      "resources": fields.get("resources", "")})
     return jobs
@@ -356,12 +357,13 @@ def test_a_sequence_is_evaluated_after_every_request_against_its_prefix_oracles(
     assert oracles == {"r5", "c7", "inc@1", "inc@2"}
     unlearn = {job["wildcards"]["forget_set"] for job in jobs if job["rule"] == "unlearn"}
     assert unlearn == {"r5", "c7", "inc"}  # one job unlearns the whole sequence, request by request
-    evaluated = [job for job in jobs if job["rule"] == "evaluate" and job["wildcards"]["method"] == "gradient_ascent"
-                 and job["wildcards"]["forget_set"].startswith("inc")]
+    evaluated = [job for job in jobs if job["rule"] == "evaluate" and job["wildcards"]["forget_set"].startswith("inc")]
+    assert len(evaluated) == 2
     for job in evaluated:
         step = job["wildcards"]["forget_set"]
         assert f"results/tiny/oracles/{step}.h5" in job["input"]
         assert "results/tiny/unlearned/gradient_ascent/inc.h5" in job["input"]
+        assert f"results/tiny/evaluation/gradient_ascent/{step}.csv" in job["output"]
     plan = snakemake(tmp_path, "--dry-run", "--printshellcmds").stdout
     assert "--forget-set results/tiny/forget_sets/inc.h5 --requests 1 --originals" in plan
     assert re.search(r"train .*--role oracle --forget-set results/tiny/forget_sets/inc.h5 --requests 2", plan)
@@ -557,9 +559,9 @@ def test_pgu_cnn_presets_plan_the_papers_experiments(tmp_path, name):
 
     for experiment, forget_sets in experiments.items():
         mine = [job for job in jobs if any(path.startswith(f"results/{experiment}/") for path in job["input"])]
-        evaluated = {(job["wildcards"]["method"], job["wildcards"]["forget_set"]) for job in mine
-                     if rule(job) == "evaluate"}
-        assert evaluated == {(m, fs) for m in {"do_nothing", "retrain", *methods} for fs in forget_sets}
+        evaluated = {tuple(path.split("/")[-2:]) for job in mine if rule(job) == "evaluate"
+                     for path in job["output"] if path.endswith(".csv")}
+        assert evaluated == {(m, f"{fs}.csv") for m in {"do_nothing", "retrain", *methods} for fs in forget_sets}
         oracles = {job["wildcards"]["forget_set"] for job in mine if rule(job) == "gather_oracles"}
         assert oracles == set(forget_sets)
         for job in (job for job in mine if rule(job) == "unlearn"):

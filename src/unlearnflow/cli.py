@@ -138,22 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     torch_options(sub)
     sub.add_argument("--out", required=True)
 
-    sub = command("evaluate", stages.evaluate, "evaluate one unlearned bank against the oracles", "evaluation")
+    sub = command("evaluate", stages.evaluate, "evaluate the unlearned banks of one forget set against its oracles",
+                  "evaluation")
     sub.add_argument("--data", required=True, help="dataset artifact")
     sub.add_argument("--forget-set", required=True)
     sub.add_argument("--requests", type=int, help="evaluate the result after this many requests of a sequence")
     sub.add_argument("--originals", required=True, help="bank of the original models")
     labels_option(sub)
     sub.add_argument("--oracles", required=True)
-    sub.add_argument("--unlearned", required=True)
-    sub.add_argument("--method", required=True)
-    sub.add_argument("--from-scratch", action="store_true",
-                     help="the unlearned models were not obtained from the original models (retraining)")
-    sub.add_argument("--ulira", help="CSV with the method's U-LiRA accuracy")
+    sub.add_argument("--method", action="append", required=True, help="a method to evaluate (repeat)")
+    sub.add_argument("--unlearned", action="append", required=True, help="its bank (one per --method, in order)")
+    sub.add_argument("--from-scratch", action="append", default=[], metavar="METHOD",
+                     help="a method whose models were not obtained from the original models (retraining)")
+    sub.add_argument("--ulira", action="append", default=[], help="CSV with its U-LiRA accuracy (one per --method)")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    sub.add_argument("--out-h5", required=True)
-    sub.add_argument("--out-csv", required=True)
+    sub.add_argument("--out-h5", action="append", required=True, help="its evaluation artifact (one per --method)")
+    sub.add_argument("--out-csv", action="append", required=True, help="its rows (one per --method)")
 
     sub = command("fit-datamodels", stages.fit_datamodels, "fit the experiment's datamodels", "datamodels")
     sub.add_argument("--data", required=True, help="dataset artifact")
@@ -250,8 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.stage:
             check_version(args.stage, args.stage_version)
         for option in _OUTPUT_OPTIONS:
-            if getattr(args, option, None):
-                clean_stale_temporaries(getattr(args, option))
+            paths = getattr(args, option, None) or []
+            for path in [paths] if isinstance(paths, str) else paths:
+                clean_stale_temporaries(path)
         args.function(**{key: value for key, value in vars(args).items() if key not in _CLI_OPTIONS})
     except UserError as error:
         print(f"unlearnflow: error: {error}", file=sys.stderr)

@@ -315,13 +315,20 @@ def unlearned_banks(path: str, dataset: Dataset, requests: int | None, device: t
     return {"default": read_bank(path, with_weights=with_weights, role=role, lineage=lineage)}
 
 
-def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlearned: str, method: str,
-             out_h5: str, out_csv: str, requests: int | None = None, from_scratch: bool = False,
-             ulira: str | None = None, labels_from: str | None = None, seed: int = 0, threads: int = 0) -> None:
-    """Every metric of every configuration of one (method, forget set[, prefix of a sequence])."""
-    from unlearnflow.evaluation.evaluate import evaluate as evaluate_bank
-    from unlearnflow.evaluation.evaluate import group_margins, references, select_best, selection_interval
-    from unlearnflow.evaluation.rows import DIVERGED, ROW_COLUMNS
+def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, method: Sequence[str],
+             unlearned: Sequence[str], out_h5: Sequence[str], out_csv: Sequence[str], ulira: Sequence[str] = (),
+             from_scratch: Sequence[str] = (), requests: int | None = None, labels_from: str | None = None,
+             seed: int = 0, threads: int = 0) -> None:
+    """Every metric of every configuration of each method on one forget set (or prefix of a
+    sequence): the data, the references and the oracles are read once for all of them.
+
+    `method`, `unlearned`, `out_h5`, `out_csv` (and `ulira`, when given) are parallel lists, one
+    entry per method; `from_scratch` names the methods whose models were not obtained from the
+    originals (retraining), whose KLOM is not paired with them."""
+    from unlearnflow.evaluation.evaluate import references
+    per_method = [method, unlearned, out_h5, out_csv] + ([ulira] if ulira else [])
+    if len({len(paths) for paths in per_method}) != 1:
+        raise UserError("evaluate: give one --unlearned, --out-h5, --out-csv (and --ulira, if any) per --method")
     use_threads(threads)
     lineage = model_lineage(data, labels_from, forget_set)
     dataset = read_dataset(data)
@@ -331,11 +338,25 @@ def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlear
     originals_bank = read_bank(originals, with_weights=linear, role="original",
                                lineage={key: value for key, value in lineage.items() if key != "forget_set"})
     oracles_bank = read_bank(oracles, with_weights=linear, role=f"oracle/{chosen.name}", lineage=lineage)
-    ulira_accuracy = float(read_rows(ulira)[0]["ulira_accuracy"]) if ulira else math.nan
-    banks = unlearned_banks(unlearned, dataset, requests, torch.device("cpu"), method, chosen.name, lineage,
-                            with_weights=linear)
     shared = references(dataset, chosen, originals_bank, oracles_bank, seed)
+    for index, name in enumerate(method):
+        banks = unlearned_banks(unlearned[index], dataset, requests, torch.device("cpu"), name, chosen.name, lineage,
+                                with_weights=linear)
+        _evaluate_method(name, banks, dataset, chosen, originals_bank, oracles_bank, shared,
+                         ulira=ulira[index] if ulira else None, from_scratch=name in from_scratch, seed=seed,
+                         out_h5=out_h5[index], out_csv=out_csv[index], lineage=lineage,
+                         inputs=[data, forget_set, originals, oracles, unlearned[index]])
 
+
+def _evaluate_method(method: str, banks: Mapping[str, ModelBank], dataset: Dataset, chosen: ForgetSet,
+                     originals_bank: ModelBank, oracles_bank: ModelBank, shared: Any, *, ulira: str | None,
+                     from_scratch: bool, seed: int, out_h5: str, out_csv: str, lineage: dict[str, str],
+                     inputs: list[str]) -> None:
+    """One method's rows (every configuration) and the arrays of its selected configuration."""
+    from unlearnflow.evaluation.evaluate import evaluate as evaluate_bank
+    from unlearnflow.evaluation.evaluate import group_margins, select_best, selection_interval
+    from unlearnflow.evaluation.rows import DIVERGED, ROW_COLUMNS
+    ulira_accuracy = float(read_rows(ulira)[0]["ulira_accuracy"]) if ulira else math.nan
     # the selection score's bootstrap interval (200 KLOM evaluations) only for the selected configuration
     results = [evaluate_bank(dataset, chosen, originals_bank, oracles_bank, bank, method, label, seed=seed,
                              ulira_accuracy=ulira_accuracy, paired_with_originals=not from_scratch, shared=shared,
@@ -344,7 +365,6 @@ def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, unlear
     if best.row["status"] != DIVERGED:
         chosen_margins = group_margins(banks[best.row["config"]], dataset, chosen)
         best.row.update(selection_interval(shared, chosen_margins, seed))
-    inputs = [data, forget_set, originals, oracles, unlearned]
     write_artifact(out_h5, "evaluation", best.arrays,
                    provenance_record=provenance({}, {"seed": seed}, inputs, lineage),
                    attrs={"method": method, "config": best.row["config"], "forget_set": chosen.name})

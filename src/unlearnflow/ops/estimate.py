@@ -188,6 +188,11 @@ def _configurations(config: Mapping[str, Any], method: str) -> int:
     return len(configurations(method, config["methods"].get(method, {})))
 
 
+def _evaluated_configurations(config: Mapping[str, Any]) -> int:
+    """Configurations an evaluation job judges: the references' and every configured method's."""
+    return sum(_configurations(config, method) for method in [*REFERENCES, *config["methods"]])
+
+
 def _forget_size(config: Mapping[str, Any], name: str) -> int:
     spec = config["forget_sets"].get(split_step_name(name)[0], {})
     return int(spec.get("size", 1)) * int(spec.get("requests", 1))
@@ -231,9 +236,9 @@ def job_work(job: Job, config: Mapping[str, Any], sizes: Sizes, n_jobs: Mapping[
         method = wildcards["method"]
         points = _forget_size(config, wildcards["forget_set"]) if spec_of(method).source_free else sizes.n_train
         return _configurations(config, method) * config["originals"]["models"] * points * sizes.macs
-    if rule == "evaluate":
+    if rule == "evaluate":  # every configuration of every method on one forget set
         models = config["originals"]["models"] + config["oracles"]["models"]
-        return models * sizes.n_points * _configurations(config, wildcards["method"])
+        return models * sizes.n_points * _evaluated_configurations(config)
     if rule.startswith("fit_datamodels"):
         return config["subset_models"]["models"] * sizes.n_train * _datamodel_targets(config, sizes) / max(
             n_jobs.get(rule, 1), 1)
@@ -275,7 +280,7 @@ def job_bytes(job: Job, config: Mapping[str, Any], sizes: Sizes, n_jobs: Mapping
     if rule.startswith(("fit_datamodels", "gather_datamodels")):
         return sizes.n_train * _datamodel_targets(config, sizes) / max(n_jobs.get(rule, 1), 1)
     if rule == "evaluate":
-        return sizes.n_points * _configurations(config, wildcards["method"])
+        return sizes.n_points * _evaluated_configurations(config)
     return 1.0
 
 
