@@ -13,6 +13,7 @@ from workflow_runs import REPO, snakemake
 
 from unlearnflow.config import load_schema, validate_config
 from unlearnflow.core.artifacts import concatenate_banks, read_bank, read_dataset, read_forget_set
+from unlearnflow.core.store import read_artifact
 from unlearnflow.dmm.datamodel_set import fit_datamodel_set, read_calibration, read_datamodels
 from unlearnflow.runner import read_unlearned
 
@@ -432,6 +433,23 @@ def test_several_experiments_run_the_same_rules_under_their_own_results(tmp_path
     write_config(tmp_path, {**TINY, "experiments": {"tiny": second}})
     result = snakemake(tmp_path, "--dry-run", check=False)
     assert result.returncode != 0 and "an experiment of that name already runs" in result.stdout + result.stderr
+
+
+def test_a_public_backbone_keeps_its_training_points_out_of_every_forget_set(tmp_path):
+    """The workflow's extract_features trains the public backbone and drops its points from the
+    training split: the forget set drawn downstream indexes the private points alone."""
+    public = {"backbone": "public", "public_fraction": 0.25, "arch": "mlp", "options": {"hidden": [12]},
+              "training": {"epochs": 2, "lr": 0.05, "batch_size": 32}}
+    write_config(tmp_path, {**LINEAR, "features": public})
+    snakemake(tmp_path, "results/tiny/forget_sets/r30.h5")
+    results = tmp_path / "results" / "tiny"
+    raw, features = read_dataset(results / "data.h5"), read_dataset(results / "features.h5")
+    seeds = read_artifact(results / "features.h5", "dataset", names=()).provenance["seeds"]
+    public_points, private = seeds["public_indices"], np.array(seeds["private_indices"])
+    assert seeds["public_size"] == len(public_points) == round(0.25 * len(raw.y_train))
+    assert features.x_train.shape == (len(raw.y_train) - len(public_points), 12)
+    forget = read_forget_set(results / "forget_sets" / "r30.h5")
+    assert len(forget.indices) == 30 and not set(private[forget.indices]) & set(public_points)
 
 
 @pytest.mark.slow
