@@ -18,6 +18,10 @@ Backbones (config ``features: {backbone: ...}``):
   penultimate activations of the REMAINING (private) training points and of val/test. The public
   points leave the training split of ``features.h5``, so forget sets, originals and oracles never
   see them; the stage records their indices (into data.h5's training split) in the provenance.
+  With ``mixed_linear: {layers: L}`` the rows are instead those of the network linearised in its
+  last L linear layers around the public weights (Sec. 3,
+  :class:`~unlearnflow.sourcefree.mixed_linear.MixedLinear`): ``[f(x; w0), J(x)]``, not
+  normalised, for the ``mixed_squared`` loss.
 - ``resnet18``: the penultimate activations of a ResNet-18 (:mod:`unlearnflow.core.models`) whose
   weights come from a local state-dict file (``weights: PATH``, a torchvision checkpoint fits with
   ``options: {cifar_stem: false}``); its classifier head is never used.
@@ -29,6 +33,7 @@ in place of ``data.h5`` (so the features artifact contains retain data, like the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Callable, Mapping
 
@@ -44,7 +49,7 @@ from unlearnflow.sourcefree.linear import identity_features, l2_normalise
 BACKBONES = ("identity", "public", "resnet18")
 #: keys each backbone takes besides ``backbone``
 BACKBONE_KEYS = {"identity": ("pool",), "resnet18": ("weights", "options", "batch_size"),
-                 "public": ("public_fraction", "seed", "arch", "options", "training", "batch_size")}
+                 "public": ("public_fraction", "seed", "arch", "options", "training", "batch_size", "mixed_linear")}
 #: architectures a public backbone may train (a penultimate layer feeding an nn.Linear classifier)
 PUBLIC_ARCHS = ("mlp", "smallvgg", "allcnn", "resnet9", "resnet18")
 
@@ -68,6 +73,11 @@ def check_features_spec(spec: Mapping[str, Any]) -> None:
         if spec.get("arch", "mlp") not in PUBLIC_ARCHS:
             raise UserError(f"config: features.arch: the public backbone trains one of {', '.join(PUBLIC_ARCHS)}, "
                             f"not {spec.get('arch')!r}")
+        mixed = spec.get("mixed_linear")
+        if mixed is not None and (not isinstance(mixed, Mapping) or set(mixed) != {"layers"}
+                                  or not isinstance(mixed["layers"], int) or mixed["layers"] < 1):
+            raise UserError(f"config: features.mixed_linear: takes {{layers: L}} with L >= 1 (the linearised "
+                            f"last layers), got {mixed!r}")
         try:
             TrainConfig.from_mapping(spec.get("training"))
         except UserError as error:
@@ -118,8 +128,14 @@ def _public_features(dataset: Dataset, spec: Mapping[str, Any]) -> Dataset:
     model = train_public_backbone(dataset, spec)
     _, private = public_split(len(dataset.y_train), float(spec["public_fraction"]), int(spec.get("seed", 0)))
     private_inputs = dataclasses.replace(dataset, x_train=dataset.x_train[private], y_train=dataset.y_train[private])
-    return _embedded(private_inputs, lambda x: penultimate_features(model, x), int(spec.get("batch_size", 256)),
-                     f"{dataset.name}/public-{spec.get('arch', 'mlp')}")
+    name, batch = f"{dataset.name}/public-{spec.get('arch', 'mlp')}", int(spec.get("batch_size", 256))
+    if spec.get("mixed_linear"):
+        from unlearnflow.sourcefree.mixed_linear import MixedLinear
+        linearised = MixedLinear(model, spec["mixed_linear"]["layers"])
+        print(f"mixed-linear: {spec['mixed_linear']['layers']} layers, P = {linearised.size} parameters")
+        return _embedded(private_inputs, lambda x: torch.from_numpy(linearised.rows(x)), batch,
+                         f"{name}/mixed-linear-{spec['mixed_linear']['layers']}", normalise=False)
+    return _embedded(private_inputs, lambda x: penultimate_features(model, x), batch, name)
 
 
 def average_pool(dataset: Dataset, factor: int) -> Dataset:
@@ -151,13 +167,17 @@ def _network_features(dataset: Dataset, spec: Mapping[str, Any]) -> Dataset:
                      f"{dataset.name}/resnet18")
 
 
-def _embedded(dataset: Dataset, embed: Callable[[torch.Tensor], torch.Tensor], batch: int, name: str) -> Dataset:
+def _embedded(dataset: Dataset, embed: Callable[[torch.Tensor], torch.Tensor], batch: int, name: str,
+              normalise: bool = True) -> Dataset:
     """Every split of `dataset` through `embed` in batches, rows L2-normalised (float32)."""
 
     def rows(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            parts = [embed(torch.from_numpy(x[i:i + batch])).numpy() for i in range(0, len(x), batch)]
-        return l2_normalise(np.concatenate(parts)).astype(np.float32)
+        parts = []
+        for i in range(0, len(x), batch):
+            with torch.no_grad() if normalise else contextlib.nullcontext():
+                parts.append(embed(torch.from_numpy(x[i:i + batch])).detach().numpy())
+        joined = np.concatenate(parts)
+        return (l2_normalise(joined) if normalise else joined).astype(np.float32)
 
     splits = {f"x_{split}": rows(getattr(dataset, f"x_{split}")) for split in SPLITS}
     dim = splits["x_train"].shape[1]
