@@ -487,6 +487,43 @@ def test_real_run_of_a_linear_experiment_lands_newton_on_the_retrained_weights(t
     assert planned_jobs(tmp_path) == {}
 
 
+#: a mixed-linear experiment: an MLP (hidden 4, 2) trained on 25% public digits, linearised in its
+#: last two layers (P = 4*2+2 + 2*10+10 = 40 parameters), quadratic loss (source-free unlearning, Sec. 3)
+MIXED = {**LINEAR, "features": {"backbone": "public", "public_fraction": 0.25, "arch": "mlp",
+                                "options": {"hidden": [4, 2]}, "training": {"epochs": 5, "lr": 0.05, "batch_size": 32},
+                                "mixed_linear": {"layers": 2}},
+         "training": {"optimizer": "lbfgs", "loss": "mixed_squared", "lam": 0.001, "noise_std": 0.1},
+         "methods": {"newton_certified": {},
+                     "newton_source_free": {"hyperparameters": {"m": 820}, "grid": {"variant": ["corrected"]}}}}
+
+
+@pytest.mark.slow
+def test_real_run_of_a_mixed_linear_experiment(tmp_path):
+    """The mixed-linear network runs through the linear experiment's stages: rows [f(x; w0), J(x)]
+    of the private points, Newton (+) lands on the retrained parameters (float32 storage), the
+    paper's source-free step overshoots and the corrected one does not."""
+    write_config(tmp_path, MIXED)
+    snakemake(tmp_path, "results/tiny/evaluation/newton_certified/r30.csv",
+              "results/tiny/evaluation/newton_source_free/r30.csv", "results/tiny/evaluation/do_nothing/r30.csv")
+    results = tmp_path / "results" / "tiny"
+    features = read_dataset(results / "features.h5")
+    assert features.x_train.shape[1] == 10 * (1 + 40)
+
+    def rows(method):
+        lines = (results / "evaluation" / method / "r30.csv").read_text().splitlines()
+        header = lines[0].split(",")
+        return {row["config"]: row for row in (dict(zip(header, line.split(","))) for line in lines[1:])}
+
+    assert float(rows("do_nothing")["default"]["weight_distance"]) == 1.0
+    assert float(rows("newton_certified")["default"]["weight_distance"]) < 1e-2
+    source_free = rows("newton_source_free")
+    assert float(source_free["variant=corrected"]["weight_distance"]) < float(source_free["default"]["weight_distance"])
+    assert float(source_free["default"]["weight_distance"]) > 1.0
+    unlearned = read_unlearned(results / "unlearned" / "newton_certified" / "r30.h5")["default"]
+    assert {c["loss"] for c in unlearned.attrs["certificates"]} == {"mixed_squared"}
+    assert {c["d"] for c in unlearned.attrs["certificates"]} == {40}
+
+
 @pytest.mark.slow
 def test_deletion_requests_run_in_ledger_order(tmp_path):
     write_config(tmp_path, TINY)

@@ -209,7 +209,7 @@ def objective_noise(seed: int, num_classes: int, dim: int, std: float) -> np.nda
 
 def train(objective: LinearObjective, x: np.ndarray, y: np.ndarray, num_classes: int,
           b: np.ndarray | None = None, tol: float = 1e-12, max_newton: int = 20) -> np.ndarray:
-    """The minimiser of ``L(W; D)`` (float64): a linear solve for the squared loss, else L-BFGS
+    """The minimiser of ``L(W; D)`` (float64): a linear solve for the squared losses, else L-BFGS
     to a loose tolerance and Newton steps until ``||grad|| <= tol * max(1, ||grad at 0||)``."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.int64)
     n, d = x.shape

@@ -19,6 +19,10 @@ repeats them; called directly, the defaults below apply.
 In a request sequence the retained count is carried in the state, so request r uses
 ``n_train - (forgotten so far)``.
 
+Both work on the objective's parameters (:meth:`LinearObjective.parameters`): W itself, or for a
+mixed-linear network (loss ``mixed_squared``, Sec. 3) the deviation Delta from the public weights,
+whose Hessian lives in the parameter dimension P.
+
 Both return ``MethodResult(cost, certificate=...)`` (:mod:`~unlearnflow.sourcefree.certificate`).
 """
 
