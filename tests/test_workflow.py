@@ -435,6 +435,7 @@ def test_several_experiments_run_the_same_rules_under_their_own_results(tmp_path
     assert result.returncode != 0 and "an experiment of that name already runs" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_public_backbone_keeps_its_training_points_out_of_every_forget_set(tmp_path):
     """The workflow's extract_features trains the public backbone and drops its points from the
     training split: the forget set drawn downstream indexes the private points alone."""
@@ -488,13 +489,16 @@ def test_real_run_of_a_linear_experiment_lands_newton_on_the_retrained_weights(t
 
 
 #: a mixed-linear experiment: an MLP (hidden 4, 2) trained on 25% public digits, linearised in its
-#: last two layers (P = 4*2+2 + 2*10+10 = 40 parameters), quadratic loss (source-free unlearning, Sec. 3)
+#: last two layers (P = 4*2+2 + 2*10+10 = 40 parameters), quadratic loss (source-free unlearning, Sec. 3);
+#: m = 2 P(P+1)/2 perturbations: at m = P(P+1)/2 = 820 the APG fit does not converge in its 2,000
+#: iterations and its error in H_F's small eigen-directions (H_F's condition number is ~2e4) costs
+#: a distance of ~10 for the corrected step (0.43 at m = 1,640, as with the exact H_F)
 MIXED = {**LINEAR, "features": {"backbone": "public", "public_fraction": 0.25, "arch": "mlp",
                                 "options": {"hidden": [4, 2]}, "training": {"epochs": 5, "lr": 0.05, "batch_size": 32},
                                 "mixed_linear": {"layers": 2}},
          "training": {"optimizer": "lbfgs", "loss": "mixed_squared", "lam": 0.001, "noise_std": 0.1},
          "methods": {"newton_certified": {},
-                     "newton_source_free": {"hyperparameters": {"m": 820}, "grid": {"variant": ["corrected"]}}}}
+                     "newton_source_free": {"hyperparameters": {"m": 1640}, "grid": {"variant": ["corrected"]}}}}
 
 
 @pytest.mark.slow
@@ -517,8 +521,7 @@ def test_real_run_of_a_mixed_linear_experiment(tmp_path):
     assert float(rows("do_nothing")["default"]["weight_distance"]) == 1.0
     assert float(rows("newton_certified")["default"]["weight_distance"]) < 1e-2
     source_free = rows("newton_source_free")
-    assert float(source_free["variant=corrected"]["weight_distance"]) < float(source_free["default"]["weight_distance"])
-    assert float(source_free["default"]["weight_distance"]) > 1.0
+    assert float(source_free["variant=corrected"]["weight_distance"]) < 1.0 < float(source_free["default"]["weight_distance"])
     unlearned = read_unlearned(results / "unlearned" / "newton_certified" / "r30.h5")["default"]
     assert {c["loss"] for c in unlearned.attrs["certificates"]} == {"mixed_squared"}
     assert {c["d"] for c in unlearned.attrs["certificates"]} == {40}
