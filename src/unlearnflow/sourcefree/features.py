@@ -169,7 +169,8 @@ def _network_features(dataset: Dataset, spec: Mapping[str, Any]) -> Dataset:
 
 def _embedded(dataset: Dataset, embed: Callable[[torch.Tensor], torch.Tensor], batch: int, name: str,
               normalise: bool = True) -> Dataset:
-    """Every split of `dataset` through `embed` in batches, rows L2-normalised (float32)."""
+    """Every split of `dataset` through `embed` in batches (float32), rows L2-normalised unless
+    `normalise` is false (mixed-linear rows, whose scale is the model's; autograd stays on for them)."""
 
     def rows(x: np.ndarray) -> np.ndarray:
         parts = []
