@@ -57,8 +57,65 @@ def test_a_resnet18_backbone_loads_a_local_state_dict_and_embeds_every_split(dig
     with pytest.raises(UserError, match="pretrained weights file not found"):
         extract_features(digits, {**spec, "weights": str(tmp_path / "missing.pt")})
 
+PUBLIC = {"backbone": "public", "public_fraction": 0.3, "seed": 4, "arch": "mlp", "options": {"hidden": [16]},
+          "training": {"epochs": 3, "lr": 0.05, "batch_size": 32}}
+
+def test_a_public_backbone_embeds_only_the_private_training_points(digits):
+    """The backbone trains on a seeded 30% of the training split; features.h5's training split is
+    the other 70%, embedded by that network (penultimate activations, unit rows)."""
+    from unlearnflow.core.models import penultimate_features
+    from unlearnflow.sourcefree.features import public_split, train_public_backbone
+    n = len(digits.y_train)
+    public, private = public_split(n, 0.3, seed=4)
+    assert len(public) == 60 and len(private) == n - 60 and not set(public) & set(private)
+    assert sorted({*public, *private}) == list(range(n))
+    features = extract_features(digits, PUBLIC)
+    assert features.x_train.shape == (n - 60, 16) and np.array_equal(features.y_train, digits.y_train[private])
+    assert len(features.y_val) == len(digits.y_val) and len(features.y_test) == len(digits.y_test)
+    network = train_public_backbone(digits, PUBLIC)
+    with torch.no_grad():
+        expected = penultimate_features(network, torch.from_numpy(digits.x_train[private])).numpy()
+        public_rows = penultimate_features(network, torch.from_numpy(digits.x_train[public])).numpy()
+    norms = np.linalg.norm(expected, axis=1, keepdims=True)
+    expected = expected / np.where(norms > 0, norms, 1)
+    np.testing.assert_allclose(features.x_train, expected, atol=1e-5)
+    public_rows /= np.maximum(np.linalg.norm(public_rows, axis=1, keepdims=True), 1e-12)
+    # no public point's feature row is in the training split (distinct digits give distinct rows)
+    distances = np.linalg.norm(features.x_train[:, None, :] - public_rows[None, :, :], axis=2)
+    assert distances.min() > 1e-4
+    # deterministic given the seed; another seed draws another public part and another network
+    again = extract_features(digits, PUBLIC)
+    assert np.array_equal(again.x_train, features.x_train) and np.array_equal(again.x_test, features.x_test)
+    other = extract_features(digits, {**PUBLIC, "seed": 5})
+    assert not np.array_equal(public_split(n, 0.3, seed=5)[0], public)
+    assert not np.allclose(other.x_test, features.x_test)
+
+def test_the_feature_stage_records_the_public_points_and_forget_sets_come_from_the_private_ones(tmp_path):
+    from unlearnflow.core.artifacts import read_dataset, read_forget_set
+    from unlearnflow.core.store import read_artifact
+    from unlearnflow.stages import extract_features as stage
+    from unlearnflow.stages import make_forget_set, prepare_data
+    data, out = tmp_path / "data.h5", tmp_path / "features.h5"
+    prepare_data(spec={"loader": "digits", "max_train": 200, "max_test": 100}, out=str(data))
+    stage(data=str(data), spec=PUBLIC, out=str(out))
+    record = read_artifact(out, "dataset", names=()).provenance["seeds"]
+    public, private = np.array(record["public_indices"]), np.array(record["private_indices"])
+    assert record["public_size"] == len(public) == 60 and record["seed"] == 4
+    raw, features = read_dataset(data), read_dataset(out)
+    assert np.array_equal(features.y_train, raw.y_train[private]) and len(features.y_train) == 140
+    make_forget_set(name="r30", spec={"kind": "random", "size": 30}, data=str(out), seed=0,
+                    out=str(tmp_path / "r30.h5"))
+    forget = read_forget_set(tmp_path / "r30.h5")
+    assert len(forget.indices) == 30 and forget.indices.max() < len(features.y_train)
+    assert not set(private[forget.indices]) & set(public)      # in data.h5's numbering: all private
+
 @pytest.mark.parametrize("spec, message", [
     ({"backbone": "vit"}, "unknown backbone 'vit'"),
+    ({"backbone": "public"}, "features.public_fraction: the public backbone needs a fraction in"),
+    ({**PUBLIC, "public_fraction": 1.0}, "features.public_fraction: the public backbone needs a fraction in"),
+    ({**PUBLIC, "arch": "linear"}, "features.arch: the public backbone trains one of mlp"),
+    ({**PUBLIC, "training": {"epoch": 3}}, "config: features.training: unknown key"),
+    ({**PUBLIC, "pool": 2}, "backbone public takes public_fraction, seed"),
     ({"backbone": "identity", "weights": "w.pt"}, "backbone identity takes pool, not weights"),
     ({"backbone": "resnet18"}, "the resnet18 backbone needs a local state-dict file"),
 ])

@@ -13,6 +13,7 @@ from workflow_runs import REPO, snakemake
 
 from unlearnflow.config import load_schema, validate_config
 from unlearnflow.core.artifacts import concatenate_banks, read_bank, read_dataset, read_forget_set
+from unlearnflow.core.store import read_artifact
 from unlearnflow.dmm.datamodel_set import fit_datamodel_set, read_calibration, read_datamodels
 from unlearnflow.runner import read_unlearned
 
@@ -437,6 +438,24 @@ def test_several_experiments_run_the_same_rules_under_their_own_results(tmp_path
 
 
 @pytest.mark.slow
+def test_a_public_backbone_keeps_its_training_points_out_of_every_forget_set(tmp_path):
+    """The workflow's extract_features trains the public backbone and drops its points from the
+    training split: the forget set drawn downstream indexes the private points alone."""
+    public = {"backbone": "public", "public_fraction": 0.25, "arch": "mlp", "options": {"hidden": [12]},
+              "training": {"epochs": 2, "lr": 0.05, "batch_size": 32}}
+    write_config(tmp_path, {**LINEAR, "features": public})
+    snakemake(tmp_path, "results/tiny/forget_sets/r30.h5")
+    results = tmp_path / "results" / "tiny"
+    raw, features = read_dataset(results / "data.h5"), read_dataset(results / "features.h5")
+    seeds = read_artifact(results / "features.h5", "dataset", names=()).provenance["seeds"]
+    public_points, private = seeds["public_indices"], np.array(seeds["private_indices"])
+    assert seeds["public_size"] == len(public_points) == round(0.25 * len(raw.y_train))
+    assert features.x_train.shape == (len(raw.y_train) - len(public_points), 12)
+    forget = read_forget_set(results / "forget_sets" / "r30.h5")
+    assert len(forget.indices) == 30 and not set(private[forget.indices]) & set(public_points)
+
+
+@pytest.mark.slow
 def test_real_run_of_a_linear_experiment_lands_newton_on_the_retrained_weights(tmp_path):
     """Newton (+) on the squared loss is exact: distance ~0 to oracle k, which shares original k's
     objective noise (float32 storage limits it to ~1e-5); do_nothing is at distance 1 by
@@ -469,6 +488,45 @@ def test_real_run_of_a_linear_experiment_lands_newton_on_the_retrained_weights(t
     assert "Linear models: distance to the retrained weights" in summary
     assert re.search(r"\| newton_certified \| default \| [^|]+ \| [0-9.e-]+ \| [0-9.e-]+ \|", summary)
     assert planned_jobs(tmp_path) == {}
+
+
+#: a mixed-linear experiment: an MLP (hidden 4, 2) trained on 25% public digits, linearised in its
+#: last two layers (P = 4*2+2 + 2*10+10 = 40 parameters), quadratic loss (source-free unlearning, Sec. 3);
+#: m = 2 P(P+1)/2 perturbations: at m = P(P+1)/2 = 820 the APG fit does not converge in its 2,000
+#: iterations and its error in H_F's small eigen-directions (H_F's condition number is ~2e4) costs
+#: a distance of ~10 for the corrected step (0.43 at m = 1,640, as with the exact H_F)
+MIXED = {**LINEAR, "features": {"backbone": "public", "public_fraction": 0.25, "arch": "mlp",
+                                "options": {"hidden": [4, 2]}, "training": {"epochs": 5, "lr": 0.05, "batch_size": 32},
+                                "mixed_linear": {"layers": 2}},
+         "training": {"optimizer": "lbfgs", "loss": "mixed_squared", "lam": 0.001, "noise_std": 0.1},
+         "methods": {"newton_certified": {},
+                     "newton_source_free": {"hyperparameters": {"m": 1640}, "grid": {"variant": ["corrected"]}}}}
+
+
+@pytest.mark.slow
+def test_real_run_of_a_mixed_linear_experiment(tmp_path):
+    """The mixed-linear network runs through the linear experiment's stages: rows [f(x; w0), J(x)]
+    of the private points, Newton (+) lands on the retrained parameters (float32 storage), the
+    paper's source-free step overshoots and the corrected one does not."""
+    write_config(tmp_path, MIXED)
+    snakemake(tmp_path, "results/tiny/evaluation/newton_certified/r30.csv",
+              "results/tiny/evaluation/newton_source_free/r30.csv", "results/tiny/evaluation/do_nothing/r30.csv")
+    results = tmp_path / "results" / "tiny"
+    features = read_dataset(results / "features.h5")
+    assert features.x_train.shape[1] == 10 * (1 + 40)
+
+    def rows(method):
+        lines = (results / "evaluation" / method / "r30.csv").read_text().splitlines()
+        header = lines[0].split(",")
+        return {row["config"]: row for row in (dict(zip(header, line.split(","))) for line in lines[1:])}
+
+    assert float(rows("do_nothing")["default"]["weight_distance"]) == 1.0
+    assert float(rows("newton_certified")["default"]["weight_distance"]) < 1e-2
+    source_free = rows("newton_source_free")
+    assert float(source_free["variant=corrected"]["weight_distance"]) < 1.0 < float(source_free["default"]["weight_distance"])
+    unlearned = read_unlearned(results / "unlearned" / "newton_certified" / "r30.h5")["default"]
+    assert {c["loss"] for c in unlearned.attrs["certificates"]} == {"mixed_squared"}
+    assert {c["d"] for c in unlearned.attrs["certificates"]} == {40}
 
 
 @pytest.mark.slow

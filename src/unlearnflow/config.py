@@ -134,6 +134,10 @@ def _check_training(config: Mapping[str, Any]) -> None:
     if "features" not in config:
         raise UserError("config: features: optimizer lbfgs trains on feature rows of norm <= 1; "
                         "add features: {backbone: identity}")
+    mixed = bool(config["features"].get("mixed_linear"))
+    if mixed != (config["training"]["loss"] == "mixed_squared"):
+        raise UserError("config: training.loss: mixed_squared trains mixed-linear networks, whose rows come from "
+                        "features: {backbone: public, mixed_linear: {layers: L}}; use the two together")
     for method in config["methods"]:
         if "datamodels" in needs(config, method):
             raise UserError(f"config: methods.{method}: needs datamodels, fitted on subset models, which a "

@@ -108,8 +108,15 @@ def extract_features(*, data: str, spec: Mapping[str, Any], out: str, threads: i
     (a dataset artifact with the data set's lineage; later stages read it in place of the data)."""
     from unlearnflow.sourcefree.features import extract_features as extract
     use_threads(threads)
-    features = extract(read_dataset(data), spec)
-    write_dataset(out, features, provenance(spec, {}, [data], lineage_of(data=data)))
+    dataset = read_dataset(data)
+    features = extract(dataset, spec)
+    seeds: dict[str, Any] = {}
+    if spec.get("backbone") == "public":
+        from unlearnflow.sourcefree.features import public_split
+        public, private = public_split(len(dataset.y_train), float(spec["public_fraction"]), int(spec.get("seed", 0)))
+        seeds = {"seed": int(spec.get("seed", 0)), "public_size": len(public), "public_indices": public.tolist(),
+                 "private_indices": private.tolist()}
+    write_dataset(out, features, provenance(spec, seeds, [data], lineage_of(data=data)))
     print(f"{features.name}: {features.x_train.shape[1]} features, train {len(features.y_train)}, "
           f"val {len(features.y_val)}, test {len(features.y_test)}")
 

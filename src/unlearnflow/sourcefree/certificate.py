@@ -32,7 +32,7 @@ import numpy as np
 
 from unlearnflow.sourcefree.linear import LinearObjective
 
-GAMMA = {"squared": 0.0, "logistic": 1.0 / (6.0 * math.sqrt(3.0)), "multinomial": None}
+GAMMA = {"squared": 0.0, "mixed_squared": 0.0, "logistic": 1.0 / (6.0 * math.sqrt(3.0)), "multinomial": None}
 GRADIENT_BOUND = {"logistic": 1.0, "multinomial": math.sqrt(2.0)}
 
 

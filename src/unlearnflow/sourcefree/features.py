@@ -10,6 +10,18 @@ Backbones (config ``features: {backbone: ...}``):
   d = 16). A data-independent way to a small d: the source-free fit of Eq. (3) is identifiable
   only from m >= d(d+1)/2 perturbations (2,080 at d = 64, 136 at d = 16), and its cost grows
   with d^2 m.
+- ``public``: a network trained on a disjoint "public" part of the training split (source-free
+  unlearning, Sec. 3 and 5: the backbone's weights w0 come from data nobody asks to forget). A
+  seeded fraction ``public_fraction`` of the training points (:func:`public_split`) trains
+  ``arch`` (``options``; :func:`~unlearnflow.core.models.build_model`) with the shared trainer
+  (:func:`~unlearnflow.core.training.fit`, recipe ``training``); the features are its
+  penultimate activations of the REMAINING (private) training points and of val/test. The public
+  points leave the training split of ``features.h5``, so forget sets, originals and oracles never
+  see them; the stage records their indices (into data.h5's training split) in the provenance.
+  With ``mixed_linear: {layers: L}`` the rows are instead those of the network linearised in its
+  last L linear layers around the public weights (Sec. 3,
+  :class:`~unlearnflow.sourcefree.mixed_linear.MixedLinear`): ``[f(x; w0), J(x)]``, not
+  normalised, for the ``mixed_squared`` loss.
 - ``resnet18``: the penultimate activations of a ResNet-18 (:mod:`unlearnflow.core.models`) whose
   weights come from a local state-dict file (``weights: PATH``, a torchvision checkpoint fits with
   ``options: {cifar_stem: false}``); its classifier head is never used.
@@ -21,20 +33,25 @@ in place of ``data.h5`` (so the features artifact contains retain data, like the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
 from unlearnflow.core.artifacts import SPLITS
 from unlearnflow.core.data import Dataset
+from unlearnflow.core.training import TrainConfig
 from unlearnflow.errors import UserError
 from unlearnflow.sourcefree.linear import identity_features, l2_normalise
 
-BACKBONES = ("identity", "resnet18")
+BACKBONES = ("identity", "public", "resnet18")
 #: keys each backbone takes besides ``backbone``
-BACKBONE_KEYS = {"identity": ("pool",), "resnet18": ("weights", "options", "batch_size")}
+BACKBONE_KEYS = {"identity": ("pool",), "resnet18": ("weights", "options", "batch_size"),
+                 "public": ("public_fraction", "seed", "arch", "options", "training", "batch_size", "mixed_linear")}
+#: architectures a public backbone may train (a penultimate layer feeding an nn.Linear classifier)
+PUBLIC_ARCHS = ("mlp", "smallvgg", "allcnn", "resnet9", "resnet18")
 
 
 def check_features_spec(spec: Mapping[str, Any]) -> None:
@@ -48,6 +65,23 @@ def check_features_spec(spec: Mapping[str, Any]) -> None:
         raise UserError(f"config: features: backbone {backbone} takes {allowed}, not {', '.join(unknown)}")
     if backbone == "resnet18" and not spec.get("weights"):
         raise UserError("config: features.weights: the resnet18 backbone needs a local state-dict file")
+    if backbone == "public":
+        fraction = spec.get("public_fraction")
+        if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+            raise UserError(f"config: features.public_fraction: the public backbone needs a fraction in (0, 1), "
+                            f"got {fraction!r}")
+        if spec.get("arch", "mlp") not in PUBLIC_ARCHS:
+            raise UserError(f"config: features.arch: the public backbone trains one of {', '.join(PUBLIC_ARCHS)}, "
+                            f"not {spec.get('arch')!r}")
+        mixed = spec.get("mixed_linear")
+        if mixed is not None and (not isinstance(mixed, Mapping) or set(mixed) != {"layers"}
+                                  or not isinstance(mixed["layers"], int) or mixed["layers"] < 1):
+            raise UserError(f"config: features.mixed_linear: takes {{layers: L}} with L >= 1 (the linearised "
+                            f"last layers), got {mixed!r}")
+        try:
+            TrainConfig.from_mapping(spec.get("training"))
+        except UserError as error:
+            raise UserError(f"config: features.{error}") from None
 
 
 def extract_features(dataset: Dataset, spec: Mapping[str, Any]) -> Dataset:
@@ -55,7 +89,53 @@ def extract_features(dataset: Dataset, spec: Mapping[str, Any]) -> Dataset:
     check_features_spec(spec)
     if spec["backbone"] == "identity":
         return identity_features(average_pool(dataset, int(spec.get("pool", 1))))
+    if spec["backbone"] == "public":
+        return _public_features(dataset, spec)
     return _network_features(dataset, spec)
+
+
+def public_split(n_train: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(public, private) sorted indices into a training split of `n_train` points: a seeded
+    ``round(fraction * n_train)`` points are public (at least one point on each side)."""
+    size = min(max(int(round(fraction * n_train)), 1), n_train - 1)
+    public = np.sort(np.random.default_rng([int(seed), 7_003]).choice(n_train, size, replace=False))
+    private = np.setdiff1d(np.arange(n_train), public)
+    return public.astype(np.int64), private.astype(np.int64)
+
+
+def train_public_backbone(dataset: Dataset, spec: Mapping[str, Any]) -> torch.nn.Module:
+    """The public backbone's network w0: ``arch`` trained on the public points alone (the shared
+    trainer, seeded by ``seed``), returned in eval mode."""
+    from unlearnflow.core.models import build_model
+    from unlearnflow.core.training import fit, model_seed
+
+    public, _ = public_split(len(dataset.y_train), float(spec["public_fraction"]), int(spec.get("seed", 0)))
+    seed = model_seed(int(spec.get("seed", 0)), "public_backbone", 0)
+    torch.manual_seed(seed)
+    model = build_model(spec.get("arch", "mlp"), dataset.input_shape, dataset.num_classes,
+                        **dict(spec.get("options") or {}))
+    inputs, labels = torch.from_numpy(dataset.x_train), torch.from_numpy(dataset.y_train).long()
+    stats = fit(model, inputs, labels, TrainConfig.from_mapping(spec.get("training")), seed,
+                subset=torch.from_numpy(public), description="public backbone")
+    print(f"public backbone {spec.get('arch', 'mlp')}: trained on {len(public)} public points in {stats.seconds:.1f} s")
+    return model.eval()
+
+
+def _public_features(dataset: Dataset, spec: Mapping[str, Any]) -> Dataset:
+    """The ``public`` backbone: penultimate activations of the private training points, val and test."""
+    from unlearnflow.core.models import penultimate_features
+
+    model = train_public_backbone(dataset, spec)
+    _, private = public_split(len(dataset.y_train), float(spec["public_fraction"]), int(spec.get("seed", 0)))
+    private_inputs = dataclasses.replace(dataset, x_train=dataset.x_train[private], y_train=dataset.y_train[private])
+    name, batch = f"{dataset.name}/public-{spec.get('arch', 'mlp')}", int(spec.get("batch_size", 256))
+    if spec.get("mixed_linear"):
+        from unlearnflow.sourcefree.mixed_linear import MixedLinear
+        linearised = MixedLinear(model, spec["mixed_linear"]["layers"])
+        print(f"mixed-linear: {spec['mixed_linear']['layers']} layers, P = {linearised.size} parameters")
+        return _embedded(private_inputs, lambda x: torch.from_numpy(linearised.rows(x)), batch,
+                         f"{name}/mixed-linear-{spec['mixed_linear']['layers']}", normalise=False)
+    return _embedded(private_inputs, lambda x: penultimate_features(model, x), batch, name)
 
 
 def average_pool(dataset: Dataset, factor: int) -> Dataset:
@@ -83,16 +163,24 @@ def _network_features(dataset: Dataset, spec: Mapping[str, Any]) -> Dataset:
     model = build_model("resnet18", dataset.input_shape, dataset.num_classes, **dict(spec.get("options") or {}))
     print(load_pretrained(model, spec["weights"]))
     model.eval()
-    batch = int(spec.get("batch_size", 256))
+    return _embedded(dataset, lambda x: penultimate_features(model, x), int(spec.get("batch_size", 256)),
+                     f"{dataset.name}/resnet18")
 
-    def embed(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            parts = [penultimate_features(model, torch.from_numpy(x[i:i + batch])).numpy()
-                     for i in range(0, len(x), batch)]
-        return l2_normalise(np.concatenate(parts)).astype(np.float32)
 
-    splits = {f"x_{split}": embed(getattr(dataset, f"x_{split}")) for split in SPLITS}
+def _embedded(dataset: Dataset, embed: Callable[[torch.Tensor], torch.Tensor], batch: int, name: str,
+              normalise: bool = True) -> Dataset:
+    """Every split of `dataset` through `embed` in batches (float32), rows L2-normalised unless
+    `normalise` is false (mixed-linear rows, whose scale is the model's; autograd stays on for them)."""
+
+    def rows(x: np.ndarray) -> np.ndarray:
+        parts = []
+        for i in range(0, len(x), batch):
+            with torch.no_grad() if normalise else contextlib.nullcontext():
+                parts.append(embed(torch.from_numpy(x[i:i + batch])).detach().numpy())
+        joined = np.concatenate(parts)
+        return (l2_normalise(joined) if normalise else joined).astype(np.float32)
+
+    splits = {f"x_{split}": rows(getattr(dataset, f"x_{split}")) for split in SPLITS}
     dim = splits["x_train"].shape[1]
-    return Dataset(name=f"{dataset.name}/resnet18", y_train=dataset.y_train, y_val=dataset.y_val,
-                   y_test=dataset.y_test, classes=dataset.classes, mean=np.zeros(dim, np.float32),
-                   std=np.ones(dim, np.float32), **splits)
+    return Dataset(name=name, y_train=dataset.y_train, y_val=dataset.y_val, y_test=dataset.y_test,
+                   classes=dataset.classes, mean=np.zeros(dim, np.float32), std=np.ones(dim, np.float32), **splits)

@@ -22,6 +22,15 @@ Losses (``loss``):
   (Guo et al.'s multi-class setting). K independent d x d blocks.
 - ``multinomial``: ``logsumexp(W x) - (W x)_y``. One full Kd x Kd Hessian
   ``sum (diag p - p p^T) (x) x x^T`` (parameters ordered as ``W.reshape(-1)``, class-major).
+- ``mixed_squared``: the quadratic loss of a *mixed-linear network* (source-free unlearning,
+  Sec. 3): a network linearised around public weights w0 in its last layers,
+  ``f(x; w0 + Delta) ~= f(x; w0) + J(x) Delta`` (:mod:`unlearnflow.sourcefree.mixed_linear`), with
+  ``l = 1/2 ||f(x; w0) + J(x) Delta - onehot(y)||^2``. A feature row is
+  ``[f(x; w0) (K), J(x).reshape(K P)]`` and the parameters are ``Delta`` as a (1, P) "weight";
+  the Hessian is one full block ``sum J^T J`` (P x P). As a model the network is the bias-free
+  linear map ``[I_K | I_K (x) Delta^T]`` on those rows (:meth:`LinearObjective.model_weight`),
+  so the logits, banks and evaluation of linear models apply unchanged (the weight distance of
+  such maps is sqrt(K) ||Delta_u - Delta_r||, the same ratio).
 
 Everything here is float64 numpy. Training (:func:`train`) is the closed-form solve for the
 squared loss and L-BFGS (scipy) followed by a few Newton steps otherwise: the certificates assume
@@ -42,7 +51,7 @@ from unlearnflow.core.artifacts import SPLITS, ModelBank
 from unlearnflow.core.data import Dataset
 from unlearnflow.errors import UserError
 
-LOSSES = ("squared", "logistic", "multinomial")
+LOSSES = ("squared", "logistic", "multinomial", "mixed_squared")
 
 #: the state-dict entry of a bias-free ``linear`` model (core.models.LinearClassifier)
 WEIGHT = "classifier.weight"
@@ -91,6 +100,10 @@ class LinearObjective:
 
     def data_loss(self, W: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``sum_i l(W x_i, y_i)``; W may carry leading batch axes (..., K, d)."""
+        if self.loss == "mixed_squared":
+            z0, J = mixed_parts(x, W.shape[-1])
+            z = z0 + np.einsum("...p,nkp->...nk", W[..., 0, :], J)
+            return 0.5 * ((z - _one_hot(y, z0.shape[1])) ** 2).sum(axis=(-2, -1))
         z = np.einsum("...kd,nd->...nk", W, x)
         K = W.shape[-2]
         if self.loss == "squared":
@@ -102,10 +115,16 @@ class LinearObjective:
 
     def data_gradient(self, W: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``sum_i grad_W l(W x_i, y_i)``, shaped like W (K, d)."""
+        if self.loss == "mixed_squared":
+            return np.einsum("nk,nkp->p", self.residuals(W, x, y), mixed_parts(x, W.shape[-1])[1])[None, :]
         return self.residuals(W, x, y).T @ x
 
     def residuals(self, W: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """``dl/dz`` per sample and class (n, K): the per-sample gradient is its outer product with x."""
+        """``dl/dz`` per sample and class (n, K): the per-sample gradient is its outer product with x
+        (for ``mixed_squared``, ``J(x)^T dl/dz``)."""
+        if self.loss == "mixed_squared":
+            z0, J = mixed_parts(x, W.shape[-1])
+            return z0 + J @ W[0] - _one_hot(y, z0.shape[1])
         z, K = x @ W.T, W.shape[0]
         if self.loss == "squared":
             return z - _one_hot(y, K)
@@ -116,6 +135,9 @@ class LinearObjective:
 
     def data_hessian(self, W: np.ndarray, x: np.ndarray, y: np.ndarray) -> BlockHessian:
         """``sum_i hess_W l(W x_i, y_i)`` (structure in the module docstring)."""
+        if self.loss == "mixed_squared":
+            J = mixed_parts(x, W.shape[-1])[1]
+            return BlockHessian(np.einsum("nkp,nkq->pq", J, J)[None], "full")
         z, (K, d) = x @ W.T, W.shape
         if self.loss == "squared":
             return BlockHessian(np.broadcast_to(x.T @ x, (K, d, d)).copy(), "per_class")
@@ -128,6 +150,9 @@ class LinearObjective:
 
     def per_sample_gradient_norms(self, W: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``||grad_W l(W x_i, y_i)||_F`` per sample (= ||dl/dz|| ||x||)."""
+        if self.loss == "mixed_squared":
+            J = mixed_parts(x, W.shape[-1])[1]
+            return np.linalg.norm(np.einsum("nk,nkp->np", self.residuals(W, x, y), J), axis=1)
         return np.linalg.norm(self.residuals(W, x, y), axis=1) * np.linalg.norm(x, axis=1)
 
     # ------------------------------------------------------------------ full objective, sum form
@@ -150,6 +175,32 @@ class LinearObjective:
         n = len(x) if n is None else n
         return self.data_hessian(W, x, y).plus_identity(self.lam * n)
 
+    # ------------------------------------------------------------------ parameters vs the model's weight
+
+    def parameter_shape(self, num_classes: int, width: int) -> tuple[int, int]:
+        """The shape of the parameters (and of b) for rows of `width` features: (K, d), or (1, P)
+        for ``mixed_squared`` rows of width K (1 + P)."""
+        if self.loss != "mixed_squared":
+            return num_classes, width
+        P, rest = divmod(width, num_classes)
+        if rest or P < 2:
+            raise UserError(f"mixed-linear model: feature rows of width {width} are not [f(x) (K={num_classes}), "
+                            "J(x) (K x P)]")
+        return 1, P - 1
+
+    def parameters(self, weight: np.ndarray) -> np.ndarray:
+        """The parameters of a linear model's (K, width) weight: itself, or Delta (1, P) of ``[I | I (x) Delta^T]``."""
+        if self.loss != "mixed_squared":
+            return weight
+        K = weight.shape[0]
+        return weight[:1, K:K + self.parameter_shape(K, weight.shape[1])[1]].copy()
+
+    def model_weight(self, parameters: np.ndarray, num_classes: int) -> np.ndarray:
+        """The linear model's weight of `parameters` (the inverse of :meth:`parameters`)."""
+        if self.loss != "mixed_squared":
+            return parameters
+        return np.concatenate([np.eye(num_classes), np.kron(np.eye(num_classes), parameters)], axis=1)
+
 
 def objective_noise(seed: int, num_classes: int, dim: int, std: float) -> np.ndarray:
     """Guo et al.'s objective perturbation b ~ std * N(0, I) (K, d), drawn from the model's seed."""
@@ -158,11 +209,15 @@ def objective_noise(seed: int, num_classes: int, dim: int, std: float) -> np.nda
 
 def train(objective: LinearObjective, x: np.ndarray, y: np.ndarray, num_classes: int,
           b: np.ndarray | None = None, tol: float = 1e-12, max_newton: int = 20) -> np.ndarray:
-    """The minimiser of ``L(W; D)`` (float64): a linear solve for the squared loss, else L-BFGS
+    """The minimiser of ``L(W; D)`` (float64): a linear solve for the squared losses, else L-BFGS
     to a loose tolerance and Newton steps until ``||grad|| <= tol * max(1, ||grad at 0||)``."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.int64)
     n, d = x.shape
-    b = np.zeros((num_classes, d)) if b is None else b
+    b = np.zeros(objective.parameter_shape(num_classes, d)) if b is None else b
+    if objective.loss == "mixed_squared":
+        z0, J = mixed_parts(x, b.shape[1])
+        rhs = np.einsum("nk,nkp->p", _one_hot(y, num_classes) - z0, J) - b[0]
+        return np.linalg.solve(objective.hessian(b, x, y).blocks[0], rhs)[None, :]
     if objective.loss == "squared":
         rhs = _one_hot(y, num_classes).T @ x - b
         return np.linalg.solve(x.T @ x + objective.lam * n * np.eye(d), rhs.T).T
@@ -186,6 +241,15 @@ def train(objective: LinearObjective, x: np.ndarray, y: np.ndarray, num_classes:
 
 
 # ---------------------------------------------------------------------------------------- features
+
+
+def mixed_parts(x: np.ndarray, P: int) -> tuple[np.ndarray, np.ndarray]:
+    """A mixed-linear feature row ``[f(x; w0) (K), J(x) (K x P)]`` split into f (n, K) and J (n, K, P)."""
+    n, width = x.shape
+    K, rest = divmod(width, P + 1)
+    if rest:
+        raise UserError(f"mixed-linear model: feature rows of width {width} do not hold K (1 + P) values for P = {P}")
+    return x[:, :K], x[:, K:].reshape(n, K, P)
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -221,11 +285,13 @@ def train_linear_bank(features: Dataset, objective: LinearObjective, noise_std: 
     x = features.x_train.reshape(len(features.x_train), -1).astype(np.float64)
     labels = features.y_train if labels is None else labels
     mask = np.ones(len(x), bool) if train_mask is None else np.asarray(train_mask, bool)
-    if np.linalg.norm(x, axis=1).max() > 1 + 1e-5:
+    if objective.loss != "mixed_squared" and np.linalg.norm(x, axis=1).max() > 1 + 1e-5:
         raise UserError("linear bank: feature rows must have L2 norm <= 1 (use l2_normalise)")
     K, d = features.num_classes, x.shape[1]
+    shape = objective.parameter_shape(K, d)
     start = time.perf_counter()
-    weights = np.stack([train(objective, x[mask], labels[mask], K, objective_noise(seed, K, d, noise_std))
+    weights = np.stack([objective.model_weight(train(objective, x[mask], labels[mask], K,
+                                                     objective_noise(seed, *shape, noise_std)), K)
                         for seed in seeds])
     seconds = time.perf_counter() - start
     logits = {split: np.einsum("ekd,nd->enk", weights, getattr(features, f"x_{split}").astype(np.float64))
@@ -281,6 +347,16 @@ def recipe_objective(training: Mapping) -> LinearObjective:
 
 
 # ---------------------------------------------------------------------------------------- modules
+
+
+def parameters_of(model: torch.nn.Module, objective: LinearObjective, method: str) -> np.ndarray:
+    """The parameters of `objective` that a bias-free ``linear`` model holds (float64)."""
+    return objective.parameters(weight_of(model, method))
+
+
+def set_parameters(model: torch.nn.Module, objective: LinearObjective, parameters: np.ndarray) -> None:
+    """Write `objective`'s parameters into a bias-free ``linear`` model."""
+    set_weight(model, objective.model_weight(parameters, model.classifier.weight.shape[0]))
 
 
 def weight_of(model: torch.nn.Module, method: str) -> np.ndarray:

@@ -19,6 +19,10 @@ repeats them; called directly, the defaults below apply.
 In a request sequence the retained count is carried in the state, so request r uses
 ``n_train - (forgotten so far)``.
 
+Both work on the objective's parameters (:meth:`LinearObjective.parameters`): W itself, or for a
+mixed-linear network (loss ``mixed_squared``, Sec. 3) the deviation Delta from the public weights,
+whose Hessian lives in the parameter dimension P.
+
 Both return ``MethodResult(cost, certificate=...)`` (:mod:`~unlearnflow.sourcefree.certificate`).
 """
 
@@ -36,7 +40,7 @@ from unlearnflow.methods.common import resolve, rng
 from unlearnflow.methods.request import ForgetRequest, MethodResult, UnlearningRequest
 from unlearnflow.sourcefree.certificate import certificate
 from unlearnflow.sourcefree.hessian import GRADIENT_TERMS, SOLVERS, VARIANTS, estimate_retain_hessian, forget_parts
-from unlearnflow.sourcefree.linear import BlockHessian, LinearObjective, as_rows, set_weight, weight_of
+from unlearnflow.sourcefree.linear import BlockHessian, LinearObjective, as_rows, parameters_of, set_parameters
 
 CERTIFIED_DEFAULTS = {"loss": "squared", "lam": 1e-3, "noise_std": 0.0}
 
@@ -90,7 +94,8 @@ def _newton_setup(name: str, defaults: Mapping[str, Any], check, given: Mapping[
     hp = resolve(name, defaults, given)
     check(hp)
     start = time.perf_counter()
-    return hp, LinearObjective(hp["loss"], float(hp["lam"])), weight_of(model, name), start
+    objective = LinearObjective(hp["loss"], float(hp["lam"]))
+    return hp, objective, parameters_of(model, objective, name), start
 
 
 def newton_certified(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
@@ -104,7 +109,7 @@ def newton_certified(model: nn.Module, request: UnlearningRequest, hp: Mapping[s
     step = hessian.solve(grad_f)
     residual = np.linalg.norm(objective.gradient(W + step, x[retain], y[retain], b))
     W_u = _with_noise(W + step, hp["noise_std"], seed)
-    set_weight(model, W_u)
+    set_parameters(model, objective, W_u)
     seconds = time.perf_counter() - start
     cert = certificate("newton_certified", objective, W, step, x[forget], y[forget], len(trained), seconds, seed,
                        hessian.block_size, residual_gradient_norm=residual, noise_std=hp["noise_std"],
@@ -124,7 +129,7 @@ def newton_source_free(model: nn.Module, request: ForgetRequest, hp: Mapping[str
     hessian = estimate.hessian.plus_identity(hp["ridge"] * n)
     grad_f, _ = forget_parts(objective, W, x_f, y_f)
     step = _solve(hessian, grad_f)
-    set_weight(model, _with_noise(W + step, hp["noise_std"], seed))
+    set_parameters(model, objective, _with_noise(W + step, hp["noise_std"], seed))
     seconds = time.perf_counter() - start
     fits = estimate.fits
     cert = certificate("newton_source_free", objective, W, step, x_f, y_f, n, seconds, seed, hessian.block_size,
