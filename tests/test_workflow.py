@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from workflow_runs import REPO, snakemake
+from workflow_runs import REPO, dry_run_jobs, snakemake
 
 from unlearnflow.config import load_schema, validate_config
 from unlearnflow.core.artifacts import concatenate_banks, read_bank, read_dataset, read_forget_set
@@ -247,20 +247,6 @@ def test_real_run_then_nothing_then_only_oracles_after_an_oracle_change(tiny):
     write_config(tiny, {**TINY, "originals": {"models": 4, "chunk_size": 2}})
     assert planned_jobs(tiny) == {"train_originals": 1, "gather_originals": 1, "evaluate": 2, "report": 1,
                                   "all": 1}  # chunk 2-3 only
-
-
-def dry_run_jobs(workdir: Path, *args: str) -> list[dict]:
-    """Every job a dry run plans: its rule, inputs, outputs, wildcards and resources, from the printed plan."""
-    output = snakemake(workdir, "--dry-run", *args).stdout
-    jobs = []
-    for block in re.split(r"^(?:localrule|rule) ", output, flags=re.M)[1:]:
-        rule, _, body = block.partition(":\n")
-        fields = dict(re.findall(r"^    (\w+): (.*)$", body, re.M))
-        jobs.append({"rule": rule.strip(), "input": [p for p in fields.get("input", "").split(", ") if p],
-                     "output": [p for p in fields.get("output", "").split(", ") if p],
-                     "wildcards": dict(pair.split("=", 1) for pair in fields.get("wildcards", "").split(", ") if pair),
-                     "resources": fields.get("resources", "")})
-    return jobs
 
 
 def retain_data_inputs(job: dict) -> list[str]:
