@@ -52,6 +52,9 @@ def test_the_mixed_linear_preset_is_table_4_with_an_identifiable_fit():
     sizes = sorted(spec["size"] for spec in config["forget_sets"].values())
     assert sizes == [round(fraction * n_private) for fraction in (0.10, 0.15, 0.20)]
     assert all(spec["kind"] == "random" for spec in config["forget_sets"].values())
+    # the ridge configuration adds lam n_r I at the largest set (ridge * n = lam * n_r, to 1%)
+    ridge = max(fit["grid"]["ridge"])
+    assert ridge * n_private == pytest.approx(config["training"]["lam"] * (n_private - sizes[-1]), rel=0.01)
 
 
 def test_the_public_fashion_mnist_preset_has_an_identifiable_fit_and_the_baselines():
