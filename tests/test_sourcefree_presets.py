@@ -3,49 +3,65 @@ experiment per table of the paper with the numbers the README's tables come from
 
 import re
 
+import numpy as np
 import pytest
 import yaml
 from workflow_runs import REPO, snakemake
 
 from unlearnflow.config import experiments, load_schema, validate_config
+from unlearnflow.core.data import load_dataset
+from unlearnflow.sourcefree.features import extract_features
 from unlearnflow.sourcefree.hessian import identifiable_m
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-#: preset -> (experiment prefix, training-set size, feature dimension d)
-PRESETS = {"sourcefree-digits.yaml": ("sf-digits", 1258, 64),
-           "sourcefree-fashion-mnist.yaml": ("sf-fmnist", 2000, 49)}
+#: preset -> (experiment prefix, training-set size, pixels, d of Tables 1/3/5, d of Table 2)
+PRESETS = {"sourcefree-digits.yaml": ("sf-digits", 1258, 64, 16, 64),
+           "sourcefree-fashion-mnist.yaml": ("sf-fmnist", 2000, 784, 16, 49)}
 
 
 def load(name: str) -> dict:
     return validate_config(yaml.safe_load((REPO / "config" / name).read_text()), load_schema(SCHEMA))
 
 
+def dimension(config: dict, pixels: int) -> int:
+    return pixels // config["features"].get("pool", 1) ** 2
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_each_preset_has_one_experiment_per_table(name):
-    prefix, n, d = PRESETS[name]
+    prefix, n, pixels, d, d2 = PRESETS[name]
     found = experiments(load(name))
     tables = ["table1", "table2", "table3-lam0", "table3-lam5e-4", "table3-lam1e-3", "table5"]
     assert list(found) == [f"{prefix}-{table}" for table in tables]
-    for config in found.values():
+    for experiment, config in found.items():
         assert config["model"]["arch"] == "linear" and config["training"]["optimizer"] == "lbfgs"
-        assert config["training"]["loss"] == "squared" and config["originals"]["models"] == 20
-    # Table 1: 5 / 10 / 15 % forget, Newton (+) and both source-free variants at an identified m
+        assert config["training"]["loss"] == "squared" and config["originals"]["models"] >= 10
+        assert dimension(config, pixels) == (d2 if experiment.endswith("table2") else d)
+    # Table 1: 5 / 10 / 15 % forget, Newton (+) and both source-free variants at twice d(d+1)/2
     table1 = found[f"{prefix}-table1"]
     sizes = sorted(spec["size"] for spec in table1["forget_sets"].values())
     assert [round(100 * size / n) for size in sizes] == [5, 10, 15]
     source_free = table1["methods"]["newton_source_free"]
-    assert source_free["hyperparameters"]["m"] >= identifiable_m(d)
+    assert source_free["hyperparameters"]["m"] == 2 * identifiable_m(d)
     assert source_free["grid"]["variant"] == ["paper", "corrected"] and "newton_certified" in table1["methods"]
-    # Table 2: the paper's 250 / 500 / 1000 perturbations and one at d(d+1)/2 or above
-    ms = found[f"{prefix}-table2"]["methods"]["newton_source_free"]["grid"]["m"]
-    assert ms[:3] == [250, 500, 1000] and ms[3] >= identifiable_m(d) > 1000
-    # Table 3: lambda in {0, 5e-4, 1e-3}, everything else as Table 1 at 10 %
-    lams = [found[f"{prefix}-table3-{suffix}"]["training"]["lam"] for suffix in ("lam0", "lam5e-4", "lam1e-3")]
-    assert lams == [0.0, 5e-4, 1e-3]
-    assert all(found[f"{prefix}-table3-{s}"]["methods"] == table1["methods"] for s in ("lam0", "lam5e-4", "lam1e-3"))
+    ten_percent = [{"kind": "random", "size": round(0.1 * n)}]
+    # Table 2: the paper's 250 / 500 / 1000 perturbations and one just above d(d+1)/2 > 1000
+    table2 = found[f"{prefix}-table2"]
+    ms = table2["methods"]["newton_source_free"]["grid"]["m"]
+    assert ms == [250, 500, 1000, identifiable_m(d2) + 2 * d2] and identifiable_m(d2) > 1000
+    assert list(table2["forget_sets"].values()) == ten_percent
+    # Table 3: lambda in {0, 5e-4, 1e-3}, Table 1's features and methods at 10 %; the training
+    # features have full rank, so that lam = 0 has a unique minimiser
+    table3 = [found[f"{prefix}-table3-{suffix}"] for suffix in ("lam0", "lam5e-4", "lam1e-3")]
+    assert [config["training"]["lam"] for config in table3] == [0.0, 5e-4, 1e-3]
+    features = extract_features(load_dataset(table3[0]["data"]), table3[0]["features"])
+    assert features.x_train.shape == (n, d) and np.linalg.matrix_rank(features.x_train.astype(float)) == d
+    for config in table3:
+        assert list(config["forget_sets"].values()) == ten_percent and config["methods"] == table1["methods"]
     # Table 5: the source-free baselines beside Newton
-    assert {"gradient_ascent", "random_labels", "jit", "newton_certified",
-            "newton_source_free"} == set(found[f"{prefix}-table5"]["methods"])
+    table5 = found[f"{prefix}-table5"]
+    assert {"gradient_ascent", "random_labels", "jit", "newton_certified", "newton_source_free"} == set(
+        table5["methods"]) and list(table5["forget_sets"].values()) == ten_percent
 
 
 @pytest.mark.slow  # ~30 s each on the shared 2-core machine: the DAG of six experiments
