@@ -52,6 +52,18 @@ def test_every_configuration_is_a_line_with_distance_accuracy_gap_and_the_select
     assert "| newton_source_free | m=250,variant=paper | 12.5 | 0.500 | -42.0 | 11.000 | 0.05 |" in body
     assert "| newton_certified | default * | 1e-06 | 0.920 | +0.0 | 0.000 | 0.001 |" in body
     assert len(body) == 4
+    assert "Cost of" not in text
+
+
+def test_the_cost_line_sums_the_experiments_benchmark_files(tmp_path):
+    path = summary(tmp_path, rows_of_table2())
+    benchmarks = path.parent.parent / "benchmarks"
+    (benchmarks / "unlearned" / "jit").mkdir(parents=True)
+    header = "s\th:m:s\tmax_rss\tcpu_time\n"
+    (benchmarks / "data.tsv").write_text(header + "2.50\t0:00:02\t100\t1.25\n")
+    (benchmarks / "unlearned" / "jit" / "random_126.tsv").write_text(header + "10.00\t0:00:10\t100\t4.00\n")
+    assert sourcefree_tables([path]).splitlines()[-1] == (
+        "Cost of `sf-digits-table2`: 2 jobs, 12 job-seconds wall, 5 CPU seconds (its `benchmarks/`).")
 
 
 def test_the_command_writes_the_tables_and_refuses_a_summary_without_weight_distance(tmp_path, capsys):

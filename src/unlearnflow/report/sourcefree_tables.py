@@ -6,11 +6,14 @@ each line here adds the weight distance ``||W_u - W_oracle|| / ||W_0 - W_oracle|
 models; 0 is exact removal, 1 is ``do_nothing``), KLOM's selection score and the seconds per model
 and request. Every evaluated configuration is a line (Table 2's m and Table 3's variants are grid
 configurations); ``*`` marks the one the report selected per method (lowest selection score).
-One table per (experiment, forget set); the experiment is the directory above ``report/``.
+One table per (experiment, forget set); the experiment is the directory above ``report/``. Where
+the experiment's ``benchmarks/`` directory is there (Snakemake's per-job benchmark files), a line
+gives its cost: jobs, their wall seconds and CPU seconds summed.
 """
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 from collections.abc import Sequence
@@ -32,6 +35,20 @@ def experiment_of(path: str | os.PathLike) -> str:
     """``results/X/report/summary.csv`` -> ``X`` (else the file's directory name)."""
     parent = Path(path).resolve().parent
     return parent.parent.name if parent.name == "report" else parent.name
+
+
+def experiment_cost(path: str | os.PathLike) -> tuple[int, float, float] | None:
+    """(jobs, wall seconds, CPU seconds) summed over the Snakemake benchmark files under the
+    experiment's ``benchmarks/`` (next to ``report/``), or None without that directory."""
+    directory = Path(path).resolve().parent.parent / "benchmarks"
+    if not directory.is_dir():
+        return None
+    jobs, wall, cpu = 0, 0.0, 0.0
+    for tsv in sorted(directory.rglob("*.tsv")):
+        with open(tsv, newline="") as handle:
+            for record in csv.DictReader(handle, delimiter="\t"):
+                jobs, wall, cpu = jobs + 1, wall + float(record["s"]), cpu + float(record.get("cpu_time") or 0)
+    return jobs, wall, cpu
 
 
 def forget_set_table(experiment: str, forget_set: str, rows: Sequence[Row]) -> list[str]:
@@ -58,4 +75,8 @@ def sourcefree_tables(summaries: Sequence[str | os.PathLike]) -> str:
             raise UserError(f"sourcefree-table: {path} has no weight_distance; give the summary of a linear experiment")
         for (forget_set,), set_rows in group_by(rows, "forget_set").items():
             lines += forget_set_table(experiment_of(path), forget_set, set_rows)
+        cost = experiment_cost(path)
+        if cost:
+            lines += [f"Cost of `{experiment_of(path)}`: {cost[0]} jobs, {cost[1]:.0f} job-seconds wall, "
+                      f"{cost[2]:.0f} CPU seconds (its `benchmarks/`).", ""]
     return "\n".join(lines)
