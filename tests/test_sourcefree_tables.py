@@ -8,7 +8,7 @@ from unlearnflow.cli import main
 from unlearnflow.errors import UserError
 from unlearnflow.evaluation.rows import FLOAT_COLUMNS
 from unlearnflow.report.pgu_tables import read_summaries
-from unlearnflow.report.sourcefree_tables import experiment_of, sourcefree_tables
+from unlearnflow.report.sourcefree_tables import experiment_of, natural, sourcefree_tables
 from unlearnflow.report.summary import flag_best, write_summary_csv
 
 
@@ -53,6 +53,10 @@ def test_every_configuration_is_a_line_with_distance_accuracy_gap_and_the_select
     assert "| newton_certified | default * | 1e-06 | 0.920 | +0.0 | 0.000 | 0.001 |" in body
     assert len(body) == 4
     assert "Cost of" not in text
+    # configurations in numeric order of their numbers
+    configs = ["m=1000,variant=paper", "default", "m=250,variant=paper", "m=2208,variant=paper", "m=500,variant=paper"]
+    assert sorted(configs, key=natural) == ["default", "m=250,variant=paper", "m=500,variant=paper",
+                                            "m=1000,variant=paper", "m=2208,variant=paper"]
 
 
 def test_the_cost_line_sums_the_experiments_benchmark_files(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,12 @@ HEADER = ("method", "config", "weight distance", "test acc", "gap to oracles (po
 
 def _fmt(value: float, spec: str) -> str:
     return format(value, spec) if math.isfinite(value) else "–"
+
+
+def natural(config: str) -> list:
+    """Sort key of a configuration name with its numbers compared as numbers (m=250 before m=1000)."""
+    return [(0, float(part), "") if re.fullmatch(r"\d+(\.\d+)?", part) else (1, 0.0, part)
+            for part in re.split(r"(\d+(?:\.\d+)?)", config) if part]
 
 
 def experiment_of(path: str | os.PathLike) -> str:
@@ -58,7 +65,7 @@ def forget_set_table(experiment: str, forget_set: str, rows: Sequence[Row]) -> l
     lines = [f"#### `{experiment}`, `{forget_set}` ({first['n_forget']} points, {first['n_oracles']} oracles, "
              f"{first['n_unlearned']} models; oracles' test acc {_fmt(oracle, '.3f')})", "",
              markdown_line(HEADER), markdown_line(["---"] * len(HEADER))]
-    for row in sorted(rows, key=lambda row: (method_key(row["method"]), row["config"])):
+    for row in sorted(rows, key=lambda row: (method_key(row["method"]), natural(row["config"]))):
         lines.append(markdown_line((
             row["method"], row["config"] + (" *" if row["best"] else ""), _fmt(row["weight_distance"], ".3g"),
             _fmt(row["acc_test"], ".3f"), _fmt(100 * (row["acc_test"] - row["acc_test_oracle"]), "+.1f"),
