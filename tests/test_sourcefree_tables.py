@@ -73,7 +73,8 @@ def test_the_cost_line_sums_the_experiments_benchmark_files(tmp_path):
 def test_the_command_writes_the_tables_and_refuses_a_summary_without_weight_distance(tmp_path, capsys):
     path = summary(tmp_path, rows_of_table2())
     out = tmp_path / "tables.md"
-    main(["sourcefree-table", str(path), "--out", str(out)])
+    assert main(["sourcefree-table", str(path), "--out", str(out)]) == 0
+    assert main(["sourcefree-table", str(tmp_path / "missing.csv")]) == 2   # a UserError: one line, status 2
     assert out.read_text() == sourcefree_tables([path]) + "\n"
     assert experiment_of(path) == "sf-digits-table2"
     other = summary(tmp_path, [row("do_nothing", selection_score=1.0)], experiment="digits")
