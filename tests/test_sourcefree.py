@@ -197,3 +197,18 @@ def test_weight_distance_is_0_for_exact_removal_1_for_the_original_and_nan_for_o
     assert columns["cert_theorem1_bound"] == 0.0                      # squared loss: gamma = 0
     assert all(np.isnan(value) for value in certificate_columns(None).values())
     assert np.isnan(certificate_columns([{"theorem1_bound": None}])["cert_theorem1_bound"])
+
+
+def test_the_squared_loss_without_ridge_on_rank_deficient_features_is_one_line():
+    """digits' identity features have two always-blank pixels: with lam = 0 X^T X is singular."""
+    x = np.random.default_rng(0).standard_normal((30, 4))
+    x[:, 2] = 0.0
+    y = np.arange(30) % 3
+    with pytest.raises(UserError) as error:
+        train(LinearObjective("squared", 0.0), x, y, 3)
+    assert str(error.value) == ("linear model: the squared loss with lam = 0 has no unique minimiser: the 30 x 4 "
+                                "features have rank 3 < 4; set lam > 0 or use fewer features (e.g. features.pool)")
+    # full rank: the least-squares solution, gradient zero
+    x[:, 2] = 1.0 + x[:, 0] ** 2
+    W = train(LinearObjective("squared", 0.0), x, y, 3)
+    assert np.linalg.norm(LinearObjective("squared", 0.0).gradient(W, x, y)) < 1e-10

@@ -1,92 +1,76 @@
-"""The source-free presets (issue 11): config/sourcefree-mixed-linear.yaml (the paper's Table 4 on a
-mixed-linear network, digits) and config/sourcefree-public-fashion-mnist.yaml (linear models on
-Fashion-MNIST features of a public-split backbone) validate, size their source-free fits so that
-the Hessian is identifiable, and plan their experiments without reading retain data in a
-source-free job."""
+"""The source-free unlearning presets (config/sourcefree-*.yaml): each validates, has one
+experiment per table of the paper with the numbers the README's tables come from, and dry-runs."""
 
-from pathlib import Path
+import re
 
+import numpy as np
 import pytest
-import torch
 import yaml
-from test_data import make_idx
-from workflow_runs import REPO, dry_run_jobs
+from workflow_runs import REPO, snakemake
 
-from unlearnflow.config import load_schema, validate_config
+from unlearnflow.config import experiments, load_schema, validate_config
 from unlearnflow.core.data import load_dataset
-from unlearnflow.core.models import build_model, penultimate_features
-from unlearnflow.sourcefree.features import public_split
-from unlearnflow.sourcefree.mixed_linear import MixedLinear
+from unlearnflow.sourcefree.features import extract_features
+from unlearnflow.sourcefree.hessian import identifiable_m
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-MIXED = REPO / "config" / "sourcefree-mixed-linear.yaml"
-FASHION = REPO / "config" / "sourcefree-public-fashion-mnist.yaml"
-NEWTON = {"newton_certified", "newton_source_free"}
+#: preset -> (experiment prefix, training-set size, pixels, d of Tables 1/3/5, d of Table 2)
+PRESETS = {"sourcefree-digits.yaml": ("sf-digits", 1258, 64, 16, 64),
+           "sourcefree-fashion-mnist.yaml": ("sf-fmnist", 2000, 784, 16, 49)}
 
 
-def preset(path: Path) -> dict:
-    return validate_config(yaml.safe_load(path.read_text()), load_schema(SCHEMA))
+def load(name: str) -> dict:
+    return validate_config(yaml.safe_load((REPO / "config" / name).read_text()), load_schema(SCHEMA))
 
 
-def private_size(n_train: int, features: dict) -> int:
-    """The training points left to the bank once the public backbone's share is drawn."""
-    return len(public_split(n_train, features["public_fraction"], features["seed"])[1])
+def dimension(config: dict, pixels: int) -> int:
+    return pixels // config["features"].get("pool", 1) ** 2
 
 
-def source_free_fit(config: dict) -> dict:
-    return config["methods"]["newton_source_free"]
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_each_preset_has_one_experiment_per_table(name):
+    prefix, n, pixels, d, d2 = PRESETS[name]
+    found = experiments(load(name))
+    tables = ["table1", "table2", "table3-lam0", "table3-lam5e-4", "table3-lam1e-3", "table5"]
+    assert list(found) == [f"{prefix}-{table}" for table in tables]
+    for experiment, config in found.items():
+        assert config["model"]["arch"] == "linear" and config["training"]["optimizer"] == "lbfgs"
+        assert config["training"]["loss"] == "squared" and config["originals"]["models"] >= 10
+        assert dimension(config, pixels) == (d2 if experiment.endswith("table2") else d)
+    # Table 1: 5 / 10 / 15 % forget, Newton (+) and both source-free variants at twice d(d+1)/2
+    table1 = found[f"{prefix}-table1"]
+    sizes = sorted(spec["size"] for spec in table1["forget_sets"].values())
+    assert [round(100 * size / n) for size in sizes] == [5, 10, 15]
+    source_free = table1["methods"]["newton_source_free"]
+    assert source_free["hyperparameters"]["m"] == 2 * identifiable_m(d)
+    assert source_free["grid"]["variant"] == ["paper", "corrected"] and "newton_certified" in table1["methods"]
+    ten_percent = [{"kind": "random", "size": round(0.1 * n)}]
+    # Table 2: the paper's 250 / 500 / 1000 perturbations and one just above d(d+1)/2 > 1000
+    table2 = found[f"{prefix}-table2"]
+    ms = table2["methods"]["newton_source_free"]["grid"]["m"]
+    assert ms == [250, 500, 1000, identifiable_m(d2) + 2 * d2] and identifiable_m(d2) > 1000
+    assert list(table2["forget_sets"].values()) == ten_percent
+    # Table 3: lambda in {0, 5e-4, 1e-3}, Table 1's features and methods at 10 %; the training
+    # features have full rank, so that lam = 0 has a unique minimiser
+    table3 = [found[f"{prefix}-table3-{suffix}"] for suffix in ("lam0", "lam5e-4", "lam1e-3")]
+    assert [config["training"]["lam"] for config in table3] == [0.0, 5e-4, 1e-3]
+    features = extract_features(load_dataset(table3[0]["data"]), table3[0]["features"])
+    assert features.x_train.shape == (n, d) and np.linalg.matrix_rank(features.x_train.astype(float)) == d
+    for config in table3:
+        assert list(config["forget_sets"].values()) == ten_percent and config["methods"] == table1["methods"]
+    # Table 5: the source-free baselines beside Newton
+    table5 = found[f"{prefix}-table5"]
+    assert {"gradient_ascent", "random_labels", "jit", "newton_certified", "newton_source_free"} == set(
+        table5["methods"]) and list(table5["forget_sets"].values()) == ten_percent
 
 
-def test_the_mixed_linear_preset_is_table_4_with_an_identifiable_fit():
-    config = preset(MIXED)
-    features = config["features"]
-    assert config["training"]["loss"] == "mixed_squared" and features["backbone"] == "public"
-    digits = load_dataset(config["data"])
-    backbone = build_model(features["arch"], digits.input_shape, digits.num_classes, **features["options"])
-    P = MixedLinear(backbone, features["mixed_linear"]["layers"]).size
-    assert P == 4 * 3 + 3 + 3 * 10 + 10 == 55  # the last two linear layers, 4 -> 3 -> 10
-    fit = source_free_fit(config)
-    assert fit["hyperparameters"]["m"] >= P * (P + 1) // 2 and fit["grid"]["variant"] == ["corrected"]
-    assert set(config["methods"]) == NEWTON
-    n_private = private_size(len(digits.y_train), features)
-    sizes = sorted(spec["size"] for spec in config["forget_sets"].values())
-    assert sizes == [round(fraction * n_private) for fraction in (0.10, 0.15, 0.20)]
-    assert all(spec["kind"] == "random" for spec in config["forget_sets"].values())
-    # the ridge configuration adds lam n_r I at the largest set (ridge * n = lam * n_r, to 1%)
-    ridge = max(fit["grid"]["ridge"])
-    assert ridge * n_private == pytest.approx(config["training"]["lam"] * (n_private - sizes[-1]), rel=0.01)
-
-
-def test_the_public_fashion_mnist_preset_has_an_identifiable_fit_and_the_baselines():
-    config = preset(FASHION)
-    features, data = config["features"], config["data"]
-    assert data["loader"] == "idx" and config["training"]["loss"] == "squared" and "mixed_linear" not in features
-    backbone = build_model(features["arch"], (1, 28, 28), 10, **features["options"])
-    d = penultimate_features(backbone.eval(), torch.zeros(2, 1, 28, 28)).shape[1]  # the features' width
-    assert 32 <= d <= 64
-    assert source_free_fit(config)["hyperparameters"]["m"] >= d * (d + 1) // 2
-    assert set(config["methods"]) == NEWTON | {"gradient_ascent", "jit", "random_labels"}
-    (forget,) = config["forget_sets"].values()
-    assert forget["kind"] == "random" and forget["size"] == round(0.10 * private_size(data["max_train"], features))
-
-
-@pytest.mark.parametrize("path", [MIXED, FASHION], ids=lambda p: p.name)
-def test_the_source_free_presets_plan_every_method_on_every_forget_set(tmp_path, path):
-    config = yaml.safe_load(path.read_text())
-    if config["data"]["loader"] == "idx" and not Path(config["data"]["path"]).is_dir():
-        make_idx(tmp_path / "fashion")  # a tiny IDX directory: a dry run reads no data
-        config["data"]["path"] = str(tmp_path / "fashion")
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    jobs = dry_run_jobs(tmp_path)
-    results = f"results/{config['experiment']}"
-    forget_sets = set(config["forget_sets"])
-    evaluated = {tuple(output.split("/")[-2:]) for job in jobs if job["rule"] == "evaluate"
-                 for output in job["output"] if output.endswith(".csv")}
-    assert evaluated == {(method, f"{fs}.csv") for method in {"do_nothing", "retrain", *config["methods"]}
-                         for fs in forget_sets}
-    assert [job for job in jobs if job["rule"] == "extract_features"][0]["output"] == [f"{results}/features.h5"]
-    source_free = [job for job in jobs if job["rule"] == "unlearn" and "/newton_source_free/" in job["output"][0]]
-    assert {job["wildcards"]["forget_set"] for job in source_free} == forget_sets
-    for job in source_free:
-        assert sorted(job["input"]) == [f"{results}/forget_samples/{job['wildcards']['forget_set']}.h5",
-                                        f"{results}/original_models.h5"], job
+@pytest.mark.slow  # ~30 s each on the shared 2-core machine: the DAG of six experiments
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_each_preset_dry_runs(tmp_path, name):
+    output = snakemake(tmp_path, "--configfile", str(REPO / "config" / name), "--dry-run").stdout
+    counts = dict(re.findall(r"^([\w.-]+)\s+(\d+)\s*$", output.split("Job stats:")[1].split("total")[0], re.M))
+    prefix = PRESETS[name][0]
+    # unlearn jobs: Table 1 two methods x three forget sets, Tables 2-3 two each, Table 5 five
+    assert counts["unlearn"] == "6" and counts[f"{prefix}-table2_unlearn"] == "2"
+    assert counts[f"{prefix}-table5_unlearn"] == "5"
+    assert all(counts[f"{prefix}-table3-{s}_report"] == "1" for s in ("lam0", "lam5e-4", "lam1e-3"))

@@ -211,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--acceptance", metavar="METHOD", help="also check issue 10's class-sample criteria for METHOD")
     sub.add_argument("--out", help="write the markdown here (default: standard output)")
 
+    sub = command("sourcefree-table", stages.sourcefree_table,
+                  "the source-free paper's tables (weight distance, test acc, KLOM, time) from linear reports")
+    sub.add_argument("summaries", nargs="+", help="results/EXPERIMENT/report/summary.csv files")
+    sub.add_argument("--out", help="write the markdown here (default: standard output)")
+
     sub = command("deletion-request", stages.deletion_request,
                   "process one deletion request against a model's ledger (new head model, certificate)",
                   "deletion_request")

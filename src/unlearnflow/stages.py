@@ -546,6 +546,16 @@ def pgu_table(*, summaries: Sequence[str], acceptance: str | None = None, out: s
         print(text)
 
 
+def sourcefree_table(*, summaries: Sequence[str], out: str | None = None) -> None:
+    """The source-free paper's tables (:mod:`unlearnflow.report.sourcefree_tables`) from finished reports."""
+    from unlearnflow.report.sourcefree_tables import sourcefree_tables
+    text = sourcefree_tables(summaries)
+    if out:
+        Path(out).write_text(text + "\n")
+    else:
+        print(text)
+
+
 def deletion_request(*, request: str, data: str, models: str, ledger_dir: str, side: Sequence[str] = (),
                      device: str = "cpu", threads: int = 0) -> None:
     """One deletion request against a model's ledger: the new head model and its certificate."""

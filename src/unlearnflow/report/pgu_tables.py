@@ -37,10 +37,11 @@ REMOVAL_HEADER = ("method", "config", "forget err %", "retain err %", "test err 
                   "KLOM score", "s / model", "x retrain")
 
 
-def read_summaries(paths: Sequence[str | os.PathLike]) -> list[Row]:
-    """The rows of one or more ``summary.csv`` files (every configuration; ``best`` as a bool)."""
+def read_summaries(paths: Sequence[str | os.PathLike], command: str = "pgu-table") -> list[Row]:
+    """The rows of one or more ``summary.csv`` files (every configuration; ``best`` as a bool);
+    `command` names the caller in the error messages."""
     if not paths:
-        raise UserError("pgu-table: no summary.csv given")
+        raise UserError(f"{command}: no summary.csv given")
     rows = []
     for path in paths:
         for row in read_csv(Path(path)):

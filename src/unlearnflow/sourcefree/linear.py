@@ -220,7 +220,12 @@ def train(objective: LinearObjective, x: np.ndarray, y: np.ndarray, num_classes:
         return np.linalg.solve(objective.hessian(b, x, y).blocks[0], rhs)[None, :]
     if objective.loss == "squared":
         rhs = _one_hot(y, num_classes).T @ x - b
-        return np.linalg.solve(x.T @ x + objective.lam * n * np.eye(d), rhs.T).T
+        try:
+            return np.linalg.solve(x.T @ x + objective.lam * n * np.eye(d), rhs.T).T
+        except np.linalg.LinAlgError:
+            raise UserError(f"linear model: the squared loss with lam = {objective.lam:g} has no unique minimiser: "
+                            f"the {n} x {d} features have rank {np.linalg.matrix_rank(x)} < {d}; set lam > 0 or use "
+                            "fewer features (e.g. features.pool)") from None
     if objective.lam == 0:
         raise UserError(f"linear model: the {objective.loss} loss needs lam > 0 to have a minimiser")
 
