@@ -200,3 +200,21 @@ def test_bootstrap_interval_contains_the_estimate(stat):
         low, high = intervals[name]
         assert low < estimate < high
         assert high - low < estimate
+
+
+def test_a_few_far_off_unlearned_models_lower_klom_below_the_noise_floor():
+    """The bins span the combined oracle + unlearned range (Algorithm F.1), and KL(oracle ||
+    unlearned) charges unlearned mass outside the oracles' bins only through the floor: 3 of 50
+    unlearned models sent far away (damaged models) widen every point's bins so much that the
+    oracles and the 47 others share one or two bins, and KLOM falls far below that of a second
+    sample of the oracles' own distribution. This is what made the PGU incremental preset's
+    selection score pick damaged models (README, Table 3); the metric is the paper's."""
+    rng = np.random.default_rng(0)
+    oracle, same = rng.normal(size=(50, 2000)), rng.normal(size=(50, 2000))
+    damaged = same.copy()
+    damaged[:3] = -60.0
+    honest = np.percentile(klom(oracle, same), 95)
+    assert 1.4 < honest < 2.1  # the noise floor with 50 models per side (module docstring: about 1.7)
+    assert np.percentile(klom(oracle, damaged), 95) < 0.25 * honest
+    # the reverse direction charges the damaged models' mass, but still less than the noise floor
+    assert np.percentile(klom(oracle, damaged, direction="unlearned_oracle"), 95) < honest

@@ -585,6 +585,13 @@ PGU_CNN_PRESETS = {
                                  {"pgu", "pgu_tuned"}),
     "pgu-cnn-depoison.yaml": ({f"pgu-cnn-depoison-{b}": [f"poison_{b}"] for b in (10, 20, 30)},
                               {"pgu_depoison", "pgu_trgp"}),
+    # the same four on Fashion-MNIST (config/pgu-cnn-fmnist-*.yaml)
+    "pgu-cnn-fmnist-class-sample.yaml": ({"pgu-cnn-fmnist-class-sample": ["class_sample_6"]}, {"pgu", "pgu_tuned"}),
+    "pgu-cnn-fmnist-class.yaml": ({"pgu-cnn-fmnist-class": ["class_0"]}, {"pgu", "pgu_tuned"}),
+    "pgu-cnn-fmnist-incremental.yaml": ({"pgu-cnn-fmnist-incremental": [f"incremental_4x25@{r}" for r in range(1, 5)]},
+                                        {"pgu", "pgu_tuned"}),
+    "pgu-cnn-fmnist-depoison.yaml": ({f"pgu-cnn-fmnist-depoison-{b}": [f"poison_{b}"] for b in (10, 20, 30)},
+                                     {"pgu_depoison", "pgu_trgp"}),
 }
 
 
@@ -612,10 +619,27 @@ def test_pgu_cnn_presets_plan_the_papers_experiments(tmp_path, name):
             assert f"results/{experiment}/gradient_space.h5" in job["input"]
             assert not any(path.endswith(("/data.h5", "/originals.h5")) or "/forget_sets/" in path
                            for path in job["input"]), job
-    if name == "pgu-cnn-class.yaml":
+    if name.endswith("-class.yaml"):
         assert all(m["hyperparameters"]["stopping"] == "class_rows" for m in config["methods"].values())
-    if name == "pgu-cnn-depoison.yaml":
+    if name.endswith("-depoison.yaml"):
         budgets = [config["forget_sets"]["poison_10"]["budget"],
                    *(e["forget_sets"][f"poison_{b}"]["budget"] for b, e in
                      zip((20, 30), config["experiments"].values()))]
         assert budgets == [0.1, 0.2, 0.3]
+
+
+@pytest.mark.parametrize("table", ["class-sample", "class", "incremental", "depoison"])
+def test_fashion_mnist_pgu_presets_run_the_digits_experiments_on_fashion_mnist(table):
+    """Each Fashion-MNIST preset validates, reads the IDX files of Debian's dataset-fashion-mnist,
+    keeps >= 50 models per side and runs the digits preset's forget-set kinds and method settings."""
+    digits, fmnist = (validate_config(yaml.safe_load((REPO / "config" / f"pgu-cnn-{name}.yaml").read_text()),
+                                      load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+                      for name in (table, f"fmnist-{table}"))
+    assert fmnist["data"]["loader"] == "idx" and fmnist["data"]["path"] == "/usr/share/datasets/fashion-mnist"
+    assert fmnist["originals"]["models"] >= 50 and fmnist["oracles"]["models"] >= 50
+    assert fmnist["model"]["arch"] == "smallvgg" and fmnist["methods"] == digits["methods"]
+
+    def kinds(config):
+        sets = [config["forget_sets"], *(e["forget_sets"] for e in config.get("experiments", {}).values())]
+        return {(spec["kind"], spec.get("requests"), spec.get("budget")) for fs in sets for spec in fs.values()}
+    assert kinds(fmnist) == kinds(digits)
