@@ -2,10 +2,13 @@
 backbone from a local state-dict file, the config checks, and the lbfgs recipe the trainer
 dispatches to (source-free unlearning, Sec. 5; Guo et al., Sec. 4)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from unlearnflow.config import load_schema, validate_config
 from unlearnflow.core.data import load_dataset
 from unlearnflow.core.models import build_model
 from unlearnflow.errors import UserError
@@ -102,12 +105,13 @@ def test_the_feature_stage_records_the_public_points_and_forget_sets_come_from_t
     public, private = np.array(record["public_indices"]), np.array(record["private_indices"])
     assert record["public_size"] == len(public) == 60 and record["seed"] == 4
     raw, features = read_dataset(data), read_dataset(out)
+    from unlearnflow.sourcefree.features import public_split
+    assert all(np.array_equal(a, b) for a, b in zip((public, private), public_split(len(raw.y_train), 0.3, seed=4)))
     assert np.array_equal(features.y_train, raw.y_train[private]) and len(features.y_train) == 140
     make_forget_set(name="r30", spec={"kind": "random", "size": 30}, data=str(out), seed=0,
                     out=str(tmp_path / "r30.h5"))
     forget = read_forget_set(tmp_path / "r30.h5")
     assert len(forget.indices) == 30 and forget.indices.max() < len(features.y_train)
-    assert not set(private[forget.indices]) & set(public)      # in data.h5's numbering: all private
 
 @pytest.mark.parametrize("spec, message", [
     ({"backbone": "vit"}, "unknown backbone 'vit'"),
@@ -122,6 +126,21 @@ def test_the_feature_stage_records_the_public_points_and_forget_sets_come_from_t
 def test_a_bad_features_spec_is_one_line(spec, message):
     with pytest.raises(UserError, match=message):
         check_features_spec(spec)
+
+
+@pytest.mark.parametrize("training, message", [
+    ({"lr": "1e-3"}, "features.training.lr: '1e-3' is not of type 'number'"),   # YAML 1.1 reads 1e-3 as text
+    ({"epochs": 2.5}, "features.training.epochs: 2.5 is not of type 'integer'"),
+])
+def test_the_backbones_training_recipe_is_validated_like_the_training_section(training, message):
+    config = {"experiment": "x", "data": {"loader": "digits"}, "model": {"arch": "linear"},
+              "features": {**PUBLIC, "training": training},
+              "training": {"optimizer": "lbfgs", "loss": "squared", "lam": 1e-3, "noise_std": 0.1},
+              "forget_sets": {"r5": {"kind": "random", "size": 5}}}
+    schema = load_schema(Path(__file__).parent.parent / "workflow" / "schemas" / "config.schema.yaml")
+    with pytest.raises(UserError, match=message) as error:
+        validate_config(config, schema)
+    assert "\n" not in str(error.value)
 
 def test_the_lbfgs_recipe_is_checked_and_feeds_the_newton_hyperparameters():
     training = {"optimizer": "lbfgs", "loss": "logistic", "lam": 1e-3, "noise_std": 0.5}

@@ -135,6 +135,8 @@ def test_source_free_newton_on_the_mixed_linear_network(mixed):
      "training.loss: mixed_squared trains mixed-linear networks"),
     ({"backbone": "public", "public_fraction": 0.3, "mixed_linear": {"layers": 0}}, "mixed_squared",
      "features.mixed_linear: takes {layers: L} with L >= 1"),
+    ({"backbone": "public", "public_fraction": 0.3, "mixed_linear": {"layers": True}}, "mixed_squared",
+     "features.mixed_linear: takes {layers: L} with L >= 1"),
 ])
 def test_a_mixed_linear_config_needs_its_loss_and_its_rows(features, loss, message):
     from workflow_runs import REPO
@@ -146,3 +148,10 @@ def test_a_mixed_linear_config_needs_its_loss_and_its_rows(features, loss, messa
         validate_config(config, load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     with pytest.raises(UserError, match="mixed_linear.layers: 5 must be between 1 and the network's 3"):
         MixedLinear(build_model("mlp", (D,), K, hidden=(5, 3)), 5)
+
+
+def test_the_mixed_squared_loss_needs_a_ridge():
+    """J(x) of a ReLU network is rank-deficient in general (units that never fire): lam = 0 is refused."""
+    rows = np.zeros((4, 3 * (1 + 2)))  # K = 3 outputs, P = 2 parameters
+    with pytest.raises(UserError, match="mixed_squared loss needs lam > 0"):
+        train(LinearObjective("mixed_squared", 0.0), rows, np.array([0, 1, 2, 0]), 3, b=np.zeros((1, 2)))

@@ -3,6 +3,7 @@ projection (Eq. 4), the conv representations, unlearning on digits (Eq. 5), requ
 and the artifact round trip."""
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from unlearnflow.pgu.gradient_space import (
     write_gradient_space,
 )
 from unlearnflow.pgu.trgp import TrustRegion
-from unlearnflow.pgu.unlearn import Projection, unlearn, unlearning_loss
+from unlearnflow.pgu.unlearn import Projection, _Stopper, unlearn, unlearning_loss
 from unlearnflow.registry import METHODS, MethodSpec, configurations, register, spec_of
 from unlearnflow.runner import apply_method, precompute_seconds
 
@@ -414,3 +415,27 @@ def test_class_removal_stopping_on_the_outputs_the_evaluation_reads(digits, mlp_
     assert all(stop.startswith("validation accuracy of the other classes dropped") for stop in measured["class"][2])
     assert measured["class_rows"][0] > measured["class"][0] + 0.3, measured
     assert measured["class"][1] < 0.005 and measured["class_rows"][1] < 0.03, measured
+
+
+def test_sample_class_stopping_reads_the_forgotten_class_validation_accuracy():
+    """An underfit model: 70% of the forgotten class-0 samples right, its class-0 validation points
+    40% right, every class-1 validation point right (overall 85%). The paper's ``sample`` rule
+    stops before training (70% <= 85%); ``sample_class`` compares with the 40% and trains on."""
+    model = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))  # predicts the class of the one-hot input
+    right, wrong = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    forget = torch.stack([right] * 7 + [wrong] * 3)
+    validation = torch.stack([right] * 4 + [wrong] * 6 + [wrong] * 30)
+    validation_labels = torch.tensor([0] * 10 + [1] * 30)
+    request = ForgetRequest(forget_inputs=forget, forget_labels=torch.zeros(10, dtype=torch.long), num_classes=2,
+                            validation_inputs=validation, validation_labels=validation_labels)
+    paper = _Stopper(model, request, {"stopping": "sample"})
+    corrected = _Stopper(model, request, {"stopping": "sample_class"})
+    assert (paper.forget_accuracy, paper.validation_accuracy) == pytest.approx((0.7, 0.85))
+    assert (corrected.forget_accuracy, corrected.validation_accuracy) == pytest.approx((0.7, 0.4))
+    assert paper.done_before_training() and not corrected.done_before_training()
+    only_class_1 = dataclasses.replace(request, validation_inputs=validation[10:],
+                                       validation_labels=validation_labels[10:])
+    with pytest.raises(UserError, match="sample_class needs validation points of the forgotten samples' classes"):
+        _Stopper(model, only_class_1, {"stopping": "sample_class"})

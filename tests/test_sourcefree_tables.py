@@ -66,8 +66,9 @@ def test_the_cost_line_sums_the_experiments_benchmark_files(tmp_path):
     header = "s\th:m:s\tmax_rss\tcpu_time\n"
     (benchmarks / "data.tsv").write_text(header + "2.50\t0:00:02\t100\t1.25\n")
     (benchmarks / "unlearned" / "jit" / "random_126.tsv").write_text(header + "10.00\t0:00:10\t100\t4.00\n")
+    (benchmarks / "forget_sets.tsv").write_text(header + "0.50\t0:00:00\tNA\tNA\n")  # ended before a sample
     assert sourcefree_tables([path]).splitlines()[-1] == (
-        "Cost of `sf-digits-table2`: 2 jobs, 12 job-seconds wall, 5 CPU seconds (its `benchmarks/`).")
+        "Cost of `sf-digits-table2`: 3 jobs, 13 job-seconds wall, 5 CPU seconds (its `benchmarks/`).")
 
 
 def test_the_command_writes_the_tables_and_refuses_a_summary_without_weight_distance(tmp_path, capsys):

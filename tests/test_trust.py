@@ -328,7 +328,7 @@ def test_methods_evaluated_in_one_job_get_the_rows_each_gets_alone(world, tmp_pa
                     out_csv=[str(results / "together" / f"{m}.csv") for m in methods], threads=1)
     alone, together = (read_csv(results / folder / name) for folder, name in
                        (("alone", "e.csv"), ("together", "gradient_descent.csv")))
-    assert [row["config"] for row in together] == ["default", "lr=0.01", "lr=0.1"]
+    assert [row["config"] for row in together] == ["default", "lr=0.01", "lr=0.1"] and len(alone) == len(together)
     for mine, theirs in zip(alone, together):
         assert mine.keys() == theirs.keys()
         assert all(mine[key] == theirs[key] or (isinstance(mine[key], float) and math.isnan(mine[key])

@@ -22,6 +22,9 @@ def test_configurations_default_then_every_grid_point():
     assert [c.label for c in found] == ["default", "lr=0.1,batch_size=8", "lr=0.01,batch_size=8"]
     assert found[0].hyperparameters["epochs"] == 2 and found[2].hyperparameters["lr"] == 0.01
     assert [c.label for c in configurations("gradient_ascent", {})] == ["default"]
+    # a grid point equal to the default (or to an earlier point) would repeat its work: left out
+    repeated = configurations("gradient_ascent", {"hyperparameters": {"lr": 0.1}, "grid": {"lr": [0.01, 0.1, 0.01]}})
+    assert [c.label for c in repeated] == ["default", "lr=0.01"]
     with pytest.raises(UserError, match="unknown hyper-parameter"):
         configurations("gradient_ascent", {"grid": {"learning_rate": [1.0]}})
 

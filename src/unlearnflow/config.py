@@ -208,7 +208,7 @@ RULE_RESOURCES: dict[str, dict[str, int]] = {
     "gather_oracles": {"runtime": 10},
     "retrain": {},
     "unlearn": {},
-    "evaluate": {"runtime": 30},
+    "evaluate": {},  # one job judges every method of a forget set
     "ulira_base_models": {},
     "ulira": {},
     "report": {"mem_mb": 2000, "runtime": 10},

@@ -195,8 +195,11 @@ def configurations(method: str, method_config: Mapping[str, Any],
                    recipe: Mapping[str, Any] | None = None) -> list[Configuration]:
     """The default configuration (defaults with the config's ``hyperparameters``) and every point
     of its ``grid``; a grid point changes only the grid's keys and is labelled by them
-    (``lr=0.001,epochs=3``). With the training `recipe`, the hyper-parameters the method derives
-    from it (``from_recipe``) are filled in; setting one otherwise is a UserError."""
+    (``lr=0.001,epochs=3``). A grid point whose hyper-parameters equal an earlier configuration's
+    (e.g. the default's own value of a gridded key) is left out: a method's result depends only on
+    its hyper-parameters and the model's seed, so it would repeat that configuration's work. With
+    the training `recipe`, the hyper-parameters the method derives from it (``from_recipe``) are
+    filled in; setting one otherwise is a UserError."""
     overrides, grid = method_config.get("hyperparameters", {}), method_config.get("grid", {})
     overrides = {**recipe_hyperparameters(method, overrides, grid, recipe), **overrides}
     found = [Configuration("default", hyperparameters(method, overrides))]
@@ -205,8 +208,10 @@ def configurations(method: str, method_config: Mapping[str, Any],
         return found
     for values in itertools.product(*(grid[key] for key in keys)):
         changed = dict(zip(keys, values))
-        label = ",".join(f"{key}={value}" for key, value in changed.items())
-        found.append(Configuration(label, hyperparameters(method, {**overrides, **changed})))
+        resolved = hyperparameters(method, {**overrides, **changed})
+        if any(resolved == earlier.hyperparameters for earlier in found):
+            continue
+        found.append(Configuration(",".join(f"{key}={value}" for key, value in changed.items()), resolved))
     return found
 
 

@@ -539,17 +539,17 @@ def make_report(*, out_dir: str, csv: Sequence[str], evaluations: Sequence[str],
 def pgu_table(*, summaries: Sequence[str], acceptance: str | None = None, out: str | None = None) -> None:
     """The PGU paper's Tables 1-4 (:mod:`unlearnflow.report.pgu_tables`) from finished reports."""
     from unlearnflow.report.pgu_tables import pgu_tables, read_summaries
-    text = pgu_tables(read_summaries(summaries), acceptance)
-    if out:
-        Path(out).write_text(text + "\n")
-    else:
-        print(text)
+    _write_or_print(pgu_tables(read_summaries(summaries), acceptance), out)
 
 
 def sourcefree_table(*, summaries: Sequence[str], out: str | None = None) -> None:
     """The source-free paper's tables (:mod:`unlearnflow.report.sourcefree_tables`) from finished reports."""
     from unlearnflow.report.sourcefree_tables import sourcefree_tables
-    text = sourcefree_tables(summaries)
+    _write_or_print(sourcefree_tables(summaries), out)
+
+
+def _write_or_print(text: str, out: str | None) -> None:
+    """A printed table to `out`, or to standard output without one."""
     if out:
         Path(out).write_text(text + "\n")
     else:

@@ -251,8 +251,8 @@ def job_work(job: Job, config: Mapping[str, Any], sizes: Sizes, n_jobs: Mapping[
         return sizes.n_train * _datamodel_targets(config, sizes)
     if rule == "gradient_space":
         return config["originals"]["models"] * sizes.n_train * sizes.macs
-    if rule == "report":
-        return n_jobs.get("evaluate", 1)
+    if rule == "report":  # one evaluation per method and forget set
+        return n_jobs.get("evaluate", 1) * (len(REFERENCES) + len(config["methods"]))
     return 1.0  # anything else: a constant cost per job
 
 

@@ -17,7 +17,13 @@ factorisation the previous request left. It
 
 Early stopping. ``sample`` (sample removal, the paper's and the reference's rule): stop at the
 first epoch where the forget accuracy is at most the validation accuracy, keeping that epoch or
-the one before, whichever has the smaller gap. ``class`` (class removal): the reference stops
+the one before, whichever has the smaller gap. ``sample_class``: the same with the validation
+accuracy of the forgotten samples' classes only (a corrected variant beside the paper's): the
+paper's rule assumes a well-fit model whose forget points start near 100% accuracy; measured on
+the Fashion-MNIST SmallVGG preset (underfit, 34.5% of the forgotten shirts already wrong, forget
+accuracy 65.5% below the overall validation accuracy 80.5%) it stops 48 of 50 models before the
+first epoch, while a model retrained without the points gets the class about as right as its
+held-out points of that class (~40% for shirts). ``class`` (class removal): the reference stops
 when the *retain* accuracy drops by more than 5 points, but a source-free request has no retain
 data, and measured on digits that rule alone never fires. Our choice: the validation accuracy of
 the classes that are not forgotten stands in for the retain accuracy (held-out points of the
@@ -61,7 +67,9 @@ from unlearnflow.methods.common import FINE_TUNING, fine_tune_config, resolve
 from unlearnflow.methods.request import ForgetRequest, MethodResult
 from unlearnflow.pgu.gradient_space import CRITERIA, Factorisation, covariances
 
-STOPPING = ("sample", "class", "class_rows", "validation", "none")
+STOPPING = ("sample", "sample_class", "class", "class_rows", "validation", "none")
+#: the rules that stop when the forget accuracy reaches a validation accuracy
+SAMPLE_STOPPING = ("sample", "sample_class")
 
 #: The published schedule (Section 4.1): plain SGD (no momentum, no weight decay, as the
 #: reference), lr 0.05 -> 0.01 geometrically over 100 epochs, gamma 0.95 (SmallVGG; 0.9 for
@@ -178,6 +186,11 @@ class _Stopper:
             self.validation = (request.validation_inputs[kept], request.validation_labels[kept])
             if hp["stopping"] == "class_rows":
                 self.removed = request.forget_labels.unique()
+        if hp["stopping"] == "sample_class":
+            same = torch.isin(request.validation_labels, request.forget_labels.unique())
+            if not bool(same.any()):
+                raise UserError("pgu: stopping sample_class needs validation points of the forgotten samples' classes")
+            self.validation = (request.validation_inputs[same], request.validation_labels[same])
         self.reason = "epochs"
         if hp["stopping"] != "none":  # one forward pass per check: the forget samples, then the validation points
             self.inputs = torch.cat([self.forget[0], self.validation[0]])
@@ -201,7 +214,7 @@ class _Stopper:
         return float(correct[:n_forget].mean()), float(correct[n_forget:].mean())
 
     def done_before_training(self) -> bool:
-        if self.hp["stopping"] == "sample" and self.forget_accuracy <= self.validation_accuracy:
+        if self.hp["stopping"] in SAMPLE_STOPPING and self.forget_accuracy <= self.validation_accuracy:
             self.reason = "forget accuracy already at validation accuracy"
             return True
         return False
@@ -241,7 +254,7 @@ class _Stopper:
                 self.reason = f"no better validation accuracy for {self.hp['patience']} epochs"
                 return True
             return False
-        if self.hp["stopping"] == "sample":
+        if self.hp["stopping"] in SAMPLE_STOPPING:
             if self.forget_accuracy > self.validation_accuracy:
                 return False
             self.reason = "forget accuracy reached validation accuracy"

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from unlearnflow.errors import UserError
 from unlearnflow.evaluation.rows import Row, read_csv
-from unlearnflow.report.summary import DO_NOTHING, RETRAIN, group_by, markdown_line, method_key
+from unlearnflow.report.summary import DO_NOTHING, RETRAIN, fmt, group_by, markdown_line, method_key
 
 REMOVAL_HEADER = ("method", "config", "forget err %", "retain err %", "test err %", "MIA AUC", "attack power",
                   "KLOM score", "s / model", "x retrain")
@@ -73,10 +73,6 @@ def error(accuracy: float) -> float:
     return 100.0 * (1.0 - accuracy)
 
 
-def _fmt(value: float, spec: str) -> str:
-    return format(value, spec) if math.isfinite(value) else "–"
-
-
 def _reference(rows: Sequence[Row], method: str, forget_set: str) -> Row:
     row = next((row for row in rows if row["method"] == method), None)
     if row is None:
@@ -93,9 +89,9 @@ def removal_table(forget_set: str, rows: Sequence[Row]) -> list[str]:
     for row in rows:
         ratio = row["unlearn_seconds"] / row["retrain_seconds"] if row["retrain_seconds"] > 0 else math.nan
         lines.append(markdown_line((
-            row["method"], row["config"], _fmt(error(row["acc_forget"]), ".2f"), _fmt(error(row["acc_retain"]), ".2f"),
-            _fmt(error(row["acc_test"]), ".2f"), _fmt(row["mia_pgu_auc"], ".3f"), _fmt(row["mia_attack_auc"], ".3f"),
-            _fmt(row["selection_score"], ".3f"), _fmt(row["unlearn_seconds"], ".3g"), _fmt(ratio, ".3f"))))
+            row["method"], row["config"], fmt(error(row["acc_forget"]), ".2f"), fmt(error(row["acc_retain"]), ".2f"),
+            fmt(error(row["acc_test"]), ".2f"), fmt(row["mia_pgu_auc"], ".3f"), fmt(row["mia_attack_auc"], ".3f"),
+            fmt(row["selection_score"], ".3f"), fmt(row["unlearn_seconds"], ".3g"), fmt(ratio, ".3f"))))
     return [*lines, ""]
 
 
@@ -183,7 +179,7 @@ def checks_table(checks: Sequence[Check]) -> list[str]:
     """The checks as a markdown table."""
     verdict = {True: "met", False: "missed", None: "n/a"}
     return [markdown_line(("criterion", "measured", "bound", "")), markdown_line(["---"] * 4),
-            *(markdown_line((c.criterion, _fmt(c.measured, ".3f"), c.bound, verdict[c.passed])) for c in checks), ""]
+            *(markdown_line((c.criterion, fmt(c.measured, ".3f"), c.bound, verdict[c.passed])) for c in checks), ""]
 
 
 def pgu_tables(rows: Sequence[Row], acceptance: str | None = None) -> str:

@@ -23,13 +23,9 @@ from pathlib import Path
 from unlearnflow.errors import UserError
 from unlearnflow.evaluation.rows import Row
 from unlearnflow.report.pgu_tables import read_summaries
-from unlearnflow.report.summary import group_by, markdown_line, method_key
+from unlearnflow.report.summary import fmt, group_by, markdown_line, method_key
 
 HEADER = ("method", "config", "weight distance", "test acc", "gap to oracles (points)", "KLOM selection", "s / model")
-
-
-def _fmt(value: float, spec: str) -> str:
-    return format(value, spec) if math.isfinite(value) else "–"
 
 
 def natural(config: str) -> list:
@@ -54,8 +50,17 @@ def experiment_cost(path: str | os.PathLike) -> tuple[int, float, float] | None:
     for tsv in sorted(directory.rglob("*.tsv")):
         with open(tsv, newline="") as handle:
             for record in csv.DictReader(handle, delimiter="\t"):
-                jobs, wall, cpu = jobs + 1, wall + float(record["s"]), cpu + float(record.get("cpu_time") or 0)
+                jobs, wall, cpu = jobs + 1, wall + _seconds(record.get("s")), cpu + _seconds(record.get("cpu_time"))
     return jobs, wall, cpu
+
+
+def _seconds(value: str | None) -> float:
+    """A benchmark file's seconds; Snakemake writes NA for what it could not sample (a job that
+    ended before its first sample), counted as 0."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def forget_set_table(experiment: str, forget_set: str, rows: Sequence[Row]) -> list[str]:
@@ -63,13 +68,13 @@ def forget_set_table(experiment: str, forget_set: str, rows: Sequence[Row]) -> l
     first = rows[0]
     oracle = first["acc_test_oracle"]
     lines = [f"#### `{experiment}`, `{forget_set}` ({first['n_forget']} points, {first['n_oracles']} oracles, "
-             f"{first['n_unlearned']} models; oracles' test acc {_fmt(oracle, '.3f')})", "",
+             f"{first['n_unlearned']} models; oracles' test acc {fmt(oracle, '.3f')})", "",
              markdown_line(HEADER), markdown_line(["---"] * len(HEADER))]
     for row in sorted(rows, key=lambda row: (method_key(row["method"]), natural(row["config"]))):
         lines.append(markdown_line((
-            row["method"], row["config"] + (" *" if row["best"] else ""), _fmt(row["weight_distance"], ".3g"),
-            _fmt(row["acc_test"], ".3f"), _fmt(100 * (row["acc_test"] - row["acc_test_oracle"]), "+.1f"),
-            _fmt(row["selection_score"], ".3f"), _fmt(row["unlearn_seconds"], ".3g"))))
+            row["method"], row["config"] + (" *" if row["best"] else ""), fmt(row["weight_distance"], ".3g"),
+            fmt(row["acc_test"], ".3f"), fmt(100 * (row["acc_test"] - row["acc_test_oracle"]), "+.1f"),
+            fmt(row["selection_score"], ".3f"), fmt(row["unlearn_seconds"], ".3g"))))
     return [*lines, ""]
 
 

@@ -75,7 +75,8 @@ def check_features_spec(spec: Mapping[str, Any]) -> None:
                             f"not {spec.get('arch')!r}")
         mixed = spec.get("mixed_linear")
         if mixed is not None and (not isinstance(mixed, Mapping) or set(mixed) != {"layers"}
-                                  or not isinstance(mixed["layers"], int) or mixed["layers"] < 1):
+                                  or not isinstance(mixed["layers"], int) or isinstance(mixed["layers"], bool)
+                                  or mixed["layers"] < 1):
             raise UserError(f"config: features.mixed_linear: takes {{layers: L}} with L >= 1 (the linearised "
                             f"last layers), got {mixed!r}")
         try:

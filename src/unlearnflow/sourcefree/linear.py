@@ -121,7 +121,7 @@ class LinearObjective:
 
     def residuals(self, W: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``dl/dz`` per sample and class (n, K): the per-sample gradient is its outer product with x
-        (for ``mixed_squared``, ``J(x)^T dl/dz``)."""
+        (for ``mixed_squared``, z = f(x; w0) + J(x) Delta and the gradient is ``J(x)^T dl/dz``)."""
         if self.loss == "mixed_squared":
             z0, J = mixed_parts(x, W.shape[-1])
             return z0 + J @ W[0] - _one_hot(y, z0.shape[1])
@@ -149,7 +149,8 @@ class LinearObjective:
         return BlockHessian(np.einsum("nkl,ni,nj->kilj", curvature, x, x).reshape(1, K * d, K * d), "full")
 
     def per_sample_gradient_norms(self, W: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """``||grad_W l(W x_i, y_i)||_F`` per sample (= ||dl/dz|| ||x||)."""
+        """``||grad_W l(W x_i, y_i)||_F`` per sample: ``||dl/dz|| ||x||``, or ``||J(x)^T dl/dz||`` for
+        ``mixed_squared``."""
         if self.loss == "mixed_squared":
             J = mixed_parts(x, W.shape[-1])[1]
             return np.linalg.norm(np.einsum("nk,nkp->np", self.residuals(W, x, y), J), axis=1)
@@ -215,6 +216,9 @@ def train(objective: LinearObjective, x: np.ndarray, y: np.ndarray, num_classes:
     n, d = x.shape
     b = np.zeros(objective.parameter_shape(num_classes, d)) if b is None else b
     if objective.loss == "mixed_squared":
+        if objective.lam == 0:  # ReLU units that never fire leave J(x) rank-deficient
+            raise UserError("linear model: the mixed_squared loss needs lam > 0 (a network's Jacobian rows J(x) are "
+                            "rank-deficient in general, so lam = 0 has no unique minimiser)")
         z0, J = mixed_parts(x, b.shape[1])
         rhs = np.einsum("nk,nkp->p", _one_hot(y, num_classes) - z0, J) - b[0]
         return np.linalg.solve(objective.hessian(b, x, y).blocks[0], rhs)[None, :]
