@@ -56,6 +56,14 @@ def evaluate(results, originals="originals.h5", unlearned="originals.h5", method
                     out_csv=[str(results / out / "e.csv")], threads=1)
 
 
+def gradient_descent(results, learning_rates, out):
+    """Gradient descent on the world's originals over a grid of learning rates, written to `out`."""
+    stages.unlearn(method="gradient_descent", method_config={"grid": {"lr": learning_rates}},
+                   originals=str(results / "originals.h5"), data=str(results / "data.h5"),
+                   forget_set=str(results / "forget_sets" / "r.h5"), seed=0, device="cpu", threads=1,
+                   out=str(results / out))
+
+
 # --- 1. a bank of the wrong role, or made from other data, is refused ----------------------------
 
 def test_1_an_oracle_bank_copied_over_the_originals_is_refused(world, tmp_path):
@@ -147,10 +155,7 @@ def test_2_every_artifact_path_maps_to_the_rule_that_writes_it():
 def test_3_a_diverged_configuration_is_a_row_not_a_failure(world, tmp_path):
     results = tmp_path / "results" / "tiny"
     shutil.copytree(world, results)
-    stages.unlearn(method="gradient_descent", method_config={"grid": {"lr": [0.01, 1e30]}},
-                   originals=str(results / "originals.h5"), data=str(results / "data.h5"),
-                   forget_set=str(results / "forget_sets" / "r.h5"), seed=0, device="cpu", threads=1,
-                   out=str(results / "unlearned" / "ga.h5"))
+    gradient_descent(results, [0.01, 1e30], "unlearned/ga.h5")
     evaluate(results, unlearned="unlearned/ga.h5", method="gradient_descent")
     rows = {row["config"]: row for row in read_csv(results / "evaluation" / "e.csv")}
     diverged = [config for config, row in rows.items() if row["status"] == "diverged"]
@@ -315,10 +320,7 @@ def test_a_bad_line_of_an_index_file_is_named(tmp_path):
 def test_methods_evaluated_in_one_job_get_the_rows_each_gets_alone(world, tmp_path):
     results = tmp_path / "results" / "tiny"
     shutil.copytree(world, results)
-    stages.unlearn(method="gradient_descent", method_config={"grid": {"lr": [0.01, 0.1]}},
-                   originals=str(results / "originals.h5"), data=str(results / "data.h5"),
-                   forget_set=str(results / "forget_sets" / "r.h5"), seed=0, device="cpu", threads=1,
-                   out=str(results / "unlearned" / "gd.h5"))
+    gradient_descent(results, [0.01, 0.1], "unlearned/gd.h5")
     evaluate(results, unlearned="unlearned/gd.h5", method="gradient_descent", out="alone")
     methods = {"do_nothing": "originals.h5", "gradient_descent": "unlearned/gd.h5"}
     stages.evaluate(data=str(results / "data.h5"), forget_set=str(results / "forget_sets" / "r.h5"),
