@@ -18,13 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from unlearnflow.core.artifacts import read_bank, read_dataset, read_forget_set  # noqa: E402
-from unlearnflow.runner import read_unlearned  # noqa: E402
-from unlearnflow.sourcefree.hessian import estimate_retain_hessian, forget_parts  # noqa: E402
-from unlearnflow.sourcefree.linear import WEIGHT, recipe_objective  # noqa: E402
-from unlearnflow.sourcefree.newton import SOURCE_FREE_DEFAULTS  # noqa: E402
+from unlearnflow.core.artifacts import read_bank, read_dataset, read_forget_set
+from unlearnflow.runner import read_unlearned
+from unlearnflow.sourcefree.hessian import estimate_retain_hessian, forget_parts
+from unlearnflow.sourcefree.linear import WEIGHT, recipe_objective
+from unlearnflow.sourcefree.newton import SOURCE_FREE_DEFAULTS
 
 
 def main() -> None:

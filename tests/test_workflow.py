@@ -16,6 +16,7 @@ from unlearnflow.config import load_schema, validate_config
 from unlearnflow.core.artifacts import concatenate_banks, read_bank, read_dataset, read_forget_set
 from unlearnflow.core.store import read_artifact
 from unlearnflow.dmm.datamodel_set import fit_datamodel_set, read_calibration, read_datamodels
+from unlearnflow.evaluation.rows import read_csv
 from unlearnflow.runner import read_unlearned
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -442,6 +443,11 @@ def test_a_public_backbone_keeps_its_training_points_out_of_every_forget_set(tmp
     assert len(forget.indices) == 30 and not set(private[forget.indices]) & set(public_points)
 
 
+def evaluated_configs(results: Path, method: str, forget_set: str) -> dict[str, dict]:
+    """A method's evaluation rows on a forget set, by configuration."""
+    return {row["config"]: row for row in read_csv(results / "evaluation" / method / f"{forget_set}.csv")}
+
+
 @pytest.mark.slow
 def test_real_run_of_a_linear_experiment_lands_newton_on_the_retrained_weights(tmp_path):
     """Newton (+) on the squared loss is exact: distance ~0 to oracle k, which shares original k's
@@ -456,9 +462,7 @@ def test_real_run_of_a_linear_experiment_lands_newton_on_the_retrained_weights(t
     assert originals.attrs["training"]["n_train"] == len(features.y_train)
 
     def rows(method):
-        lines = (results / "evaluation" / method / "r30.csv").read_text().splitlines()
-        header = lines[0].split(",")
-        return {row["config"]: row for row in (dict(zip(header, line.split(","))) for line in lines[1:])}
+        return evaluated_configs(results, method, "r30")
 
     assert float(rows("do_nothing")["default"]["weight_distance"]) == 1.0
     assert float(rows("newton_certified")["default"]["weight_distance"]) < 1e-3
@@ -503,9 +507,7 @@ def test_real_run_of_a_mixed_linear_experiment(tmp_path):
     assert features.x_train.shape[1] == 10 * (1 + 40)
 
     def rows(method):
-        lines = (results / "evaluation" / method / "r30.csv").read_text().splitlines()
-        header = lines[0].split(",")
-        return {row["config"]: row for row in (dict(zip(header, line.split(","))) for line in lines[1:])}
+        return evaluated_configs(results, method, "r30")
 
     assert float(rows("do_nothing")["default"]["weight_distance"]) == 1.0
     assert float(rows("newton_certified")["default"]["weight_distance"]) < 1e-2

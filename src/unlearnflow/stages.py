@@ -112,8 +112,8 @@ def extract_features(*, data: str, spec: Mapping[str, Any], out: str, threads: i
     features = extract(dataset, spec)
     seeds: dict[str, Any] = {}
     if spec.get("backbone") == "public":
-        from unlearnflow.sourcefree.features import public_split
-        public, private = public_split(len(dataset.y_train), float(spec["public_fraction"]), int(spec.get("seed", 0)))
+        from unlearnflow.sourcefree.features import backbone_split
+        public, private = backbone_split(spec, len(dataset.y_train))
         seeds = {"seed": int(spec.get("seed", 0)), "public_size": len(public), "public_indices": public.tolist(),
                  "private_indices": private.tolist()}
     write_dataset(out, features, provenance(spec, seeds, [data], lineage_of(data=data)))

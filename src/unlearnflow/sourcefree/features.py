@@ -104,13 +104,18 @@ def public_split(n_train: int, fraction: float, seed: int) -> tuple[np.ndarray, 
     return public.astype(np.int64), private.astype(np.int64)
 
 
+def backbone_split(spec: Mapping[str, Any], n_train: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (public, private) split a ``public`` features spec draws (:func:`public_split`)."""
+    return public_split(n_train, float(spec["public_fraction"]), int(spec.get("seed", 0)))
+
+
 def train_public_backbone(dataset: Dataset, spec: Mapping[str, Any]) -> torch.nn.Module:
     """The public backbone's network w0: ``arch`` trained on the public points alone (the shared
     trainer, seeded by ``seed``), returned in eval mode."""
     from unlearnflow.core.models import build_model
     from unlearnflow.core.training import fit, model_seed
 
-    public, _ = public_split(len(dataset.y_train), float(spec["public_fraction"]), int(spec.get("seed", 0)))
+    public, _ = backbone_split(spec, len(dataset.y_train))
     seed = model_seed(int(spec.get("seed", 0)), "public_backbone", 0)
     torch.manual_seed(seed)
     model = build_model(spec.get("arch", "mlp"), dataset.input_shape, dataset.num_classes,
@@ -127,7 +132,7 @@ def _public_features(dataset: Dataset, spec: Mapping[str, Any]) -> Dataset:
     from unlearnflow.core.models import penultimate_features
 
     model = train_public_backbone(dataset, spec)
-    _, private = public_split(len(dataset.y_train), float(spec["public_fraction"]), int(spec.get("seed", 0)))
+    _, private = backbone_split(spec, len(dataset.y_train))
     private_inputs = dataclasses.replace(dataset, x_train=dataset.x_train[private], y_train=dataset.y_train[private])
     name, batch = f"{dataset.name}/public-{spec.get('arch', 'mlp')}", int(spec.get("batch_size", 256))
     if spec.get("mixed_linear"):
