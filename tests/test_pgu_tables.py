@@ -108,6 +108,13 @@ def test_depoison_table_has_one_line_per_budget_with_the_share_recovered(tmp_pat
     assert "### `poison" not in text  # poison sets only in Table 4
 
 
+def test_depoison_table_says_so_when_poisoning_cost_no_accuracy(tmp_path):
+    rows = read_summaries([summary(tmp_path, poison_rows("poison_20", 200, 0.7945, 0.7941,
+                                                         {"pgu_depoison": 0.7955, "pgu_trgp": 0.7954}))])
+    assert math.isnan(recoveries(rows)[0].recovered("pgu_trgp"))
+    assert "| 79.55 (poisoning cost nothing) | 79.54 (poisoning cost nothing) |" in pgu_tables(rows)
+
+
 def test_cli_writes_the_tables_and_rejects_a_file_that_is_not_a_summary(tmp_path, capsys):
     path = summary(tmp_path, class_sample_rows())
     out = tmp_path / "tables.md"

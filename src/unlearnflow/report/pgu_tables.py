@@ -134,7 +134,8 @@ def depoison_table(rows: Iterable[Row]) -> list[str]:
     header = ("forget set", "poisoned points", "poisoned acc %", "clean acc %", *(f"{m} acc % (recovered)" for m in methods))
     lines = [markdown_line(header), markdown_line(["---"] * len(header))]
     for recovery in found:
-        cells = [f"{recovery.methods[m]:.2f} ({100 * recovery.recovered(m):.0f}%)" if m in recovery.methods else "–"
+        share = ("{:.0f}%" if recovery.clean > recovery.poisoned else "poisoning cost nothing").format
+        cells = [f"{recovery.methods[m]:.2f} ({share(100 * recovery.recovered(m))})" if m in recovery.methods else "–"
                  for m in methods]
         lines.append(markdown_line((recovery.forget_set, str(recovery.n_poisoned), f"{recovery.poisoned:.2f}",
                                     f"{recovery.clean:.2f}", *cells)))

@@ -1,7 +1,9 @@
 """Certificates of a Newton removal: the bounds of Lemma 1 and Theorem 1 (source-free unlearning,
 Sec. 4) and Guo et al.'s data-dependent bound, with every quantity that enters them.
 
-Conventions (sum-form objective of :mod:`unlearnflow.sourcefree.linear`, rows ``||x|| <= 1``):
+Conventions (sum-form objective of :mod:`unlearnflow.sourcefree.linear`, rows ``||x|| <= 1``;
+a mixed-linear network's rows [f(x), J(x)] are not normalised, but its loss is quadratic, so
+gamma = 0 and C comes from the forget samples: no bound below relies on the row norm there):
 
 - gamma: Lipschitz constant of the loss's second derivative in z = w^T x. Squared loss: 0 (the
   Newton step is exact). Logistic: ``max |sigma''| = 1/(6 sqrt 3) ~= 0.096`` (Guo et al. state

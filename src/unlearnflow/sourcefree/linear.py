@@ -221,6 +221,7 @@ def train(objective: LinearObjective, x: np.ndarray, y: np.ndarray, num_classes:
                             "rank-deficient in general, so lam = 0 has no unique minimiser)")
         z0, J = mixed_parts(x, b.shape[1])
         rhs = np.einsum("nk,nkp->p", _one_hot(y, num_classes) - z0, J) - b[0]
+        # the quadratic loss's Hessian does not depend on Delta: b only gives it its shape
         return np.linalg.solve(objective.hessian(b, x, y).blocks[0], rhs)[None, :]
     if objective.loss == "squared":
         rhs = _one_hot(y, num_classes).T @ x - b
