@@ -125,6 +125,11 @@ def recoveries(rows: Iterable[Row]) -> list[Recovery]:
     return sorted(out, key=lambda recovery: recovery.n_poisoned)
 
 
+def _share(recovered: float) -> str:
+    """A recovered share as a table cell (NaN: the poisoned models lost no accuracy)."""
+    return "poisoning cost nothing" if math.isnan(recovered) else f"{100 * recovered:.0f}%"
+
+
 def depoison_table(rows: Iterable[Row]) -> list[str]:
     """Table 4: per budget, poisoned / clean / each method's test accuracy (share recovered)."""
     found = recoveries(rows)
@@ -134,8 +139,7 @@ def depoison_table(rows: Iterable[Row]) -> list[str]:
     header = ("forget set", "poisoned points", "poisoned acc %", "clean acc %", *(f"{m} acc % (recovered)" for m in methods))
     lines = [markdown_line(header), markdown_line(["---"] * len(header))]
     for recovery in found:
-        share = ("{:.0f}%" if recovery.clean > recovery.poisoned else "poisoning cost nothing").format
-        cells = [f"{recovery.methods[m]:.2f} ({share(100 * recovery.recovered(m))})" if m in recovery.methods else "–"
+        cells = [f"{recovery.methods[m]:.2f} ({_share(recovery.recovered(m))})" if m in recovery.methods else "–"
                  for m in methods]
         lines.append(markdown_line((recovery.forget_set, str(recovery.n_poisoned), f"{recovery.poisoned:.2f}",
                                     f"{recovery.clean:.2f}", *cells)))
