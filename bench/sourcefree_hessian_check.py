@@ -53,8 +53,7 @@ def main() -> None:
         cert = certificates[k]
         fitted = estimate_retain_hessian(objective, W, x[forget], features.y_train[forget], n, cert["m"],
                                          cert["sigma"], "corrected", cert["solver"], int(cert["seed"]),
-                                         cert["gradient_term"], SOURCE_FREE_DEFAULTS["max_iters"],
-                                         SOURCE_FREE_DEFAULTS["tol"]).hessian
+                                         SOURCE_FREE_DEFAULTS["max_iters"], SOURCE_FREE_DEFAULTS["tol"]).hessian
         candidates = {"exact H_r": objective.hessian(W, x[retain], features.y_train[retain]),
                       "exact H_F n_r / n_F": objective.hessian(W, x[forget], features.y_train[forget])
                       .scaled((n - n_forget) / n_forget),

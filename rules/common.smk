@@ -217,12 +217,23 @@ def trak_checkpoints(wildcards):
     return {"originals": f"{RESULTS}/originals.h5"} if config["datamodels"]["estimator"] == "trak" else {}
 
 
+def request_samples_file(request):
+    """The samples a request's extraction job writes (temporary: removed once its request is processed)."""
+    return f"{RESULTS}/request_samples/{request}.h5"
+
+
 def deletion_request_inputs(wildcards):
-    """A deletion request's file, the data, the original models, the result of the request it
-    comes after (its ledger order) and the shared side artifacts its method needs."""
+    """A deletion request's file, the original models, the result of the request it comes after
+    (its ledger order), the shared side artifacts its method needs and what its method may read:
+    a source-free method the request's extracted samples alone, any other the data set (with the
+    experiment's labels)."""
     asked = DELETION_REQUESTS[wildcards.request]
-    inputs = {"request": f"requests/{config['experiment']}/{wildcards.request}.yaml", "data": DATA,
+    inputs = {"request": f"requests/{config['experiment']}/{wildcards.request}.yaml",
               "models": f"{RESULTS}/original_models.h5"}
+    if spec_of(asked["method"]).source_free:
+        inputs["samples"] = request_samples_file(wildcards.request)
+    else:
+        inputs.update(data=DATA, labels=poisoned_labels())
     if asked["after"] != ORIGINAL:
         inputs["previous"] = f"{RESULTS}/ledger/model_{asked['model']}/{asked['after']}.json"
     needs = request_needs(asked)

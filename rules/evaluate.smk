@@ -40,7 +40,8 @@ rule evaluate:
 
 
 rule report:
-    """Summary table, KLOM-vs-compute plot, entropy histograms and MIA ROC curves."""
+    """Summary table, KLOM-vs-compute plot, entropy histograms and MIA ROC curves; each method's
+    headline configuration per forget set is chosen without that set's oracles."""
     input:
         unpack(report_side_inputs),
         csv=[f"{path}.csv" for path in EVALUATIONS],
@@ -61,6 +62,12 @@ rule report:
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.csv),
         side=side_flags,
+        # held-out selection (unlearnflow.evaluation.selection): the accuracy guard, and the
+        # selection set where one is configured
+        guard=config["evaluation"]["accuracy_guard"],
+        selection_set=f"--selection-set {config['evaluation']['selection']['forget_set']}"
+        if "selection" in config["evaluation"]
+        else "",
         version=STAGE_VERSIONS["report"],
     localrule: True
     threads: threads_of("report")
@@ -71,7 +78,8 @@ rule report:
         ENV
     shell:
         "python -m unlearnflow report --stage-version {params.version} --out-dir {params.out_dir} "
-        "--csv {input.csv} --evaluations {input.h5} {params.side} > {log} 2>&1"
+        "--csv {input.csv} --evaluations {input.h5} {params.side} --accuracy-guard {params.guard} {params.selection_set} "
+        "--threads {threads} > {log} 2>&1"
 
 
 rule ulira_base_models:

@@ -1,6 +1,8 @@
 # Deletion requests against the finished experiment: every requests/{experiment}/{name}.yaml
 # becomes a new head model of its model's ledger and a certificate, one job per request, in
-# ledger order (a request's input is the result of the request it names as `after`).
+# ledger order (a request's input is the result of the request it names as `after`). For a
+# source-free method, request_samples extracts the request's samples first and the request's job
+# reads no data set (rules/common.smk, deletion_request_inputs).
 
 from unlearnflow.ops.ledger import ORIGINAL, experiment_requests, request_needs
 
@@ -10,6 +12,34 @@ try:
         request_needs(asked)
 except UserError as error:
     sys.exit(f"unlearnflow: error: {error}")
+
+
+rule request_samples:
+    """A request's samples and the validation split, the one job of a request that reads the data
+    set: all that its job reads of the data when its method is source-free. Temporary, so that no
+    file keeps the forgotten inputs once the request is processed."""
+    input:
+        request=f"requests/{config['experiment']}/{{request}}.yaml",
+        data=DATA,
+        labels=poisoned_labels(),
+    output:
+        temp(request_samples_file("{request}")),
+    log:
+        f"{RESULTS}/logs/request_samples/{{request}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/request_samples/{{request}}.tsv"
+    params:
+        labels=labels_flag,
+        version=STAGE_VERSIONS["forget_samples"],
+    threads: threads_of("request_samples")
+    resources:
+        mem_mb=mem_mb_of("request_samples"),
+        runtime=runtime_of("request_samples"),
+    conda:
+        ENV
+    shell:
+        "python -m unlearnflow request-samples --stage-version {params.version} --request {input.request} "
+        "--data {input.data} {params.labels} --out {output} > {log} 2>&1"
 
 
 rule deletion_request:
@@ -27,6 +57,8 @@ rule deletion_request:
         model=r"\d+",
     params:
         ledger_dir=lambda wildcards, output: os.path.dirname(output.certificate),
+        reads=input_flags("samples", "data"),
+        labels=labels_flag,
         side=side_flags,
         device=config["device"],
         version=STAGE_VERSIONS["deletion_request"],
@@ -39,5 +71,5 @@ rule deletion_request:
         ENV
     shell:
         "python -m unlearnflow deletion-request --stage-version {params.version} --request {input.request} "
-        "--data {input.data} --models {input.models} --ledger-dir {params.ledger_dir} {params.side} "
+        "{params.reads} {params.labels} --models {input.models} --ledger-dir {params.ledger_dir} {params.side} "
         "--device {params.device} --threads {threads} > {log} 2>&1"

@@ -10,6 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import requires
 from PIL import Image
 
 from unlearnflow.core.data import FASHION_MNIST_CLASSES, LOADERS, Dataset, load_dataset
@@ -233,8 +234,8 @@ def test_missing_directory(tmp_path: Path, loader: str) -> None:
     assert_user_error({"loader": loader, "path": tmp_path / "absent"}, tmp_path / "absent", "no such directory")
 
 
-@pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="Fashion-MNIST not installed at /usr/share/datasets")
 def test_real_fashion_mnist() -> None:
+    requires(FASHION_MNIST.is_dir(), f"Fashion-MNIST not installed at {FASHION_MNIST} (Debian's dataset-fashion-mnist)")
     dataset = load_dataset({"loader": "idx", "path": str(FASHION_MNIST), "max_train": 2000})
     assert dataset.classes == FASHION_MNIST_CLASSES
     assert dataset.x_train.shape == (2000, 1, 28, 28)

@@ -1,6 +1,7 @@
 """The evaluation loop on synthetic banks whose truth is known."""
 
 import copy
+import csv
 import math
 
 import numpy as np
@@ -136,3 +137,50 @@ def test_tiny_forget_set_reports_nan_for_the_cross_validated_attack(world):
     forget_set = ForgetSet("t", "random", (np.arange(3),), dataset.y_train)
     row = evaluate(dataset, forget_set, originals, oracles, retrained, "retrain", n_boot=10).row
     assert math.isnan(row["mia_simple"]) and not math.isnan(row["klom_forget_p95"])
+
+
+def test_every_configuration_is_kept_and_the_report_computes_the_interval_of_the_one_it_shows(world, tmp_path):
+    """The evaluation job writes every configuration's arrays and the selection score's interval of
+    the in-sample best; the report shows the configuration chosen without the set's oracles (the
+    default, with one forget set) and computes its interval from the stored margins, with the
+    job's seed: selection_interval of those margins (float32), within rounding of the float64 one."""
+    from unlearnflow.core.store import read_artifact
+    from unlearnflow.evaluation.evaluate import group_margins, selection_interval
+    from unlearnflow.evaluation.rows import CONFIG_ARRAYS, config_array, read_csv
+    from unlearnflow.report.summary import write_report
+    from unlearnflow.stages import _evaluate_method
+    dataset, forget_set, originals, oracles, retrained = world
+    halfway = np.full(N_TRAIN, 2.0)
+    halfway[forget_set.indices] = 5.0
+    banks = {"default": _bank(dataset, np.random.default_rng(5), halfway, "unlearned/ga"), "lr=1": retrained}
+    shared = references(dataset, forget_set, originals, oracles, seed=3)
+    out_h5, out_csv = tmp_path / "ga.h5", tmp_path / "ga.csv"
+    _evaluate_method("ga", banks, dataset, forget_set, originals, oracles, shared, ulira=None, from_scratch=False,
+                     seed=3, out_h5=str(out_h5), out_csv=str(out_csv), lineage={}, inputs=[])
+    job = {row["config"]: row for row in read_csv(out_csv)}
+    assert job["lr=1"]["selection_score"] < job["default"]["selection_score"]
+    margins = {config: group_margins(bank, dataset, forget_set) for config, bank in banks.items()}
+    in_sample = selection_interval(shared.oracle_margins, shared.groups, margins["lr=1"], seed=3)
+    assert (job["lr=1"]["selection_ci_low"], job["lr=1"]["selection_ci_high"]) == tuple(in_sample.values())
+    assert math.isnan(job["default"]["selection_ci_low"])
+    artifact = read_artifact(out_h5, "evaluation")
+    assert artifact.attrs["configs"] == ["default", "lr=1"] and artifact.attrs["seed"] == 3
+    assert {config_array(index, name) for index in (0, 1) for name in CONFIG_ARRAYS} <= set(artifact.arrays)
+    assert artifact[config_array(0, "margins")].dtype == np.float32
+
+    write_report([out_csv], [out_h5], tmp_path / "report")
+    with open(tmp_path / "report" / "summary.csv", newline="") as handle:
+        shown = {row["config"]: row for row in csv.DictReader(handle)}
+    assert shown["default"]["selected"] == "True" and shown["lr=1"]["insample_best"] == "True"
+    assert shown["default"]["selection_rule"] == "default:no_heldout_set"
+    headline = (float(shown["default"]["selection_ci_low"]), float(shown["default"]["selection_ci_high"]))
+    stored = selection_interval(shared.oracle_margins.astype(np.float32), shared.groups,
+                                margins["default"].astype(np.float32), seed=3)
+    assert headline == tuple(stored.values())
+    assert headline == pytest.approx(tuple(selection_interval(shared.oracle_margins, shared.groups,
+                                                              margins["default"], seed=3).values()), abs=1e-3)
+    assert headline[0] <= float(shown["default"]["selection_score"]) <= headline[1]
+    assert (float(shown["lr=1"]["selection_ci_low"]), float(shown["lr=1"]["selection_ci_high"])) == tuple(
+        in_sample.values())
+    assert "| ga | default (2 configs) | default (no other forget set) |" in (
+        tmp_path / "report" / "summary.md").read_text()

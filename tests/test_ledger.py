@@ -10,15 +10,26 @@ import pytest
 import torch
 import yaml
 
-from unlearnflow.core.artifacts import train_bank, weights_only, write_bank, write_dataset
+from unlearnflow.core.artifacts import (
+    read_bank,
+    read_forget_samples,
+    train_bank,
+    weights_only,
+    write_bank,
+    write_dataset,
+    write_forget_set,
+)
 from unlearnflow.core.data import load_dataset
+from unlearnflow.core.forget_sets import build_forget_set
 from unlearnflow.core.models import build_model
 from unlearnflow.core.training import FitStats, TrainConfig, model_seed
 from unlearnflow.errors import UserError
-from unlearnflow.methods.request import MethodResult
+from unlearnflow.methods.request import ForgetRequest, MethodResult
 from unlearnflow.ops import ledger as ledger_module
-from unlearnflow.ops.ledger import model_hash, process_request
-from unlearnflow.registry import EDITS_MODEL, METHODS, MethodSpec, register
+from unlearnflow.ops.ledger import model_hash, read_request
+from unlearnflow.registry import EDITS_MODEL, METHODS, MethodSpec, register, spec_of
+from unlearnflow.sourcefree.linear import LinearObjective, identity_features, train_linear_bank
+from unlearnflow.stages import deletion_request, make_request_samples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,9 +56,27 @@ def request(directory: Path, name: str, **fields) -> str:
     return str(path)
 
 
-def process(root: Path, path: str) -> dict:
-    return process_request(request=path, data=str(root / "data.h5"), models=str(root / "original_models.h5"),
-                           ledger_dir=str(root / "ledger"))
+def process(root: Path, path: str, data: str = "data.h5") -> dict:
+    """A request as the workflow runs it: for a source-free method, the extraction of its samples
+    (the only reader of the data set), then its job on the samples alone; for any other method,
+    its job on the data set. Returns the certificate."""
+    asked = read_request(path)
+    where = dict(request=path, models=str(root / "original_models.h5"), ledger_dir=str(root / "ledger"))
+    if spec_of(asked["method"]).source_free:
+        samples = root / "request_samples" / f"{asked['name']}.h5"
+        make_request_samples(request=path, data=str(root / data), out=str(samples))
+        deletion_request(samples=str(samples), **where)
+    else:
+        deletion_request(data=str(root / data), **where)
+    return json.loads((root / "ledger" / f"{asked['name']}.json").read_text())
+
+
+def copy_experiment(experiment, directory: Path) -> Path:
+    """A private copy of the experiment's data and models (for tests that write a ledger)."""
+    directory.mkdir()
+    for path in Path(experiment[0]).glob("*.h5"):
+        (directory / path.name).write_bytes(path.read_bytes())
+    return directory
 
 
 def test_requests_chain_in_the_ledger_and_errors_change_nothing(experiment, tmp_path):
@@ -68,7 +97,8 @@ def test_requests_chain_in_the_ledger_and_errors_change_nothing(experiment, tmp_
     before = ledger_file.read_bytes()
     refusals = {
         "sample(s) [5] were already forgotten by request r1": dict(after="r2", samples=[5, 20]),
-        "unknown sample(s) [100000]": dict(after="r2", samples=[100000]),
+        "request bad: index 100000 is out of range (the training set has 300 points": dict(after="r2",
+                                                                                           samples=[100000]),
         "but the ledger's head is 'r2'": dict(after="original", samples=[30]),
         "already in the ledger": dict(after="r2", samples=[40], name="r1"),
     }
@@ -92,11 +122,7 @@ def test_requests_chain_in_the_ledger_and_errors_change_nothing(experiment, tmp_
 
 
 def test_a_killed_request_leaves_the_ledger_and_a_rerun_completes_it(experiment, tmp_path, monkeypatch):
-    root, _, _ = experiment
-    root = Path(tmp_path / "copy")
-    root.mkdir()
-    for name in ("data.h5", "original_models.h5"):
-        (root / name).write_bytes((Path(experiment[0]) / name).read_bytes())
+    root = copy_experiment(experiment, tmp_path / "copy")
     path = request(tmp_path, "r1", after="original", samples=[1, 2])
     original_write = ledger_module.write_text
 
@@ -116,13 +142,11 @@ def test_a_killed_request_leaves_the_ledger_and_a_rerun_completes_it(experiment,
 
 
 def test_the_methods_state_carries_from_request_to_request(experiment, tmp_path):
-    root = Path(tmp_path / "copy")
-    root.mkdir()
-    for name in ("data.h5", "original_models.h5"):
-        (root / name).write_bytes((Path(experiment[0]) / name).read_bytes())
+    root = copy_experiment(experiment, tmp_path / "copy")
     seen = []
 
     def counting(model, request, hp, seed):
+        assert type(request) is ForgetRequest  # a source-free method gets no training set
         seen.append((request.step, request.state))
         with torch.no_grad():
             list(model.parameters())[-1].add_(0.1)
@@ -154,3 +178,90 @@ def test_request_files_are_checked(tmp_path):
         path.write_text(yaml.safe_dump(fields))
         with pytest.raises(UserError, match=re.escape(message)):
             read_request(path)
+
+
+def test_a_source_free_request_reads_its_samples_alone_and_another_method_the_data(experiment, tmp_path):
+    root, dataset = copy_experiment(experiment, tmp_path / "copy"), experiment[1]
+    where = dict(models=str(root / "original_models.h5"), ledger_dir=str(root / "ledger"))
+    ascent = request(tmp_path, "a", after="original", samples=[7, 2])
+    descent = request(tmp_path, "b", method="gradient_descent", hyperparameters={"lr": 0.05}, after="a", samples=[9])
+    for path in (ascent, descent):
+        make_request_samples(request=path, data=str(root / "data.h5"), out=str(root / f"{Path(path).stem}.h5"))
+    extracted = read_forget_samples(root / "a.h5")
+    assert np.array_equal(extracted.inputs, dataset.x_train[[2, 7]])  # in index order, nothing else of the
+    assert np.array_equal(extracted.labels, dataset.y_train[[2, 7]])  # training set
+    assert np.array_equal(extracted.x_val, dataset.x_val) and np.array_equal(extracted.y_val, dataset.y_val)
+
+    (root / "data.h5").rename(root / "elsewhere.h5")  # the source-free request's job cannot read the data set
+    with pytest.raises(UserError, match=re.escape("a.h5: the samples of request 'a' (indices [2, 7]), not of "
+                                                  "request 'b'")):
+        deletion_request(request=descent, samples=str(root / "a.h5"), **where)
+    deletion_request(request=ascent, samples=str(root / "a.h5"), **where)
+    assert json.loads((root / "ledger" / "a.json").read_text())["source_free"] is True
+    # a method that is not source-free needs the data set, a source-free one may not be given it
+    with pytest.raises(UserError, match="gradient_descent is not source-free: it needs the data set"):
+        deletion_request(request=descent, samples=str(root / "b.h5"), **where)
+    with pytest.raises(UserError, match="gradient_ascent is source-free: it takes the request's samples alone"):
+        deletion_request(request=request(tmp_path, "c", after="a", samples=[11]), data=str(root / "elsewhere.h5"),
+                         **where)
+    deletion_request(request=descent, data=str(root / "elsewhere.h5"), **where)
+    certificate = json.loads((root / "ledger" / "b.json").read_text())
+    assert certificate["source_free"] is False and certificate["model_hash_after"] != certificate["model_hash_before"]
+
+
+def test_request_samples_carry_the_labels_the_models_trained_on(experiment, tmp_path):
+    """In an experiment with a poison set every model trained on its flipped labels: a request's
+    samples carry those, as a forget set's samples do."""
+    root, dataset = Path(experiment[0]), experiment[1]
+    poison = build_forget_set("p", {"kind": "poison", "pairs": [[0, 1]], "budget": 0.1}, dataset.x_train,
+                              dataset.y_train, seed=0)
+    write_forget_set(tmp_path / "p.h5", poison, {})
+    flipped = poison.indices[:3]
+    make_request_samples(request=request(tmp_path, "p", after="original", samples=flipped.tolist()),
+                         data=str(root / "data.h5"), labels_from=str(tmp_path / "p.h5"), out=str(tmp_path / "s.h5"))
+    labels = read_forget_samples(tmp_path / "s.h5").labels
+    assert np.array_equal(labels, poison.train_labels[flipped]) and (labels != dataset.y_train[flipped]).all()
+
+
+@pytest.fixture(scope="module")
+def linear_experiment(tmp_path_factory):
+    """features.h5 and original_models.h5 of two linear models trained to optimum on the squared
+    loss with lam 0.01 (not the Newton methods' default 1e-3) and no objective noise."""
+    root = tmp_path_factory.mktemp("linear")
+    features = identity_features(load_dataset({"loader": "digits", "max_train": 300}))
+    objective = LinearObjective("squared", 0.01)
+    write_dataset(root / "features.h5", features, {})
+    write_bank(root / "original_models.h5", weights_only(train_linear_bank(features, objective, 0.0, [5, 6])), {})
+    return root, features, objective
+
+
+def test_newton_requests_take_the_objective_and_n_from_the_banks_recipe(linear_experiment, tmp_path):
+    """Model 1 trained on the squared loss with lam 0.01: a newton_certified request must run
+    Newton's step on that objective, which removes the samples exactly (the model retrained
+    without them); a newton_source_free request also needs n, which only the recipe knows."""
+    source, features, objective = linear_experiment
+    n_train, forgotten = len(features.y_train), [3, 8, 40, 41, 99]
+    root = copy_experiment((source,), tmp_path / "certified")
+    certified = process(root, request(tmp_path, "c", method="newton_certified", hyperparameters={}, after="original",
+                                      samples=forgotten), data="features.h5")
+    assert {key: certified["hyperparameters"][key] for key in ("loss", "lam")} == {"loss": "squared", "lam": 0.01}
+    retain = np.ones(n_train, dtype=bool)
+    retain[forgotten] = False
+    retrained = train_linear_bank(features, objective, 0.0, [6], train_mask=retain).weights
+    head = read_bank(root / "ledger" / "c.h5").weights
+    original = read_bank(root / "original_models.h5").weights
+    assert set(head) == set(retrained)
+    for name in head:
+        assert np.abs(head[name][0] - retrained[name][0]).max() < 1e-4
+        assert np.abs(original[name][1] - retrained[name][0]).max() > 1e-3  # the step did move the model
+    with pytest.raises(UserError, match=re.escape("request d: methods.newton_certified: lam comes from the training "
+                                                  "recipe (0.01)")):
+        process(root, request(tmp_path, "d", method="newton_certified", hyperparameters={"lam": 0.5}, after="c",
+                              samples=[50]), data="features.h5")
+
+    root = copy_experiment((source,), tmp_path / "source_free")
+    estimated = process(root, request(tmp_path, "s", method="newton_source_free", after="original", samples=forgotten,
+                                      hyperparameters={"variant": "corrected", "m": 150}), data="features.h5")
+    assert {key: estimated["hyperparameters"][key] for key in ("loss", "lam", "n_train")} == {
+        "loss": "squared", "lam": 0.01, "n_train": n_train}
+    assert estimated["source_free"] is True

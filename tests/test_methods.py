@@ -12,16 +12,19 @@ from unlearnflow.core.data import load_dataset
 from unlearnflow.core.models import build_model
 from unlearnflow.core.training import TrainConfig, cross_entropy_loss, fit, init_model, predict_logits
 from unlearnflow.errors import UserError
+from unlearnflow.methods.adversarial import adversarial_anchors, held_weights
 from unlearnflow.methods.neggrad_plus import signed_weights
-from unlearnflow.methods.request import UnlearningRequest
+from unlearnflow.methods.random_labels import random_wrong_labels
+from unlearnflow.methods.request import ForgetRequest, UnlearningRequest
 from unlearnflow.methods.scrub import scrub
 from unlearnflow.registry import EDITS_MODEL, METHODS, hyperparameters
 
 #: The fine-tuning methods this file covers (PGU and the Newton methods need their own side
 #: inputs or model family: tests/test_pgu.py, tests/test_sourcefree.py; JiT's loss is not a
-#: per-example loss of fit: tests/test_jit.py).
+#: per-example loss of fit: tests/test_jit.py; adversarial, whose stopping rule is not fit's, at
+#: the end of this file).
 EDITING = ["dmm", "gradient_ascent", "gradient_descent", "neggrad_plus", "oracle_matching", "partial_retrain",
-           "random_labels", "scrub"]
+           "random_labels", "random_labels_forget", "scrub"]
 
 RECIPE = TrainConfig(lr=0.1, epochs=15, batch_size=32)
 ORACLE_SEED = 1
@@ -50,10 +53,16 @@ def setup():
                            x_test=torch.from_numpy(ds.x_test), y_test=torch.from_numpy(ds.y_test))
 
 
-def unlearned(setup, method, hp=None, seed=0):
+def unlearned(setup, method, hp=None, seed=0, request=None):
     model = copy.deepcopy(setup.original)
-    result = METHODS[method].unlearn(model, setup.request, hp or {}, seed)
+    result = METHODS[method].unlearn(model, request or setup.request, hp or {}, seed)
     return model, result.cost
+
+
+def forget_samples_alone(setup) -> ForgetRequest:
+    """The request as a source-free method sees it: the forget samples, nothing of the training set."""
+    r = setup.request
+    return ForgetRequest(forget_inputs=r.forget_inputs.clone(), forget_labels=r.forget_labels.clone(), num_classes=10)
 
 
 def summary(setup, model):
@@ -80,6 +89,7 @@ def expected_examples(method, n_forget, n_retain):
         "gradient_descent": lambda: n_retain,
         "neggrad_plus": lambda: n_retain + n_forget,
         "random_labels": lambda: n_forget,
+        "random_labels_forget": lambda: n_forget,
         "partial_retrain": lambda: n_retain // hp["batch_size"] * hp["batch_size"],  # drop_last
         "oracle_matching": lambda: (hp["forget_multiplier"] + int(hp["retain_multiplier"])) * n_forget,
     }
@@ -125,14 +135,21 @@ def test_random_labels_lowers_forget_accuracy(setup):
 
 
 def test_random_labels_are_wrong_and_fixed_per_seed(setup):
-    from unlearnflow.methods.random_labels import random_wrong_labels
-
     r = setup.request
-    labels = random_wrong_labels(r, 5)
-    assert torch.equal(labels[r.retain], r.labels[r.retain])
-    assert (labels[r.forget] != r.labels[r.forget]).all()
-    assert torch.equal(labels, random_wrong_labels(r, 5))
-    assert not torch.equal(labels, random_wrong_labels(r, 6))
+    labels = random_wrong_labels(r.forget_labels, 10, 5)
+    assert (labels != r.forget_labels).all() and ((0 <= labels) & (labels < 10)).all()
+    assert torch.equal(labels, random_wrong_labels(r.forget_labels, 10, 5))
+    assert not torch.equal(labels, random_wrong_labels(r.forget_labels, 10, 6))
+
+
+def test_random_labels_forget_needs_the_forget_samples_alone_and_is_random_labels_without_the_retain_set(setup):
+    spec = METHODS["random_labels_forget"]
+    assert spec.source_free and "with_retain" not in spec.grid and "with_retain" not in spec.defaults
+    model, _ = unlearned(setup, "random_labels_forget", {"lr": 0.1}, request=forget_samples_alone(setup))
+    assert same_weights(model, unlearned(setup, "random_labels", {"lr": 0.1, "with_retain": False})[0])
+    assert not same_weights(model, unlearned(setup, "random_labels", {"lr": 0.1, "with_retain": True})[0])
+    before, after = summary(setup, setup.original), summary(setup, model)
+    assert before.forget_accuracy == 1.0 and after.forget_accuracy <= 0.6
 
 
 def test_neggrad_plus_weights_give_the_neggrad_objective(setup):
@@ -204,7 +221,7 @@ def test_hyperparameters_fill_defaults_and_reject_unknown_keys():
 def test_this_file_covers_every_method_that_needs_nothing_but_a_model():
     assert {name for name, spec in METHODS.items() if spec.kind == EDITS_MODEL
             and not spec.needs_for({"targets": "oracle"}) or name == "oracle_matching"} - set(EDITING) <= {
-        "newton_certified", "newton_source_free", "jit"}
+        "newton_certified", "newton_source_free", "jit", "adversarial"}
 
 
 def test_every_grid_value_is_a_valid_hyperparameter():
@@ -221,3 +238,66 @@ def test_request_is_checked(setup):
     with pytest.raises(UserError, match="targets must have shape"):
         UnlearningRequest.of_training_set(r.inputs, r.labels, r.forget, r.retain, r.num_classes,
                                           side={"targets": r.side["targets"][:, :3]})
+
+
+#: a cheap Adversarial run: 4 anchors per forget sample, 100 PGD steps within an L2 radius of 3
+#: (digits inputs have norm about 8)
+ADVERSARIAL = {"n_adversarial": 4, "pgd_eps": 3.0, "pgd_steps": 100, "lr": 0.01}
+
+
+def test_adversarial_anchors_lie_within_the_radius_and_lean_to_their_wrong_target_class(setup):
+    request = forget_samples_alone(setup)
+    hp = {**METHODS["adversarial"].defaults, **ADVERSARIAL}
+    anchors, targets = adversarial_anchors(setup.original, request, hp, 0)
+    rows = torch.arange(20).repeat(4)  # 20 forget samples, one batch of 32: each attack's batch in turn
+    assert anchors.shape == (80, *request.forget_inputs.shape[1:])
+    assert (targets != request.forget_labels[rows]).all()
+    distance = (anchors - request.forget_inputs[rows]).flatten(1).norm(dim=1)
+    assert distance.max() <= 3.0 + 1e-4 and distance.min() > 1.0
+
+    def target_log_probs(inputs):
+        return predict_logits(setup.original, inputs).log_softmax(1)[torch.arange(80), targets]
+
+    assert (target_log_probs(anchors) > target_log_probs(request.forget_inputs[rows]) + 1.0).all()
+    assert (predict_logits(setup.original, anchors).argmax(1) == targets).float().mean() >= 0.5
+
+
+def test_weight_importance_holds_what_the_forget_outputs_depend_on_least():
+    """MAS on one sample x = (1, 1, 0) of f(x) = W x + b, W = [[1, 0, 0], [0, 2, 0]], b = 0:
+    grad_W ||f(x)|| = f(x) x^T / ||f(x)||, grad_b = f(x) / ||f(x)||, min-max normalised, held 1 - that."""
+    model = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]))
+        model.bias.zero_()
+    held_weight, held_bias = held_weights(model, torch.tensor([[1.0, 1.0, 0.0]]), batch_size=32)
+    assert torch.allclose(held_weight, torch.tensor([[0.5, 0.5, 1.0], [0.0, 0.0, 1.0]]))
+    assert torch.allclose(held_bias, torch.tensor([1.0, 0.0]))
+
+
+def test_adversarial_unlearns_from_the_forget_samples_alone_until_they_are_misclassified(setup):
+    request = forget_samples_alone(setup)
+    free, cost = unlearned(setup, "adversarial", {**ADVERSARIAL, "reg_lambda": 0.0}, request=request)
+    assert summary(setup, free).forget_accuracy == 0.0  # the authors' stopping rule ...
+    assert 0 < cost.steps < 1000  # ... met before the last epoch (one step per epoch: 80 anchors)
+    again, _ = unlearned(setup, "adversarial", {**ADVERSARIAL, "reg_lambda": 0.0}, request=request)
+    assert same_weights(free, again)
+    # the importance penalty: the weights held with weight 1 move far less under reg_lambda 10 than without it
+    hp = {**ADVERSARIAL, "epochs": 30}
+    unheld, _ = unlearned(setup, "adversarial", {**hp, "reg_lambda": 0.0}, request=request)
+    held, _ = unlearned(setup, "adversarial", {**hp, "reg_lambda": 10.0}, request=request)
+    kept = [weight == 1 for weight in held_weights(setup.original, request.forget_inputs, 32)]
+
+    def moved(model):
+        """How far the entries held with weight 1 moved, all layers together (mean absolute change)."""
+        return torch.cat([(after - before)[mask] for after, before, mask in
+                          zip(model.parameters(), setup.original.parameters(), kept)]).abs().mean().item()
+
+    assert moved(held) < 0.3 * moved(unheld)
+
+
+def test_adversarial_checks_its_hyperparameters():
+    refusals = {"n_adversarial must be >= 1": {"n_adversarial": 0}, "pgd_eps must be > 0": {"pgd_eps": 0.0},
+                "reg_lambda must be >= 0": {"reg_lambda": -1.0}}
+    for message, change in refusals.items():
+        with pytest.raises(UserError, match=message):
+            hyperparameters("adversarial", change)

@@ -91,20 +91,22 @@ def test_newton_plus_on_the_mixed_linear_network_equals_retraining(mixed):
     model = mixed_model(objective, original, rows.shape[1])
     request = UnlearningRequest.of_training_set(torch.from_numpy(rows), torch.from_numpy(y), torch.from_numpy(forget),
                                                 torch.from_numpy(retain), K)
-    result = newton_certified(model, request, {"loss": "mixed_squared", "lam": 1e-3}, seed=0)
+    hp = {"loss": "mixed_squared", "lam": 1e-3, "objective_noise_std": 0.1}
+    result = newton_certified(model, request, hp, seed=0)
     unlearned = objective.parameters(model.classifier.weight.detach().numpy())
     assert np.linalg.norm(unlearned - retrained) <= 1e-8 * np.linalg.norm(retrained)
     assert np.linalg.norm(original - retrained) > 1e-2 * np.linalg.norm(retrained)
     cert = result.certificate
-    assert cert["residual_gradient_norm"] < 1e-9 and cert["theorem1_bound"] == 0.0 and cert["d"] == 34
+    assert cert["certified"] and cert["residual_bound"] < 1e-9 and cert["epsilon"] < 1e-7 and cert["d"] == 34
 
 
 def test_source_free_newton_on_the_mixed_linear_network(mixed):
     """The fit of Eq. (3) in the parameter dimension P = 34 with m = 700 >= P(P+1)/2 = 595
-    perturbations recovers the forget Hessian H_F exactly, so the paper's step overshoots (distance
-    to the retrained parameters above the untouched model's) and the corrected variant's step is
-    the Newton step with H_F n_r / n_F: closer than the untouched model, limited by how well the
-    forget set's curvature stands for the retained one's (300 points, 30 forgotten)."""
+    perturbations: the Taylor reading recovers the forget Hessian H_F exactly, so its step
+    overshoots (distance to the retrained parameters above the untouched model's), as does Eq. 3 as
+    printed; the corrected variant's step is the Newton step with H_F n_r / n_F: closer than the
+    untouched model, limited by how well the forget set's curvature stands for the retained one's
+    (300 points, 30 forgotten)."""
     _, linearised, _, _, _, _, _ = mixed
     n, n_forget = 300, 30
     rows = linearised.rows(torch.randn(n, D, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
@@ -118,15 +120,17 @@ def test_source_free_newton_on_the_mixed_linear_network(mixed):
     request = ForgetRequest(forget_inputs=torch.from_numpy(rows[forget]), forget_labels=torch.from_numpy(y[forget]),
                             num_classes=K)
     distances, parameters = {}, {}
-    for variant in ("paper", "corrected"):
+    for variant in ("paper", "paper_taylor", "corrected"):
         model = mixed_model(objective, original, rows.shape[1])
         hp = {"loss": "mixed_squared", "lam": 1e-3, "n_train": n, "m": 700, "variant": variant}
         result = newton_source_free(model, request, hp, seed=0)
         parameters[variant] = objective.parameters(model.classifier.weight.detach().numpy())
         distances[variant] = np.linalg.norm(parameters[variant] - retrained) / np.linalg.norm(original - retrained)
-        assert result.certificate["d"] == 34 and result.certificate["m"] == 700
+        assert result.certificate["d"] == 34 and result.certificate["m"] == 700 and not result.certificate["certified"]
+        assert np.shape(result.certificate["estimated_hessian"]["blocks"]) == (1, 34, 34)
     assert np.linalg.norm(parameters["corrected"] - ideal) <= 1e-2 * np.linalg.norm(original - retrained)
-    assert distances["corrected"] < 1.0 < distances["paper"], distances      # measured: 0.89 and 7.7
+    # measured: corrected 0.89, Taylor reading 7.7, as printed 7.2e3 (its odd part at sigma 1 swamps the fit)
+    assert distances["corrected"] < 1.0 < min(distances["paper"], distances["paper_taylor"]), distances
 
 
 @pytest.mark.parametrize("features, loss, message", [

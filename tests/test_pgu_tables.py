@@ -7,14 +7,15 @@ import pytest
 from unlearnflow.cli import main
 from unlearnflow.errors import UserError
 from unlearnflow.evaluation.rows import FLOAT_COLUMNS
+from unlearnflow.evaluation.selection import select_configurations
 from unlearnflow.report.pgu_tables import (
-    best_rows,
     class_sample_checks,
     pgu_tables,
     read_summaries,
     recoveries,
+    selected_rows,
 )
-from unlearnflow.report.summary import flag_best, write_summary_csv
+from unlearnflow.report.summary import write_summary_csv
 
 
 def row(forget_set, kind, method, config="default", **values):
@@ -42,30 +43,41 @@ def class_sample_rows(pgu_forget=0.97, pgu_auc=0.6):
     ]
 
 
-def summary(tmp_path, rows, name="summary.csv"):
-    return write_summary_csv(flag_best(rows), tmp_path / name)
+def summary(tmp_path, rows, name="summary.csv", in_sample=True):
+    """A report's summary.csv of `rows` of one forget set, configured as its own selection set (the
+    headline is then the in-sample best within the accuracy guard) or, without `in_sample`, with
+    none (the headline is then the default configuration)."""
+    selection_set = rows[0]["forget_set"] if in_sample else None
+    return write_summary_csv(select_configurations(rows, selection_set=selection_set), tmp_path / name)
 
 
 def test_removal_table_shows_each_methods_selected_configuration_as_errors_and_time(tmp_path):
     rows = read_summaries([summary(tmp_path, class_sample_rows())])
-    chosen = best_rows(rows)["class_sample_0"]
+    chosen = selected_rows(rows)["class_sample_0"]
     assert [r["method"] for r in chosen] == ["do_nothing", "pgu_tuned", "retrain"]
-    assert chosen[1]["config"] == "lr=5.0"
+    assert chosen[1]["config"] == "lr=5.0" and chosen[1]["insample_best"] and chosen[1]["selected"]
     text = pgu_tables(rows)
     line = next(line for line in text.splitlines() if line.startswith("| pgu_tuned"))
-    # forget err 3.00, retain err 0.20, test err 1.20, MIA 0.600, power 0.900, score 1.000, 0.2 s, 0.1 x retrain
-    assert line == "| pgu_tuned | lr=5.0 | 3.00 | 0.20 | 1.20 | 0.600 | 0.900 | 1.000 | 0.2 | 0.100 |"
+    # forget err 3.00, retain err 0.20, test err 1.20, MIA 0.600, power 0.900, score 1.000 (the in-sample
+    # best's too), 0.2 s, 0.1 x retrain
+    assert line == "| pgu_tuned | lr=5.0 | 3.00 | 0.20 | 1.20 | 0.600 | 0.900 | 1.000 | 1.000 | 0.2 | 0.100 |"
     assert "lr=1.0" not in text
+    # without a selection set, one forget set gives the default (the first configuration here), with
+    # the in-sample best beside it
+    rows = read_summaries([summary(tmp_path, class_sample_rows(), in_sample=False)])
+    assert selected_rows(rows)["class_sample_0"][1]["selection_rule"] == "default:no_heldout_set"
+    line = next(line for line in pgu_tables(rows).splitlines() if line.startswith("| pgu_tuned"))
+    assert line.startswith("| pgu_tuned | lr=1.0 |") and "| 4.000 | 1.000 (lr=5.0) |" in line
 
 
 def test_class_sample_checks_measure_against_retrain_and_the_originals(tmp_path):
-    rows = best_rows(read_summaries([summary(tmp_path, class_sample_rows())]))["class_sample_0"]
+    rows = selected_rows(read_summaries([summary(tmp_path, class_sample_rows())]))["class_sample_0"]
     checks = class_sample_checks(rows, "pgu_tuned")
     measured = [c.measured for c in checks]
     assert measured == pytest.approx([1.0, 3.0, 0.2, 0.2, 0.3])
     assert [c.passed for c in checks] == [True, True, True, True, True]
     # a forget error far from the retrained one, and an attack that still finds the points
-    rows = best_rows(read_summaries([summary(tmp_path, class_sample_rows(pgu_forget=0.9, pgu_auc=0.89))]))
+    rows = selected_rows(read_summaries([summary(tmp_path, class_sample_rows(pgu_forget=0.9, pgu_auc=0.89))]))
     checks = class_sample_checks(rows["class_sample_0"], "pgu_tuned")
     assert [c.passed for c in checks] == [False, True, True, True, False]
 
@@ -74,7 +86,8 @@ def test_attack_check_does_not_apply_without_attack_power(tmp_path):
     rows = class_sample_rows()
     for r in rows:
         r["mia_attack_auc"] = 0.6
-    checks = class_sample_checks(best_rows(read_summaries([summary(tmp_path, rows)]))["class_sample_0"], "pgu_tuned")
+    checks = class_sample_checks(selected_rows(read_summaries([summary(tmp_path, rows)]))["class_sample_0"],
+                                 "pgu_tuned")
     assert checks[-1].passed is None
     assert "n/a" in pgu_tables(read_summaries([summary(tmp_path, rows)]), acceptance="pgu_tuned")
 
@@ -90,7 +103,7 @@ def poison_rows(name, n_forget, poisoned, clean, methods):
 def test_summaries_that_share_a_forget_set_name_are_refused(tmp_path):
     paths = [summary(tmp_path, class_sample_rows(), name) for name in ("a.csv", "b.csv")]
     with pytest.raises(UserError, match="forget set 'class_sample_0' appears in several summaries"):
-        best_rows(read_summaries(paths))
+        selected_rows(read_summaries(paths))
 
 
 def test_depoison_table_has_one_line_per_budget_with_the_share_recovered(tmp_path):
@@ -122,7 +135,7 @@ def test_cli_writes_the_tables_and_rejects_a_file_that_is_not_a_summary(tmp_path
     text = out.read_text()
     assert "### `class_sample_0`" in text and "Acceptance (issue 10) for `pgu_tuned`" in text
     raw = tmp_path / "raw.csv"
-    raw.write_text("\n".join(path.read_text().splitlines()[:2]).replace(",best", ",other"))
+    raw.write_text("\n".join(path.read_text().splitlines()[:2]).replace(",selected", ",other"))
     with pytest.raises(UserError, match="not a report summary"):
         read_summaries([raw])
     assert main(["pgu-table", str(tmp_path / "missing.csv")]) == 2

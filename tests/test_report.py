@@ -6,15 +6,23 @@ import math
 import numpy as np
 import pytest
 
-from unlearnflow.core.store import STAGE_VERSIONS, write_artifact
+from unlearnflow.core.store import STAGE_VERSIONS, read_artifact, write_artifact
 from unlearnflow.errors import UserError
-from unlearnflow.evaluation.rows import FLOAT_COLUMNS, REQUIRED_COLUMNS
-from unlearnflow.report.summary import write_report
+from unlearnflow.evaluation.evaluate import selection_interval
+from unlearnflow.evaluation.rows import FLOAT_COLUMNS, REQUIRED_COLUMNS, config_array, read_evaluations, read_rows
+from unlearnflow.evaluation.selection import SELECTION_COLUMNS, select_configurations
+from unlearnflow.report.summary import fill_headline_intervals, sort_rows, write_report, write_summary_md
 
 FORGET_SETS = {"random_10": ("random", 10), "cluster_5": ("cluster", 5)}
-#: (method, config, selection score, compute fraction)
-RUNS = [("do_nothing", "default", 6.0, 0.0), ("retrain", "default", 0.8, 1.0),
-        ("ga", "lr=1e-3,epochs=3", 3.0, 0.05), ("ga", "lr=1e-2,epochs=1", 2.0, 0.02)]
+#: method -> config -> (selection score on random_10, on cluster_5, compute fraction); ga's default
+#: is the better configuration on cluster_5, lr=1e-2 on random_10, so that on each set the
+#: held-out choice (made on the other set) is not the in-sample best
+RUNS = {"do_nothing": {"default": (6.0, 6.0, 0.0)}, "retrain": {"default": (0.8, 0.8, 1.0)},
+        "ga": {"default": (3.0, 3.0, 0.05), "lr=1e-2,epochs=1": (2.0, 3.5, 0.02)}}
+#: the in-sample best configuration of ga on each set (the evaluation job computes its interval)
+INSAMPLE = {"random_10": "lr=1e-2,epochs=1", "cluster_5": "default"}
+#: the seed of the evaluation artifacts' random streams
+SEED = 7
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -42,16 +50,38 @@ def write_csv(path, rows, columns=REQUIRED_COLUMNS):
     return path
 
 
-def write_evaluation(path, forget_set, method, config, seed):
-    """An evaluation artifact: entropies of 6 models on the forget points and an ROC curve."""
+def write_evaluation(path, forget_set, method, configs, seed):
+    """An evaluation artifact of `configs` (layout: unlearnflow.evaluation.rows): entropies of 6
+    models on the forget points, an ROC curve, KLOM per group and the margins of the oracles and
+    of each configuration on 30 more points (20 retain, 10 validation)."""
     rng = np.random.default_rng(seed)
     size = FORGET_SETS[forget_set][1]
+    groups = {"forget": np.arange(size), "retain": size + np.arange(20), "validation": size + 20 + np.arange(10)}
     fpr = np.linspace(0, 1, 11)
     arrays = {"entropy/original": rng.uniform(0, 0.5, (6, size)), "entropy/oracle": rng.uniform(0.5, 2, (6, size)),
-              "entropy/unlearned": rng.uniform(0, 2, (6, size)), "mia/fpr": fpr, "mia/tpr": fpr ** (0.3 + 0.2 * seed),
-              **{f"klom/{group}": rng.uniform(0, 3, size) for group in ("forget", "retain", "validation")}}
+              "oracle_margins": rng.normal(2, 1, (6, size + 30)).astype(np.float32),
+              **{f"groups/{group}": points for group, points in groups.items()}}
+    for index, config in enumerate(configs):
+        arrays.update({config_array(index, "entropy/unlearned"): rng.uniform(0, 2, (6, size)),
+                       config_array(index, "mia/fpr"): fpr, config_array(index, "mia/tpr"): fpr ** (0.3 + 0.2 * seed),
+                       config_array(index, "margins"): rng.normal(2.5, 1, (6, size + 30)).astype(np.float32),
+                       **{config_array(index, f"klom/{group}"): rng.uniform(0, 3, len(points))
+                          for group, points in groups.items()}})
     return write_artifact(path, "evaluation", arrays,
-                          attrs={"method": method, "config": config, "forget_set": forget_set}, version=STAGE_VERSIONS["evaluation"])
+                          attrs={"method": method, "forget_set": forget_set, "configs": list(configs), "seed": SEED})
+
+
+def method_rows(forget_set, method):
+    """The rows the evaluation job writes for `method` on `forget_set`: test accuracy 0.2 points
+    below the oracles', the selection score's interval on the in-sample best only."""
+    rows = []
+    for config, (*scores, compute) in RUNS[method].items():
+        row = metrics_row(forget_set, method, config, scores[list(FORGET_SETS).index(forget_set)], compute)
+        row["acc_test"] = 0.908
+        if len(RUNS[method]) > 1 and config != INSAMPLE[forget_set]:
+            row.update(selection_ci_low=math.nan, selection_ci_high=math.nan)
+        rows.append(row)
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +90,10 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluation")
     csv_paths, evaluation_paths = [], []
     for forget_set in FORGET_SETS:
-        for index, (method, config, score, compute) in enumerate(RUNS):
-            name = f"{forget_set}-{method}-{index}"
-            csv_paths.append(write_csv(root / f"{name}.csv", [metrics_row(forget_set, method, config, score,
-                                                                          compute)]))
-            evaluation_paths.append(write_evaluation(root / f"{name}.h5", forget_set, method, config, index))
+        for index, method in enumerate(RUNS):
+            name = f"{forget_set}-{method}"
+            csv_paths.append(write_csv(root / f"{name}.csv", method_rows(forget_set, method)))
+            evaluation_paths.append(write_evaluation(root / f"{name}.h5", forget_set, method, RUNS[method], index))
     return csv_paths, evaluation_paths
 
 
@@ -94,31 +123,90 @@ def test_every_file_is_written_and_pngs_are_images(report):
             assert len(data) > 10_000, path
 
 
-def test_summary_csv_rows_order_and_best_flags(report):
+def test_summary_csv_rows_order_and_selection_columns(report):
     rows = read_summary(report[0])
     assert [(row["forget_set"], row["method"], row["config"]) for row in rows] == [
         (forget_set, method, config) for forget_set in ("cluster_5", "random_10")
-        for method, config in [("do_nothing", "default"), ("ga", "lr=1e-2,epochs=1"), ("ga", "lr=1e-3,epochs=3"),
+        for method, config in [("do_nothing", "default"), ("ga", "default"), ("ga", "lr=1e-2,epochs=1"),
                                ("retrain", "default")]]
-    assert [row["best"] for row in rows] == ["True", "True", "False", "True"] * 2
-    assert list(rows[0])[:len(REQUIRED_COLUMNS)] == list(REQUIRED_COLUMNS) and list(rows[0])[-1] == "best"
-    assert float(rows[1]["selection_score"]) == 2.0 and int(rows[1]["n_forget"]) == 5
+    assert list(rows[0])[:len(REQUIRED_COLUMNS)] == list(REQUIRED_COLUMNS)
+    assert list(rows[0])[-len(SELECTION_COLUMNS):] == list(SELECTION_COLUMNS)
+    # each set's headline is chosen on the other set: the other set's in-sample best
+    assert [row["selected"] for row in rows] == ["True", "False", "True", "True", "True", "True", "False", "True"]
+    assert [row["insample_best"] for row in rows] == ["True", "True", "False", "True", "True", "False", "True", "True"]
+    ga_cluster, ga_random = rows[1], rows[5]
+    assert [ga_cluster[column] for column in SELECTION_COLUMNS[:6]] == [
+        "leave_one_out", "lr=1e-2,epochs=1", "3.5", "default", "3.0", "3.0"]
+    assert [ga_random[column] for column in SELECTION_COLUMNS[:6]] == [
+        "leave_one_out", "default", "3.0", "lr=1e-2,epochs=1", "2.0", "3.0"]
+    assert rows[0]["selection_rule"] == rows[3]["selection_rule"] == "only_config"
+    assert float(rows[1]["selection_score"]) == 3.0 and int(rows[1]["n_forget"]) == 5
 
 
-def test_summary_md_shows_bounds_floor_and_best_config(report):
+def test_the_headline_interval_is_the_selection_interval_of_its_stored_margins(report, inputs):
+    rows = {(row["forget_set"], row["config"]): row for row in read_summary(report[0]) if row["method"] == "ga"}
+    for forget_set, config, index in (("random_10", "default", 0), ("cluster_5", "lr=1e-2,epochs=1", 1)):
+        path = next(p for p in inputs[1] if p.name == f"{forget_set}-ga.h5")
+        arrays = read_artifact(path, "evaluation")
+        groups = {group: arrays[f"groups/{group}"] for group in ("forget", "retain", "validation")}
+        expected = selection_interval(arrays["oracle_margins"], groups, arrays[config_array(index, "margins")], SEED)
+        headline = rows[forget_set, config]
+        assert (float(headline["selection_ci_low"]), float(headline["selection_ci_high"])) == (
+            expected["selection_ci_low"], expected["selection_ci_high"])
+        assert 0 <= expected["selection_ci_low"] < expected["selection_ci_high"]
+        # the in-sample best keeps the interval its evaluation job computed
+        insample = rows[forget_set, INSAMPLE[forget_set]]
+        assert float(insample["selection_ci_low"]) == float(insample["selection_score"]) - 0.1
+
+
+def test_intervals_computed_two_at_a_time_are_those_computed_one_at_a_time(inputs):
+    def intervals(threads):
+        rows = select_configurations(read_rows(inputs[0]))
+        fill_headline_intervals(rows, read_evaluations(inputs[1], rows), threads)
+        return [(row["selection_ci_low"], row["selection_ci_high"]) for row in rows]
+
+    serial = intervals(1)
+    assert sum(math.isfinite(low) for low, _ in serial) == 8  # 6 in-sample bests and 2 other headlines
+    assert intervals(2) == serial
+
+
+def test_summary_md_shows_the_headline_beside_the_in_sample_best_and_the_default(report):
     text = (report[0] / "summary.md").read_text()
+    assert "Selection: leave one forget set out." in text and "within 0.5 pt of the oracles'" in text
     sections = text.split("## Forget set ")[1:]
     assert [section.split("\n")[0] for section in sections] == ["`cluster_5`", "`random_10`"]
-    for section in sections:
+    headline = {"cluster_5": "| ga | lr=1e-2,epochs=1 (2 configs) | best on the other forget sets | 3.500 | 3.850 | "
+                             "4.200 | 3.500 [",
+                "random_10": "| ga | default (2 configs) | best on the other forget sets | 3.000 | 3.300 | 3.600 | "
+                             "3.000 ["}
+    insample = {"cluster_5": "| default 3.000 | 3.000 | 0.908 |",
+                "random_10": "| lr=1e-2,epochs=1 2.000 | 3.000 | 0.908 |"}
+    for section, forget_set in zip(sections, ("cluster_5", "random_10")):
         table = [line for line in section.splitlines() if line.startswith("| ")]
+        assert "U-LiRA acc (default config)" in table[0]
         assert [line.split(" | ")[0] for line in table[2:]] == [
             "| do_nothing", "| ga", "| retrain", "| *noise floor (10 vs 10 oracles)*"]
-        # the fixture's unlearned models lose a point of test accuracy against the oracles
-        assert "| lr=1e-2,epochs=1 (best of 2; none within 0.5 pt of test acc) |" in table[3]
-        assert "| 0.900 (-1.0 pt) |" in table[3]
-        assert "2.000 [1.900, 2.100]" in table[3]
-        assert "| 0.700 | 0.700 | 0.700 | 0.700 | 0.910 |" in table[5]
+        assert table[3].startswith(headline[forget_set]) and insample[forget_set] in table[3]
+        assert table[2].startswith("| do_nothing | default | only configuration | 6.000 |")
+        assert "| 6.000 [5.900, 6.100] | – | – | 0.908 |" in table[2]
+        assert "| 0.700 | 0.700 | 0.700 | 0.700 | – | – | 0.910 |" in table[5]
         assert "ideal 0.5" in section and "AUC 0.800" in section
+
+
+def test_the_guard_and_a_selection_set_reach_the_tables(inputs, tmp_path):
+    def summary_md(**selection):
+        rows = sort_rows(select_configurations(read_rows(inputs[0]), **selection))
+        return write_summary_md(rows, tmp_path / "summary.md", **selection).read_text()
+
+    text = summary_md(selection_set="cluster_5", accuracy_guard=0.001)
+    assert "Selection: the configuration of best selection score on forget set `cluster_5`" in text
+    # ga loses 0.2 points everywhere: beyond a guard of 0.1 point nothing qualifies
+    assert "| ga | default (2 configs) | default (none within the accuracy guard) |" in text
+    assert "| 0.908 (-0.2 pt) |" in text
+    assert "| lr=1e-2,epochs=1 2.000; none within 0.1 pt |" in text
+    text = summary_md(selection_set="cluster_5")
+    assert "| ga | default (2 configs) | in-sample (this is selection set `cluster_5`) |" in text
+    assert "| ga | default (2 configs) | best on selection set `cluster_5` |" in text
 
 
 def test_nan_metrics_and_missing_evaluations_still_give_every_file(tmp_path):
@@ -154,6 +242,13 @@ def test_errors_are_user_errors(tmp_path, inputs):
         write_report(csv_paths[:1], evaluation_paths[1:2], tmp_path)
     with pytest.raises(UserError, match="no such artifact"):
         write_report(csv_paths, [tmp_path / "missing.h5"], tmp_path)
+    # the headline of ga on cluster_5 (lr=1e-2,epochs=1) is not in this artifact
+    partial = write_evaluation(tmp_path / "partial.h5", "cluster_5", "ga", ["default"], 0)
+    with pytest.raises(UserError, match="has no config 'lr=1e-2,epochs=1' .*rerun the evaluation"):
+        write_report(csv_paths, [partial], tmp_path)
+    older = write_artifact(tmp_path / "older.h5", "evaluation", {}, attrs={"method": "ga"}, version=3)
+    with pytest.raises(UserError, match=f"stage version 3, this code reads version {STAGE_VERSIONS['evaluation']}"):
+        write_report(csv_paths, [older], tmp_path)
 
 
 def test_datamodels_section_states_quality_cost_and_calibration(inputs, tmp_path):
@@ -169,10 +264,11 @@ def test_datamodels_section_states_quality_cost_and_calibration(inputs, tmp_path
     assert "logit 0.731, margin_shift 0.889" in section
 
 
-def test_test_accuracy_cell_flags_a_loss_of_more_than_half_a_point():
+def test_test_accuracy_cell_flags_a_loss_of_more_than_the_guard():
     from unlearnflow.report.summary import accuracy_cell as cell
     assert cell({"acc_test": 0.944, "acc_test_oracle": 0.978}) == "0.944 (-3.4 pt)"
     assert cell({"acc_test": 0.975, "acc_test_oracle": 0.978}) == "0.975"
+    assert cell({"acc_test": 0.975, "acc_test_oracle": 0.978}, accuracy_guard=0.002) == "0.975 (-0.3 pt)"
     assert cell({"acc_test": math.nan, "acc_test_oracle": 0.978}) == "–"
 
 
@@ -190,7 +286,9 @@ def test_a_cached_side_artifact_gets_its_one_time_cost_on_its_own_line(inputs, t
     write_gradient_space(tmp_path / "gradient_space.h5", space, {})
     csv_paths, evaluation_paths = inputs
     make_report(out_dir=str(tmp_path / "out"), csv=[str(p) for p in csv_paths],
-                evaluations=[str(p) for p in evaluation_paths], side=[f"gradient_space={tmp_path / 'gradient_space.h5'}"])
+                evaluations=[str(p) for p in evaluation_paths],
+                side=[f"gradient_space={tmp_path / 'gradient_space.h5'}"], selection_set="random_10")
+    assert "on forget set `random_10`, among" in (tmp_path / "out" / "summary.md").read_text()
     section = (tmp_path / "out" / "summary.md").read_text().split("## One-time costs")[1]
     assert "- `gradient_space` (PGU's factorisation of R R^T per layer and model (aggregates, no samples)): " \
            "12.50 s (6.25 s per model)" in section
@@ -202,14 +300,18 @@ def test_linear_banks_get_a_table_of_weight_distances_and_certificate_bounds(tmp
     rows = [metrics_row("random_10", "do_nothing", "default", 6.0, 0.0),
             metrics_row("random_10", "newton", "default", 0.1, 1.0),
             metrics_row("random_10", "newton", "variant=corrected", 0.5, 1.0)]
-    for row, distance, residual in zip(rows, (1.0, 2e-7, 0.32), (math.nan, 6e-14, math.nan)):
-        row.update(weight_distance=distance, cert_residual_gradient_norm=residual, cert_lemma1_bound=0.25,
-                   cert_theorem1_bound=math.nan, cert_data_dependent_bound=0.0)
+    for row, distance, residual in zip(rows, (1.0, 2e-7, 0.32), (50.0, 6e-6, 2.1)):
+        row.update(weight_distance=distance, true_retain_gradient_norm=residual)
+    rows[1].update(cert_certified=1.0, cert_epsilon=3e-4, cert_delta=1e-5, cert_residual_bound=6.1e-6,
+                   cert_residual_bound_violated=0.0)
+    rows[2].update(cert_certified=0.0, paper_theorem1_bound=0.0, paper_theorem1_violated=1.0, paper_lemma1_bound=0.25,
+                   true_hessian_error=71.0, paper_lemma1_violated=1.0)
     write_report([write_csv(tmp_path / "a.csv", rows, ROW_COLUMNS)], [], tmp_path / "out")
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "Linear models: distance to the retrained weights" in summary
-    assert "| newton | default | 0.900 (-1.0 pt) | 2e-07 | 6e-14 | 0 | – | 0.25 |" in summary
-    assert "| newton | variant=corrected | 0.900 (-1.0 pt) | 0.32 | – | 0 | – | 0.25 |" in summary
+    assert "| newton | default | 0.900 (-1.0 pt) | 2e-07 | 6e-06 | 6.1e-06 | ε 0.0003 at δ 1e-05 | – | – | – |" in summary
+    assert ("| newton | variant=corrected | 0.900 (-1.0 pt) | 0.32 | 2.1 | – | no | 0 (violated 100%) | 71 "
+            "| 0.25 (violated 100%) |") in summary
     assert float(read_summary(tmp_path / "out")[1]["weight_distance"]) == 2e-7
     # banks of other models have no such table
     write_report([write_csv(tmp_path / "b.csv", [metrics_row("random_10", "do_nothing", "default", 6.0, 0.0)])],

@@ -8,7 +8,8 @@ configuration. The fixture writes that file only where there is none (or its own
 interrupted run) and removes it afterwards; a site's file is never touched (the test skips).
 
 Needs root and the Debian packages slurmctld, slurmd, slurm-client and munge plus the pip package
-snakemake-executor-plugin-slurm (``.ci/run`` installs them); skipped with the reason otherwise.
+snakemake-executor-plugin-slurm (``.ci/run`` installs them); skipped with the reason otherwise,
+failed under ``CI=true``.
 Every snakemake call runs under ``timeout``: with a status command that cannot work (``sacct``
 without slurmdbd) the SLURM executor waits forever and ignores SIGTERM.
 """
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import requires
 from test_workflow import REPO, TINY, planned_jobs, snakemake, write_config
 
 from unlearnflow.core.artifacts import read_bank
@@ -178,8 +180,7 @@ def slurm():
     """munged, slurmctld and slurmd on localhost, state and logs under a temporary directory; all
     stopped by PID afterwards, also when the test fails, and /etc/slurm/slurm.conf removed."""
     reason = _cannot_run()
-    if reason:
-        pytest.skip(f"no SLURM test here: {reason}")
+    requires(reason is None, f"no SLURM test here: {reason}")
     # munged wants every directory on its socket's path readable by all, and not writable by others
     directory = Path(tempfile.mkdtemp(prefix="unlearnflow-slurm-"))
     directory.chmod(0o755)

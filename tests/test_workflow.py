@@ -251,11 +251,17 @@ def test_real_run_then_nothing_then_only_oracles_after_an_oracle_change(tiny):
                                   "all": 1}  # chunk 2-3 only
 
 
-def retain_data_inputs(job: dict) -> list[str]:
-    """Inputs of a job that hold retain data: anything but the models alone, the forget samples
-    and side artifacts the registry declares free of retain data."""
+#: what a deletion request's job may read besides: its request file, its extracted samples and the
+#: certificate of the request before it (indices, hashes and readouts, no inputs)
+REQUEST_FILES = (r"requests/\w+/[\w.-]+\.yaml", r"results/\w+/request_samples/[\w.-]+\.h5",
+                 r"results/\w+/ledger/model_\d+/[\w.-]+\.json")
+
+
+def retain_data_inputs(job: dict, also_allowed: tuple[str, ...] = ()) -> list[str]:
+    """Inputs of a job that hold retain data: anything but the models alone, the forget samples,
+    side artifacts the registry declares free of retain data and the patterns `also_allowed`."""
     from unlearnflow.registry import ARTIFACTS
-    allowed = [r"results/\w+/original_models\.h5", r"results/\w+/forget_samples/[\w.@-]+\.h5"] + [
+    allowed = [r"results/\w+/original_models\.h5", r"results/\w+/forget_samples/[\w.@-]+\.h5", *also_allowed] + [
         "results/\\w+/" + re.escape(spec.path).replace(re.escape("{forget_set}"), "[\\w.@-]+")
         for spec in ARTIFACTS.values() if not spec.contains_retain_data]
     return [path for path in job["input"] if not any(re.fullmatch(pattern, path) for pattern in allowed)]
@@ -467,7 +473,10 @@ def test_real_run_of_a_linear_experiment_lands_newton_on_the_retrained_weights(t
     assert float(rows("do_nothing")["default"]["weight_distance"]) == 1.0
     assert float(rows("newton_certified")["default"]["weight_distance"]) < 1e-3
     assert float(rows("newton_source_free")["variant=corrected"]["weight_distance"]) < 1.0
-    assert float(rows("newton_certified")["default"]["cert_residual_gradient_norm"]) < 1e-6
+    certified, corrected = rows("newton_certified")["default"], rows("newton_source_free")["variant=corrected"]
+    assert certified["cert_certified"] == 1.0 and certified["cert_residual_bound_violated"] == 0.0
+    assert certified["cert_epsilon"] < 1e-2 and certified["cert_delta"] == 1e-5
+    assert corrected["cert_certified"] == 0.0 and corrected["paper_lemma1_violated"] == 1.0
     unlearned = read_unlearned(results / "unlearned" / "newton_certified" / "r30.h5")["default"]
     certificates = unlearned.attrs["certificates"]
     assert len(certificates) == 3 and all(c["n"] == len(features.y_train) and c["n_forget"] == 30
@@ -518,23 +527,54 @@ def test_real_run_of_a_mixed_linear_experiment(tmp_path):
     assert {c["d"] for c in unlearned.attrs["certificates"]} == {40}
 
 
+def write_requests(workdir: Path, experiment: str, requests: dict[str, tuple[str, str, list[int]]]) -> None:
+    """requests/{experiment}/{name}.yaml for name -> (method, after, samples), on model 1."""
+    folder = workdir / "requests" / experiment
+    folder.mkdir(parents=True)
+    for name, (method, after, samples) in requests.items():
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump({"model": 1, "after": after, "method": method,
+                                                             "samples": samples}))
+
+
+@pytest.mark.parametrize("config, source_free, data", [(TINY, "gradient_ascent", "results/tiny/data.h5"),
+                                                       (LINEAR, "newton_source_free", "results/tiny/features.h5")])
+def test_no_deletion_request_of_a_source_free_method_reads_retain_data(tmp_path, config, source_free, data):
+    """A source-free method's request job reads its extracted samples, the models alone and the
+    certificate before it; the extraction is the request's one job that reads the data set. The
+    request of a method that is not source-free reads the data set (the check can fail)."""
+    write_config(tmp_path, config)
+    other = "gradient_descent" if config is TINY else "newton_certified"
+    write_requests(tmp_path, "tiny", {"a": (source_free, "original", [3, 4]), "b": (other, "a", [5]),
+                                      "c": ("random_labels_forget", "b", [6])})
+    jobs = dry_run_jobs(tmp_path, "requests")
+    requests = {job["wildcards"]["request"]: job for job in jobs if job["rule"] == "deletion_request"}
+    assert sorted(requests["a"]["input"]) == ["requests/tiny/a.yaml", "results/tiny/original_models.h5",
+                                              "results/tiny/request_samples/a.h5"]
+    assert sorted(requests["c"]["input"]) == ["requests/tiny/c.yaml", "results/tiny/ledger/model_1/b.json",
+                                              "results/tiny/original_models.h5", "results/tiny/request_samples/c.h5"]
+    for name in ("a", "c"):
+        assert retain_data_inputs(requests[name], REQUEST_FILES) == [], requests[name]
+    assert retain_data_inputs(requests["b"], REQUEST_FILES) == [data]
+    extraction = {job["wildcards"]["request"]: job["input"] for job in jobs if job["rule"] == "request_samples"}
+    assert extraction == {"a": ["requests/tiny/a.yaml", data], "c": ["requests/tiny/c.yaml", data]}
+
+
 @pytest.mark.slow
 def test_deletion_requests_run_in_ledger_order(tmp_path):
     write_config(tmp_path, TINY)
-    folder = tmp_path / "requests" / "tiny"
-    folder.mkdir(parents=True)
-    for name, after, samples in (("a", "original", [3, 4]), ("b", "a", [5])):
-        (folder / f"{name}.yaml").write_text(yaml.safe_dump(
-            {"model": 1, "after": after, "method": "gradient_ascent", "samples": samples,
-             "hyperparameters": {"lr": 0.05}}))
+    write_requests(tmp_path, "tiny", {"a": ("gradient_ascent", "original", [3, 4]), "b": ("gradient_ascent", "a", [5])})
     jobs = [job for job in dry_run_jobs(tmp_path, "requests") if job["rule"] == "deletion_request"]
     assert {job["wildcards"]["request"] for job in jobs} == {"a", "b"}
     later = next(job for job in jobs if job["wildcards"]["request"] == "b")
     assert "results/tiny/ledger/model_1/a.json" in later["input"]  # ledger order is the DAG's order
     snakemake(tmp_path, "requests")
-    ledger = json.loads((tmp_path / "results" / "tiny" / "ledger" / "model_1" / "ledger.json").read_text())
+    results = tmp_path / "results" / "tiny"
+    ledger = json.loads((results / "ledger" / "model_1" / "ledger.json").read_text())
     assert [entry["request"] for entry in ledger["entries"]] == ["a", "b"]
     assert ledger["entries"][1]["model_hash_before"] == ledger["entries"][0]["model_hash_after"]
+    certificate = json.loads((results / "ledger" / "model_1" / "b.json").read_text())
+    assert certificate["source_free"] is True
+    assert not list(results.glob("request_samples/*.h5"))  # temporary: no file keeps the forgotten inputs
     assert planned_jobs(tmp_path, "requests") == {}
 
 

@@ -204,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--csv", nargs="+", required=True, help="evaluation CSV rows")
     sub.add_argument("--evaluations", nargs="+", required=True, help="evaluation HDF5 artifacts")
     side_option(sub)
+    sub.add_argument("--accuracy-guard", type=float,
+                     help="largest test-accuracy loss against the oracles of a selectable configuration (default 0.005)")
+    sub.add_argument("--selection-set", help="choose every headline configuration on this forget set")
+    sub.add_argument("--threads", type=int, default=1, help="bootstrap intervals computed at once")
 
     sub = command("pgu-table", stages.pgu_table,
                   "the PGU paper's tables (errors, attack, time; de-poisoning per budget) from report summaries")
@@ -216,11 +220,37 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("summaries", nargs="+", help="results/EXPERIMENT/report/summary.csv files")
     sub.add_argument("--out", help="write the markdown here (default: standard output)")
 
+    sub = command("snapshot", stages.snapshot,
+                  "keep a finished run's summary.csv, config and cost under docs/results/NAME (a table's source)")
+    sub.add_argument("--name", required=True, help="the snapshot's name (its directory under docs/results/)")
+    sub.add_argument("--summary", required=True, help="the run's results/EXPERIMENT/report/summary.csv")
+    sub.add_argument("--config", required=True, help="the config file the run used")
+    sub.add_argument("--command", dest="run_command", help="the command that ran it, e.g. \"snakemake --cores 2\"")
+    sub.add_argument("--machine", help="the machine it ran on (default: this one's OS, architecture and CPUs)")
+    sub.add_argument("--commit", help="the commit it ran (default: HEAD of the checkout holding the summary)")
+    sub.add_argument("--root", default=".", help="the repository root (default: .)")
+
+    sub = command("tables", stages.tables,
+                  "render the table blocks of README.md and docs/*.md from their snapshots (docs/results/tables.yaml)")
+    sub.add_argument("--check", action="store_true",
+                     help="change nothing; exit 1 naming each block whose text differs from its snapshot")
+    sub.add_argument("--root", default=".", help="the repository root (default: .)")
+
+    sub = command("request-samples", stages.make_request_samples,
+                  "write a deletion request's samples and the validation split (a source-free method's input)",
+                  "forget_samples")
+    sub.add_argument("--request", required=True, help="the request's YAML file")
+    sub.add_argument("--data", required=True, help="dataset artifact")
+    labels_option(sub)
+    sub.add_argument("--out", required=True)
+
     sub = command("deletion-request", stages.deletion_request,
                   "process one deletion request against a model's ledger (new head model, certificate)",
                   "deletion_request")
     sub.add_argument("--request", required=True, help="the request's YAML file")
-    sub.add_argument("--data", required=True, help="dataset artifact (the forget samples are read from it)")
+    sub.add_argument("--samples", help="the request's extracted samples (a source-free method reads these alone)")
+    sub.add_argument("--data", help="dataset artifact (a method that is not source-free reads the training set)")
+    labels_option(sub)
     sub.add_argument("--models", required=True, help="the original models alone (original_models.h5)")
     sub.add_argument("--ledger-dir", required=True, help="the model's ledger directory")
     side_option(sub)
@@ -259,8 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             paths = getattr(args, option, None) or []
             for path in [paths] if isinstance(paths, str) else paths:
                 clean_stale_temporaries(path)
-        args.function(**{key: value for key, value in vars(args).items() if key not in _CLI_OPTIONS})
+        status = args.function(**{key: value for key, value in vars(args).items() if key not in _CLI_OPTIONS})
     except UserError as error:
         print(f"unlearnflow: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0  # a stage may return a status: `tables --check` returns 1 when a table differs

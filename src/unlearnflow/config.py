@@ -84,6 +84,10 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
         check_spec(name, spec)
         _check_numbers(f"forget_sets.{name}", spec, FORGET_SET_MINIMA)
     _check_method_values(config["methods"])
+    selection_set = config["evaluation"].get("selection", {}).get("forget_set")
+    if selection_set is not None and selection_set not in config["forget_sets"]:
+        raise UserError(f"config: evaluation.selection.forget_set: {selection_set!r} is not a forget set of experiment "
+                        f"{config['experiment']} ({', '.join(config['forget_sets'])})")
     poison_sets = [name for name, spec in config["forget_sets"].items() if spec["kind"] == "poison"]
     if len(poison_sets) > 1:
         raise UserError(f"config: forget_sets: at most one poison set per experiment "
@@ -211,12 +215,13 @@ RULE_RESOURCES: dict[str, dict[str, int]] = {
     "evaluate": {},  # one job judges every method of a forget set
     "ulira_base_models": {},
     "ulira": {},
-    "report": {"mem_mb": 2000, "runtime": 10},
+    "report": {"mem_mb": 2000, "runtime": 10, "threads": 2},
     "train_subset_models": {},
     "fit_datamodels": {"mem_mb": 8000},
     "gather_datamodels": {"mem_mb": 8000, "runtime": 30},
     "calibrate_datamodels": {"runtime": 10},
     "theory_panel": {"mem_mb": 2000, "runtime": 10},
+    "request_samples": {"runtime": 10},
     "deletion_request": {"runtime": 30},
     "gradient_space": {"runtime": 60},
     "extract_features": {"runtime": 30},

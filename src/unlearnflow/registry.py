@@ -33,6 +33,7 @@ from unlearnflow.dmm import datamodel_matching, dm_direct, oracle_matching, targ
 from unlearnflow.dmm.datamodel_set import read_calibration, read_datamodels
 from unlearnflow.errors import UserError
 from unlearnflow.methods import (
+    adversarial,
     gradient_ascent,
     gradient_descent,
     jit,
@@ -276,6 +277,12 @@ register(MethodSpec("neggrad_plus", "Kurmanji et al. 2023 (NegGrad+)", EDITS_MOD
                     neggrad_plus.GRID, unlearn=neggrad_plus.unlearn))
 register(MethodSpec("random_labels", "random relabelling of the forget set", EDITS_MODEL, random_labels.DEFAULTS,
                     random_labels.GRID, unlearn=random_labels.unlearn))
+register(MethodSpec("random_labels_forget", "random relabelling of the forget samples alone (source-free paper, "
+                    "Table 5's Random Labels)", EDITS_MODEL, random_labels.FORGET_ONLY_DEFAULTS,
+                    random_labels.FORGET_ONLY_GRID, unlearn=random_labels.unlearn_forget_only, source_free=True))
+register(MethodSpec("adversarial", "Cha et al. 2024, Learning to Unlearn: adversarial anchors and weight importance "
+                    "(source-free paper, Table 5's Adversarial)", EDITS_MODEL, adversarial.DEFAULTS, adversarial.GRID,
+                    unlearn=adversarial.unlearn, source_free=True, check=adversarial.check))
 register(MethodSpec("scrub", "Kurmanji et al. 2023; DMM paper, Appendix D.4 (IV)", EDITS_MODEL, scrub.DEFAULTS,
                     scrub.GRID, unlearn=scrub.unlearn))
 register(MethodSpec("partial_retrain", "DMM paper, Appendix D.4 (I)", EDITS_MODEL, partial_retrain.DEFAULTS,

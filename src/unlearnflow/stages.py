@@ -359,22 +359,25 @@ def _evaluate_method(method: str, banks: Mapping[str, ModelBank], dataset: Datas
                      originals_bank: ModelBank, oracles_bank: ModelBank, shared: Any, *, ulira: str | None,
                      from_scratch: bool, seed: int, out_h5: str, out_csv: str, lineage: dict[str, str],
                      inputs: list[str]) -> None:
-    """One method's rows (every configuration) and the arrays of its selected configuration."""
+    """One method's rows and the arrays of every configuration (the report selects which one it
+    shows, from the rows of every forget set: unlearnflow.evaluation.selection)."""
+    from unlearnflow.evaluation.evaluate import artifact_arrays, group_margins, insample_best, selection_interval
     from unlearnflow.evaluation.evaluate import evaluate as evaluate_bank
-    from unlearnflow.evaluation.evaluate import group_margins, select_best, selection_interval
     from unlearnflow.evaluation.rows import DIVERGED, ROW_COLUMNS
     ulira_accuracy = float(read_rows(ulira)[0]["ulira_accuracy"]) if ulira else math.nan
-    # the selection score's bootstrap interval (200 KLOM evaluations) only for the selected configuration
+    # the selection score's bootstrap interval (200 KLOM evaluations) only for the in-sample best
+    # configuration here; the report computes it for the one it shows when that is another
     results = [evaluate_bank(dataset, chosen, originals_bank, oracles_bank, bank, method, label, seed=seed,
                              ulira_accuracy=ulira_accuracy, paired_with_originals=not from_scratch, shared=shared,
                              n_boot=0) for label, bank in banks.items()]
-    best = select_best(results)
+    best = insample_best(results)
     if best.row["status"] != DIVERGED:
-        chosen_margins = group_margins(banks[best.row["config"]], dataset, chosen)
-        best.row.update(selection_interval(shared, chosen_margins, seed))
-    write_artifact(out_h5, "evaluation", best.arrays,
+        best_margins = group_margins(banks[best.row["config"]], dataset, chosen)
+        best.row.update(selection_interval(shared.oracle_margins, shared.groups, best_margins, seed))
+    write_artifact(out_h5, "evaluation", artifact_arrays(results, shared),
                    provenance_record=provenance({}, {"seed": seed}, inputs, lineage),
-                   attrs={"method": method, "config": best.row["config"], "forget_set": chosen.name})
+                   attrs={"method": method, "forget_set": chosen.name,
+                          "configs": [result.row["config"] for result in results], "seed": seed})
     write_rows(out_csv, [result.row for result in results], ROW_COLUMNS)
     for row in (result.row for result in results):
         if row["status"] == DIVERGED:
@@ -512,10 +515,15 @@ def calibrate_datamodels(*, datamodels: str, forget_set: str, originals: str, or
           + ", ".join(f"{construction} {scale:.3f}" for construction, scale in scales.items()))
 
 
-def make_report(*, out_dir: str, csv: Sequence[str], evaluations: Sequence[str], side: Sequence[str] = ()) -> None:
+def make_report(*, out_dir: str, csv: Sequence[str], evaluations: Sequence[str], side: Sequence[str] = (),
+                accuracy_guard: float | None = None, selection_set: str | None = None, threads: int = 1) -> None:
     """The summary tables and figures; the shared side artifacts of the methods (the datamodels
     and their calibration) get a section on their quality and one-time cost, and every side
-    artifact that records its ``precompute_seconds`` (PGU's gradient space) a line on its cost."""
+    artifact that records its ``precompute_seconds`` (PGU's gradient space) a line on its cost.
+    Each method's configuration shown per forget set is chosen without that set's oracles
+    (:mod:`unlearnflow.evaluation.selection`: `accuracy_guard`, default half a point, and the
+    optional `selection_set`); the bootstrap intervals the report computes run `threads` at a time."""
+    from unlearnflow.evaluation.selection import DEFAULT_ACCURACY_GUARD
     from unlearnflow.registry import ARTIFACTS
     from unlearnflow.report.summary import write_report
     side_paths = {name: paths[0] for name, paths in parse_side(side).items()}
@@ -532,7 +540,9 @@ def make_report(*, out_dir: str, csv: Sequence[str], evaluations: Sequence[str],
         datamodels = dict(read_artifact(side_paths["datamodels"], "datamodels", names=()).attrs)
         calibration = side_paths.get("calibration")
         datamodels["scales"] = read_calibration(calibration) if calibration else None
-    written = write_report(csv, evaluations, out_dir, datamodels, one_time)
+    guard = DEFAULT_ACCURACY_GUARD if accuracy_guard is None else accuracy_guard
+    written = write_report(csv, evaluations, out_dir, datamodels, one_time, accuracy_guard=guard,
+                           selection_set=selection_set, threads=threads)
     print(f"report: wrote {len(written)} files to {out_dir}")
 
 
@@ -548,6 +558,30 @@ def sourcefree_table(*, summaries: Sequence[str], out: str | None = None) -> Non
     _write_or_print(sourcefree_tables(summaries), out)
 
 
+def snapshot(*, name: str, summary: str, config: str, run_command: str | None = None, machine: str | None = None,
+             commit: str | None = None, root: str = ".") -> None:
+    """A results snapshot under docs/results/ (:mod:`unlearnflow.report.published`) from a finished report."""
+    from unlearnflow.report.published import make_snapshot
+    directory = make_snapshot(name=name, summary=summary, config=config, command=run_command, machine=machine,
+                              commit=commit, root=root)
+    print(f"wrote {directory}")
+
+
+def tables(*, root: str = ".", check: bool = False) -> int:
+    """Render README.md's and docs' table blocks from their snapshots (:mod:`unlearnflow.report.published`);
+    with `check`, write nothing and return 1 when a block's committed text differs."""
+    from unlearnflow.report.published import publish
+    blocks, differing = publish(root, check)
+    for line in differing:
+        print(line)
+    if check and differing:
+        print(f"{len(differing)} of {blocks} table(s) differ from their snapshots; "
+              "python -m unlearnflow tables rewrites them")
+        return 1
+    print(f"{blocks} table(s) {'agree with their snapshots' if check else f'rendered, {len(differing)} rewritten'}")
+    return 0
+
+
 def _write_or_print(text: str, out: str | None) -> None:
     """A printed table to `out`, or to standard output without one."""
     if out:
@@ -556,13 +590,40 @@ def _write_or_print(text: str, out: str | None) -> None:
         print(text)
 
 
-def deletion_request(*, request: str, data: str, models: str, ledger_dir: str, side: Sequence[str] = (),
+def make_request_samples(*, request: str, data: str, out: str, labels_from: str | None = None) -> None:
+    """A deletion request's samples under the experiment's labels, and the validation split: what
+    the request's job reads when its method is source-free (this is the request's one job that
+    reads the data set)."""
+    from unlearnflow.ops.ledger import read_request, request_samples, write_request_samples
+    asked = read_request(request)
+    dataset = read_dataset(data)
+    samples = request_samples(asked, dataset, experiment_labels(dataset, labels_from, lineage_of(data=data)))
+    inputs = [data, request] + ([labels_from] if labels_from else [])
+    write_request_samples(out, samples, asked, provenance({}, {}, inputs, model_lineage(data, labels_from)))
+    print(f"request {asked['name']}: {len(samples.labels)} samples and {len(samples.y_val)} validation points")
+
+
+def deletion_request(*, request: str, models: str, ledger_dir: str, samples: str | None = None,
+                     data: str | None = None, labels_from: str | None = None, side: Sequence[str] = (),
                      device: str = "cpu", threads: int = 0) -> None:
-    """One deletion request against a model's ledger: the new head model and its certificate."""
-    from unlearnflow.ops.ledger import process_request
+    """One deletion request against a model's ledger: the new head model and its certificate. A
+    source-free method reads the request's extracted samples (`samples`), any other the data set."""
+    from unlearnflow.ops.ledger import process_request, read_request, read_request_samples, request_samples
     use_threads(threads)
-    certificate = process_request(request=request, data=data, models=models, ledger_dir=ledger_dir,
-                                  device=str(resolve_device(device)),
+    if bool(samples) == bool(data) or (samples and labels_from):
+        raise UserError("deletion-request: give either --samples (the request's extracted samples) or --data "
+                        "(with --labels-from in an experiment with a poison set)")
+    asked = read_request(request)
+    training_set = None
+    if samples:
+        request_set, lineage = read_request_samples(samples, asked)
+    else:
+        dataset = read_dataset(data)
+        labels = experiment_labels(dataset, labels_from, lineage_of(data=data))
+        request_set, training_set = request_samples(asked, dataset, labels), (dataset.x_train, labels)
+        lineage = model_lineage(data, labels_from)
+    certificate = process_request(request=request, models=models, ledger_dir=ledger_dir, samples=request_set,
+                                  training_set=training_set, lineage=lineage, device=str(resolve_device(device)),
                                   side_paths={name: paths[0] for name, paths in parse_side(side).items()})
     measured = certificate["measured"]
     print(f"request {certificate['request']}: {certificate['method']} forgot {len(certificate['samples'])} "

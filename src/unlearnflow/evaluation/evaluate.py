@@ -9,7 +9,12 @@ banks' stored logits, so evaluating a method never retrains or re-runs a model.
 The row written per result has the columns of :data:`unlearnflow.evaluation.rows.ROW_COLUMNS`, the
 one schema the report reads back. A configuration whose models output NaN or infinite logits
 (a learning rate that diverged) is not an error: its row has status ``diverged`` and NaN
-metrics (:func:`diverged_evaluation`), and :func:`select_best` never picks it.
+metrics (:func:`diverged_evaluation`), and no selection picks it.
+
+A method's evaluation artifact (:func:`artifact_arrays`) keeps the per-point arrays of every
+configuration, so that the report can show whichever configuration it selects
+(:mod:`unlearnflow.evaluation.selection`) and compute that configuration's bootstrap interval
+(:func:`selection_interval`) from the stored margins.
 
 What depends only on the references (the oracles' noise floor and the PGU attack, trained on
 original vs retrained models) is computed once per evaluation job (:func:`references`) and
@@ -22,14 +27,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from unlearnflow.core.artifacts import ModelBank
 from unlearnflow.core.data import Dataset
 from unlearnflow.core.forget_sets import ForgetSet
-from unlearnflow.evaluation.rows import DIVERGED, GROUPS, OK, ROW_COLUMNS, STATISTICS
+from unlearnflow.evaluation.certificates import certificate_columns
+from unlearnflow.evaluation.rows import CONFIG_ARRAYS, DIVERGED, GROUPS, OK, ROW_COLUMNS, STATISTICS, config_array
+from unlearnflow.evaluation.selection import score_key
 from unlearnflow.metrics.klom import (
     bootstrap_ci,
     klom,
@@ -110,7 +117,9 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     unlearned model i started from original model i (false for retraining from scratch).
     `shared` is :func:`references` of the same banks and seed, computed here when not given.
     `n_boot` is the number of bootstrap replicates of the selection score's interval (0: no
-    interval, NaN; a workflow job computes it for the selected configuration only).
+    interval, NaN; a workflow job computes it for the in-sample best configuration only, the
+    report for the configuration it shows). The arrays hold the configuration's margins as
+    float32 (``margins``) for the report's interval.
     """
     if not all(np.isfinite(logits).all() for logits in unlearned.logits.values()):
         return diverged_evaluation(dataset, forget_set, originals, oracles, unlearned, method, config, ulira_accuracy)
@@ -128,7 +137,7 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
             row[f"klom_{group}_{statistic}"] = summary[group][statistic]
         row[f"floor_{group}_p95"] = floor_summary[group]["p95"]
     row["selection_score"] = selection_score(summary)
-    row.update(selection_interval(shared, unlearned_margins, seed, n_boot))
+    row.update(selection_interval(oracle_margins, groups, unlearned_margins, seed, n_boot))
     row["floor_selection_score"] = selection_score(floor_summary)
     row.update(_readouts(dataset, forget_set, originals, oracles, unlearned))
     original_forget_margins = margins(originals.logits["train"][:, forget], labels[forget])
@@ -143,23 +152,24 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     row["ulira_accuracy"] = ulira_accuracy
     row.update(_cost(oracles, unlearned))
     row["weight_distance"] = weight_distance(originals, oracles, unlearned)
-    row.update(certificate_columns(unlearned.attrs.get("certificates")))
+    row.update(certificate_columns(dataset, forget_set, originals, unlearned))
 
     arrays = {f"klom/{g}": per_point[groups[g]] for g in GROUPS}
     arrays.update({f"entropy/{name}": value for name, value in entropies.items()})
-    arrays.update({"mia/fpr": attack.fpr, "mia/tpr": attack.tpr})
+    arrays.update({"mia/fpr": attack.fpr, "mia/tpr": attack.tpr, "margins": unlearned_margins.astype(np.float32)})
     return Evaluation(row=row, arrays=arrays)
 
 
-def selection_interval(shared: References, unlearned_margins: np.ndarray, seed: int,
-                       n_boot: int = SELECTION_INTERVAL_REPLICATES) -> dict[str, float]:
+def selection_interval(oracle_margins: np.ndarray, groups: Mapping[str, np.ndarray], unlearned_margins: np.ndarray,
+                       seed: int, n_boot: int = SELECTION_INTERVAL_REPLICATES) -> dict[str, float]:
     """``selection_ci_low`` and ``selection_ci_high``: the groups' bootstrap intervals of KLOM-95
-    (:func:`~unlearnflow.metrics.klom.bootstrap_ci`, `n_boot` replicates) averaged end by end, a
-    conservative interval for their equal-weight mean; NaN when `n_boot` is 0. `unlearned_margins`
-    are :func:`group_margins` of the unlearned bank."""
+    (:func:`~unlearnflow.metrics.klom.bootstrap_ci`, `n_boot` replicates, the seed's ``bootstrap``
+    stream) averaged end by end, a conservative interval for their equal-weight mean; NaN when
+    `n_boot` is 0. `oracle_margins` and `groups` are those of :func:`references`,
+    `unlearned_margins` :func:`group_margins` of the unlearned bank."""
     if not n_boot:
         return {"selection_ci_low": math.nan, "selection_ci_high": math.nan}
-    intervals = bootstrap_ci(shared.oracle_margins, unlearned_margins, shared.groups, _stream(seed, "bootstrap"),
+    intervals = bootstrap_ci(oracle_margins, unlearned_margins, groups, _stream(seed, "bootstrap"),
                              stat="p95", n_boot=n_boot)
     return {"selection_ci_low": float(np.mean([intervals[g][0] for g in GROUPS])),
             "selection_ci_high": float(np.mean([intervals[g][1] for g in GROUPS]))}
@@ -207,28 +217,23 @@ def weight_distance(originals: ModelBank, oracles: ModelBank, unlearned: ModelBa
     return float(np.mean(ratios)) if ratios else math.nan
 
 
-#: certificate entry -> evaluation column (source-free unlearning, Lemma 1 and Theorem 1)
-CERTIFICATE_COLUMNS = {"lemma1_bound": "cert_lemma1_bound", "theorem1_bound": "cert_theorem1_bound",
-                       "data_dependent_bound": "cert_data_dependent_bound",
-                       "residual_gradient_norm": "cert_residual_gradient_norm"}
+def insample_best(results: Sequence[Evaluation]) -> Evaluation:
+    """The configuration of lowest selection score against the oracles that scored it, diverged
+    ones last (:func:`~unlearnflow.evaluation.selection.score_key`): the report's ``insample_best``."""
+    return min(results, key=lambda result: score_key(result.row))
 
 
-def certificate_columns(certificates: list[dict[str, Any]] | None) -> dict[str, float]:
-    """The mean over models of each bound a method's certificates report (NaN when none reports
-    it: no certificate, a vacuous Theorem 1 bound, or a residual a source-free request cannot
-    compute)."""
-    columns = {}
-    for key, column in CERTIFICATE_COLUMNS.items():
-        values = [float(c[key]) for c in certificates or () if c.get(key) is not None]
-        columns[column] = float(np.mean(values)) if values else math.nan
-    return columns
-
-
-def select_best(results: list[Evaluation]) -> Evaluation:
-    """The evaluated configuration of lowest selection score that did not diverge (the first
-    one when every configuration diverged)."""
-    valid = [result for result in results if result.row["status"] != DIVERGED]
-    return min(valid, key=lambda result: result.row["selection_score"]) if valid else results[0]
+def artifact_arrays(results: Sequence[Evaluation], shared: References) -> dict[str, np.ndarray]:
+    """The arrays of one method's evaluation artifact (layout: :mod:`unlearnflow.evaluation.rows`):
+    the entropies of the original and oracle models, the oracles' margins (float32) and the point
+    groups once, and every configuration's arrays, in the order of `results`."""
+    arrays = {name: results[0].arrays[name] for name in ("entropy/original", "entropy/oracle")}
+    arrays["oracle_margins"] = shared.oracle_margins.astype(np.float32)
+    arrays.update({f"groups/{group}": shared.groups[group] for group in GROUPS})
+    for index, result in enumerate(results):
+        arrays.update({config_array(index, name): value for name, value in result.arrays.items()
+                       if name in CONFIG_ARRAYS})
+    return arrays
 
 
 def _identity(forget_set: ForgetSet, oracles: ModelBank, unlearned: ModelBank, method: str, config: str,

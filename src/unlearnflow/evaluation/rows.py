@@ -8,8 +8,15 @@ artifact behind the report's figures.
   never selected; older files without the column read as ok); a reader requires :data:`REQUIRED_COLUMNS`,
   parses :data:`INT_COLUMNS`, :data:`FLOAT_COLUMNS` and :data:`OPTIONAL_FLOAT_COLUMNS` and keeps
   other columns as text.
-- An ``evaluation`` artifact with the arrays :data:`EVALUATION_ARRAYS` (forget-point entropies,
-  the PGU attack's ROC curve) and the attributes ``method``, ``config`` and ``forget_set``.
+- An ``evaluation`` artifact per (method, forget set), with the attributes ``method``,
+  ``forget_set``, ``configs`` (the evaluated configurations, in order) and ``seed`` (of the
+  evaluation's random streams), the arrays :data:`SHARED_ARRAYS` (the original and oracle
+  models' forget-point entropies, the oracles' margins and the point groups behind KLOM) and,
+  per configuration, :data:`CONFIG_ARRAYS` under ``configs/{index}/`` (:func:`config_array`):
+  its forget-point entropies and the PGU attack's ROC curve, and for a configuration that did
+  not diverge its per-point KLOM of each group and its margins (float32, models x points). The
+  report reads the arrays of the configuration it shows (:func:`read_evaluation`) and, for the
+  selection score's bootstrap interval, the margins (:func:`read_interval_inputs`).
 """
 
 from __future__ import annotations
@@ -44,10 +51,21 @@ FLOAT_COLUMNS = (
 )
 REQUIRED_COLUMNS = TEXT_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS
 #: Numeric columns that older evaluations may lack (NaN then).
+#: Linear models' certificates beside the truth (:mod:`unlearnflow.evaluation.certificates`):
+#: ``cert_certified`` the share of models certified, ``cert_epsilon`` / ``cert_delta`` the worst
+#: (epsilon, delta) of ``newton_certified``; each claimed bound (mean over models) beside the true
+#: quantity it bounds (``true_*``, mean) and the share of models whose claim is below the truth
+#: (``*_violated``): the certified retain-gradient bound, and the source-free paper's Lemma 1 and
+#: Theorem 1 expressions (``paper_*``: claims, not certificates).
+CERTIFICATE_COLUMNS = ("cert_certified", "cert_epsilon", "cert_delta", "cert_residual_bound",
+                       "true_retain_gradient_norm", "cert_residual_bound_violated", "paper_lemma1_bound",
+                       "true_hessian_error", "paper_lemma1_violated", "paper_theorem1_bound", "paper_theorem1_violated")
 OPTIONAL_FLOAT_COLUMNS = ("shift_corr_forget", "margin_mae_forget", "precompute_seconds", "weight_distance",
-                          "cert_lemma1_bound", "cert_theorem1_bound", "cert_data_dependent_bound",
-                          "cert_residual_gradient_norm")
-EVALUATION_ARRAYS = ("entropy/original", "entropy/oracle", "entropy/unlearned", "mia/fpr", "mia/tpr")
+                          *CERTIFICATE_COLUMNS)
+#: Arrays of an evaluation artifact shared by its configurations.
+SHARED_ARRAYS = ("entropy/original", "entropy/oracle", "oracle_margins", *(f"groups/{group}" for group in GROUPS))
+#: Arrays of each configuration (:func:`config_array`); a diverged one has only the first three.
+CONFIG_ARRAYS = ("entropy/unlearned", "mia/fpr", "mia/tpr", *(f"klom/{group}" for group in GROUPS), "margins")
 
 #: Every column an evaluation writes, in order.
 ROW_COLUMNS = (
@@ -59,8 +77,7 @@ ROW_COLUMNS = (
        "shift_corr_forget", "margin_mae_forget",
        "entropy_forget", "mia_simple", "mia_pgu_auc", "mia_attack_auc", "ulira_accuracy",
        "unlearn_seconds", "retrain_seconds", "compute_fraction", "precompute_seconds",
-       "weight_distance", "cert_lemma1_bound", "cert_theorem1_bound", "cert_data_dependent_bound",
-       "cert_residual_gradient_norm", "status"]
+       "weight_distance", *CERTIFICATE_COLUMNS, "status"]
 )
 #: Forget set names as the config schema allows them, ``@R`` for a sequence's first R requests;
 #: they appear in file names.
@@ -70,8 +87,21 @@ Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
+class EvaluationFile:
+    """One evaluation artifact, by its attributes: which method and forget set it holds, its
+    configurations in order and the seed of its random streams (its arrays stay on disk)."""
+
+    path: Path
+    method: str
+    forget_set: str
+    configs: tuple[str, ...]
+    seed: int
+
+
+@dataclass(frozen=True)
 class EvaluationArrays:
-    """One evaluation artifact: forget-point entropies and the PGU attack's ROC curve."""
+    """One configuration's arrays of an evaluation artifact: forget-point entropies (original,
+    oracle and unlearned models) and the PGU attack's ROC curve."""
 
     path: Path
     method: str
@@ -80,6 +110,11 @@ class EvaluationArrays:
     entropy: dict[str, np.ndarray]
     fpr: np.ndarray
     tpr: np.ndarray
+
+
+def config_array(index: int, name: str) -> str:
+    """The artifact name of array `name` of the configuration at `index` (:data:`CONFIG_ARRAYS`)."""
+    return f"configs/{index}/{name}"
 
 
 def read_rows(csv_paths: Sequence[str | os.PathLike]) -> list[Row]:
@@ -141,30 +176,64 @@ def parse_number(path: Path, column: str, text: str, integer: bool) -> float | i
     return int(value) if integer else value
 
 
-def read_evaluations(paths: Iterable[str | os.PathLike], rows: Sequence[Row]) -> list[EvaluationArrays]:
-    """Read every evaluation artifact; each must match a CSV row and appear only once."""
+def read_evaluations(paths: Iterable[str | os.PathLike], rows: Sequence[Row]) -> dict[tuple[str, str], EvaluationFile]:
+    """(forget set, method) -> its evaluation artifact; each configuration of one must have a CSV
+    row, and a (forget set, method) may have only one artifact."""
     known = {(row["forget_set"], row["method"], row["config"]) for row in rows}
-    evaluations: dict[tuple[str, str, str], EvaluationArrays] = {}
+    evaluations: dict[tuple[str, str], EvaluationFile] = {}
     for path in paths:
-        evaluation = read_evaluation(path)
-        key = (evaluation.forget_set, evaluation.method, evaluation.config)
-        if key not in known:
-            raise UserError(f"{path}: evaluation of forget set '{key[0]}', method '{key[1]}', config "
-                            f"'{key[2]}' has no row in the evaluation CSV files")
+        evaluation = read_evaluation_file(path)
+        key = (evaluation.forget_set, evaluation.method)
+        for config in evaluation.configs:
+            if (*key, config) not in known:
+                raise UserError(f"{path}: evaluation of forget set '{key[0]}', method '{key[1]}', config "
+                                f"'{config}' has no row in the evaluation CSV files")
         if key in evaluations:
             raise UserError(f"{path}: the same evaluation as {evaluations[key].path}")
         evaluations[key] = evaluation
-    return list(evaluations.values())
+    return evaluations
 
 
-def read_evaluation(path: str | os.PathLike) -> EvaluationArrays:
-    """Read one evaluation artifact's entropies, ROC curve and identifying attributes."""
-    artifact = read_artifact(path, "evaluation", names=EVALUATION_ARRAYS, version=STAGE_VERSIONS["evaluation"])
-    missing = [name for name in ("method", "config", "forget_set") if name not in artifact.attrs]
+def read_evaluation_file(path: str | os.PathLike) -> EvaluationFile:
+    """The identifying attributes of one evaluation artifact (no arrays are read)."""
+    artifact = read_artifact(path, "evaluation", names=(), version=STAGE_VERSIONS["evaluation"])
+    missing = [name for name in ("method", "forget_set", "configs", "seed") if name not in artifact.attrs]
     if missing:
         raise UserError(f"{path}: evaluation artifact lacks attribute(s) {', '.join(missing)}")
+    return EvaluationFile(path=Path(path), method=str(artifact.attrs["method"]),
+                          forget_set=str(artifact.attrs["forget_set"]),
+                          configs=tuple(map(str, artifact.attrs["configs"])), seed=int(artifact.attrs["seed"]))
+
+
+def config_index(evaluation: EvaluationFile, config: str) -> int:
+    """The position of `config` in an evaluation artifact (a UserError when it has none)."""
+    if config not in evaluation.configs:
+        raise UserError(f"{evaluation.path}: evaluation of method '{evaluation.method}' on forget set "
+                        f"'{evaluation.forget_set}' has no config '{config}' (its CSV row does); rerun the evaluation")
+    return evaluation.configs.index(config)
+
+
+def read_evaluation(evaluation: EvaluationFile, config: str) -> EvaluationArrays:
+    """The entropies and ROC curve of one configuration of an evaluation artifact."""
+    names = {f"entropy/{name}": f"entropy/{name}" for name in ("original", "oracle")}
+    names.update({name: config_array(config_index(evaluation, config), name)
+                  for name in ("entropy/unlearned", "mia/fpr", "mia/tpr")})
+    artifact = read_artifact(evaluation.path, "evaluation", names=names.values(), version=STAGE_VERSIONS["evaluation"])
+    arrays = {name: artifact[stored] for name, stored in names.items()}
     return EvaluationArrays(
-        path=Path(path), method=str(artifact.attrs["method"]), config=str(artifact.attrs["config"]),
-        forget_set=str(artifact.attrs["forget_set"]),
-        entropy={name: artifact[f"entropy/{name}"] for name in ("original", "oracle", "unlearned")},
-        fpr=artifact["mia/fpr"], tpr=artifact["mia/tpr"])
+        path=evaluation.path, method=evaluation.method, config=config, forget_set=evaluation.forget_set,
+        entropy={name: arrays[f"entropy/{name}"] for name in ("original", "oracle", "unlearned")},
+        fpr=arrays["mia/fpr"], tpr=arrays["mia/tpr"])
+
+
+def read_interval_inputs(evaluation: EvaluationFile,
+                         config: str) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """(oracle margins, point groups, the configuration's margins) of an evaluation artifact: what
+    the selection score's bootstrap interval (:func:`unlearnflow.evaluation.evaluate.selection_interval`)
+    resamples. A diverged configuration has no margins (a UserError)."""
+    margins = config_array(config_index(evaluation, config), "margins")
+    groups = {group: f"groups/{group}" for group in GROUPS}
+    artifact = read_artifact(evaluation.path, "evaluation", names=["oracle_margins", margins, *groups.values()],
+                             version=STAGE_VERSIONS["evaluation"])
+    return (artifact["oracle_margins"], {group: artifact[name] for group, name in groups.items()},
+            artifact[margins])

@@ -5,11 +5,15 @@
 - ``gradient_descent``: GD, Appendix D.4 (III), descend CE on the retain set;
 - ``neggrad_plus``: NegGrad+ (Kurmanji et al. 2023), ``beta CE(retain) - (1 - beta) CE(forget)``;
 - ``random_labels``: fine-tune on the forget set relabelled at random (and optionally the retain set);
+  ``random_labels_forget`` is its forget-only, source-free form (the source-free paper's Table 5);
 - ``jit``: JiT (Foster et al. 2024), minimise the local Lipschitz constant around each forget sample (source-free);
 - ``scrub``: SCRUB (Kurmanji et al. 2023), Appendix D.4 (IV), max/min KL to a frozen teacher;
-- ``partial_retrain``: Appendix D.4 (I), train from scratch on the retain set for fewer epochs.
+- ``partial_retrain``: Appendix D.4 (I), train from scratch on the retain set for fewer epochs;
+- ``adversarial``: Cha et al. 2024, ascent on the forget samples held by adversarial anchors and weight
+  importance (source-free; the source-free paper's Table 5 "Adversarial").
 
-Every method but JiT (whose loss compares outputs on perturbed inputs) trains through
+Every method but JiT (whose loss compares outputs on perturbed inputs) and Adversarial (its own
+loop with a stopping rule per step) trains through
 :func:`unlearnflow.core.training.fit`; fine-tuning keeps BatchNorm
 statistics frozen (:mod:`.common`). The papers' own methods live in their packages
 (:mod:`unlearnflow.dmm`, ...); :mod:`unlearnflow.registry` lists them all.

@@ -14,8 +14,12 @@ distribution over N unlearned models, through binned histograms:
   ``bins * floor`` and renormalising would move scores by a few thousandths at most. A bin
   empty on both sides contributes exactly 0;
 - ``direction="oracle_unlearned"`` (default) is KL(oracle || unlearned), the order of
-  Definition 3 ``D_KL(safe(S_F), f_x(U(A(S), S_F)))``; ``"unlearned_oracle"`` is the reverse,
-  which one version of the public code computes.
+  Definition 3 ``D_KL(safe(S_F), f_x(U(A(S), S_F)))``; ``"unlearned_oracle"`` is the reverse.
+  The authors' public code (RoyRin/data-unlearning-bench) has one helper,
+  ``kl_from_margins(all_unlearned_margins, all_oracle_margins)``, that computes
+  KL(first || second): the benchmark pipeline calls it with the oracles first, i.e. in the paper's
+  direction, while other scripts of the repository call it with the unlearned margins first, i.e.
+  KL(unlearned || oracle);
 
 Consequences: identical samples give exactly 0, so does a point where every margin is equal;
 two samples in disjoint bins reach the cap ``(1 - floor) * ln(1 / floor)`` (11.513 for

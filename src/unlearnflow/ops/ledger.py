@@ -9,18 +9,31 @@ A request is a YAML file (``requests/{experiment}/{name}.yaml``)::
     hyperparameters: {lr: 0.01}
     seed: 0
 
+What a request reads depends on its method, as for an ``unlearn`` job. The request's samples
+(:func:`request_samples`: the inputs under the experiment's training labels, and the validation
+split, as a forget set's ``forget_samples``) are all that a **source-free** method gets: the
+workflow extracts them in a job of their own (``request_samples``, the one job of the request
+that reads the data set), and the request's job reads them, the head model and the shared side
+artifacts its method declares (which hold no retain data). A method that is not source-free also
+gets the training set. The certificate's ``source_free`` says which of the two the job read.
+
 Processing it (:func:`process_request`) checks it against the model's **ledger**
 (``results/{experiment}/ledger/model_{id}/ledger.json``): the request must edit the ledger's
 head (request r starts from the result of request r - 1, and from the method's saved state, so
-incremental requests compose), may not name a sample an earlier request forgot or one outside
-the training set, and may not be in the ledger already; each violation is one UserError line
-and nothing changes. Then the registered method unlearns the samples from the head model, and
-three files are written: the new head (weights and the method's state, ``{name}.h5``), the
-**certificate** (``{name}.json``: hashes of the model before and after and of the forget
-samples, method, hyper-parameters, seed, what is measurable without retain data, the method's
-own bounds, wall time) and, last, the ledger with the new entry: writing the ledger is the
-commit, so a request killed before it leaves the ledger as it was and a rerun completes it.
-No file written by a request holds the forgotten samples' inputs (only their indices and hash).
+incremental requests compose), may not name a sample an earlier request forgot, and may not be
+in the ledger already; a sample outside the training set is refused where the data set is read
+(:func:`request_samples`). Each violation is one UserError line and nothing changes. Then the
+registered method unlearns the samples from the head model, with the hyper-parameters the
+request gives over the method's defaults and those the method derives from the models' training
+recipe (``MethodSpec.from_recipe``: the Newton methods' objective and n), and three files are
+written: the new head (weights and the method's state, ``{name}.h5``), the **certificate**
+(``{name}.json``: hashes of the model before and after and of the forget samples, method,
+hyper-parameters, seed, what is measurable without retain data, the method's own certificate,
+wall time) and, last, the ledger with the new entry: writing the ledger is the commit, so a
+request killed before it leaves the ledger as it was and a rerun completes it.
+No file written by a request's job holds the forgotten samples' inputs (only their indices and
+hash); the extracted samples are a temporary file of the workflow, removed once the request's
+job succeeded.
 """
 
 from __future__ import annotations
@@ -35,12 +48,14 @@ import numpy as np
 import torch
 import yaml
 
-from unlearnflow.core.artifacts import ModelBank, read_bank, read_dataset, write_bank
-from unlearnflow.core.store import provenance, read_artifact, write_artifact, write_text
+from unlearnflow.core.artifacts import ModelBank, read_bank, read_forget_samples, write_bank, write_forget_samples
+from unlearnflow.core.data import Dataset
+from unlearnflow.core.forget_sets import ForgetSamples, ForgetSet, validate_indices
+from unlearnflow.core.store import expect, provenance, read_artifact, write_artifact, write_text
 from unlearnflow.core.training import cross_entropy_loss, predict_logits
 from unlearnflow.errors import UserError
 from unlearnflow.methods.request import ForgetRequest, UnlearningRequest
-from unlearnflow.registry import ARTIFACTS, EDITS_MODEL, RequestContext, hyperparameters, spec_of
+from unlearnflow.registry import ARTIFACTS, EDITS_MODEL, RequestContext, configurations, spec_of
 from unlearnflow.runner import side_tensors
 
 ORIGINAL = "original"
@@ -110,19 +125,15 @@ def head(ledger: Mapping[str, Any]) -> str:
     return ledger["entries"][-1]["request"] if ledger["entries"] else ORIGINAL
 
 
-def check_request(request: Mapping[str, Any], ledger: Mapping[str, Any], n_train: int) -> None:
-    """The ledger's rules: a new request, against the head, of samples that exist and were not
-    forgotten before. Each violation is one UserError line."""
+def check_request(request: Mapping[str, Any], ledger: Mapping[str, Any]) -> None:
+    """The ledger's rules: a new request, against the head, of samples not forgotten before. Each
+    violation is one UserError line."""
     name = request["name"]
     if any(entry["request"] == name for entry in ledger["entries"]):
         raise UserError(f"request {name}: already in the ledger of model {ledger['model']}")
     if request["after"] != head(ledger):
         raise UserError(f"request {name}: edits model {ledger['model']} after {request['after']!r}, but the "
                         f"ledger's head is {head(ledger)!r}; make the request against the head")
-    unknown = [s for s in request["samples"] if not 0 <= s < n_train]
-    if unknown:
-        raise UserError(f"request {name}: unknown sample(s) {unknown[:5]} (the training set has indices "
-                        f"0..{n_train - 1})")
     for entry in ledger["entries"]:
         again = sorted(set(request["samples"]) & set(entry["samples"]))
         if again:
@@ -130,14 +141,51 @@ def check_request(request: Mapping[str, Any], ledger: Mapping[str, Any], n_train
                             f"{entry['request']}")
 
 
+def request_samples(request: Mapping[str, Any], dataset: Dataset, labels: np.ndarray) -> ForgetSamples:
+    """The request's samples, in index order, under the experiment's training `labels`, and the
+    validation split: all that a source-free method may read (a request is an ``indices`` forget
+    set). A sample outside the training set is one UserError line."""
+    indices = validate_indices(np.asarray(request["samples"]), len(labels), f"request {request['name']}")
+    chosen = ForgetSet(request["name"], "indices", (indices,), labels)
+    return ForgetSamples.of(chosen, dataset.x_train, dataset.x_val, dataset.y_val, dataset.num_classes)
+
+
+def write_request_samples(path: str | Path, samples: ForgetSamples, request: Mapping[str, Any],
+                          record: Mapping[str, Any]) -> None:
+    """The request's samples as a ``forget_samples`` artifact; the provenance's config records
+    which request and indices they are (:func:`read_request_samples` checks them)."""
+    config = {"request": request["name"], "samples": sorted(request["samples"])}
+    write_forget_samples(path, samples, {**record, "config": config})
+
+
+def read_request_samples(path: str | Path, request: Mapping[str, Any]) -> tuple[ForgetSamples, dict[str, str]]:
+    """The samples extracted for `request` and their lineage (the data set and labels they come
+    from); samples extracted for another request or other indices are one UserError line."""
+    recorded = read_artifact(path, "forget_samples", names=()).provenance
+    config = recorded.get("config", {})
+    if config.get("request") != request["name"] or config.get("samples") != sorted(request["samples"]):
+        raise UserError(f"{path}: the samples of request {config.get('request')!r} (indices "
+                        f"{config.get('samples')}), not of request {request['name']!r}; extract them again "
+                        "(rule request_samples)")
+    return read_forget_samples(path), dict(recorded.get("lineage") or {})
+
+
+def request_hyperparameters(request: Mapping[str, Any], recipe: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The request's hyper-parameters over its method's defaults, with those the method derives
+    from the models' training `recipe` filled in (the registry's :func:`configurations`: the
+    Newton methods' loss, lam and n_train); a request that sets one otherwise is refused."""
+    try:
+        return configurations(request["method"], {"hyperparameters": request["hyperparameters"]},
+                              recipe)[0].hyperparameters
+    except UserError as error:
+        raise UserError(f"request {request['name']}: {error}") from None
+
+
 def load_head(ledger: Mapping[str, Any], ledger_dir: Path, models_path: str | Path) -> tuple[ModelBank, Any]:
     """The head model (a bank of one) and the method state it left (None for the original)."""
     if not ledger["entries"]:
         bank = read_bank(models_path)
         index = np.flatnonzero(bank.model_ids == ledger["model"])
-        if index.size == 0:
-            raise UserError(f"{models_path}: no model {ledger['model']} (ids {bank.model_ids.min()}.."
-                            f"{bank.model_ids.max()})")
         one = ModelBank(weights={name: value[index] for name, value in bank.weights.items()},
                         model_ids=bank.model_ids[index], seeds=bank.seeds[index],
                         train_masks=np.zeros((1, 0), dtype=bool), logits={}, attrs=dict(bank.attrs))
@@ -152,10 +200,17 @@ def load_head(ledger: Mapping[str, Any], ledger_dir: Path, models_path: str | Pa
     return bank, state
 
 
-def model_index(models_path: str | Path, model: int) -> int:
-    """The position of model `model` in the original bank (its side inputs are per position)."""
-    ids = read_artifact(models_path, "model_bank", names=("model_ids",))["model_ids"]
-    return int(np.flatnonzero(ids == model)[0])
+def original_model(models_path: str | Path, model: int,
+                   lineage: Mapping[str, str] | None) -> tuple[int, Mapping[str, Any] | None]:
+    """The position of model `model` in the original bank (its side inputs are per position) and
+    the bank's training recipe; the bank must be the original models of the samples' data set."""
+    record = expect(read_artifact(models_path, "model_bank", names=("model_ids",)), role="original",
+                    lineage=lineage)
+    ids = record["model_ids"]
+    index = np.flatnonzero(ids == model)
+    if index.size == 0:
+        raise UserError(f"{models_path}: no model {model} (ids {ids.min()}..{ids.max()})")
+    return int(index[0]), record.attrs.get("training")
 
 
 def write_state(path: Path, state: Any, record: Mapping[str, Any]) -> None:
@@ -197,9 +252,17 @@ def request_needs(asked: Mapping[str, Any]) -> tuple[str, ...]:
     return needs
 
 
-def process_request(*, request: str, data: str, models: str, ledger_dir: str, device: str = "cpu",
+def process_request(*, request: str, models: str, ledger_dir: str, samples: ForgetSamples,
+                    training_set: tuple[np.ndarray, np.ndarray] | None = None,
+                    lineage: Mapping[str, str] | None = None, device: str = "cpu",
                     side_paths: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Process one deletion request (module docstring); returns its certificate."""
+    """Process one deletion request (module docstring); returns its certificate.
+
+    `samples` are the request's (:func:`request_samples`). `training_set`, (inputs, the
+    experiment's labels) of the whole training set, is what a method that is not source-free
+    needs and a source-free one may not be given. `lineage` is the samples' (the data set and
+    labels they come from): the original bank must be made from the same.
+    """
     start = time.perf_counter()
     asked = read_request(request)
     spec = spec_of(asked["method"])
@@ -207,45 +270,58 @@ def process_request(*, request: str, data: str, models: str, ledger_dir: str, de
     if set(needs) != set(side_paths):
         raise UserError(f"request {asked['name']}: {asked['method']} needs the side artifacts "
                         f"{sorted(needs) or 'none'}, got {sorted(side_paths) or 'none'}")
-    hp = hyperparameters(asked["method"], asked["hyperparameters"])
-    dataset = read_dataset(data)
+    if spec.source_free and training_set is not None:
+        raise UserError(f"request {asked['name']}: {asked['method']} is source-free: it takes the request's samples "
+                        "alone, not the data set")
+    if not spec.source_free and training_set is None:
+        raise UserError(f"request {asked['name']}: {asked['method']} is not source-free: it needs the data set")
     directory = Path(ledger_dir)
     ledger_path = directory / "ledger.json"
     ledger = read_ledger(ledger_path, asked["model"])
-    n_train = len(dataset.y_train)
-    check_request(asked, ledger, n_train)
+    check_request(asked, ledger)
+    index, recipe = original_model(models, asked["model"], lineage)
+    hp = request_hyperparameters(asked, recipe)
     bank, state = load_head(ledger, directory, models)
     torch_device = torch.device(device)
-    model = bank.load_models(dataset.input_shape, dataset.num_classes)[0].to(torch_device)
+
+    def on_device(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(torch_device)
+
+    model = bank.load_models(samples.inputs.shape[1:], samples.num_classes)[0].to(torch_device)
     before_hash = model_hash({k: v[0] for k, v in bank.weights.items()})
-    samples = np.sort(np.asarray(asked["samples"], dtype=np.int64))
-    x, y = torch.from_numpy(dataset.x_train).to(torch_device), torch.from_numpy(dataset.y_train).to(torch_device)
-    forget = torch.from_numpy(samples).to(torch_device)
-    validation = (torch.from_numpy(dataset.x_val).to(torch_device), torch.from_numpy(dataset.y_val).to(torch_device))
+    forget_inputs, forget_labels = on_device(samples.inputs), on_device(samples.labels)
+    validation = (on_device(samples.x_val), on_device(samples.y_val))
+    forgotten = np.unique(np.concatenate([np.asarray(entry["samples"], dtype=np.int64)
+                                          for entry in [*ledger["entries"], asked]]))
+    # what prepare knows, as in an unlearn job: nothing of the training set when source-free
+    context = (RequestContext(None, None, {}) if training_set is None else
+               RequestContext(forgotten, training_set[1], {}))
     side = {}
     if spec.prepare:
         loaded = {name: ARTIFACTS[name].load(path) for name, path in side_paths.items()}
-        context = RequestContext(samples, dataset.y_train, {})
-        side = side_tensors(spec.prepare(loaded, hp, context)(model_index(models, asked["model"])), torch_device)
-    common = dict(num_classes=dataset.num_classes, validation_inputs=validation[0], validation_labels=validation[1],
+        side = side_tensors(spec.prepare(loaded, hp, context)(index), torch_device)
+    common = dict(num_classes=samples.num_classes, validation_inputs=validation[0], validation_labels=validation[1],
                   side=side, state=state, step=len(ledger["entries"]))
-    if spec.source_free:
-        unlearning = ForgetRequest(forget_inputs=x[forget], forget_labels=y[forget], **common)
+    if training_set is None:
+        unlearning = ForgetRequest(forget_inputs=forget_inputs, forget_labels=forget_labels, **common)
     else:
-        gone = np.zeros(n_train, dtype=bool)
-        gone[np.concatenate([samples] + [np.asarray(e["samples"], dtype=np.int64) for e in ledger["entries"]])] = True
-        unlearning = UnlearningRequest.of_training_set(x, y, forget, torch.from_numpy(np.flatnonzero(~gone)).to(
-            torch_device), **common)
-    measured_before = {"forget": readouts(model, x[forget], y[forget]), "validation": readouts(model, *validation)}
+        inputs, labels = training_set
+        retained = np.setdiff1d(np.arange(len(labels)), forgotten)
+        unlearning = UnlearningRequest.of_training_set(on_device(inputs), on_device(labels),
+                                                       on_device(np.sort(asked["samples"])), on_device(retained),
+                                                       **common)
+    measured_before = {"forget": readouts(model, forget_inputs, forget_labels),
+                       "validation": readouts(model, *validation)}
     result = spec.unlearn(model, unlearning, hp, int(asked["seed"]))
     weights = {name: value.detach().cpu().numpy()[None] for name, value in model.state_dict().items()}
     after_hash = model_hash({k: v[0] for k, v in weights.items()})
     certificate = {
         "request": asked["name"], "model": asked["model"], "method": asked["method"], "paper": spec.paper,
-        "source_free": spec.source_free, "hyperparameters": hp, "seed": int(asked["seed"]),
-        "samples": samples.tolist(), "samples_hash": samples_hash(dataset.x_train[samples], dataset.y_train[samples]),
+        # what this job read: the request's samples alone, or the training set as well
+        "source_free": training_set is None, "hyperparameters": hp, "seed": int(asked["seed"]),
+        "samples": sorted(asked["samples"]), "samples_hash": samples_hash(samples.inputs, samples.labels),
         "model_hash_before": before_hash, "model_hash_after": after_hash, "after": asked["after"],
-        "measured": {"before": measured_before, "after": {"forget": readouts(model, x[forget], y[forget]),
+        "measured": {"before": measured_before, "after": {"forget": readouts(model, forget_inputs, forget_labels),
                                                           "validation": readouts(model, *validation)}},
         "method_certificate": dict(result.certificate or {}), "unlearn_seconds": result.cost.seconds,
         "examples": result.cost.examples, "wall_seconds": time.perf_counter() - start,

@@ -9,7 +9,9 @@ trained without the poisoned samples ("clean") and after de-poisoning, per poiso
 is a forget set of its own, with its own oracles, so Table 3 is one table per prefix), with
 KLOM's selection score beside the paper's read-outs. :func:`depoison_table` renders Table 4 over
 the poison forget sets of several experiments, one line per budget. Every method appears with the
-configuration the report selected (``best``: lowest selection score). :func:`class_sample_checks`
+configuration the report selected without the forget set's own oracles (``selected``; see
+:mod:`unlearnflow.evaluation.selection`), and Tables 1-3 give its in-sample best's score beside
+it (the lowest selection score on the set itself). :func:`class_sample_checks`
 states issue 10's acceptance criteria for a class-sample forget set, measured against the
 ``retrain`` and ``do_nothing`` references of the same report.
 
@@ -30,35 +32,43 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unlearnflow.errors import UserError
-from unlearnflow.evaluation.rows import Row, read_csv
+from unlearnflow.evaluation.rows import Row, parse_number, read_csv
+from unlearnflow.evaluation.selection import headline_rows
 from unlearnflow.report.summary import DO_NOTHING, RETRAIN, fmt, group_by, markdown_line, method_key
 
 REMOVAL_HEADER = ("method", "config", "forget err %", "retain err %", "test err %", "MIA AUC", "attack power",
-                  "KLOM score", "s / model", "x retrain")
+                  "KLOM score", "in-sample best", "s / model", "x retrain")
+#: summary.csv's selection columns (unlearnflow.evaluation.selection) parsed as flags and numbers
+SUMMARY_FLAGS = ("selected", "insample_best")
+SUMMARY_SCORES = ("heldout_selection_score", "insample_selection_score", "default_selection_score")
 
 
 def read_summaries(paths: Sequence[str | os.PathLike], command: str = "pgu-table") -> list[Row]:
-    """The rows of one or more ``summary.csv`` files (every configuration; ``best`` as a bool);
-    `command` names the caller in the error messages."""
+    """The rows of one or more ``summary.csv`` files (every configuration), with the flags
+    ``selected`` and ``insample_best`` as bools and the selection scores as numbers; `command`
+    names the caller in the error messages."""
     if not paths:
         raise UserError(f"{command}: no summary.csv given")
     rows = []
-    for path in paths:
-        for row in read_csv(Path(path)):
-            if row.get("best", "") not in ("True", "False"):
-                raise UserError(f"{path}: not a report summary (no 'best' column); give results/X/report/summary.csv")
-            row["best"] = row["best"] == "True"
+    for path in map(Path, paths):
+        for row in read_csv(path):
+            if any(row.get(flag, "") not in ("True", "False") for flag in SUMMARY_FLAGS):
+                raise UserError(f"{path}: not a report summary of this version (no 'selected' and 'insample_best' "
+                                "columns); give results/X/report/summary.csv, rerun the report if it is older")
+            row.update({flag: row[flag] == "True" for flag in SUMMARY_FLAGS})
+            row.update({column: parse_number(path, column, row.get(column, ""), integer=False)
+                        for column in SUMMARY_SCORES})
             # a column the row reader keeps as text (older summaries lack it)
             row["acc_test_original"] = float(row.get("acc_test_original") or math.nan)
             rows.append(row)
     return rows
 
 
-def best_rows(rows: Iterable[Row]) -> dict[str, list[Row]]:
+def selected_rows(rows: Iterable[Row]) -> dict[str, list[Row]]:
     """Forget set -> the selected configuration of each method, ``do_nothing`` first, ``retrain`` last."""
     out = {}
     for (forget_set,), set_rows in group_by(rows, "forget_set").items():
-        chosen = [row for row in set_rows if row["best"]]
+        chosen = headline_rows(set_rows)
         methods = [row["method"] for row in chosen]
         repeated = sorted({method for method in methods if methods.count(method) > 1})
         if repeated:
@@ -80,6 +90,12 @@ def _reference(rows: Sequence[Row], method: str, forget_set: str) -> Row:
     return row
 
 
+def insample_cell(row: Row) -> str:
+    """The in-sample best configuration's score, and its name where it is not the selected one."""
+    score = fmt(row["insample_selection_score"], ".3f")
+    return score if row["insample_config"] == row["config"] else f"{score} ({row['insample_config']})"
+
+
 def removal_table(forget_set: str, rows: Sequence[Row]) -> list[str]:
     """Tables 1-3 for one forget set: a heading, one line per method (selected configuration)."""
     first = rows[0]
@@ -91,7 +107,8 @@ def removal_table(forget_set: str, rows: Sequence[Row]) -> list[str]:
         lines.append(markdown_line((
             row["method"], row["config"], fmt(error(row["acc_forget"]), ".2f"), fmt(error(row["acc_retain"]), ".2f"),
             fmt(error(row["acc_test"]), ".2f"), fmt(row["mia_pgu_auc"], ".3f"), fmt(row["mia_attack_auc"], ".3f"),
-            fmt(row["selection_score"], ".3f"), fmt(row["unlearn_seconds"], ".3g"), fmt(ratio, ".3f"))))
+            fmt(row["selection_score"], ".3f"), insample_cell(row), fmt(row["unlearn_seconds"], ".3g"),
+            fmt(ratio, ".3f"))))
     return [*lines, ""]
 
 
@@ -115,7 +132,7 @@ class Recovery:
 def recoveries(rows: Iterable[Row]) -> list[Recovery]:
     """One :class:`Recovery` per poison forget set, in order of size (the budget)."""
     out = []
-    for forget_set, chosen in best_rows(rows).items():
+    for forget_set, chosen in selected_rows(rows).items():
         if chosen[0]["forget_kind"] != "poison":
             continue
         poisoned = _reference(chosen, DO_NOTHING, forget_set)
@@ -191,7 +208,7 @@ def pgu_tables(rows: Sequence[Row], acceptance: str | None = None) -> str:
     """Markdown: Tables 1-3 per non-poison forget set, Table 4 over the poison sets and, with
     `acceptance` (a method), the class-sample checks for that method."""
     lines: list[str] = []
-    for forget_set, chosen in best_rows(rows).items():
+    for forget_set, chosen in selected_rows(rows).items():
         if chosen[0]["forget_kind"] == "poison":
             continue
         lines += removal_table(forget_set, chosen)

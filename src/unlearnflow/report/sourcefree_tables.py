@@ -3,9 +3,13 @@
 Ahmed et al.'s Tables 1-3 and 5 compare, per forget set, the removal methods' test accuracy with
 the retrained models'. On easy data the untouched model is as accurate as the retrained one, so
 each line here adds the weight distance ``||W_u - W_oracle|| / ||W_0 - W_oracle||`` (mean over
-models; 0 is exact removal, 1 is ``do_nothing``), KLOM's selection score and the seconds per model
-and request. Every evaluated configuration is a line (Table 2's m and Table 3's variants are grid
-configurations); ``*`` marks the one the report selected per method (lowest selection score).
+models; 0 is exact removal, 1 is ``do_nothing``), KLOM's selection score, the seconds per model
+and request, the true retain-gradient norm of the unlearned weights and what the certificates say
+beside the truth (:mod:`unlearnflow.evaluation.certificates`): ``newton_certified``'s (epsilon,
+delta), the source-free paper's Theorem 1 and Lemma 1 expressions with the share of models they
+are violated for. Every evaluated configuration is a line (Table 2's m and Table 3's variants are
+grid configurations); ``*`` marks the one selected per method without the forget set's oracles
+(the report's headline), ``(in-sample best)`` the one of lowest selection score on the set itself.
 One table per (experiment, forget set); the experiment is the directory above ``report/``. Where
 the experiment's ``benchmarks/`` directory is there (Snakemake's per-job benchmark files), a line
 gives its cost: jobs, their wall seconds and CPU seconds summed.
@@ -23,9 +27,10 @@ from pathlib import Path
 from unlearnflow.errors import UserError
 from unlearnflow.evaluation.rows import Row
 from unlearnflow.report.pgu_tables import read_summaries
-from unlearnflow.report.summary import fmt, group_by, markdown_line, method_key
+from unlearnflow.report.summary import claim_cell, fmt, group_by, guarantee_cell, markdown_line, method_key
 
-HEADER = ("method", "config", "weight distance", "test acc", "gap to oracles (points)", "KLOM selection", "s / model")
+HEADER = ("method", "config", "weight distance", "test acc", "gap to oracles (points)", "KLOM selection", "s / model",
+          "retain grad (true)", "certificate")
 
 
 def natural(config: str) -> list:
@@ -71,24 +76,42 @@ def forget_set_table(experiment: str, forget_set: str, rows: Sequence[Row]) -> l
              f"{first['n_unlearned']} models; oracles' test acc {fmt(oracle, '.3f')})", "",
              markdown_line(HEADER), markdown_line(["---"] * len(HEADER))]
     for row in sorted(rows, key=lambda row: (method_key(row["method"]), natural(row["config"]))):
+        config = row["config"] + (" *" if row["selected"] else "")
+        config += " (in-sample best)" if row["insample_best"] else ""
         lines.append(markdown_line((
-            row["method"], row["config"] + (" *" if row["best"] else ""), fmt(row["weight_distance"], ".3g"),
+            row["method"], config, fmt(row["weight_distance"], ".3g"),
             fmt(row["acc_test"], ".3f"), fmt(100 * (row["acc_test"] - row["acc_test_oracle"]), "+.1f"),
-            fmt(row["selection_score"], ".3f"), fmt(row["unlearn_seconds"], ".3g"))))
+            fmt(row["selection_score"], ".3f"), fmt(row["unlearn_seconds"], ".3g"),
+            fmt(row.get("true_retain_gradient_norm", math.nan), ".3g"), certificate_cell(row))))
     return [*lines, ""]
+
+
+def certificate_cell(row: Row) -> str:
+    """What a configuration's certificates say: certified removal's (epsilon, delta), or for the
+    source-free step "none" and the paper's Theorem 1 and Lemma 1 expressions beside the truth."""
+    if math.isfinite(row.get("paper_lemma1_bound", math.nan)):
+        return (f"none; paper's Thm 1 {claim_cell(row, 'paper_theorem1_bound', 'paper_theorem1_violated')}, "
+                f"Lemma 1 {claim_cell(row, 'paper_lemma1_bound', 'paper_lemma1_violated')} vs true "
+                f"{fmt(row.get('true_hessian_error', math.nan), '.3g')}")
+    return guarantee_cell(row)
+
+
+def experiment_tables(path: str | os.PathLike, experiment: str, cost: tuple[int, float, float] | None) -> list[str]:
+    """The tables of one experiment's ``summary.csv`` at `path` and, with a `cost` (see
+    :func:`experiment_cost`), its cost line; a committed snapshot gives both from its metadata."""
+    rows = read_summaries([path], "sourcefree-table")
+    if all(math.isnan(row["weight_distance"]) for row in rows):
+        raise UserError(f"sourcefree-table: {path} has no weight_distance; give the summary of a linear experiment")
+    lines: list[str] = []
+    for (forget_set,), set_rows in group_by(rows, "forget_set").items():
+        lines += forget_set_table(experiment, forget_set, set_rows)
+    if cost:
+        lines += [f"Cost of `{experiment}`: {cost[0]} jobs, {cost[1]:.0f} job-seconds wall, "
+                  f"{cost[2]:.0f} CPU seconds (its `benchmarks/`).", ""]
+    return lines
 
 
 def sourcefree_tables(summaries: Sequence[str | os.PathLike]) -> str:
     """Markdown: one table per (experiment, forget set) of the given ``summary.csv`` files."""
-    lines: list[str] = []
-    for path in summaries:
-        rows = read_summaries([path], "sourcefree-table")
-        if all(math.isnan(row["weight_distance"]) for row in rows):
-            raise UserError(f"sourcefree-table: {path} has no weight_distance; give the summary of a linear experiment")
-        for (forget_set,), set_rows in group_by(rows, "forget_set").items():
-            lines += forget_set_table(experiment_of(path), forget_set, set_rows)
-        cost = experiment_cost(path)
-        if cost:
-            lines += [f"Cost of `{experiment_of(path)}`: {cost[0]} jobs, {cost[1]:.0f} job-seconds wall, "
-                      f"{cost[2]:.0f} CPU seconds (its `benchmarks/`).", ""]
-    return "\n".join(lines)
+    return "\n".join(line for path in summaries
+                     for line in experiment_tables(path, experiment_of(path), experiment_cost(path)))

@@ -6,29 +6,37 @@ and fits a PSD matrix X to them by least squares (Eq. 3)::
 
     minimise  1/m sum_i ( 1/2 u_i^T X u_i - c_i )^2   subject to  X >= lower
 
-with ``c_i`` the loss difference less its gradient term, divided by sigma^2 (the fit is in units of
-u, so X is in the units of the objective's Hessian whatever sigma is). ``lower`` is 0 (Eq. 3) or
-the forget Hessian H_F (the notebook variant).
+with ``c_i`` the loss difference plus or minus its gradient term, divided by sigma^2 (the fit is in
+units of u, so X is in the units of the objective's Hessian whatever sigma is; the printed
+objective is this one times sigma^4, with the same minimiser). ``lower`` is 0 (Eq. 3) or the
+forget Hessian H_F (the notebook variant).
 
-Variants (``variant``), all reported side by side:
+Variants (``variant``): the paper is ambiguous in three places (the sign of the gradient term,
+what the fit recovers from forget-set data, the perturbations' scale); each variant is one
+reading, and every run reports them side by side.
 
-- ``paper`` (faithful, Eq. 3, the default of the library function): ``H_r ~= X``. Because the data
-  are *forget*-set loss differences, X recovers H_F, the Hessian of ``L_F`` (exactly, for the
-  squared loss, once m >= p(p+1)/2), not H_r. For a random forget set ``H_F ~= (n_F / n_r) H_r``,
-  and at the optimum ``grad_r = -grad_F``, so the Newton step is about n_r / n_F times too long
-  and overshoots. Accuracy cannot see this on easy data; the weight distance to the retrained
-  model can.
-- ``notebook`` (the authors' public notebook): fit X >= H_F (and X >= 0), then ``H_r = X - H_F``.
-  Where the fit recovers H_F the difference is ~0 and only the ridge is left.
-- ``corrected``: ``H_r ~= (n_r / n_F) X``: the rescaling that the identity ``H_F ~= (n_F/n_r) H_r``
-  calls for; n_r = n - n_F is known to the model owner (who knows the training-set size n).
+- ``paper``: Eq. 3 exactly as printed, ``f~_i = 1/2 dw_i^T X dw_i - grad_f^T dw_i - dL_f(w_i)``,
+  i.e. ``c_i = (dL_F(W_i) + grad_F^T delta_i) / sigma^2``, and ``H_r ~= X``, with the
+  perturbations ``dw ~ N(0, I)`` that Lemma 1 states (sigma 1; Sec. 4 only says "small
+  perturbations"). The sign comes from substituting ``grad_r = -grad_F`` into the retain-side
+  Taylor expansion and then swapping dL_r for dL_F: for forget-set data the first-order term is
+  ``+grad_F^T delta``, so the fit sees an odd part ``2 grad_F^T u / sigma`` that no quadratic form
+  can explain; it acts as noise of that size.
+- ``paper_taylor``: the reading this library ran as ``paper`` before (issue 18): the forget
+  objective's own first-order term is subtracted, ``c_i = (dL_F(W_i) - grad_F^T delta_i) / sigma^2``,
+  so that for a quadratic loss the data are exactly ``1/2 u^T H_F u``; ``H_r ~= X``; sigma 0.01 as
+  in the authors' notebook. X then recovers H_F, the Hessian of ``L_F`` (exactly, for the squared
+  loss, once m >= p(p+1)/2), not H_r. For a random forget set ``H_F ~= (n_F / n_r) H_r``, and at
+  the optimum ``grad_r = -grad_F``, so the Newton step is about n_r / n_F times too long and
+  overshoots. Accuracy cannot see this on easy data; the weight distance to the retrained model can.
+- ``corrected``: as ``paper_taylor``, then ``H_r ~= (n_r / n_F) X``: the rescaling that the
+  identity ``H_F ~= (n_F/n_r) H_r`` calls for; n_r = n - n_F is known to the model owner (who
+  knows the training-set size n).
+- ``notebook`` (the authors' public notebook): as ``paper_taylor`` but fit X >= H_F (and X >= 0),
+  then ``H_r = X - H_F``. Where the fit recovers H_F the difference is ~0 and only the ridge is left.
 
-Gradient term (``gradient_term``): ``taylor`` (default) subtracts the forget objective's own
-first-order term, ``c_i = (dL_F(W_i) - grad_F^T delta_i) / sigma^2``, so that for a quadratic loss
-the data are exactly ``1/2 u^T H_F u``. ``paper`` is the text's ``f~_i``, which keeps
-``-grad_F^T delta`` after substituting ``grad_r = -grad_F`` and then swaps dL_r for dL_F:
-``c_i = (dL_F + grad_F^T delta_i) / sigma^2``; its odd part ``2 grad_F^T u / sigma`` cannot be
-fitted by a quadratic form and acts as noise amplified by 1/sigma.
+:data:`VARIANT_SIGMA` holds each variant's own perturbation scale (Lemma 1's 1 for ``paper``, the
+notebook's 0.01 for the others); a caller may set another.
 
 Which perturbations: the Hessian of a linear model is block diagonal (see
 :class:`~unlearnflow.sourcefree.linear.BlockHessian`). For the squared loss every row of W has the
@@ -58,9 +66,10 @@ from threadpoolctl import threadpool_limits
 from unlearnflow.errors import UserError
 from unlearnflow.sourcefree.linear import BlockHessian, LinearObjective
 
-VARIANTS = ("paper", "notebook", "corrected")
+#: variant -> the perturbations' own scale sigma (module docstring)
+VARIANT_SIGMA = {"paper": 1.0, "paper_taylor": 0.01, "corrected": 0.01, "notebook": 0.01}
+VARIANTS = tuple(VARIANT_SIGMA)
 SOLVERS = ("scalable", "clarabel", "scs")
-GRADIENT_TERMS = ("taylor", "paper")
 
 
 @dataclass(frozen=True)
@@ -186,9 +195,9 @@ class HessianEstimate:
     variant: str
     m: int
     sigma: float
-    #: max_i |residual| of the fits in loss units: what the data cannot explain, a proxy for the
-    #: epsilon of Lemma 1 (the true epsilon needs the retain losses)
-    epsilon_proxy: float
+    #: max_i |residual| of the fits in loss units: what the forget-set data cannot explain. Not
+    #: Lemma 1's epsilon, ``max_i |dL_r(w_i) - dL_f(w_i)|``, which needs the retain losses
+    fit_residual: float
     seconds: float
 
 
@@ -202,18 +211,18 @@ def forget_parts(objective: LinearObjective, W: np.ndarray, x_forget: np.ndarray
 
 
 def estimate_retain_hessian(objective: LinearObjective, W: np.ndarray, x_forget: np.ndarray, y_forget: np.ndarray,
-                            n_train: int, m: int, sigma: float = 0.01, variant: str = "paper",
-                            solver: str = "scalable", seed: int = 0, gradient_term: str = "taylor",
-                            max_iters: int = 5000, tol: float = 1e-9,
+                            n_train: int, m: int, sigma: float | None = None, variant: str = "paper",
+                            solver: str = "scalable", seed: int = 0, max_iters: int = 5000, tol: float = 1e-9,
                             options: Mapping[str, Any] | None = None) -> HessianEstimate:
-    """The source-free retain Hessian at the optimum W (module docstring): m perturbations per
-    block, forget-set loss differences, the PSD fit of Eq. (3), then the `variant`'s mapping to H_r.
+    """The source-free retain Hessian at the optimum W (module docstring): m perturbations of
+    scale `sigma` (None: the variant's own, :data:`VARIANT_SIGMA`) per block, forget-set loss
+    differences, the PSD fit of Eq. (3) with the `variant`'s gradient term, then its mapping to H_r.
 
     Uses only W, the forget samples and n_train (the training-set size the owner knows).
     """
-    for name, value, known in (("variant", variant, VARIANTS), ("gradient_term", gradient_term, GRADIENT_TERMS)):
-        if value not in known:
-            raise UserError(f"source-free Hessian: unknown {name} {value!r} (known: {', '.join(known)})")
+    if variant not in VARIANTS:
+        raise UserError(f"source-free Hessian: unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
+    sigma = VARIANT_SIGMA[variant] if sigma is None else sigma
     n_forget = len(x_forget)
     if not 0 < n_forget < n_train:
         raise UserError(f"source-free Hessian: n_train ({n_train}) must exceed the forget set's size ({n_forget})")
@@ -223,7 +232,7 @@ def estimate_retain_hessian(objective: LinearObjective, W: np.ndarray, x_forget:
     K, d = W.shape
     grad_f, hess_f = forget_parts(objective, W, x_forget, y_forget)
     base = objective.value(W, x_forget, y_forget, n=n_forget)
-    sign = -1.0 if gradient_term == "taylor" else 1.0
+    sign = 1.0 if variant == "paper" else -1.0     # the printed f~_i, or the Taylor reading
     rng = np.random.default_rng([int(seed), 7_002])
     shared = objective.loss == "squared"
     groups = [None] if shared or hess_f.structure == "full" else list(range(K))
@@ -248,8 +257,8 @@ def estimate_retain_hessian(objective: LinearObjective, W: np.ndarray, x_forget:
             block = block * (n_train - n_forget) / n_forget
         blocks.append(block)
     stacked = np.broadcast_to(blocks[0], (K, d, d)).copy() if shared else np.stack(blocks)
-    epsilon = max(fit.max_residual for fit in fits) * sigma ** 2
-    return HessianEstimate(BlockHessian(stacked, hess_f.structure), fits, variant, m, sigma, epsilon,
+    fit_residual = max(fit.max_residual for fit in fits) * sigma ** 2
+    return HessianEstimate(BlockHessian(stacked, hess_f.structure), fits, variant, m, sigma, fit_residual,
                            time.perf_counter() - start)
 
 

@@ -203,6 +203,56 @@ class LinearObjective:
         return np.concatenate([np.eye(num_classes), np.kron(np.eye(num_classes), parameters)], axis=1)
 
 
+def stationarity_noise(objective: LinearObjective, W: np.ndarray, x: np.ndarray,
+                       y: np.ndarray) -> tuple[np.ndarray, float]:
+    """(b, a bound on its float64 error) of a model W trained to optimum on (x, y): b is not
+    stored with the model, but at the optimum ``b = -grad(sum_i l_i + lam n / 2 ||W||^2)(W)``
+    (stationarity), exactly for the stored weights (float32 storage makes them the exact optimum
+    of this b, within ``H (W_stored - W*)`` of the drawn one)."""
+    return -objective.gradient(W, x, y), gradient_rounding_bound(objective, W, x, y)
+
+
+def gradient_norm(objective: LinearObjective, W: np.ndarray, x: np.ndarray, y: np.ndarray, b: np.ndarray,
+                  b_error: float = 0.0) -> tuple[float, float]:
+    """(``||grad L(W; x, y)||`` with noise b, measured in float64; a bound on its distance to the
+    exact value, counting the measurement's rounding and `b_error`, the error of b itself)."""
+    gradient = objective.gradient(W, x, y, b)
+    norm = float(np.linalg.norm(gradient))
+    error = gradient_rounding_bound(objective, W, x, y, b) + b_error
+    return norm, error + _gamma(gradient.size + 1) * (norm + error)
+
+
+def gradient_rounding_bound(objective: LinearObjective, W: np.ndarray, x: np.ndarray, y: np.ndarray,
+                            b: np.ndarray | None = None) -> float:
+    """An a-priori bound on ``||fl(g) - g||_F`` for g = :meth:`LinearObjective.gradient` evaluated
+    in float64 (Higham, *Accuracy and Stability of Numerical Algorithms*, Sec. 3.1: a sum of N
+    products is exact to ``gamma_N = N u / (1 - N u)`` times the sum of their absolute values).
+
+    ``gamma_N || 3 S + lam n |W| + |b| ||_F`` with ``S = sum_i A_i (x) |x_i|`` (for
+    ``mixed_squared``, ``sum_i |J_i|^T A_i``), ``A_i = |z_i| + 1`` bounding ``|dl/dz|`` (at most
+    |z| + 1 for the squared losses, 1 for the others) and twice the error of dl/dz itself, and
+    N = n + width + W.size + 20 over-counting the roundings on each term's path (the inner
+    products of z, the loss's own operations, the sum over samples, the regulariser and b).
+    """
+    n, width = x.shape
+    absolute = np.abs(W)
+    if objective.loss == "mixed_squared":
+        z0, J = mixed_parts(x, W.shape[-1])
+        A = np.abs(z0) + np.abs(J) @ absolute[0] + 1.0
+        S = np.einsum("nk,nkp->p", A, np.abs(J))[None, :]
+    else:
+        A = np.abs(x) @ absolute.T + 1.0
+        S = A.T @ np.abs(x)
+    total = 3.0 * S + objective.lam * n * absolute + (0.0 if b is None else np.abs(b))
+    return _gamma(n + width + W.size + 20) * float(np.linalg.norm(total))
+
+
+def _gamma(count: int) -> float:
+    """Higham's ``gamma_N = N u / (1 - N u)``, u the float64 unit round-off."""
+    unit = 2.0 ** -53
+    return count * unit / (1.0 - count * unit)
+
+
 def objective_noise(seed: int, num_classes: int, dim: int, std: float) -> np.ndarray:
     """Guo et al.'s objective perturbation b ~ std * N(0, I) (K, d), drawn from the model's seed."""
     return std * np.random.default_rng([int(seed), 7_001]).standard_normal((num_classes, dim))

@@ -3,21 +3,26 @@ et al.'s certified removal): ``w_u = w* + H_r^-1 grad_F (+ noise_std * N(0, I))`
 
 - :func:`newton_certified` ("Unlearned (+)"): H_r is the true retain Hessian. NOT source-free: it
   takes an :class:`~unlearnflow.methods.request.UnlearningRequest` with the training set, and
-  reports the residual gradient ``||grad L(w_u; D_r)||`` of the retained objective (b included).
-  The model's objective noise b is not stored with the model; at the optimum it is
-  ``b = -grad(sum_i l_i + lam n / 2 ||W||^2)(W*)`` (stationarity), which is how it is recovered here.
+  certifies (epsilon, delta)-removal by Guo et al.'s Thm. 3 from the measured retain gradient of
+  the released weights (b included) and the objective noise's std
+  (:func:`~unlearnflow.sourcefree.certificate.removal_guarantee`). The model's objective noise b
+  is not stored with the model; it is recovered from the model the first request starts from by
+  stationarity (:func:`~unlearnflow.sourcefree.linear.stationarity_noise`) and carried through a
+  sequence in the request state.
 - :func:`newton_source_free` ("Unlearned (-)"): H_r estimated from the forget samples alone
-  (:func:`~unlearnflow.sourcefree.hessian.estimate_retain_hessian`); takes a
-  :class:`~unlearnflow.methods.request.ForgetRequest`.
+  (:func:`~unlearnflow.sourcefree.hessian.estimate_retain_hessian`, the reading by ``variant``);
+  takes a :class:`~unlearnflow.methods.request.ForgetRequest`. Not certified (its certificate
+  says why, and keeps the paper's claims apart).
 
 What the model owner must supply: the objective of the training recipe (hyper-parameters
-``loss`` and ``lam``) and, for the source-free method, the training-set size ``n_train``. The
-registry derives them from the recipe (:func:`certified_recipe`, :func:`source_free_recipe`:
-``loss`` and ``lam`` from the config's ``optimizer: lbfgs`` training section, all three from the
+``loss`` and ``lam``), for the certified method the objective noise's std
+(``objective_noise_std``, the recipe's ``noise_std``) and for the source-free method the
+training-set size ``n_train``. The registry derives them from the recipe (:func:`certified_recipe`,
+:func:`source_free_recipe`: from the config's ``optimizer: lbfgs`` training section, or the
 recipe a linear bank records, which ``original_models.h5`` keeps), so a workflow user never
-repeats them; called directly, the defaults below apply.
-In a request sequence the retained count is carried in the state, so request r uses
-``n_train - (forgotten so far)``.
+repeats them; called directly, the defaults below apply. The method's own ``noise_std`` is Eq.
+(1)'s *output* noise, a different thing. In a request sequence the retained count is carried in
+the state, so request r uses ``n_train - (forgotten so far)``.
 
 Both work on the objective's parameters (:meth:`LinearObjective.parameters`): W itself, or for a
 mixed-linear network (loss ``mixed_squared``, Sec. 3) the deviation Delta from the public weights,
@@ -38,24 +43,42 @@ from unlearnflow.core.training import FitStats
 from unlearnflow.errors import UserError
 from unlearnflow.methods.common import resolve, rng
 from unlearnflow.methods.request import ForgetRequest, MethodResult, UnlearningRequest
-from unlearnflow.sourcefree.certificate import certificate
-from unlearnflow.sourcefree.hessian import GRADIENT_TERMS, SOLVERS, VARIANTS, estimate_retain_hessian, forget_parts
-from unlearnflow.sourcefree.linear import BlockHessian, LinearObjective, as_rows, parameters_of, set_parameters
+from unlearnflow.sourcefree.certificate import (
+    SOURCE_FREE_NOT_CERTIFIED,
+    paper_claims,
+    removal_guarantee,
+    request_fields,
+    stored_hessian,
+)
+from unlearnflow.sourcefree.hessian import SOLVERS, VARIANT_SIGMA, VARIANTS, estimate_retain_hessian, forget_parts
+from unlearnflow.sourcefree.linear import (
+    BlockHessian,
+    LinearObjective,
+    as_rows,
+    gradient_norm,
+    parameters_of,
+    set_parameters,
+    stationarity_noise,
+)
 
-CERTIFIED_DEFAULTS = {"loss": "squared", "lam": 1e-3, "noise_std": 0.0}
+#: the objective (from the training recipe) and Eq. (1)'s output noise
+OBJECTIVE_DEFAULTS = {"loss": "squared", "lam": 1e-3, "noise_std": 0.0}
+#: ``objective_noise_std`` is the std of the objective noise b the model was trained with (from
+#: the recipe); ``delta`` is Guo et al.'s delta of (epsilon, delta)-certified removal
+CERTIFIED_DEFAULTS = {**OBJECTIVE_DEFAULTS, "objective_noise_std": 0.0, "delta": 1e-5}
 
-#: m = 500 perturbations and sigma = 0.01 as in the paper's Table 1 / the authors' notebook;
-#: variant ``paper`` (Eq. 3 as written) is the default, the grid adds the corrected and notebook
-#: variants so that every run reports them side by side. ``ridge`` is added as ``ridge * n * I``
-#: (mean-form units) before inverting, as the notebook does.
-SOURCE_FREE_DEFAULTS = {**CERTIFIED_DEFAULTS, "n_train": 0, "m": 500, "sigma": 0.01, "variant": "paper",
-                        "solver": "scalable", "gradient_term": "taylor", "max_iters": 2000, "tol": 1e-7,
-                        "ridge": 1e-6}
+#: m = 500 perturbations as in the paper's Table 1 / the authors' notebook; ``sigma`` 0 means the
+#: variant's own scale (:data:`~unlearnflow.sourcefree.hessian.VARIANT_SIGMA`: 1 for ``paper`` as
+#: Lemma 1 states, 0.01 for the others as the notebook); variant ``paper`` (Eq. 3 as printed) is
+#: the default, the grid adds the other readings so that every run reports them side by side.
+#: ``ridge`` is added as ``ridge * n * I`` (mean-form units) before inverting, as the notebook does.
+SOURCE_FREE_DEFAULTS = {**OBJECTIVE_DEFAULTS, "n_train": 0, "m": 500, "sigma": 0.0, "variant": "paper",
+                        "solver": "scalable", "max_iters": 2000, "tol": 1e-7, "ridge": 1e-6}
 CERTIFIED_GRID: dict[str, list] = {}
-SOURCE_FREE_GRID = {"variant": ["corrected", "notebook"]}
+SOURCE_FREE_GRID = {"variant": ["paper_taylor", "corrected", "notebook"]}
 
 
-def certified_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
+def _objective_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
     """``loss`` and ``lam`` of a linear training recipe (the config's ``optimizer: lbfgs`` section or
     a bank's recorded recipe); nothing for any other recipe. Eq. (1)'s H_r and grad_F are those of
     the objective the model minimised, so these must equal the recipe's."""
@@ -64,28 +87,47 @@ def certified_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
     return {"loss": recipe["loss"], "lam": float(recipe["lam"])}
 
 
+def certified_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """The objective of a linear recipe and ``objective_noise_std``, its ``noise_std`` (the std of
+    b; 0 when the config's section leaves it out): Thm. 3's sigma_b."""
+    derived = _objective_recipe(recipe)
+    if derived:
+        derived["objective_noise_std"] = float(recipe.get("noise_std", 0.0))
+    return derived
+
+
 def source_free_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """:func:`certified_recipe` and, from a bank's recorded recipe, ``n_train`` (the training-set
-    size n, which the model owner knows; the corrected variant's n_r / n_F needs it)."""
-    derived = certified_recipe(recipe)
+    """The objective of a linear recipe and, from a bank's recorded recipe, ``n_train`` (the
+    training-set size n, which the model owner knows; the corrected variant's n_r / n_F needs it)."""
+    derived = _objective_recipe(recipe)
     if derived and "n_train" in recipe:
         derived["n_train"] = int(recipe["n_train"])
     return derived
 
 
-def check_certified(hp: Mapping[str, Any]) -> None:
-    """The objective is valid (UserError otherwise)."""
+def _check_objective(name: str, hp: Mapping[str, Any]) -> None:
     LinearObjective(hp["loss"], float(hp["lam"]))
     if hp["noise_std"] < 0:
-        raise UserError(f"newton: noise_std must be >= 0, got {hp['noise_std']}")
+        raise UserError(f"{name}: noise_std must be >= 0, got {hp['noise_std']}")
+
+
+def check_certified(hp: Mapping[str, Any]) -> None:
+    """The objective, the noises and delta are valid (UserError otherwise)."""
+    _check_objective("newton_certified", hp)
+    if hp["objective_noise_std"] < 0:
+        raise UserError(f"newton_certified: objective_noise_std must be >= 0, got {hp['objective_noise_std']}")
+    if not 0 < hp["delta"] < 1:
+        raise UserError(f"newton_certified: delta must be in (0, 1), got {hp['delta']}")
 
 
 def check_source_free(hp: Mapping[str, Any]) -> None:
     """The objective and the choices (n_train is checked per request: the defaults must resolve)."""
-    check_certified(hp)
-    for name, known in (("variant", VARIANTS), ("solver", SOLVERS), ("gradient_term", GRADIENT_TERMS)):
+    _check_objective("newton_source_free", hp)
+    for name, known in (("variant", VARIANTS), ("solver", SOLVERS)):
         if hp[name] not in known:
             raise UserError(f"newton_source_free: unknown {name} {hp[name]!r} (known: {', '.join(known)})")
+    if hp["sigma"] < 0:
+        raise UserError(f"newton_source_free: sigma must be >= 0 (0: the variant's own), got {hp['sigma']}")
 
 
 def _newton_setup(name: str, defaults: Mapping[str, Any], check, given: Mapping[str, Any],
@@ -99,46 +141,66 @@ def _newton_setup(name: str, defaults: Mapping[str, Any], check, given: Mapping[
 
 
 def newton_certified(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
-    """Eq. (1) with the true retain Hessian ``H_r = sum_{D_r} hess l + lam n_r I`` (Guo et al., Sec. 3)."""
+    """Eq. (1) with the true retain Hessian ``H_r = sum_{D_r} hess l + lam n_r I`` (Guo et al., Sec. 3),
+    certified by Guo et al.'s Thm. 3 from the released weights' measured retain gradient."""
     hp, objective, W, start = _newton_setup("newton_certified", CERTIFIED_DEFAULTS, check_certified, hp, model)
     x, y = as_rows(request.inputs), request.labels.cpu().numpy()
-    retain, forget, trained = (index.cpu().numpy() for index in (request.retain, request.forget, request.trained_on))
-    b = -objective.gradient(W, x[trained], y[trained])
+    retain, forget, trained = (np.sort(index.cpu().numpy()) for index in (request.retain, request.forget,
+                                                                          request.trained_on))
+    noise = _objective_noise(objective, W, x[trained], y[trained], request)
     grad_f, _ = forget_parts(objective, W, x[forget], y[forget])
     hessian = objective.hessian(W, x[retain], y[retain])
     step = hessian.solve(grad_f)
-    residual = np.linalg.norm(objective.gradient(W + step, x[retain], y[retain], b))
-    W_u = _with_noise(W + step, hp["noise_std"], seed)
-    set_parameters(model, objective, W_u)
+    set_parameters(model, objective, _with_noise(W + step, hp["noise_std"], seed))
+    released = parameters_of(model, objective, "newton_certified")
+    residual = None if noise is None else gradient_norm(objective, released, x[retain], y[retain], *noise)
     seconds = time.perf_counter() - start
-    cert = certificate("newton_certified", objective, W, step, x[forget], y[forget], len(trained), seconds, seed,
-                       hessian.block_size, residual_gradient_norm=residual, noise_std=hp["noise_std"],
-                       solver="exact retain Hessian", m=0)
-    return MethodResult(FitStats(seconds, 1, len(trained)), certificate=cert)
+    cert = {**request_fields("newton_certified", objective, len(trained), len(forget), hessian.block_size, step,
+                             hp["noise_std"], seconds, seed),
+            **removal_guarantee(residual, hp["objective_noise_std"], hp["delta"]),
+            "solver": "exact retain Hessian", "m": 0}
+    state = None if noise is None else {"objective_noise": noise[0], "objective_noise_error": np.array(noise[1])}
+    return MethodResult(FitStats(seconds, 1, len(trained)), certificate=cert, state=state)
+
+
+def _objective_noise(objective: LinearObjective, W: np.ndarray, x_trained: np.ndarray, y_trained: np.ndarray,
+                     request: UnlearningRequest) -> tuple[np.ndarray, float] | None:
+    """(b, a bound on its error) of the model a request starts from: recovered by stationarity from
+    the original (the first request), or carried by the state of the previous ``newton_certified``
+    request; None when neither (a later request after another method's: W is no optimum)."""
+    if isinstance(request.state, Mapping) and "objective_noise" in request.state:
+        return request.state["objective_noise"], float(request.state["objective_noise_error"])
+    return stationarity_noise(objective, W, x_trained, y_trained) if request.step == 0 else None
 
 
 def newton_source_free(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
-    """Eq. (1) with the source-free estimate of H_r (Sec. 4, Eq. 3; the variant by ``variant``)."""
+    """Eq. (1) with the source-free estimate of H_r (Sec. 4, Eq. 3; the reading by ``variant``)."""
     hp, objective, W, start = _newton_setup("newton_source_free", SOURCE_FREE_DEFAULTS, check_source_free, hp, model)
     x_f, y_f = as_rows(request.forget_inputs), request.forget_labels.cpu().numpy()
-    n = int(request.state["n"]) if request.state else int(hp["n_train"])
+    n = int(request.state["n"]) if isinstance(request.state, Mapping) and "n" in request.state else int(hp["n_train"])
     if n <= 0:
         raise UserError("newton_source_free: set hyper-parameter n_train (the training-set size of the model)")
-    estimate = estimate_retain_hessian(objective, W, x_f, y_f, n, hp["m"], hp["sigma"], hp["variant"], hp["solver"],
-                                       seed, hp["gradient_term"], hp["max_iters"], hp["tol"])
+    sigma = hp["sigma"] or VARIANT_SIGMA[hp["variant"]]
+    estimate = estimate_retain_hessian(objective, W, x_f, y_f, n, hp["m"], sigma, hp["variant"], hp["solver"],
+                                       seed, hp["max_iters"], hp["tol"])
     hessian = estimate.hessian.plus_identity(hp["ridge"] * n)
     grad_f, _ = forget_parts(objective, W, x_f, y_f)
     step = _solve(hessian, grad_f)
     set_parameters(model, objective, _with_noise(W + step, hp["noise_std"], seed))
     seconds = time.perf_counter() - start
     fits = estimate.fits
-    cert = certificate("newton_source_free", objective, W, step, x_f, y_f, n, seconds, seed, hessian.block_size,
-                       epsilon=estimate.epsilon_proxy, sigma=hp["sigma"], noise_std=hp["noise_std"],
-                       epsilon_source="max fit residual (a proxy: the true epsilon needs the retain losses)",
-                       solver=hp["solver"], m=hp["m"], variant=hp["variant"], gradient_term=hp["gradient_term"],
-                       fit_objective=float(np.mean([fit.objective for fit in fits])),
-                       fit_iterations=int(sum(fit.iterations for fit in fits)),
-                       fit_status=sorted({fit.status for fit in fits}), fit_seconds=estimate.seconds)
+    claims = paper_claims(objective, W, step, x_f, y_f, n, hessian.block_size, estimate.fit_residual,
+                          "the PSD fit's largest residual on the forget-set loss differences (the paper's epsilon, "
+                          "max_i |dL_r(w_i) - dL_f(w_i)|, needs the retain losses)", sigma)
+    cert = {**request_fields("newton_source_free", objective, n, len(x_f), hessian.block_size, step, hp["noise_std"],
+                             seconds, seed),
+            "certified": False, "reason": SOURCE_FREE_NOT_CERTIFIED,
+            **stored_hessian(hessian, objective.loss == "squared", hp["ridge"] * n),
+            "solver": hp["solver"], "m": hp["m"], "variant": hp["variant"], "sigma": float(sigma),
+            "fit_objective": float(np.mean([fit.objective for fit in fits])),
+            "fit_iterations": int(sum(fit.iterations for fit in fits)),
+            "fit_status": sorted({fit.status for fit in fits}), "fit_seconds": estimate.seconds,
+            "paper_claims": claims}
     return MethodResult(FitStats(seconds, 1, len(x_f) * hp["m"]), certificate=cert, state={"n": n - len(x_f)})
 
 

@@ -1,0 +1,332 @@
+"""Published tables: every measured table of README.md and docs/*.md rendered from a committed snapshot.
+
+``results/`` is not committed, so a figure quoted from a run could not be checked or regenerated.
+A **snapshot** keeps what a table is made of, under ``docs/results/NAME/``:
+
+``summary.csv``
+    the run's report summary (every configuration's row);
+``config.yaml``
+    a copy of the config file the run used;
+``snapshot.yaml``
+    where it came from: the experiment, the source summary, the commit (and whether the checkout
+    had uncommitted changes), the config file and its SHA-256, the command, the date the report
+    was written, the machine, and the cost of the experiment's jobs summed from its Snakemake
+    ``benchmarks/`` (jobs, wall seconds, CPU seconds), which is not committed either.
+
+:func:`make_snapshot` (``python -m unlearnflow snapshot``) writes one. A table in the markdown is
+a **block** between two whole-line markers, ``<!-- table: ID -->`` and ``<!-- /table: ID -->``;
+the **manifest** ``docs/results/tables.yaml`` maps each ID to a renderer, its snapshots and the
+renderer's options::
+
+    tables:
+      digits-methods:
+        renderer: method-comparison
+        snapshots: [digits]
+        options: {methods: {do-nothing: do_nothing, DMM: dmm}, compute: [dmm]}
+
+:func:`publish` (``python -m unlearnflow tables``) rewrites every block from its snapshots;
+with ``check`` it changes nothing and names each block whose text differs. The renderers
+(:data:`RENDERERS`) are pure functions of snapshots and options to markdown: the source-free
+paper's tables, the PGU paper's tables and the method comparison of README's "Measured on digits".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unlearnflow.config import load_config_file
+from unlearnflow.errors import UserError
+from unlearnflow.evaluation.rows import Row
+from unlearnflow.evaluation.selection import ONLY_CONFIG, describe_rule, headline_rows
+from unlearnflow.report.pgu_tables import pgu_tables, read_summaries
+from unlearnflow.report.sourcefree_tables import experiment_cost, experiment_of, experiment_tables
+from unlearnflow.report.summary import DO_NOTHING, RETRAIN, fmt, markdown_line
+
+#: Where snapshots and the manifest live, relative to the repository root.
+RESULTS_DIR = Path("docs") / "results"
+MANIFEST = RESULTS_DIR / "tables.yaml"
+SUMMARY, CONFIG, METADATA = "summary.csv", "config.yaml", "snapshot.yaml"
+SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+#: A block marker on a line of its own: ``<!-- table: ID -->`` opens, ``<!-- /table: ID -->`` closes.
+MARKER = re.compile(r"<!-- (/?)table: ([A-Za-z0-9_.-]+) -->")
+_MANIFEST_KEYS = {"renderer", "snapshots", "options"}
+
+
+# --- snapshots -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A committed results snapshot: its name, directory and metadata (``snapshot.yaml``)."""
+
+    name: str
+    directory: Path
+    metadata: Mapping[str, Any]
+
+    @property
+    def summary(self) -> Path:
+        return self.directory / SUMMARY
+
+    @property
+    def cost(self) -> tuple[int, float, float] | None:
+        """(jobs, wall seconds, CPU seconds) of the experiment's jobs, or None where not recorded."""
+        cost = self.metadata.get("cost")
+        return (cost["jobs"], cost["wall_seconds"], cost["cpu_seconds"]) if cost else None
+
+
+def read_snapshot(root: Path, name: str) -> Snapshot:
+    """The snapshot `name` under `root`'s ``docs/results/``; a UserError when it is not there."""
+    directory = root / RESULTS_DIR / name
+    missing = [file for file in (SUMMARY, METADATA) if not (directory / file).is_file()]
+    if missing:
+        raise UserError(f"{directory}: no snapshot '{name}' (no {' or '.join(missing)}); make it with "
+                        f"python -m unlearnflow snapshot --name {name} --summary results/X/report/summary.csv "
+                        "--config CONFIG")
+    return Snapshot(name, directory, yaml.safe_load((directory / METADATA).read_text()) or {})
+
+
+def make_snapshot(*, name: str, summary: str | os.PathLike, config: str | os.PathLike, command: str | None = None,
+                  machine: str | None = None, commit: str | None = None, root: str | os.PathLike = ".") -> Path:
+    """Copy a finished run's `summary` (``results/X/report/summary.csv``) and its `config` into
+    ``docs/results/NAME/`` under `root` with their metadata (see the module's description); the
+    commit is the one checked out where the summary lies unless given. Returns the directory."""
+    summary, config = Path(summary), Path(config)
+    if not SNAPSHOT_NAME.fullmatch(name):
+        raise UserError(f"snapshot name '{name}' should be of letters, digits, '_', '.' and '-'")
+    if not config.is_file():
+        raise UserError(f"{config}: no such config file")
+    read_summaries([summary], "snapshot")  # a UserError unless it is a report summary
+    cost = experiment_cost(summary)
+    metadata = {
+        "experiment": experiment_of(summary),
+        "source": str(summary),
+        **checkout_state(summary.resolve().parent, commit),
+        "config": str(config),
+        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(),
+        "command": command,
+        "date": datetime.fromtimestamp(summary.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine or f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "cost": {"jobs": cost[0], "wall_seconds": round(cost[1], 2), "cpu_seconds": round(cost[2], 2)}
+        if cost else None,
+    }
+    directory = Path(root) / RESULTS_DIR / name
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(summary, directory / SUMMARY)
+    shutil.copyfile(config, directory / CONFIG)
+    (directory / METADATA).write_text(yaml.safe_dump(metadata, sort_keys=False))
+    return directory
+
+
+def checkout_state(directory: Path, commit: str | None) -> dict[str, Any]:
+    """``commit`` (`commit`, or HEAD of the git checkout holding `directory`) and
+    ``uncommitted_changes`` (whether tracked files differ from HEAD; None for a given commit)."""
+    if commit:
+        return {"commit": commit, "uncommitted_changes": None}
+
+    def git(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(directory), *arguments], capture_output=True, text=True)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        raise UserError(f"{directory} is not in a git checkout, so the run's commit is unknown; give --commit")
+    return {"commit": head.stdout.strip(), "uncommitted_changes": git("diff", "--quiet", "HEAD", "--").returncode != 0}
+
+
+# --- renderers -------------------------------------------------------------------------------
+
+def sourcefree_renderer(snapshots: Sequence[Snapshot]) -> str:
+    """``sourcefree-table``'s output (:mod:`unlearnflow.report.sourcefree_tables`), the experiment's
+    name and cost taken from each snapshot's metadata."""
+    return "\n".join(line for snapshot in snapshots
+                     for line in experiment_tables(snapshot.summary, snapshot.metadata["experiment"], snapshot.cost))
+
+
+def pgu_renderer(snapshots: Sequence[Snapshot], acceptance: str | None = None) -> str:
+    """``pgu-table``'s output (:mod:`unlearnflow.report.pgu_tables`) over the snapshots' rows."""
+    return pgu_tables(read_summaries([snapshot.summary for snapshot in snapshots], "tables"), acceptance)
+
+
+def method_comparison(snapshots: Sequence[Snapshot], methods: Mapping[str, str], compute: Sequence[str] = (),
+                      forget_sets: Sequence[str] | None = None, insample: bool = True) -> str:
+    """A line per forget set (`forget_sets` in their order, else all in the snapshots' order), a
+    column per method (`methods`: column title -> method) holding the selection score of its
+    headline configuration (``selected``: chosen without the judged set's oracles) and, with
+    `insample`, the in-sample best's score in brackets where that is another configuration; the
+    lowest headline score of the methods other than ``do_nothing`` and ``retrain`` in bold; then
+    per method of `compute` its headline configuration's compute as a percentage of retraining.
+    A line under the table names the rules that chose the headline configurations (a method with
+    one configuration needs none) and what the brackets hold."""
+    headline: dict[tuple[str, str], Row] = {}
+    for row in headline_rows(read_summaries([snapshot.summary for snapshot in snapshots], "tables")):
+        key = (row["forget_set"], row["method"])
+        if key in headline:
+            raise UserError(f"tables: method '{key[1]}' has two headline rows on forget set '{key[0]}' "
+                            "(snapshots with the same forget set?)")
+        headline[key] = row
+    present = list(dict.fromkeys(forget_set for forget_set, _ in headline))
+    shown = forget_sets or present
+    unknown = [name for name in shown if name not in present]
+    unknown += [method for method in (*methods.values(), *compute) if all(key[1] != method for key in headline)]
+    if unknown:
+        raise UserError(f"tables: method-comparison: '{unknown[0]}' is in no snapshot's summary")
+    titles = {method: title for title, method in methods.items()}
+    header = ("forget set", *methods, *(f"{titles.get(method, method)} compute" for method in compute))
+    lines = [markdown_line(header), markdown_line(("---", *["---:"] * (len(header) - 1)))]
+    for forget_set in shown:
+        rows = [headline.get((forget_set, method)) for method in methods.values()]
+        contenders = [row for row in rows if row and row["method"] not in (DO_NOTHING, RETRAIN)
+                      and math.isfinite(row["selection_score"])]
+        best = min(contenders, key=lambda row: row["selection_score"], default=None)
+        cells = [_score_cell(row, insample, bold=row is best) if row else "–" for row in rows]
+        computes = [fmt(headline[forget_set, method]["compute_fraction"], ".1%") if (forget_set, method) in headline
+                    else "–" for method in compute]
+        lines.append(markdown_line((forget_set, *cells, *computes)))
+    rules = sorted({row["selection_rule"] for (forget_set, method), row in headline.items()
+                    if forget_set in shown and method in titles} - {ONLY_CONFIG})
+    notes = [f"Headline configuration: {'; '.join(map(describe_rule, rules))}."] if rules else []
+    if insample:
+        notes.append("[In brackets: the in-sample best, chosen on the set's own oracles, where it is another "
+                     "configuration.]")
+    return "\n".join([*lines, "", " ".join(notes)] if notes else lines)
+
+
+def _score_cell(row: Row, insample: bool, bold: bool) -> str:
+    """A method's headline selection score (bold when `bold`) and, with `insample`, the in-sample
+    best's in brackets where it is another configuration."""
+    cell = fmt(row["selection_score"], ".3f")
+    cell = f"**{cell}**" if bold else cell
+    if insample and row["insample_config"] != row["config"]:
+        cell += f" [{fmt(row['insample_selection_score'], '.3f')}]"
+    return cell
+
+
+#: Renderer name (the manifest's ``renderer``) -> function of the snapshots and the options.
+RENDERERS: dict[str, Callable[..., str]] = {
+    "sourcefree-table": sourcefree_renderer,
+    "pgu-table": pgu_renderer,
+    "method-comparison": method_comparison,
+}
+
+
+# --- blocks and the manifest -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Block:
+    """A table block of a markdown file: its ID and the indices of its two marker lines."""
+
+    path: Path
+    table: str
+    start: int
+    end: int
+
+
+def find_blocks(path: Path, lines: Sequence[str]) -> list[Block]:
+    """The blocks of a markdown file's `lines`; a malformed, nested, unmatched or unclosed marker
+    is a UserError naming the file and line."""
+    blocks: list[Block] = []
+    opened: tuple[int, str] | None = None
+    for index, line in enumerate(lines):
+        text = line.strip()
+        if not text.startswith(("<!-- table:", "<!-- /table:")):
+            continue
+        match = MARKER.fullmatch(text)
+        if not match:
+            raise UserError(f"{path}:{index + 1}: malformed table marker '{text}' (expected '<!-- table: ID -->' or "
+                            "'<!-- /table: ID -->' on a line of its own, ID of letters, digits, '_', '.', '-')")
+        closing, table = match.groups()
+        if closing:
+            if not opened or opened[1] != table:
+                raise UserError(f"{path}:{index + 1}: '<!-- /table: {table} -->' closes no open table '{table}'")
+            blocks.append(Block(path, table, opened[0], index))
+            opened = None
+        elif opened:
+            raise UserError(f"{path}:{index + 1}: table '{table}' opens inside table '{opened[1]}' "
+                            f"(opened on line {opened[0] + 1}, not closed)")
+        else:
+            opened = (index, table)
+    if opened:
+        raise UserError(f"{path}:{opened[0] + 1}: table '{opened[1]}' is never closed ('<!-- /table: {opened[1]} -->')")
+    return blocks
+
+
+def read_manifest(root: Path) -> dict[str, dict[str, Any]]:
+    """Table ID -> its manifest entry (``renderer``, ``snapshots``, ``options``), each checked."""
+    path = root / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{path}: no such manifest (run from the repository root, or give --root)")
+    tables = load_config_file(path).get("tables") or {}
+    if not isinstance(tables, dict):
+        raise UserError(f"{path}: 'tables' should map table IDs to their renderer, snapshots and options")
+    for table, entry in tables.items():
+        where = f"{path}: table '{table}'"
+        if not isinstance(entry, dict) or set(entry) - _MANIFEST_KEYS or "renderer" not in entry:
+            raise UserError(f"{where}: expected a mapping with 'renderer', 'snapshots' and optionally 'options'")
+        if entry["renderer"] not in RENDERERS:
+            raise UserError(f"{where}: unknown renderer '{entry['renderer']}' (known: {', '.join(RENDERERS)})")
+        snapshots = entry.get("snapshots")
+        if not isinstance(snapshots, list) or not snapshots:
+            raise UserError(f"{where}: 'snapshots' should be a non-empty list of snapshot names")
+        try:
+            inspect.signature(RENDERERS[entry["renderer"]]).bind(snapshots, **(entry.get("options") or {}))
+        except TypeError as error:
+            raise UserError(f"{where}: options do not fit renderer '{entry['renderer']}' ({error})") from None
+    return tables
+
+
+def render_table(root: Path, entry: Mapping[str, Any]) -> str:
+    """A manifest entry's markdown: its renderer applied to its snapshots and options."""
+    snapshots = [read_snapshot(root, name) for name in entry["snapshots"]]
+    return RENDERERS[entry["renderer"]](snapshots, **(entry.get("options") or {})).strip("\n")
+
+
+def markdown_files(root: Path) -> list[Path]:
+    """The files whose blocks are rendered: README.md and every docs/**/*.md."""
+    return [path for path in [root / "README.md", *sorted((root / "docs").rglob("*.md"))] if path.is_file()]
+
+
+def publish(root: str | os.PathLike = ".", check: bool = False) -> tuple[int, list[str]]:
+    """Render every block of README.md and docs/**/*.md under `root` from its snapshots. Without
+    `check`, rewrite the files whose blocks changed; with it, write nothing. Returns the number of
+    blocks and one line per block whose committed text differed (``FILE:LINE: table 'ID' ...``).
+    A block whose ID is not in the manifest, or a manifest table in no block, is a UserError (and
+    nothing is written)."""
+    root = Path(root)
+    tables = read_manifest(root)
+    files = {path: path.read_text().split("\n") for path in markdown_files(root)}
+    blocks = [block for path, lines in files.items() for block in find_blocks(path, lines)]
+    for block in blocks:
+        if block.table not in tables:
+            raise UserError(f"{block.path.relative_to(root)}:{block.start + 1}: table '{block.table}' is not in "
+                            f"{MANIFEST}")
+    unused = sorted(set(tables) - {block.table for block in blocks})
+    if unused:
+        raise UserError(f"{root / MANIFEST}: table '{unused[0]}' is in no block of README.md or docs/*.md "
+                        f"(add '<!-- table: {unused[0]} -->' ... '<!-- /table: {unused[0]} -->' or remove it)")
+    rendered = {table: render_table(root, tables[table]) for table in dict.fromkeys(block.table for block in blocks)}
+    differing = []
+    for path, lines in files.items():
+        out, position = [], 0
+        for block in (block for block in blocks if block.path == path):
+            body = ["", *rendered[block.table].split("\n"), ""]
+            if lines[block.start + 1:block.end] != body:
+                differing.append(f"{path.relative_to(root)}:{block.start + 1}: table '{block.table}' differs from "
+                                 f"what its snapshot(s) {', '.join(tables[block.table]['snapshots'])} render")
+            out += [*lines[position:block.start + 1], *body]
+            position = block.end
+        out += lines[position:]
+        if not check and out != lines:
+            path.write_text("\n".join(out))
+    return len(blocks), differing
