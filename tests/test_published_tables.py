@@ -21,8 +21,10 @@ from unlearnflow.report.published import (
     checkout_state,
     make_snapshot,
     method_comparison,
+    pairwise_wins,
     pgu_renderer,
     read_snapshot,
+    selection_optimism,
     sourcefree_renderer,
 )
 from unlearnflow.report.sourcefree_tables import sourcefree_tables
@@ -73,6 +75,7 @@ def finished_run(tmp_path: Path, experiment: str, rows) -> Path:
     benchmarks.mkdir(parents=True)
     (benchmarks.parent / "data.tsv").write_text(BENCHMARK_HEADER + "2.50\t0:00:02\t100\t1.25\n")
     (benchmarks / "dmm.tsv").write_text(BENCHMARK_HEADER + "10.00\t0:00:10\t100\t4.00\n")
+    (report / "summary.md").write_text("# Unlearning report\n")
     return write_summary_csv(rows, report / "summary.csv")
 
 
@@ -145,6 +148,8 @@ def test_the_method_comparison_shows_the_headline_score_the_in_sample_best_and_t
         "Headline configuration: best on the other forget sets. [In brackets: the in-sample best, chosen on the "
         "set's own oracles, where it is another configuration.]",
     ]
+    unranked = method_comparison([snapshot], {"DMM": "dmm", "GD": "gd"}, unranked=["gd"]).splitlines()
+    assert unranked[2] == "| random_10 | **1.600** [1.500] | 1.550 |"   # gd shown, not ranked
     plain = method_comparison([snapshot], {"DMM": "dmm"}, insample=False).splitlines()
     assert plain[2:4] == ["| random_10 | **1.600** |", "| cluster_60 | **3.900** |"]  # the summary's order
     assert plain[-1] == "Headline configuration: best on the other forget sets."
@@ -152,6 +157,27 @@ def test_the_method_comparison_shows_the_headline_score_the_in_sample_best_and_t
         method_comparison([snapshot], {"SCRUB": "scrub"})
     with pytest.raises(UserError, match="method 'do_nothing' has two headline rows on forget set 'random_10'"):
         method_comparison([snapshot, snapshot], {"DMM": "dmm"})
+
+
+def test_the_optimism_of_in_sample_selection_and_pairwise_wins_come_from_the_headline_rows(tmp_path):
+    snapshot = read_snapshot(tmp_path / "repo", snapshot_of(tmp_path, tmp_path / "repo", "digits", digits_rows()).name)
+    # dmm: held out, random_10 takes the default (1.6, in-sample 1.5) and cluster_60 lr=0.1 (3.9, in-sample and
+    # default 3.6); gd: lr=0.2 is the in-sample best and the headline on both sets (1.55 and 2.2, defaults 1.7, 3.0)
+    assert selection_optimism([snapshot]).splitlines()[2:] == [
+        "| dmm | 2 | 2 of 2 | +0.200 (+0.300) | +0.150 |",
+        "| gd | 2 | 0 of 2 | +0.000 (+0.000) | -0.475 |",
+    ]
+    assert selection_optimism([snapshot], methods=["gd"]).splitlines()[2:] == ["| gd | 2 | 0 of 2 | +0.000 (+0.000) "
+                                                                              "| -0.475 |"]
+    assert pairwise_wins([snapshot], [["gd", "dmm"], ["dmm", "do_nothing"], ["dmm", "gd"]]).splitlines() == [
+        "- `gd` scores below `dmm` on 2 of 2 forget sets.",
+        "- `dmm` scores below `do_nothing` on 2 of 2 forget sets.",
+        "- `dmm` scores below `gd` on 0 of 2 forget sets.",
+    ]
+    with pytest.raises(UserError, match="should name two methods"):
+        pairwise_wins([snapshot], [["dmm", "scrub"]])
+    with pytest.raises(UserError, match="'scrub' is in no snapshot's summary"):
+        selection_optimism([snapshot], methods=["scrub"])
 
 
 def test_the_paper_renderers_equal_their_commands_with_name_and_cost_from_the_snapshot(tmp_path):
@@ -171,6 +197,7 @@ def test_a_snapshot_keeps_the_summary_the_config_and_where_they_came_from(tmp_pa
     assert directory == tmp_path / "repo" / "docs" / "results" / "digits"
     summary = tmp_path / "results" / "digits" / "report" / "summary.csv"
     assert (directory / "summary.csv").read_bytes() == summary.read_bytes()
+    assert (directory / "summary.md").read_text() == "# Unlearning report\n"   # the report's other figures
     assert (directory / "config.yaml").read_text() == "experiment: digits\n"
     metadata = yaml.safe_load((directory / "snapshot.yaml").read_text())
     assert metadata["experiment"] == "digits" and metadata["source"] == str(summary)

@@ -304,7 +304,7 @@ def test_linear_banks_get_a_table_of_weight_distances_and_certificate_bounds(tmp
         row.update(weight_distance=distance, true_retain_gradient_norm=residual)
     rows[1].update(cert_certified=1.0, cert_epsilon=3e-4, cert_delta=1e-5, cert_residual_bound=6.1e-6,
                    cert_residual_bound_violated=0.0)
-    rows[2].update(cert_certified=0.0, paper_theorem1_bound=0.0, paper_theorem1_violated=1.0, paper_lemma1_bound=0.25,
+    rows[2].update(cert_certified=0.0, paper_theorem1_claim=0.0, paper_theorem1_violated=1.0, paper_lemma1_claim=0.25,
                    true_hessian_error=71.0, paper_lemma1_violated=1.0)
     write_report([write_csv(tmp_path / "a.csv", rows, ROW_COLUMNS)], [], tmp_path / "out")
     summary = (tmp_path / "out" / "summary.md").read_text()

@@ -16,7 +16,7 @@ from unlearnflow.evaluation.certificates import certificate_columns
 from unlearnflow.methods.request import ForgetRequest, UnlearningRequest
 from unlearnflow.registry import configurations, spec_of
 from unlearnflow.runner import RequestSource, apply_method, read_unlearned, unlearn_bank, write_unlearned
-from unlearnflow.sourcefree.certificate import SOURCE_FREE_NOT_CERTIFIED, lemma1_bound
+from unlearnflow.sourcefree.certificate import SOURCE_FREE_NOT_CERTIFIED, lemma1_expression
 from unlearnflow.sourcefree.hessian import (
     VARIANT_SIGMA,
     estimate_retain_hessian,
@@ -106,7 +106,7 @@ def test_psd_fit_stays_within_lemma1_under_bounded_noise():
     H = A @ A.T / p + np.eye(p)                                # well inside the PSD cone
     U = rng.standard_normal((4000, p))
     exact = 0.5 * np.einsum("mi,ij,mj->m", U, H, U)
-    bound = lemma1_bound(epsilon, p)
+    bound = lemma1_expression(epsilon, p)
     uniform = fit_psd(U, exact + rng.uniform(-epsilon, epsilon, len(U)))
     assert np.linalg.norm(uniform.X - H) <= bound
     offset = fit_psd(U, exact + epsilon)                       # a constant error: the bound is attained
@@ -228,7 +228,7 @@ def test_corrected_source_free_is_closer_to_retraining_than_the_paper_on_digits(
     assert certificate["variant"] == "corrected" and certificate["certified"] is False
     assert certificate["reason"] == SOURCE_FREE_NOT_CERTIFIED and "residual_bound" not in certificate
     assert np.shape(certificate["estimated_hessian"]["blocks"]) == (1, 64, 64)   # the squared loss's shared block
-    assert certificate["paper_claims"]["theorem1_bound"] == 0.0                # gamma = 0: the paper claims exactness
+    assert certificate["paper_claims"]["theorem1_claim"] == 0.0                # gamma = 0: the paper claims exactness
 
 
 def test_the_evaluation_puts_each_claim_beside_the_truth(digits, source_free_banks):
@@ -237,15 +237,15 @@ def test_the_evaluation_puts_each_claim_beside_the_truth(digits, source_free_ban
     columns = certificate_columns(features, forget_set, originals, certified)
     assert columns["cert_certified"] == 1.0 and columns["cert_delta"] == 1e-5 and columns["cert_epsilon"] < 1e-2
     assert columns["cert_residual_bound"] >= columns["true_retain_gradient_norm"] > 0    # float32 storage
-    assert columns["cert_residual_bound_violated"] == 0.0 and np.isnan(columns["paper_lemma1_bound"])
+    assert columns["cert_residual_bound_violated"] == 0.0 and np.isnan(columns["paper_lemma1_claim"])
 
     source_free = source_free_banks["variant=corrected"][-1]
     columns = certificate_columns(features, forget_set, originals, source_free)
     assert columns["cert_certified"] == 0.0 and np.isnan(columns["cert_epsilon"])
     assert np.isnan(columns["cert_residual_bound"]) and columns["true_retain_gradient_norm"] > 0.1
     # the paper's claims beside the truth: Theorem 1 says 0 (gamma = 0), Lemma 1 a tiny error
-    assert columns["paper_theorem1_bound"] == 0.0 and columns["paper_theorem1_violated"] == 1.0
-    assert columns["paper_lemma1_bound"] < columns["true_hessian_error"] and columns["paper_lemma1_violated"] == 1.0
+    assert columns["paper_theorem1_claim"] == 0.0 and columns["paper_theorem1_violated"] == 1.0
+    assert columns["paper_lemma1_claim"] < columns["true_hessian_error"] and columns["paper_lemma1_violated"] == 1.0
     # the true Hessian error by hand: H_r = X_r^T X_r + lam n_r I against the stored block, model 0
     x = features.x_train.astype(np.float64)[forget_set.retain_mask(len(features.y_train))]
     errors = [np.linalg.norm(np.asarray(c["estimated_hessian"]["blocks"][0]) - x.T @ x - 1e-3 * len(x) * np.eye(64))
@@ -259,7 +259,7 @@ def test_the_evaluation_puts_each_claim_beside_the_truth(digits, source_free_ban
                  for W in originals.weights[WEIGHT]]
     assert untouched["true_retain_gradient_norm"] == pytest.approx(np.mean(np.linalg.norm(gradients, axis=(1, 2))),
                                                                    rel=1e-6)
-    assert np.isnan(untouched["cert_certified"]) and np.isnan(untouched["paper_lemma1_bound"])
+    assert np.isnan(untouched["cert_certified"]) and np.isnan(untouched["paper_lemma1_claim"])
     mlp = dataclasses.replace(originals, attrs={**originals.attrs, "arch": "mlp"})
     assert all(np.isnan(value) for value in certificate_columns(features, forget_set, mlp, certified).values())
 

@@ -42,8 +42,8 @@ from unlearnflow.sourcefree.linear import WEIGHT, LinearObjective, gradient_norm
 #: claimed bound column -> (its violated-share column, where the claim sits in a certificate, the true quantity)
 CLAIMS = {
     "cert_residual_bound": ("cert_residual_bound_violated", ("residual_bound",), "retain_gradient_norm"),
-    "paper_lemma1_bound": ("paper_lemma1_violated", (PAPER_CLAIMS, "lemma1_bound"), "hessian_error"),
-    "paper_theorem1_bound": ("paper_theorem1_violated", (PAPER_CLAIMS, "theorem1_bound"), "retain_gradient_norm"),
+    "paper_lemma1_claim": ("paper_lemma1_violated", (PAPER_CLAIMS, "lemma1_claim"), "hessian_error"),
+    "paper_theorem1_claim": ("paper_theorem1_violated", (PAPER_CLAIMS, "theorem1_claim"), "retain_gradient_norm"),
 }
 #: the truths' columns: mean over models
 TRUTHS = {"true_retain_gradient_norm": "retain_gradient_norm", "true_hessian_error": "hessian_error"}

@@ -58,8 +58,8 @@ REQUIRED_COLUMNS = TEXT_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS
 #: (``*_violated``): the certified retain-gradient bound, and the source-free paper's Lemma 1 and
 #: Theorem 1 expressions (``paper_*``: claims, not certificates).
 CERTIFICATE_COLUMNS = ("cert_certified", "cert_epsilon", "cert_delta", "cert_residual_bound",
-                       "true_retain_gradient_norm", "cert_residual_bound_violated", "paper_lemma1_bound",
-                       "true_hessian_error", "paper_lemma1_violated", "paper_theorem1_bound", "paper_theorem1_violated")
+                       "true_retain_gradient_norm", "cert_residual_bound_violated", "paper_lemma1_claim",
+                       "true_hessian_error", "paper_lemma1_violated", "paper_theorem1_claim", "paper_theorem1_violated")
 OPTIONAL_FLOAT_COLUMNS = ("shift_corr_forget", "margin_mae_forget", "precompute_seconds", "weight_distance",
                           *CERTIFICATE_COLUMNS)
 #: Arrays of an evaluation artifact shared by its configurations.

@@ -5,6 +5,9 @@ A **snapshot** keeps what a table is made of, under ``docs/results/NAME/``:
 
 ``summary.csv``
     the run's report summary (every configuration's row);
+``summary.md``
+    the run's markdown report, where the run wrote one (its datamodels and one-time-cost sections
+    hold figures that are not rows of ``summary.csv``);
 ``config.yaml``
     a copy of the config file the run used;
 ``snapshot.yaml``
@@ -27,7 +30,8 @@ renderer's options::
 :func:`publish` (``python -m unlearnflow tables``) rewrites every block from its snapshots;
 with ``check`` it changes nothing and names each block whose text differs. The renderers
 (:data:`RENDERERS`) are pure functions of snapshots and options to markdown: the source-free
-paper's tables, the PGU paper's tables and the method comparison of README's "Measured on digits".
+paper's tables, the PGU paper's tables, the method comparison of README's "Measured on digits",
+how optimistic in-sample selection is per method, and pairwise comparisons of methods.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from unlearnflow.config import load_config_file
@@ -59,7 +64,7 @@ from unlearnflow.report.summary import DO_NOTHING, RETRAIN, fmt, markdown_line
 #: Where snapshots and the manifest live, relative to the repository root.
 RESULTS_DIR = Path("docs") / "results"
 MANIFEST = RESULTS_DIR / "tables.yaml"
-SUMMARY, CONFIG, METADATA = "summary.csv", "config.yaml", "snapshot.yaml"
+SUMMARY, REPORT, CONFIG, METADATA = "summary.csv", "summary.md", "config.yaml", "snapshot.yaml"
 SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 #: A block marker on a line of its own: ``<!-- table: ID -->`` opens, ``<!-- /table: ID -->`` closes.
 MARKER = re.compile(r"<!-- (/?)table: ([A-Za-z0-9_.-]+) -->")
@@ -100,7 +105,8 @@ def read_snapshot(root: Path, name: str) -> Snapshot:
 
 def make_snapshot(*, name: str, summary: str | os.PathLike, config: str | os.PathLike, command: str | None = None,
                   machine: str | None = None, commit: str | None = None, root: str | os.PathLike = ".") -> Path:
-    """Copy a finished run's `summary` (``results/X/report/summary.csv``) and its `config` into
+    """Copy a finished run's `summary` (``results/X/report/summary.csv``, with the ``summary.md`` beside
+    it) and its `config` into
     ``docs/results/NAME/`` under `root` with their metadata (see the module's description); the
     commit is the one checked out where the summary lies unless given. Returns the directory."""
     summary, config = Path(summary), Path(config)
@@ -125,6 +131,8 @@ def make_snapshot(*, name: str, summary: str | os.PathLike, config: str | os.Pat
     directory = Path(root) / RESULTS_DIR / name
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(summary, directory / SUMMARY)
+    if (summary.parent / REPORT).is_file():
+        shutil.copyfile(summary.parent / REPORT, directory / REPORT)
     shutil.copyfile(config, directory / CONFIG)
     (directory / METADATA).write_text(yaml.safe_dump(metadata, sort_keys=False))
     return directory
@@ -160,12 +168,14 @@ def pgu_renderer(snapshots: Sequence[Snapshot], acceptance: str | None = None) -
 
 
 def method_comparison(snapshots: Sequence[Snapshot], methods: Mapping[str, str], compute: Sequence[str] = (),
-                      forget_sets: Sequence[str] | None = None, insample: bool = True) -> str:
+                      forget_sets: Sequence[str] | None = None, insample: bool = True,
+                      unranked: Sequence[str] = ()) -> str:
     """A line per forget set (`forget_sets` in their order, else all in the snapshots' order), a
     column per method (`methods`: column title -> method) holding the selection score of its
     headline configuration (``selected``: chosen without the judged set's oracles) and, with
     `insample`, the in-sample best's score in brackets where that is another configuration; the
-    lowest headline score of the methods other than ``do_nothing`` and ``retrain`` in bold; then
+    lowest headline score of the methods other than ``do_nothing``, ``retrain`` and the `unranked`
+    ones (e.g. an implementation check with true oracle targets) in bold; then
     per method of `compute` its headline configuration's compute as a percentage of retraining.
     A line under the table names the rules that chose the headline configurations (a method with
     one configuration needs none) and what the brackets hold."""
@@ -187,7 +197,7 @@ def method_comparison(snapshots: Sequence[Snapshot], methods: Mapping[str, str],
     lines = [markdown_line(header), markdown_line(("---", *["---:"] * (len(header) - 1)))]
     for forget_set in shown:
         rows = [headline.get((forget_set, method)) for method in methods.values()]
-        contenders = [row for row in rows if row and row["method"] not in (DO_NOTHING, RETRAIN)
+        contenders = [row for row in rows if row and row["method"] not in (DO_NOTHING, RETRAIN, *unranked)
                       and math.isfinite(row["selection_score"])]
         best = min(contenders, key=lambda row: row["selection_score"], default=None)
         cells = [_score_cell(row, insample, bold=row is best) if row else "–" for row in rows]
@@ -213,11 +223,69 @@ def _score_cell(row: Row, insample: bool, bold: bool) -> str:
     return cell
 
 
+def _headline_by_method(snapshots: Sequence[Snapshot]) -> dict[str, list[Row]]:
+    """Method -> its headline rows (one per forget set), in the snapshots' order."""
+    by_method: dict[str, list[Row]] = {}
+    for row in headline_rows(read_summaries([snapshot.summary for snapshot in snapshots], "tables")):
+        by_method.setdefault(row["method"], []).append(row)
+    return by_method
+
+
+def selection_optimism(snapshots: Sequence[Snapshot], methods: Sequence[str] | None = None) -> str:
+    """How optimistic in-sample selection is, per method with more than one configuration (all of
+    them, or `methods` in order): its configurations, the forget sets where the held-out headline
+    is another configuration than the in-sample best, and the headline's selection score minus
+    the in-sample best's (mean and largest over the forget sets; 0 where they agree) and minus
+    the default configuration's (mean; negative: the held-out choice beats the default)."""
+    rows = read_summaries([snapshot.summary for snapshot in snapshots], "tables")
+    configs: dict[str, set[str]] = {}
+    for row in rows:
+        configs.setdefault(row["method"], set()).add(row["config"])
+    headline = _headline_by_method(snapshots)
+    shown = list(methods) if methods else [method for method in headline if len(configs[method]) > 1]
+    unknown = [method for method in shown if method not in headline]
+    if unknown:
+        raise UserError(f"tables: selection-optimism: '{unknown[0]}' is in no snapshot's summary")
+    header = ("method", "configurations", "held-out pick is not the in-sample best",
+              "headline - in-sample best: mean (max)", "headline - default: mean")
+    lines = [markdown_line(header), markdown_line(("---", "---:", "---:", "---:", "---:"))]
+    for method in shown:
+        picked = headline[method]
+        over_insample = [row["selection_score"] - row["insample_selection_score"] for row in picked]
+        over_default = [row["selection_score"] - row["default_selection_score"] for row in picked]
+        differs = sum(row["config"] != row["insample_config"] for row in picked)
+        lines.append(markdown_line((method, str(len(configs[method])), f"{differs} of {len(picked)}",
+                                    f"{fmt(float(np.mean(over_insample)), '+.3f')} "
+                                    f"({fmt(float(np.max(over_insample)), '+.3f')})",
+                                    fmt(float(np.mean(over_default)), "+.3f"))))
+    return "\n".join(lines)
+
+
+def pairwise_wins(snapshots: Sequence[Snapshot], pairs: Sequence[Sequence[str]]) -> str:
+    """One line per pair ``[A, B]`` of methods: on how many forget sets A's headline selection
+    score is below B's (ties count for neither), and which."""
+    headline = {method: {row["forget_set"]: row for row in rows}
+                for method, rows in _headline_by_method(snapshots).items()}
+    lines = []
+    for pair in pairs:
+        if len(pair) != 2 or any(method not in headline for method in pair):
+            raise UserError(f"tables: pairwise-wins: pair {list(pair)} should name two methods of the snapshots")
+        first, second = pair
+        common = [name for name in headline[first] if name in headline[second]]
+        wins = [name for name in common
+                if headline[first][name]["selection_score"] < headline[second][name]["selection_score"]]
+        where = f" ({', '.join(f'`{name}`' for name in wins)})" if wins and len(wins) < len(common) else ""
+        lines.append(f"- `{first}` scores below `{second}` on {len(wins)} of {len(common)} forget sets{where}.")
+    return "\n".join(lines)
+
+
 #: Renderer name (the manifest's ``renderer``) -> function of the snapshots and the options.
 RENDERERS: dict[str, Callable[..., str]] = {
     "sourcefree-table": sourcefree_renderer,
     "pgu-table": pgu_renderer,
     "method-comparison": method_comparison,
+    "selection-optimism": selection_optimism,
+    "pairwise-wins": pairwise_wins,
 }
 
 

@@ -101,12 +101,12 @@ def removal_guarantee(residual: tuple[float, float] | None, objective_noise_std:
                                                                                             delta), **fields}
 
 
-def lemma1_bound(epsilon: float, size: int, sigma: float = 1.0) -> float:
+def lemma1_expression(epsilon: float, size: int, sigma: float = 1.0) -> float:
     """Lemma 1's expression ``2 eps sqrt(d) / (2 + d)``, eps in the fit's units (eps / sigma^2)."""
     return 2.0 * (epsilon / sigma ** 2) * math.sqrt(size) / (2.0 + size)
 
 
-def theorem1_bound(gamma: float | None, C: float, n: int, n_forget: int, lam: float,
+def theorem1_expression(gamma: float | None, C: float, n: int, n_forget: int, lam: float,
                    hessian_error: float) -> float | None:
     """Theorem 1's expression ``4 gamma C^2 n_F^2 (n - n_F) / (lam (n - n_F) - err)^2`` with err =
     Lemma 1's; None without gamma or when the denominator is <= 0."""
@@ -132,13 +132,13 @@ def paper_claims(objective: LinearObjective, W: np.ndarray, step: np.ndarray, x_
     n_forget = len(x_forget)
     gamma = GAMMA[objective.loss]
     C, C_source = gradient_bound(objective, W, x_forget, y_forget)
-    lemma1 = lemma1_bound(epsilon, block_size, sigma)
+    lemma1 = lemma1_expression(epsilon, block_size, sigma)
     return {"note": "the paper's Lemma 1 and Theorem 1 as printed: claims, not bounds (see 'reason')",
             "epsilon": float(epsilon), "epsilon_source": epsilon_source, "sigma": float(sigma), "d": int(block_size),
             "gamma": gamma, "C": C, "C_source": C_source,
-            "max_feature_norm": float(np.linalg.norm(x_forget, axis=1).max()), "lemma1_bound": lemma1,
+            "max_feature_norm": float(np.linalg.norm(x_forget, axis=1).max()), "lemma1_claim": lemma1,
             "theorem1_first_inequality": None if gamma is None else gamma * (n - n_forget) * float(np.sum(step ** 2)),
-            "theorem1_bound": theorem1_bound(gamma, C, n, n_forget, objective.lam, lemma1)}
+            "theorem1_claim": theorem1_expression(gamma, C, n, n_forget, objective.lam, lemma1)}
 
 
 def stored_hessian(hessian: BlockHessian, shared_by_rows: bool, ridge_added: float) -> dict[str, Any]:
