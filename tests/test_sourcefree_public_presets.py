@@ -69,7 +69,7 @@ def test_the_public_fashion_mnist_preset_has_an_identifiable_fit_and_the_baselin
     assert d == 32  # the README and the config say d = 32
     assert source_free_fit(config)["hyperparameters"]["m"] >= d * (d + 1) // 2
     assert source_free_fit(config)["grid"]["variant"] == OTHER_READINGS
-    assert set(config["methods"]) == NEWTON | {"gradient_ascent", "jit", "random_labels"}
+    assert set(config["methods"]) == NEWTON | {"gradient_ascent", "jit", "random_labels", "random_labels_forget"}
     (forget,) = config["forget_sets"].values()
     assert forget["kind"] == "random" and forget["size"] == round(0.10 * private_size(data["max_train"], features))
 
