@@ -121,6 +121,19 @@ def test_depoison_table_has_one_line_per_budget_with_the_share_recovered(tmp_pat
     assert "### `poison" not in text  # poison sets only in Table 4
 
 
+def test_every_configuration_of_the_depoison_methods_has_its_recovered_share_and_validation_accuracy(tmp_path):
+    rows = poison_rows("poison_20", 250, 0.80, 0.98, {"pgu_depoison": 0.89, "pgu_trgp": 0.95})
+    rows.append(row("poison_20", "poison", "pgu_trgp", "lr=3.0", n_forget=250, acc_test=0.84, acc_test_oracle=0.98,
+                    acc_val=0.86))
+    rows.append(row("poison_10", "poison", "do_nothing", n_forget=125, acc_test=0.90, acc_test_oracle=0.98))
+    text = pgu_tables(read_summaries([summary(tmp_path, rows, in_sample=False)]), configurations=True)
+    table = text.split("Every configuration:")[1]
+    assert "| pgu_trgp | lr=3.0 | – | 84.00 (22%), 86.00 |" in table  # (84 - 80) / (98 - 80); no 10% row
+    assert "| pgu_depoison | default | – | 89.00 (50%), 50.00 |" in table
+    assert table.index("pgu_trgp | default") < table.index("pgu_trgp | lr=3.0")
+    assert "Every configuration" not in pgu_tables(read_summaries([summary(tmp_path, rows, "b.csv", False)]))
+
+
 def test_depoison_table_says_so_when_poisoning_cost_no_accuracy(tmp_path):
     rows = read_summaries([summary(tmp_path, poison_rows("poison_20", 200, 0.7945, 0.7941,
                                                          {"pgu_depoison": 0.7955, "pgu_trgp": 0.7954}))])

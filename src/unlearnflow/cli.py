@@ -213,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "the PGU paper's tables (errors, attack, time; de-poisoning per budget) from report summaries")
     sub.add_argument("summaries", nargs="+", help="results/EXPERIMENT/report/summary.csv files")
     sub.add_argument("--acceptance", metavar="METHOD", help="also check issue 10's class-sample criteria for METHOD")
+    sub.add_argument("--configurations", action="store_true",
+                     help="also the de-poisoning table for every configuration, not only the headline")
     sub.add_argument("--out", help="write the markdown here (default: standard output)")
 
     sub = command("sourcefree-table", stages.sourcefree_table,

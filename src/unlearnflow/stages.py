@@ -546,10 +546,11 @@ def make_report(*, out_dir: str, csv: Sequence[str], evaluations: Sequence[str],
     print(f"report: wrote {len(written)} files to {out_dir}")
 
 
-def pgu_table(*, summaries: Sequence[str], acceptance: str | None = None, out: str | None = None) -> None:
+def pgu_table(*, summaries: Sequence[str], acceptance: str | None = None, configurations: bool = False,
+              out: str | None = None) -> None:
     """The PGU paper's Tables 1-4 (:mod:`unlearnflow.report.pgu_tables`) from finished reports."""
     from unlearnflow.report.pgu_tables import pgu_tables, read_summaries
-    _write_or_print(pgu_tables(read_summaries(summaries), acceptance), out)
+    _write_or_print(pgu_tables(read_summaries(summaries), acceptance, configurations), out)
 
 
 def sourcefree_table(*, summaries: Sequence[str], out: str | None = None) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from unlearnflow.errors import UserError
@@ -163,6 +163,30 @@ def depoison_table(rows: Iterable[Row]) -> list[str]:
     return [*lines, ""]
 
 
+def depoison_configurations_table(rows: Iterable[Row]) -> list[str]:
+    """Table 4 for every configuration of each de-poisoning method (not only the headline): per
+    budget its test accuracy % (the share recovered) and its validation accuracy %, the clean
+    accuracy the methods stop on."""
+    rows = list(rows)
+    found = {recovery.forget_set: recovery for recovery in recoveries(rows)}
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for row in rows:
+        recovery = found.get(row["forget_set"])
+        if recovery is None or row["method"] in (DO_NOTHING, RETRAIN):
+            continue
+        accuracy = 100 * row["acc_test"]
+        share = replace(recovery, methods={row["method"]: accuracy}).recovered(row["method"])
+        cells.setdefault((row["method"], row["config"]), {})[row["forget_set"]] = (
+            f"{accuracy:.2f} ({_share(share)}), {100 * row['acc_val']:.2f}")
+    if not cells:
+        return []
+    header = ("method", "config", *(f"{name}: test acc % (recovered), val acc %" for name in found))
+    lines = [markdown_line(header), markdown_line(["---"] * len(header))]
+    for (method, config), by_set in sorted(cells.items(), key=lambda item: (method_key(item[0][0]), item[0][1])):
+        lines.append(markdown_line((method, config, *(by_set.get(name, "–") for name in found))))
+    return [*lines, ""]
+
+
 @dataclass(frozen=True)
 class Check:
     """One acceptance criterion: what it asks, the measured value, the bound and whether it holds
@@ -204,9 +228,10 @@ def checks_table(checks: Sequence[Check]) -> list[str]:
             *(markdown_line((c.criterion, fmt(c.measured, ".3f"), c.bound, verdict[c.passed])) for c in checks), ""]
 
 
-def pgu_tables(rows: Sequence[Row], acceptance: str | None = None) -> str:
-    """Markdown: Tables 1-3 per non-poison forget set, Table 4 over the poison sets and, with
-    `acceptance` (a method), the class-sample checks for that method."""
+def pgu_tables(rows: Sequence[Row], acceptance: str | None = None, configurations: bool = False) -> str:
+    """Markdown: Tables 1-3 per non-poison forget set, Table 4 over the poison sets (with
+    `configurations`, also for every configuration) and, with `acceptance` (a method), the
+    class-sample checks for that method."""
     lines: list[str] = []
     for forget_set, chosen in selected_rows(rows).items():
         if chosen[0]["forget_kind"] == "poison":
@@ -215,4 +240,6 @@ def pgu_tables(rows: Sequence[Row], acceptance: str | None = None) -> str:
         if acceptance and chosen[0]["forget_kind"] == "class_sample":
             lines += [f"Acceptance (issue 10) for `{acceptance}`:", "", *checks_table(class_sample_checks(chosen, acceptance))]
     lines += depoison_table(rows)
+    if configurations:
+        lines += ["Every configuration:", "", *depoison_configurations_table(rows)]
     return "\n".join(lines)

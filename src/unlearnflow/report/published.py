@@ -162,9 +162,11 @@ def sourcefree_renderer(snapshots: Sequence[Snapshot]) -> str:
                      for line in experiment_tables(snapshot.summary, snapshot.metadata["experiment"], snapshot.cost))
 
 
-def pgu_renderer(snapshots: Sequence[Snapshot], acceptance: str | None = None) -> str:
-    """``pgu-table``'s output (:mod:`unlearnflow.report.pgu_tables`) over the snapshots' rows."""
-    return pgu_tables(read_summaries([snapshot.summary for snapshot in snapshots], "tables"), acceptance)
+def pgu_renderer(snapshots: Sequence[Snapshot], acceptance: str | None = None, configurations: bool = False) -> str:
+    """``pgu-table``'s output (:mod:`unlearnflow.report.pgu_tables`) over the snapshots' rows;
+    `configurations`: Table 4 also for every configuration."""
+    return pgu_tables(read_summaries([snapshot.summary for snapshot in snapshots], "tables"), acceptance,
+                      configurations)
 
 
 def method_comparison(snapshots: Sequence[Snapshot], methods: Mapping[str, str], compute: Sequence[str] = (),
