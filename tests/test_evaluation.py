@@ -63,8 +63,13 @@ def test_do_nothing_is_far_from_oracles_on_forget_points_and_retrain_is_not(worl
     assert set(nothing) == set(ROW_COLUMNS)
     assert nothing["klom_forget_p95"] > 8 and retrain["klom_forget_p95"] < 3
     assert abs(nothing["klom_retain_p95"] - retrain["klom_retain_p95"]) < 1.5
-    assert nothing["selection_score"] > retrain["selection_score"]
-    assert nothing["selection_ci_low"] <= nothing["selection_score"] <= nothing["selection_ci_high"]
+    assert nothing["klom_score"] > retrain["klom_score"]
+    assert nothing["klom_ci_low"] <= nothing["klom_score"] <= nothing["klom_ci_high"]
+    # the W1 selection score: do-nothing far above retraining, retraining near the oracles' floor
+    assert nothing["selection_metric"] == retrain["selection_metric"] == "w1"
+    assert nothing["selection_score"] > 3 * retrain["selection_score"]
+    assert nothing["w1_forget_p95"] > 3 * retrain["w1_forget_p95"]
+    assert retrain["selection_score"] < 2 * retrain["floor_selection_score"]
     assert nothing["mia_attack_auc"] > 0.9 and nothing["mia_pgu_auc"] > 0.9
     assert abs(retrain["mia_pgu_auc"] - 0.5) < 0.2
     assert nothing["mia_simple"] > retrain["mia_simple"]
@@ -140,12 +145,12 @@ def test_tiny_forget_set_reports_nan_for_the_cross_validated_attack(world):
 
 
 def test_every_configuration_is_kept_and_the_report_computes_the_interval_of_the_one_it_shows(world, tmp_path):
-    """The evaluation job writes every configuration's arrays and the selection score's interval of
-    the in-sample best; the report shows the configuration chosen without the set's oracles (the
+    """The evaluation job writes every configuration's arrays and the KLOM score's interval of
+    the in-sample best (by the W1 selection score); the report shows the configuration chosen without the set's oracles (the
     default, with one forget set) and computes its interval from the stored margins, with the
-    job's seed: selection_interval of those margins (float32), within rounding of the float64 one."""
+    job's seed: klom_interval of those margins (float32), within rounding of the float64 one."""
     from unlearnflow.core.store import read_artifact
-    from unlearnflow.evaluation.evaluate import group_margins, selection_interval
+    from unlearnflow.evaluation.evaluate import group_margins, klom_interval
     from unlearnflow.evaluation.rows import CONFIG_ARRAYS, config_array, read_csv
     from unlearnflow.report.summary import write_report
     from unlearnflow.stages import _evaluate_method
@@ -160,9 +165,9 @@ def test_every_configuration_is_kept_and_the_report_computes_the_interval_of_the
     job = {row["config"]: row for row in read_csv(out_csv)}
     assert job["lr=1"]["selection_score"] < job["default"]["selection_score"]
     margins = {config: group_margins(bank, dataset, forget_set) for config, bank in banks.items()}
-    in_sample = selection_interval(shared.oracle_margins, shared.groups, margins["lr=1"], seed=3)
-    assert (job["lr=1"]["selection_ci_low"], job["lr=1"]["selection_ci_high"]) == tuple(in_sample.values())
-    assert math.isnan(job["default"]["selection_ci_low"])
+    in_sample = klom_interval(shared.oracle_margins, shared.groups, margins["lr=1"], seed=3)
+    assert (job["lr=1"]["klom_ci_low"], job["lr=1"]["klom_ci_high"]) == tuple(in_sample.values())
+    assert math.isnan(job["default"]["klom_ci_low"])
     artifact = read_artifact(out_h5, "evaluation")
     assert artifact.attrs["configs"] == ["default", "lr=1"] and artifact.attrs["seed"] == 3
     assert {config_array(index, name) for index in (0, 1) for name in CONFIG_ARRAYS} <= set(artifact.arrays)
@@ -173,14 +178,14 @@ def test_every_configuration_is_kept_and_the_report_computes_the_interval_of_the
         shown = {row["config"]: row for row in csv.DictReader(handle)}
     assert shown["default"]["selected"] == "True" and shown["lr=1"]["insample_best"] == "True"
     assert shown["default"]["selection_rule"] == "default:no_heldout_set"
-    headline = (float(shown["default"]["selection_ci_low"]), float(shown["default"]["selection_ci_high"]))
-    stored = selection_interval(shared.oracle_margins.astype(np.float32), shared.groups,
+    headline = (float(shown["default"]["klom_ci_low"]), float(shown["default"]["klom_ci_high"]))
+    stored = klom_interval(shared.oracle_margins.astype(np.float32), shared.groups,
                                 margins["default"].astype(np.float32), seed=3)
     assert headline == tuple(stored.values())
-    assert headline == pytest.approx(tuple(selection_interval(shared.oracle_margins, shared.groups,
+    assert headline == pytest.approx(tuple(klom_interval(shared.oracle_margins, shared.groups,
                                                               margins["default"], seed=3).values()), abs=1e-3)
-    assert headline[0] <= float(shown["default"]["selection_score"]) <= headline[1]
-    assert (float(shown["lr=1"]["selection_ci_low"]), float(shown["lr=1"]["selection_ci_high"])) == tuple(
+    assert headline[0] <= float(shown["default"]["klom_score"]) <= headline[1]
+    assert (float(shown["lr=1"]["klom_ci_low"]), float(shown["lr=1"]["klom_ci_high"])) == tuple(
         in_sample.values())
     assert "| ga | default (2 configs) | default (no other forget set) |" in (
         tmp_path / "report" / "summary.md").read_text()

@@ -14,7 +14,7 @@ from unlearnflow.metrics.klom import (
     klom_cap,
     matched_klom,
     noise_floor,
-    selection_score,
+    group_score,
     summarise,
 )
 
@@ -129,7 +129,7 @@ def test_blocks_of_points_agree_with_one_point_at_a_time():
     np.testing.assert_array_equal(whole[picked], [klom(oracle[:, [j]], unlearned[:, [j]])[0] for j in picked])
 
 
-def test_summarise_and_selection_score():
+def test_summarise_and_group_score():
     values = np.arange(100, dtype=float)
     mask = np.zeros(100, dtype=bool)
     mask[50:] = True
@@ -138,8 +138,8 @@ def test_summarise_and_selection_score():
     assert summary["retain"]["p95"] == pytest.approx(np.percentile(values[50:], 95))
     assert summary["weighted"]["p95"] == pytest.approx((8.55 + summary["retain"]["p95"]) / 2)
     assert summary["weighted"]["n"] == 60
-    assert selection_score(summary) == pytest.approx(summary["weighted"]["p95"])
-    weighted = selection_score(summary, {"forget": 3, "retain": 1})
+    assert group_score(summary) == pytest.approx(summary["weighted"]["p95"])
+    weighted = group_score(summary, {"forget": 3, "retain": 1})
     assert weighted == pytest.approx(0.75 * 8.55 + 0.25 * summary["retain"]["p95"])
 
 
@@ -154,9 +154,9 @@ def test_summarise_rejects_bad_groups():
     with pytest.raises(UserError, match="reserved"):
         summarise(values, {"weighted": np.arange(3)})
     with pytest.raises(UserError, match="p95"):
-        selection_score(summarise(values, {"forget": np.arange(3)}, percentiles=(50,)))
+        group_score(summarise(values, {"forget": np.arange(3)}, percentiles=(50,)))
     with pytest.raises(UserError, match="weights missing"):
-        selection_score(summarise(values, {"forget": np.arange(3)}), {"retain": 1.0})
+        group_score(summarise(values, {"forget": np.arange(3)}), {"retain": 1.0})
 
 
 def test_noise_floor_is_small_and_shrinks_with_more_models():

@@ -8,7 +8,7 @@ import pytest
 
 from unlearnflow.core.store import STAGE_VERSIONS, read_artifact, write_artifact
 from unlearnflow.errors import UserError
-from unlearnflow.evaluation.evaluate import selection_interval
+from unlearnflow.evaluation.evaluate import klom_interval
 from unlearnflow.evaluation.rows import FLOAT_COLUMNS, REQUIRED_COLUMNS, config_array, read_evaluations, read_rows
 from unlearnflow.evaluation.selection import SELECTION_COLUMNS, select_configurations
 from unlearnflow.report.summary import fill_headline_intervals, sort_rows, write_report, write_summary_md
@@ -35,8 +35,8 @@ def metrics_row(forget_set, method, config, score, compute):
     for index, group in enumerate(("forget", "retain", "validation")):
         row.update({f"klom_{group}_{stat}": score * (1 + 0.1 * index) for stat in ("mean", "p50", "p95", "p99")})
         row[f"floor_{group}_p95"] = 0.7
-    row.update(selection_score=score, selection_ci_low=score - 0.1, selection_ci_high=score + 0.1,
-               floor_selection_score=0.7, acc_test=0.9, acc_test_oracle=0.91, mia_pgu_auc=0.5 + score / 20,
+    row.update(klom_score=score, klom_ci_low=score - 0.1, klom_ci_high=score + 0.1, floor_klom_score=0.7,
+               selection_metric="w1", selection_score=score, floor_selection_score=0.7, acc_test=0.9, acc_test_oracle=0.91, mia_pgu_auc=0.5 + score / 20,
                mia_attack_auc=0.8, compute_fraction=compute, unlearn_seconds=compute, retrain_seconds=1.0)
     return row
 
@@ -79,7 +79,7 @@ def method_rows(forget_set, method):
         row = metrics_row(forget_set, method, config, scores[list(FORGET_SETS).index(forget_set)], compute)
         row["acc_test"] = 0.908
         if len(RUNS[method]) > 1 and config != INSAMPLE[forget_set]:
-            row.update(selection_ci_low=math.nan, selection_ci_high=math.nan)
+            row.update(klom_ci_low=math.nan, klom_ci_high=math.nan)
         rows.append(row)
     return rows
 
@@ -143,27 +143,27 @@ def test_summary_csv_rows_order_and_selection_columns(report):
     assert float(rows[1]["selection_score"]) == 3.0 and int(rows[1]["n_forget"]) == 5
 
 
-def test_the_headline_interval_is_the_selection_interval_of_its_stored_margins(report, inputs):
+def test_the_headline_interval_is_the_klom_interval_of_its_stored_margins(report, inputs):
     rows = {(row["forget_set"], row["config"]): row for row in read_summary(report[0]) if row["method"] == "ga"}
     for forget_set, config, index in (("random_10", "default", 0), ("cluster_5", "lr=1e-2,epochs=1", 1)):
         path = next(p for p in inputs[1] if p.name == f"{forget_set}-ga.h5")
         arrays = read_artifact(path, "evaluation")
         groups = {group: arrays[f"groups/{group}"] for group in ("forget", "retain", "validation")}
-        expected = selection_interval(arrays["oracle_margins"], groups, arrays[config_array(index, "margins")], SEED)
+        expected = klom_interval(arrays["oracle_margins"], groups, arrays[config_array(index, "margins")], SEED)
         headline = rows[forget_set, config]
-        assert (float(headline["selection_ci_low"]), float(headline["selection_ci_high"])) == (
-            expected["selection_ci_low"], expected["selection_ci_high"])
-        assert 0 <= expected["selection_ci_low"] < expected["selection_ci_high"]
+        assert (float(headline["klom_ci_low"]), float(headline["klom_ci_high"])) == (
+            expected["klom_ci_low"], expected["klom_ci_high"])
+        assert 0 <= expected["klom_ci_low"] < expected["klom_ci_high"]
         # the in-sample best keeps the interval its evaluation job computed
         insample = rows[forget_set, INSAMPLE[forget_set]]
-        assert float(insample["selection_ci_low"]) == float(insample["selection_score"]) - 0.1
+        assert float(insample["klom_ci_low"]) == float(insample["klom_score"]) - 0.1
 
 
 def test_intervals_computed_two_at_a_time_are_those_computed_one_at_a_time(inputs):
     def intervals(threads):
         rows = select_configurations(read_rows(inputs[0]))
         fill_headline_intervals(rows, read_evaluations(inputs[1], rows), threads)
-        return [(row["selection_ci_low"], row["selection_ci_high"]) for row in rows]
+        return [(row["klom_ci_low"], row["klom_ci_high"]) for row in rows]
 
     serial = intervals(1)
     assert sum(math.isfinite(low) for low, _ in serial) == 8  # 6 in-sample bests and 2 other headlines
@@ -183,13 +183,14 @@ def test_summary_md_shows_the_headline_beside_the_in_sample_best_and_the_default
                 "random_10": "| lr=1e-2,epochs=1 2.000 | 3.000 | 0.908 |"}
     for section, forget_set in zip(sections, ("cluster_5", "random_10")):
         table = [line for line in section.splitlines() if line.startswith("| ")]
-        assert "U-LiRA acc (default config)" in table[0]
+        assert "| KLOM score [CI] | W1 selection score | in-sample best (W1) | default (W1) |" in table[0]
+        assert table[0].endswith("| U-LiRA acc | compute | suspicious |")
         assert [line.split(" | ")[0] for line in table[2:]] == [
             "| do_nothing", "| ga", "| retrain", "| *noise floor (10 vs 10 oracles)*"]
         assert table[3].startswith(headline[forget_set]) and insample[forget_set] in table[3]
         assert table[2].startswith("| do_nothing | default | only configuration | 6.000 |")
-        assert "| 6.000 [5.900, 6.100] | – | – | 0.908 |" in table[2]
-        assert "| 0.700 | 0.700 | 0.700 | 0.700 | – | – | 0.910 |" in table[5]
+        assert "| 6.000 [5.900, 6.100] | 6.000 | – | – | 0.908 |" in table[2]
+        assert "| 0.700 | 0.700 | 0.700 | 0.700 | 0.700 | – | – | 0.910 |" in table[5]
         assert "ideal 0.5" in section and "AUC 0.800" in section
 
 
@@ -216,7 +217,7 @@ def test_nan_metrics_and_missing_evaluations_still_give_every_file(tmp_path):
     assert len(paths) == 5 and all(path.stat().st_size > 0 for path in paths)
     line = next(line for line in (tmp_path / "out" / "summary.md").read_text().splitlines()
                 if line.startswith("| do_nothing"))
-    assert line.endswith("| – | – | 0 |")
+    assert line.endswith("| – | – | 0 |  |")
     assert math.isnan(float(read_summary(tmp_path / "out")[0]["mia_pgu_auc"]))
 
 

@@ -22,6 +22,10 @@ def row(method, config="default", **values):
                precompute_seconds=0.0, acc_test_original=0.92, acc_test_oracle=0.92, retrain_seconds=0.01,
                weight_distance=math.nan, **dict.fromkeys(CERTIFICATE_COLUMNS, math.nan))
     out.update(values)
+    # a snapshot made before issue 23 (KLOM chose): its KLOM score is its selection score
+    out.setdefault("selection_metric", "klom")
+    if out["selection_metric"] == "klom":
+        out["klom_score"] = out["selection_score"]
     return out
 
 

@@ -361,19 +361,22 @@ def _evaluate_method(method: str, banks: Mapping[str, ModelBank], dataset: Datas
                      inputs: list[str]) -> None:
     """One method's rows and the arrays of every configuration (the report selects which one it
     shows, from the rows of every forget set: unlearnflow.evaluation.selection)."""
-    from unlearnflow.evaluation.evaluate import artifact_arrays, group_margins, insample_best, selection_interval
+    from unlearnflow.evaluation.evaluate import artifact_arrays, group_margins, insample_best, klom_interval
     from unlearnflow.evaluation.evaluate import evaluate as evaluate_bank
     from unlearnflow.evaluation.rows import DIVERGED, ROW_COLUMNS
+    from unlearnflow.evaluation.selection import DEFAULT_CONFIG
+    # U-LiRA's shadows run the method's default hyper-parameters: only that row gets the number
     ulira_accuracy = float(read_rows(ulira)[0]["ulira_accuracy"]) if ulira else math.nan
-    # the selection score's bootstrap interval (200 KLOM evaluations) only for the in-sample best
+    # the KLOM score's bootstrap interval (200 KLOM evaluations) only for the in-sample best
     # configuration here; the report computes it for the one it shows when that is another
     results = [evaluate_bank(dataset, chosen, originals_bank, oracles_bank, bank, method, label, seed=seed,
-                             ulira_accuracy=ulira_accuracy, paired_with_originals=not from_scratch, shared=shared,
-                             n_boot=0) for label, bank in banks.items()]
+                             ulira_accuracy=ulira_accuracy if label == DEFAULT_CONFIG else math.nan,
+                             ulira_config=DEFAULT_CONFIG if ulira else "", paired_with_originals=not from_scratch,
+                             shared=shared, n_boot=0) for label, bank in banks.items()]
     best = insample_best(results)
     if best.row["status"] != DIVERGED:
         best_margins = group_margins(banks[best.row["config"]], dataset, chosen)
-        best.row.update(selection_interval(shared.oracle_margins, shared.groups, best_margins, seed))
+        best.row.update(klom_interval(shared.oracle_margins, shared.groups, best_margins, seed))
     write_artifact(out_h5, "evaluation", artifact_arrays(results, shared),
                    provenance_record=provenance({}, {"seed": seed}, inputs, lineage),
                    attrs={"method": method, "forget_set": chosen.name,
@@ -387,7 +390,8 @@ def _evaluate_method(method: str, banks: Mapping[str, ModelBank], dataset: Datas
         print(f"{method} [{row['config']}] on {chosen.name}: KLOM-95 forget {row['klom_forget_p95']:.2f} "
               f"retain {row['klom_retain_p95']:.2f} validation {row['klom_validation_p95']:.2f} "
               f"(noise floor {row['floor_forget_p95']:.2f}/{row['floor_retain_p95']:.2f}/"
-              f"{row['floor_validation_p95']:.2f}), selection {row['selection_score']:.2f}, "
+              f"{row['floor_validation_p95']:.2f}), W1 selection score {row['selection_score']:.2f} "
+              f"(noise floor {row['floor_selection_score']:.2f}), "
               f"test accuracy {row['acc_test']:.4f}")
 
 

@@ -14,7 +14,12 @@ metrics (:func:`diverged_evaluation`), and no selection picks it.
 A method's evaluation artifact (:func:`artifact_arrays`) keeps the per-point arrays of every
 configuration, so that the report can show whichever configuration it selects
 (:mod:`unlearnflow.evaluation.selection`) and compute that configuration's bootstrap interval
-(:func:`selection_interval`) from the stored margins.
+of the KLOM score (:func:`klom_interval`) from the stored margins.
+
+Two distances between the oracles' and the unlearned models' margins are reported per group:
+KLOM exactly as the DMM paper defines it (``klom_*``, ``klom_score``), and the W1 of margins over
+the oracles' spread (``w1_*``), which neither added spread nor collapse can fool
+(:mod:`unlearnflow.metrics.wasserstein`); the latter's ``selection_score`` chooses configurations.
 
 What depends only on the references (the oracles' noise floor and the PGU attack, trained on
 original vs retrained models) is computed once per evaluation job (:func:`references`) and
@@ -35,22 +40,17 @@ from unlearnflow.core.artifacts import ModelBank
 from unlearnflow.core.data import Dataset
 from unlearnflow.core.forget_sets import ForgetSet
 from unlearnflow.evaluation.certificates import certificate_columns
-from unlearnflow.evaluation.rows import CONFIG_ARRAYS, DIVERGED, GROUPS, OK, ROW_COLUMNS, STATISTICS, config_array
+from unlearnflow.evaluation.rows import CONFIG_ARRAYS, DIVERGED, GROUPS, OK, ROW_COLUMNS, STATISTICS, W1, config_array
 from unlearnflow.evaluation.selection import score_key
-from unlearnflow.metrics.klom import (
-    bootstrap_ci,
-    klom,
-    noise_floor,
-    selection_score,
-    summarise,
-)
+from unlearnflow.metrics import wasserstein
+from unlearnflow.metrics.klom import bootstrap_ci, group_score, klom, noise_floor, summarise
 from unlearnflow.metrics.margins import margins
 from unlearnflow.metrics.mia import PguAttack, fit_pgu_attack, judge, per_example_loss, simple_mia
 from unlearnflow.metrics.readouts import accuracy, exclude_classes, prediction_entropy, remove_class_rows
 
 SIMPLE_MIA_FOLDS = 5
-#: bootstrap replicates of the selection score's interval
-SELECTION_INTERVAL_REPLICATES = 200
+#: bootstrap replicates of the KLOM score's interval
+KLOM_INTERVAL_REPLICATES = 200
 #: one random stream per read-out: ``np.random.default_rng([seed, STREAMS[name]])``
 STREAMS = {"noise_floor": 0, "bootstrap": 1, "simple_mia": 2, "pgu_attack": 3}
 
@@ -74,12 +74,15 @@ class References:
     groups: point indices of the forget, retain and validation groups in the margin columns.
     oracle_margins: the oracles' margins on [train, validation] points, (models, points).
     floor_summary: the group statistics of the oracles' noise floor (:func:`~unlearnflow.metrics.klom.noise_floor`).
+    w1_floor_summary: the same of the W1 of margins (:func:`~unlearnflow.metrics.wasserstein.noise_floor`,
+    the same halves of the oracles).
     attack: the PGU membership attack trained on the original vs the oracle models.
     """
 
     groups: dict[str, np.ndarray]
     oracle_margins: np.ndarray
     floor_summary: dict[str, dict[str, float]]
+    w1_floor_summary: dict[str, dict[str, float]]
     attack: PguAttack
 
 
@@ -97,14 +100,16 @@ def references(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, or
     groups = {"forget": forget, "retain": retain, "validation": len(labels) + np.arange(len(dataset.y_val))}
     oracle_margins = group_margins(oracles, dataset, forget_set)
     floor_summary = summarise(noise_floor(oracle_margins, _stream(seed, "noise_floor"))[0], groups)
+    w1_floor_summary = summarise(wasserstein.noise_floor(oracle_margins, _stream(seed, "noise_floor")), groups)
     attack = fit_pgu_attack(originals.logits["train"][:, forget], oracles.logits["train"][:, forget], labels[forget],
                             _stream(seed, "pgu_attack"), n_jobs=1)
-    return References(groups=groups, oracle_margins=oracle_margins, floor_summary=floor_summary, attack=attack)
+    return References(groups=groups, oracle_margins=oracle_margins, floor_summary=floor_summary,
+                      w1_floor_summary=w1_floor_summary, attack=attack)
 
 
 def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
              unlearned: ModelBank, method: str, config: str = "default", seed: int = 0,
-             ulira_accuracy: float = math.nan, n_boot: int = SELECTION_INTERVAL_REPLICATES,
+             ulira_accuracy: float = math.nan, ulira_config: str = "", n_boot: int = KLOM_INTERVAL_REPLICATES,
              paired_with_originals: bool = True, shared: References | None = None) -> Evaluation:
     """Compare `unlearned` with `oracles` (KLOM, accuracies, entropy, MIAs, cost).
 
@@ -116,13 +121,16 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     apart as the paper does. `paired_with_originals` says that
     unlearned model i started from original model i (false for retraining from scratch).
     `shared` is :func:`references` of the same banks and seed, computed here when not given.
-    `n_boot` is the number of bootstrap replicates of the selection score's interval (0: no
+    `ulira_accuracy` is U-LiRA's attacker accuracy against `ulira_config`, the configuration its
+    shadows ran (NaN and "" where none was measured for this one).
+    `n_boot` is the number of bootstrap replicates of the KLOM score's interval (0: no
     interval, NaN; a workflow job computes it for the in-sample best configuration only, the
     report for the configuration it shows). The arrays hold the configuration's margins as
     float32 (``margins``) for the report's interval.
     """
     if not all(np.isfinite(logits).all() for logits in unlearned.logits.values()):
-        return diverged_evaluation(dataset, forget_set, originals, oracles, unlearned, method, config, ulira_accuracy)
+        return diverged_evaluation(dataset, forget_set, originals, oracles, unlearned, method, config, ulira_accuracy,
+                                   ulira_config)
     shared = shared or references(dataset, forget_set, originals, oracles, seed)
     labels = forget_set.train_labels
     forget = forget_set.indices
@@ -130,15 +138,19 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     unlearned_margins = group_margins(unlearned, dataset, forget_set)
     per_point = klom(oracle_margins, unlearned_margins)
     summary = summarise(per_point, groups)
+    w1_summary = summarise(wasserstein.w1_margins(oracle_margins, unlearned_margins), groups)
 
     row = _identity(forget_set, oracles, unlearned, method, config, OK)
     for group in GROUPS:
         for statistic in STATISTICS:
             row[f"klom_{group}_{statistic}"] = summary[group][statistic]
         row[f"floor_{group}_p95"] = floor_summary[group]["p95"]
-    row["selection_score"] = selection_score(summary)
-    row.update(selection_interval(oracle_margins, groups, unlearned_margins, seed, n_boot))
-    row["floor_selection_score"] = selection_score(floor_summary)
+        row[f"w1_{group}_p95"] = w1_summary[group]["p95"]
+    row["klom_score"] = group_score(summary)
+    row.update(klom_interval(oracle_margins, groups, unlearned_margins, seed, n_boot))
+    row["floor_klom_score"] = group_score(floor_summary)
+    row["selection_score"] = group_score(w1_summary)
+    row["floor_selection_score"] = group_score(shared.w1_floor_summary)
     row.update(_readouts(dataset, forget_set, originals, oracles, unlearned))
     original_forget_margins = margins(originals.logits["train"][:, forget], labels[forget])
     row.update(forget_margin_shift(original_forget_margins, oracle_margins[:, forget], unlearned_margins[:, forget]))
@@ -149,7 +161,7 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     row["mia_simple"] = _simple_mia(unlearned, labels, forget, dataset.y_test, _stream(seed, "simple_mia"))
     attack = judge(shared.attack, unlearned.logits["train"][:, forget], paired_with_originals)
     row["mia_pgu_auc"], row["mia_attack_auc"] = attack.unlearned_auc, attack.attack_auc
-    row["ulira_accuracy"] = ulira_accuracy
+    row["ulira_accuracy"], row["ulira_config"] = ulira_accuracy, ulira_config
     row.update(_cost(oracles, unlearned))
     row["weight_distance"] = weight_distance(originals, oracles, unlearned)
     row.update(certificate_columns(dataset, forget_set, originals, unlearned))
@@ -160,23 +172,24 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     return Evaluation(row=row, arrays=arrays)
 
 
-def selection_interval(oracle_margins: np.ndarray, groups: Mapping[str, np.ndarray], unlearned_margins: np.ndarray,
-                       seed: int, n_boot: int = SELECTION_INTERVAL_REPLICATES) -> dict[str, float]:
-    """``selection_ci_low`` and ``selection_ci_high``: the groups' bootstrap intervals of KLOM-95
+def klom_interval(oracle_margins: np.ndarray, groups: Mapping[str, np.ndarray], unlearned_margins: np.ndarray,
+                  seed: int, n_boot: int = KLOM_INTERVAL_REPLICATES) -> dict[str, float]:
+    """``klom_ci_low`` and ``klom_ci_high``: the groups' bootstrap intervals of KLOM-95
     (:func:`~unlearnflow.metrics.klom.bootstrap_ci`, `n_boot` replicates, the seed's ``bootstrap``
     stream) averaged end by end, a conservative interval for their equal-weight mean; NaN when
     `n_boot` is 0. `oracle_margins` and `groups` are those of :func:`references`,
     `unlearned_margins` :func:`group_margins` of the unlearned bank."""
     if not n_boot:
-        return {"selection_ci_low": math.nan, "selection_ci_high": math.nan}
+        return {"klom_ci_low": math.nan, "klom_ci_high": math.nan}
     intervals = bootstrap_ci(oracle_margins, unlearned_margins, groups, _stream(seed, "bootstrap"),
                              stat="p95", n_boot=n_boot)
-    return {"selection_ci_low": float(np.mean([intervals[g][0] for g in GROUPS])),
-            "selection_ci_high": float(np.mean([intervals[g][1] for g in GROUPS]))}
+    return {"klom_ci_low": float(np.mean([intervals[g][0] for g in GROUPS])),
+            "klom_ci_high": float(np.mean([intervals[g][1] for g in GROUPS]))}
 
 
 def diverged_evaluation(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
-                        unlearned: ModelBank, method: str, config: str, ulira_accuracy: float = math.nan) -> Evaluation:
+                        unlearned: ModelBank, method: str, config: str, ulira_accuracy: float = math.nan,
+                        ulira_config: str = "") -> Evaluation:
     """The evaluation of a configuration whose models output non-finite logits: status
     ``diverged``, NaN for every quality metric, the references' accuracies and the cost it
     took; the unlearned entropies are NaN and the attack's ROC curve empty."""
@@ -184,7 +197,7 @@ def diverged_evaluation(dataset: Dataset, forget_set: ForgetSet, originals: Mode
     row.update(_identity(forget_set, oracles, unlearned, method, config, DIVERGED))
     test = _readouts(dataset, forget_set, originals, oracles, originals)
     row.update(acc_test_oracle=test["acc_test_oracle"], acc_test_original=test["acc_test_original"],
-               ulira_accuracy=ulira_accuracy, **_cost(oracles, unlearned))
+               ulira_accuracy=ulira_accuracy, ulira_config=ulira_config, **_cost(oracles, unlearned))
     forget = forget_set.indices
     arrays = {f"entropy/{name}": prediction_entropy(bank.logits["train"][:, forget])
               for name, bank in (("original", originals), ("oracle", oracles))}
@@ -241,7 +254,7 @@ def _identity(forget_set: ForgetSet, oracles: ModelBank, unlearned: ModelBank, m
     """The columns that say which result a row describes, and its status."""
     return {"method": method, "config": config, "forget_set": forget_set.name, "forget_kind": forget_set.kind,
             "n_forget": len(forget_set.indices), "n_oracles": len(oracles), "n_unlearned": len(unlearned),
-            "status": status}
+            "selection_metric": W1, "status": status}
 
 
 def _readouts(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,

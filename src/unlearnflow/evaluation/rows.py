@@ -3,7 +3,10 @@ writes per (method, configuration, forget set) and the report reads back, and th
 artifact behind the report's figures.
 
 - A CSV file with a header and one or more rows, columns :data:`ROW_COLUMNS` (``NaN`` or an
-  empty cell for a metric that was not computed); ``status`` is :data:`OK`, or :data:`DIVERGED`
+  empty cell for a metric that was not computed; ``klom_score`` is the equal-weight mean of the
+  groups' KLOM-95 and ``klom_ci_*`` its bootstrap interval, ``selection_score`` the same mean of
+  the groups' 95th percentile of the W1 of margins, :mod:`unlearnflow.metrics.wasserstein`, which
+  chooses configurations; older files are read by :func:`upgrade_legacy`); ``status`` is :data:`OK`, or :data:`DIVERGED`
   for a configuration whose models output NaN or infinite logits (every quality metric NaN,
   never selected; older files without the column read as ok); a reader requires :data:`REQUIRED_COLUMNS`,
   parses :data:`INT_COLUMNS`, :data:`FLOAT_COLUMNS` and :data:`OPTIONAL_FLOAT_COLUMNS` and keeps
@@ -39,12 +42,16 @@ STATISTICS = ("mean", "p50", "p95", "p99")
 #: ``status`` of an evaluated configuration: its metrics are valid, or its models diverged.
 OK, DIVERGED = "ok", "diverged"
 GROUPS = ("forget", "retain", "validation")
-TEXT_COLUMNS = ("method", "config", "forget_set", "forget_kind")
+#: ``selection_metric`` of a row: what its ``selection_score`` is (:data:`W1`, the W1 of margins over
+#: the oracles' spread; :data:`KLOM` in evaluations written before issue 23, read by :func:`parse_row`)
+W1, KLOM = "w1", "klom"
+TEXT_COLUMNS = ("method", "config", "forget_set", "forget_kind", "selection_metric")
 INT_COLUMNS = ("n_forget", "n_oracles", "n_unlearned")
 FLOAT_COLUMNS = (
     *(f"klom_{group}_{stat}" for group in GROUPS for stat in STATISTICS),
-    "selection_score", "selection_ci_low", "selection_ci_high",
-    *(f"floor_{group}_p95" for group in GROUPS), "floor_selection_score",
+    "klom_score", "klom_ci_low", "klom_ci_high",
+    *(f"floor_{group}_p95" for group in GROUPS), "floor_klom_score",
+    "selection_score", "floor_selection_score",
     "acc_forget", "acc_retain", "acc_val", "acc_test", "acc_test_oracle", "entropy_forget",
     "mia_simple", "mia_pgu_auc", "mia_attack_auc", "ulira_accuracy",
     "unlearn_seconds", "retrain_seconds", "compute_fraction",
@@ -60,8 +67,11 @@ REQUIRED_COLUMNS = TEXT_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS
 CERTIFICATE_COLUMNS = ("cert_certified", "cert_epsilon", "cert_delta", "cert_residual_bound",
                        "true_retain_gradient_norm", "cert_residual_bound_violated", "paper_lemma1_claim",
                        "true_hessian_error", "paper_lemma1_violated", "paper_theorem1_claim", "paper_theorem1_violated")
-OPTIONAL_FLOAT_COLUMNS = ("shift_corr_forget", "margin_mae_forget", "precompute_seconds", "weight_distance",
-                          *CERTIFICATE_COLUMNS)
+OPTIONAL_FLOAT_COLUMNS = (*(f"w1_{group}_p95" for group in GROUPS), "shift_corr_forget", "margin_mae_forget",
+                          "precompute_seconds", "weight_distance", *CERTIFICATE_COLUMNS)
+#: Columns of evaluations written before issue 23 and their names now: their selection score was KLOM's.
+LEGACY_COLUMNS = {"selection_score": "klom_score", "klom_ci_low": "klom_ci_low",
+                  "klom_ci_high": "klom_ci_high", "floor_selection_score": "floor_klom_score"}
 #: Arrays of an evaluation artifact shared by its configurations.
 SHARED_ARRAYS = ("entropy/original", "entropy/oracle", "oracle_margins", *(f"groups/{group}" for group in GROUPS))
 #: Arrays of each configuration (:func:`config_array`); a diverged one has only the first three.
@@ -71,11 +81,12 @@ CONFIG_ARRAYS = ("entropy/unlearned", "mia/fpr", "mia/tpr", *(f"klom/{group}" fo
 ROW_COLUMNS = (
     ["method", "config", "forget_set", "forget_kind", "n_forget", "n_oracles", "n_unlearned"]
     + [f"klom_{g}_{s}" for g in GROUPS for s in STATISTICS]
-    + ["selection_score", "selection_ci_low", "selection_ci_high"]
-    + [f"floor_{g}_p95" for g in GROUPS] + ["floor_selection_score"]
+    + ["klom_score", "klom_ci_low", "klom_ci_high"]
+    + [f"floor_{g}_p95" for g in GROUPS] + ["floor_klom_score"]
+    + [f"w1_{g}_p95" for g in GROUPS] + ["selection_metric", "selection_score", "floor_selection_score"]
     + ["acc_forget", "acc_retain", "acc_val", "acc_test", "acc_test_oracle", "acc_test_original",
        "shift_corr_forget", "margin_mae_forget",
-       "entropy_forget", "mia_simple", "mia_pgu_auc", "mia_attack_auc", "ulira_accuracy",
+       "entropy_forget", "mia_simple", "mia_pgu_auc", "mia_attack_auc", "ulira_accuracy", "ulira_config",
        "unlearn_seconds", "retrain_seconds", "compute_fraction", "precompute_seconds",
        "weight_distance", *CERTIFICATE_COLUMNS, "status"]
 )
@@ -140,13 +151,26 @@ def read_csv(path: Path) -> list[Row]:
         raise UserError(f"{path}: no such evaluation CSV file")
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or ())]
+        legacy = "selection_metric" not in (reader.fieldnames or ())
+        header = [*(reader.fieldnames or ()), *(LEGACY_COLUMNS.values() if legacy else ()), "selection_metric"]
+        missing = [column for column in REQUIRED_COLUMNS if column not in header]
         if missing:
             raise UserError(f"{path}: evaluation CSV lacks column(s) {', '.join(missing)}")
-        rows = [parse_row(path, raw) for raw in reader]
+        rows = [parse_row(path, upgrade_legacy(raw) if legacy else raw) for raw in reader]
     if not rows:
         raise UserError(f"{path}: evaluation CSV has a header but no data row")
     return rows
+
+
+def upgrade_legacy(raw: Mapping[str, str | None]) -> dict[str, str | None]:
+    """A row of an evaluation written before issue 23 in today's columns: its selection score, interval
+    and floor were KLOM's (:data:`LEGACY_COLUMNS`), and KLOM chose its configurations, so its
+    ``selection_score`` stays the KLOM score with ``selection_metric`` :data:`KLOM`."""
+    row = dict(raw)
+    row.update({new: raw.get(old) for old, new in LEGACY_COLUMNS.items()})
+    row.update(selection_metric=KLOM, selection_score=raw.get("selection_score"),
+               floor_selection_score=raw.get("floor_selection_score"))
+    return row
 
 
 def parse_row(path: Path, raw: Mapping[str, str | None]) -> Row:
@@ -229,7 +253,7 @@ def read_evaluation(evaluation: EvaluationFile, config: str) -> EvaluationArrays
 def read_interval_inputs(evaluation: EvaluationFile,
                          config: str) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """(oracle margins, point groups, the configuration's margins) of an evaluation artifact: what
-    the selection score's bootstrap interval (:func:`unlearnflow.evaluation.evaluate.selection_interval`)
+    the selection score's bootstrap interval (:func:`unlearnflow.evaluation.evaluate.klom_interval`)
     resamples. A diverged configuration has no margins (a UserError)."""
     margins = config_array(config_index(evaluation, config), "margins")
     groups = {group: f"groups/{group}" for group in GROUPS}

@@ -16,6 +16,11 @@ request, from past ones (issue 18, item 4):
    configuration of best mean selection score over the *other* forget sets.
 3. Else (one forget set and no selection set) the default configuration (``default:no_heldout_set``).
 
+The score is each row's ``selection_score``: the W1 of margins over the oracles' spread
+(:mod:`unlearnflow.metrics.wasserstein`, ``selection_metric`` ``w1``), which added spread and
+collapse cannot lower, as they lower KLOM (issue 23); evaluations written before it scored KLOM
+(``selection_metric`` ``klom``), and one selection never mixes the two.
+
 A configuration qualifies on a set when it did not diverge there and keeps test accuracy within
 ``accuracy_guard`` (default half a point) of the oracles' (:func:`within_guard`); it must qualify
 on every set it is chosen on. A sequence (incremental set NAME, evaluated as NAME@1..NAME@R) is
@@ -110,6 +115,10 @@ def select_configurations(rows: Sequence[Row], accuracy_guard: float = DEFAULT_A
     """
     if not accuracy_guard >= 0:
         raise UserError(f"evaluation.accuracy_guard must be a number >= 0, got {accuracy_guard}")
+    metrics = sorted({row.get("selection_metric", "") for row in rows})
+    if len(metrics) > 1:
+        raise UserError(f"the evaluations score configurations with different selection metrics ({', '.join(metrics)}): "
+                        "rerun the older evaluations")
     if selection_set is not None and selection_set not in {sequence_of(row["forget_set"]) for row in rows}:
         raise UserError(f"selection set '{selection_set}' has no evaluated rows; it must be one of the "
                         "experiment's forget sets")

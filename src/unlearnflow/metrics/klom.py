@@ -41,6 +41,7 @@ from typing import Literal
 import numpy as np
 
 from unlearnflow.errors import UserError
+from unlearnflow.metrics.margins import oracle_halves
 from unlearnflow.metrics.readouts import group_indices
 
 Direction = Literal["oracle_unlearned", "unlearned_oracle"]
@@ -208,7 +209,7 @@ def summarise(
     `groups` maps a name (e.g. forget, retain, validation) to indices or a boolean mask. Each
     group gets ``{"mean", "p50", "p95", "p99", "n"}`` (one ``p<q>`` per requested percentile);
     the extra entry ``"weighted"`` holds the weighted average of each statistic across the
-    groups (weights as in :func:`selection_score`, default equal) and ``n`` the total size.
+    groups (weights as in :func:`group_score`, default equal) and ``n`` the total size.
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1:
@@ -225,10 +226,11 @@ def summarise(
     return summary
 
 
-def selection_score(summary: Mapping[str, Mapping[str, float]], weights: Mapping[str, float] | None = None) -> float:
-    """Weighted average over groups of the 95th-percentile KLOM (lower is better).
+def group_score(summary: Mapping[str, Mapping[str, float]], weights: Mapping[str, float] | None = None) -> float:
+    """Weighted average over groups of the 95th percentile of a per-point score (lower is better):
+    of KLOM, the report's ``klom_score``; of the W1 of margins, its ``selection_score``.
 
-    This is the first column of the DMM paper's Figures 1 and 3: the 95th percentile of each of
+    For KLOM this is the first column of the DMM paper's Figures 1 and 3: the 95th percentile of each of
     the forget, retain and validation groups, averaged. Figure 3 calls it "the average across
     groups" and Figure 1 a "weighted average" without giving weights, so the default is equal
     weights per group (a group's size does not matter: the small forget set counts as much as
@@ -253,20 +255,16 @@ def noise_floor(
     """KLOM between two random halves of the oracles: what a perfect unlearner scores.
 
     Each of `splits` random permutations of the N oracle models is cut into two halves of
-    ``N // 2`` models, compared with :func:`klom`. The floor therefore holds for **N/2 models
+    ``N // 2`` models (:func:`~unlearnflow.metrics.margins.oracle_halves`), compared with :func:`klom`. The floor therefore holds for **N/2 models
     per side**; it shrinks as N grows, so compare it with a method's KLOM at the same model
     count (:func:`matched_klom`), not with its KLOM at N. Returns (splits, points).
     """
     oracle = _check_margins(oracle_margins, "oracle_margins")
-    half = len(oracle) // 2
-    if half < 2:
-        raise UserError(f"the noise floor needs at least {2 * MIN_MODELS} oracle models, got {len(oracle)}")
     if splits < 1:
         raise UserError(f"splits must be at least 1, got {splits}")
     out = np.empty((splits, oracle.shape[1]))
     for split in range(splits):
-        order = rng.permutation(len(oracle))
-        out[split] = klom(oracle[order[:half]], oracle[order[half : 2 * half]], bins, clip, floor, direction)
+        out[split] = klom(*oracle_halves(oracle, rng), bins, clip, floor, direction)
     return out
 
 

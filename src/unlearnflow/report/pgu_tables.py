@@ -7,7 +7,7 @@ trained without the poisoned samples ("clean") and after de-poisoning, per poiso
 
 :func:`removal_table` renders Tables 1-3 for one forget set (one prefix ``NAME@r`` of a sequence
 is a forget set of its own, with its own oracles, so Table 3 is one table per prefix), with
-KLOM's selection score beside the paper's read-outs. :func:`depoison_table` renders Table 4 over
+the KLOM score beside the paper's read-outs. :func:`depoison_table` renders Table 4 over
 the poison forget sets of several experiments, one line per budget. Every method appears with the
 configuration the report selected without the forget set's own oracles (``selected``; see
 :mod:`unlearnflow.evaluation.selection`), and Tables 1-3 give its in-sample best's score beside
@@ -37,7 +37,7 @@ from unlearnflow.evaluation.selection import headline_rows
 from unlearnflow.report.summary import DO_NOTHING, RETRAIN, fmt, group_by, markdown_line, method_key
 
 REMOVAL_HEADER = ("method", "config", "forget err %", "retain err %", "test err %", "MIA AUC", "attack power",
-                  "KLOM score", "in-sample best", "s / model", "x retrain")
+                  "KLOM score", "in-sample best (selection score)", "s / model", "x retrain")
 #: summary.csv's selection columns (unlearnflow.evaluation.selection) parsed as flags and numbers
 SUMMARY_FLAGS = ("selected", "insample_best")
 SUMMARY_SCORES = ("heldout_selection_score", "insample_selection_score", "default_selection_score")
@@ -91,7 +91,8 @@ def _reference(rows: Sequence[Row], method: str, forget_set: str) -> Row:
 
 
 def insample_cell(row: Row) -> str:
-    """The in-sample best configuration's score, and its name where it is not the selected one."""
+    """The in-sample best configuration's selection score (KLOM's in reports made before issue 23, the
+    W1 of margins' since), and its name where it is not the selected one."""
     score = fmt(row["insample_selection_score"], ".3f")
     return score if row["insample_config"] == row["config"] else f"{score} ({row['insample_config']})"
 
@@ -107,7 +108,7 @@ def removal_table(forget_set: str, rows: Sequence[Row]) -> list[str]:
         lines.append(markdown_line((
             row["method"], row["config"], fmt(error(row["acc_forget"]), ".2f"), fmt(error(row["acc_retain"]), ".2f"),
             fmt(error(row["acc_test"]), ".2f"), fmt(row["mia_pgu_auc"], ".3f"), fmt(row["mia_attack_auc"], ".3f"),
-            fmt(row["selection_score"], ".3f"), insample_cell(row), fmt(row["unlearn_seconds"], ".3g"),
+            fmt(row["klom_score"], ".3f"), insample_cell(row), fmt(row["unlearn_seconds"], ".3g"),
             fmt(ratio, ".3f"))))
     return [*lines, ""]
 

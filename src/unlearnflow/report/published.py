@@ -44,7 +44,7 @@ import platform
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,7 +55,7 @@ import yaml
 
 from unlearnflow.config import load_config_file
 from unlearnflow.errors import UserError
-from unlearnflow.evaluation.rows import Row
+from unlearnflow.evaluation.rows import W1, Row
 from unlearnflow.evaluation.selection import ONLY_CONFIG, describe_rule, headline_rows
 from unlearnflow.report.pgu_tables import pgu_tables, read_summaries
 from unlearnflow.report.sourcefree_tables import experiment_cost, experiment_of, experiment_tables
@@ -173,11 +173,13 @@ def method_comparison(snapshots: Sequence[Snapshot], methods: Mapping[str, str],
                       forget_sets: Sequence[str] | None = None, insample: bool = True,
                       unranked: Sequence[str] = ()) -> str:
     """A line per forget set (`forget_sets` in their order, else all in the snapshots' order), a
-    column per method (`methods`: column title -> method) holding the selection score of its
-    headline configuration (``selected``: chosen without the judged set's oracles) and, with
-    `insample`, the in-sample best's score in brackets where that is another configuration; the
-    lowest headline score of the methods other than ``do_nothing``, ``retrain`` and the `unranked`
-    ones (e.g. an implementation check with true oracle targets) in bold; then
+    column per method (`methods`: column title -> method) holding the KLOM score of its headline
+    configuration (``selected``: chosen without the judged set's oracles), then, where the
+    snapshots chose by the W1 of margins, its W1 selection score in parentheses, and, with
+    `insample`, the in-sample best's selection score in brackets where that is another
+    configuration; the lowest headline selection score of the methods other than ``do_nothing``,
+    ``retrain`` and the `unranked` ones (e.g. an implementation check with true oracle targets) in
+    bold; then
     per method of `compute` its headline configuration's compute as a percentage of retraining.
     A line under the table names the rules that chose the headline configurations (a method with
     one configuration needs none) and what the brackets hold."""
@@ -195,6 +197,7 @@ def method_comparison(snapshots: Sequence[Snapshot], methods: Mapping[str, str],
     if unknown:
         raise UserError(f"tables: method-comparison: '{unknown[0]}' is in no snapshot's summary")
     titles = {method: title for title, method in methods.items()}
+    by_w1 = uses_w1(headline.values())
     header = ("forget set", *methods, *(f"{titles.get(method, method)} compute" for method in compute))
     lines = [markdown_line(header), markdown_line(("---", *["---:"] * (len(header) - 1)))]
     for forget_set in shown:
@@ -202,23 +205,35 @@ def method_comparison(snapshots: Sequence[Snapshot], methods: Mapping[str, str],
         contenders = [row for row in rows if row and row["method"] not in (DO_NOTHING, RETRAIN, *unranked)
                       and math.isfinite(row["selection_score"])]
         best = min(contenders, key=lambda row: row["selection_score"], default=None)
-        cells = [_score_cell(row, insample, bold=row is best) if row else "–" for row in rows]
+        cells = [_score_cell(row, insample, bold=row is best, with_w1=by_w1) if row else "–" for row in rows]
         computes = [fmt(headline[forget_set, method]["compute_fraction"], ".1%") if (forget_set, method) in headline
                     else "–" for method in compute]
         lines.append(markdown_line((forget_set, *cells, *computes)))
     rules = sorted({row["selection_rule"] for (forget_set, method), row in headline.items()
                     if forget_set in shown and method in titles} - {ONLY_CONFIG})
-    notes = [f"Headline configuration: {'; '.join(map(describe_rule, rules))}."] if rules else []
+    notes = ["Cells: KLOM score (W1 selection score); bold: the lowest W1 selection score."] if by_w1 else []
+    notes += [f"Headline configuration: {'; '.join(map(describe_rule, rules))}."] if rules else []
     if insample:
-        notes.append("[In brackets: the in-sample best, chosen on the set's own oracles, where it is another "
-                     "configuration.]")
+        notes.append(f"[In brackets: the in-sample best{chr(39) + 's W1 selection score' if by_w1 else ''}, chosen "
+                     "on the set's own oracles, where it is another configuration.]")
     return "\n".join([*lines, "", " ".join(notes)] if notes else lines)
 
 
-def _score_cell(row: Row, insample: bool, bold: bool) -> str:
-    """A method's headline selection score (bold when `bold`) and, with `insample`, the in-sample
-    best's in brackets where it is another configuration."""
-    cell = fmt(row["selection_score"], ".3f")
+def uses_w1(rows: Iterable[Row]) -> bool:
+    """Whether the rows' configurations were chosen by the W1 of margins (else by KLOM: snapshots
+    made before issue 23); a mix is a UserError."""
+    metrics = {row["selection_metric"] for row in rows}
+    if len(metrics) > 1:
+        raise UserError("tables: the snapshots chose configurations by different selection metrics "
+                        f"({', '.join(sorted(metrics))}); render them in separate tables")
+    return metrics == {W1}
+
+
+def _score_cell(row: Row, insample: bool, bold: bool, with_w1: bool) -> str:
+    """A method's headline KLOM score, with `with_w1` its W1 selection score in parentheses (bold
+    when `bold`), and, with `insample`, the in-sample best's selection score in brackets where it
+    is another configuration."""
+    cell = fmt(row["klom_score"], ".3f") + (f" ({fmt(row['selection_score'], '.3f')})" if with_w1 else "")
     cell = f"**{cell}**" if bold else cell
     if insample and row["insample_config"] != row["config"]:
         cell += f" [{fmt(row['insample_selection_score'], '.3f')}]"
@@ -248,8 +263,9 @@ def selection_optimism(snapshots: Sequence[Snapshot], methods: Sequence[str] | N
     unknown = [method for method in shown if method not in headline]
     if unknown:
         raise UserError(f"tables: selection-optimism: '{unknown[0]}' is in no snapshot's summary")
+    of_w1 = " of the W1 selection score" if uses_w1(rows) else ""
     header = ("method", "configurations", "held-out pick is not the in-sample best",
-              "headline - in-sample best: mean (max)", "headline - default: mean")
+              f"headline - in-sample best: mean (max){of_w1}", "headline - default: mean")
     lines = [markdown_line(header), markdown_line(("---", "---:", "---:", "---:", "---:"))]
     for method in shown:
         picked = headline[method]
@@ -265,9 +281,11 @@ def selection_optimism(snapshots: Sequence[Snapshot], methods: Sequence[str] | N
 
 def pairwise_wins(snapshots: Sequence[Snapshot], pairs: Sequence[Sequence[str]]) -> str:
     """One line per pair ``[A, B]`` of methods: on how many forget sets A's headline selection
-    score is below B's (ties count for neither), and which."""
+    score (the W1 of margins', or KLOM's in snapshots made before issue 23) is below B's (ties
+    count for neither), and which."""
     headline = {method: {row["forget_set"]: row for row in rows}
                 for method, rows in _headline_by_method(snapshots).items()}
+    by_w1 = uses_w1(row for rows in headline.values() for row in rows.values())
     lines = []
     for pair in pairs:
         if len(pair) != 2 or any(method not in headline for method in pair):
@@ -277,7 +295,8 @@ def pairwise_wins(snapshots: Sequence[Snapshot], pairs: Sequence[Sequence[str]])
         wins = [name for name in common
                 if headline[first][name]["selection_score"] < headline[second][name]["selection_score"]]
         where = f" ({', '.join(f'`{name}`' for name in wins)})" if wins and len(wins) < len(common) else ""
-        lines.append(f"- `{first}` scores below `{second}` on {len(wins)} of {len(common)} forget sets{where}.")
+        scores = f"'s W1 selection score is below `{second}`'s" if by_w1 else f" scores below `{second}`"
+        lines.append(f"- `{first}`{scores} on {len(wins)} of {len(common)} forget sets{where}.")
     return "\n".join(lines)
 
 

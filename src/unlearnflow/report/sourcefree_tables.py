@@ -3,7 +3,8 @@
 Ahmed et al.'s Tables 1-3 and 5 compare, per forget set, the removal methods' test accuracy with
 the retrained models'. On easy data the untouched model is as accurate as the retrained one, so
 each line here adds the weight distance ``||W_u - W_oracle|| / ||W_0 - W_oracle||`` (mean over
-models; 0 is exact removal, 1 is ``do_nothing``), KLOM's selection score, the seconds per model
+models; 0 is exact removal, 1 is ``do_nothing``), the KLOM score (and, for reports that chose
+configurations by it, the W1 selection score, issue 23), the seconds per model
 and request, the true retain-gradient norm of the unlearned weights and what the certificates say
 beside the truth (:mod:`unlearnflow.evaluation.certificates`): ``newton_certified``'s (epsilon,
 delta), the source-free paper's Theorem 1 and Lemma 1 expressions with the share of models they
@@ -25,12 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unlearnflow.errors import UserError
-from unlearnflow.evaluation.rows import Row
+from unlearnflow.evaluation.rows import W1, Row
 from unlearnflow.report.pgu_tables import read_summaries
 from unlearnflow.report.summary import claim_cell, fmt, group_by, guarantee_cell, markdown_line, method_key
 
-HEADER = ("method", "config", "weight distance", "test acc", "gap to oracles (points)", "KLOM selection", "s / model",
+HEADER = ("method", "config", "weight distance", "test acc", "gap to oracles (points)", "KLOM score", "s / model",
           "retain grad (true)", "certificate")
+#: after "KLOM score" where the report chose configurations by the W1 of margins (issue 23)
+W1_COLUMN = "W1 selection"
 
 
 def natural(config: str) -> list:
@@ -72,17 +75,20 @@ def forget_set_table(experiment: str, forget_set: str, rows: Sequence[Row]) -> l
     """A heading and one line per evaluated configuration, methods in report order."""
     first = rows[0]
     oracle = first["acc_test_oracle"]
+    by_w1 = any(row["selection_metric"] == W1 for row in rows)
+    header = (*HEADER[:6], W1_COLUMN, *HEADER[6:]) if by_w1 else HEADER
     lines = [f"#### `{experiment}`, `{forget_set}` ({first['n_forget']} points, {first['n_oracles']} oracles, "
              f"{first['n_unlearned']} models; oracles' test acc {fmt(oracle, '.3f')})", "",
-             markdown_line(HEADER), markdown_line(["---"] * len(HEADER))]
+             markdown_line(header), markdown_line(["---"] * len(header))]
     for row in sorted(rows, key=lambda row: (method_key(row["method"]), natural(row["config"]))):
         config = row["config"] + (" *" if row["selected"] else "")
         config += " (in-sample best)" if row["insample_best"] else ""
         lines.append(markdown_line((
             row["method"], config, fmt(row["weight_distance"], ".3g"),
             fmt(row["acc_test"], ".3f"), fmt(100 * (row["acc_test"] - row["acc_test_oracle"]), "+.1f"),
-            fmt(row["selection_score"], ".3f"), fmt(row["unlearn_seconds"], ".3g"),
-            fmt(row.get("true_retain_gradient_norm", math.nan), ".3g"), certificate_cell(row))))
+            fmt(row["klom_score"], ".3f"), *([fmt(row["selection_score"], ".3f")] if by_w1 else []),
+            fmt(row["unlearn_seconds"], ".3g"), fmt(row.get("true_retain_gradient_norm", math.nan), ".3g"),
+            certificate_cell(row))))
     return [*lines, ""]
 
 

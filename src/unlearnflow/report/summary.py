@@ -6,7 +6,7 @@ rows, one per configuration, and an ``evaluation`` artifact, in the one schema o
 
 Each method's *headline* configuration on a forget set is chosen without that set's oracles
 (:mod:`unlearnflow.evaluation.selection`: leave one forget set out, or a selection set, within
-an accuracy guard); the in-sample best (lowest selection score on the set itself, the DMM
+an accuracy guard); the in-sample best (lowest W1 selection score on the set itself, the DMM
 paper's practice) and the default configuration are reported beside it.
 
 :func:`write_report` writes into its output directory:
@@ -18,8 +18,9 @@ paper's practice) and the default configuration are reported beside it.
     ``heldout_config``, ``heldout_selection_score``, ``insample_config``,
     ``insample_selection_score``, ``default_selection_score`` (per method and forget set) and
     the flags ``selected`` (the headline row) and ``insample_best``. A configuration whose status
-    is ``diverged`` is never chosen, and the markdown table names it. The selection score's
-    interval is filled for the in-sample best (by the evaluation job) and the headline.
+    is ``diverged`` is never chosen, and the markdown table names it. The KLOM score's
+    interval is filled for the in-sample best (by the evaluation job) and the headline; the
+    column ``suspicious`` (:func:`flag_suspicious`) says where a score beats retraining.
 ``summary.md``
     One markdown table per forget set: the headline configuration of each method with the rule
     that chose it, its in-sample best and default scores, the ``do_nothing`` and ``retrain``
@@ -29,7 +30,7 @@ paper's practice) and the default configuration are reported beside it.
     The DMM paper's Figure 1, one row of panels per forget set: KLOM 95th percentile (y)
     against the fraction of retraining compute (x, log scale; zero compute, ``do_nothing``,
     sits one decade left of the smallest positive fraction, behind an axis break, with the
-    tick label "0"), one panel for the selection score and one per group (forget, retain,
+    tick label "0"), one panel for the KLOM score and one per group (forget, retain,
     validation), a line per method through its configurations in order of compute, and the
     noise floor dashed.
 ``entropy_{forget set}.png``
@@ -89,7 +90,7 @@ from unlearnflow.evaluation.selection import (  # noqa: E402
 DO_NOTHING, RETRAIN = "do_nothing", "retrain"
 DPI = 120
 #: Panels of the KLOM-vs-compute figure: (column, noise-floor column, title).
-KLOM_PANELS = (("selection_score", "floor_selection_score", "Selection score (mean of groups)"),
+KLOM_PANELS = (("klom_score", "floor_klom_score", "KLOM score (mean of groups)"),
                *((f"klom_{group}_p95", f"floor_{group}_p95", f"{group.capitalize()} points") for group in GROUPS))
 
 #: Fixed styles for the two references; other methods cycle through the palette and markers.
@@ -108,7 +109,7 @@ def write_report(csv_paths: Sequence[str | os.PathLike], evaluation_paths: Seque
 
     The headline configurations are chosen by
     :func:`~unlearnflow.evaluation.selection.select_configurations` with `accuracy_guard` and
-    `selection_set`, and get their selection score's interval (:func:`fill_headline_intervals`,
+    `selection_set`, and get their KLOM score's interval (:func:`fill_headline_intervals`,
     `threads` at a time).
 
     `datamodels` (the attributes of a datamodels artifact, with ``scales`` from its
@@ -122,6 +123,7 @@ def write_report(csv_paths: Sequence[str | os.PathLike], evaluation_paths: Seque
     rows = sort_rows(select_configurations(read_rows(csv_paths), accuracy_guard, selection_set))
     evaluations = read_evaluations(evaluation_paths, rows)
     fill_headline_intervals(rows, evaluations, threads)
+    flag_suspicious(rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     styles = method_styles(row["method"] for row in rows)
@@ -162,25 +164,44 @@ def group_by(rows: Iterable[Row], *columns: str) -> dict[tuple, list[Row]]:
 
 def fill_headline_intervals(rows: Sequence[Row], evaluations: Mapping[tuple[str, str], EvaluationFile],
                             threads: int = 1) -> None:
-    """Set the selection score's bootstrap interval of every headline row that lacks one (the
+    """Set the KLOM score's bootstrap interval of every headline row that lacks one (the
     evaluation job computes it for the in-sample best only, from float64 margins) and did not
-    diverge: :func:`~unlearnflow.evaluation.evaluate.selection_interval` of the float32 margins its
+    diverge: :func:`~unlearnflow.evaluation.evaluate.klom_interval` of the float32 margins its
     evaluation artifact stores, with the evaluation's seed, hence the job's random stream (on the
     default run, intervals from the stored margins are within 1.1e-4 of the float64 ones, 40 of 50
     identical). About a second per interval, computed `threads` at a time (each draws from its own
     seeded stream, so the result does not depend on `threads`); a row without an artifact keeps NaN."""
-    from unlearnflow.evaluation.evaluate import selection_interval  # imports the attack's libraries
+    from unlearnflow.evaluation.evaluate import klom_interval  # imports the attack's libraries
     missing = [(row, evaluations[row["forget_set"], row["method"]]) for row in headline_rows(rows)
                if (row["forget_set"], row["method"]) in evaluations and not is_diverged(row)
-               and not math.isfinite(row["selection_ci_low"])]
+               and not math.isfinite(row["klom_ci_low"])]
 
     def interval(pair: tuple[Row, EvaluationFile]) -> dict[str, float]:
         row, evaluation = pair
-        return selection_interval(*read_interval_inputs(evaluation, row["config"]), evaluation.seed)
+        return klom_interval(*read_interval_inputs(evaluation, row["config"]), evaluation.seed)
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         for (row, _), found in zip(missing, pool.map(interval, missing)):
             row.update(found)
+
+
+def flag_suspicious(rows: Sequence[Row]) -> None:
+    """Set ``suspicious`` on every row: why its scores cannot be taken at face value, or "".
+
+    Retraining is exact unlearning, so a configuration that scores better than ``retrain`` on the
+    same forget set by more than the sampling noise is a sign that the score is fooled (added
+    spread or collapse, ``docs/klom-blind-spots.md``), not a success: flagged where the upper end
+    of its KLOM score's bootstrap interval lies below retraining's KLOM score. The interval exists
+    for the headline and the in-sample best configurations; other rows get "" (not checked)."""
+    retrain = {row["forget_set"]: row for row in rows if row["method"] == RETRAIN}
+    for row in rows:
+        reference = retrain.get(row["forget_set"])
+        row["suspicious"] = ""
+        if reference is None or row is reference or not math.isfinite(row["klom_ci_high"]):
+            continue
+        if row["klom_ci_high"] < reference["klom_score"]:
+            row["suspicious"] = (f"KLOM score {row['klom_score']:.3f} [CI high {row['klom_ci_high']:.3f}] below "
+                                 f"retraining's {reference['klom_score']:.3f}")
 
 
 def headline_evaluations(evaluations: Mapping[tuple[str, str], EvaluationFile],
@@ -290,8 +311,8 @@ def selection_rule_line(accuracy_guard: float, selection_set: str | None) -> str
 
 
 _TABLE_HEADER = ("method", "config (headline)", "chosen by", "KLOM-95 forget", "KLOM-95 retain", "KLOM-95 validation",
-                 "selection score [CI]", "in-sample best", "default", "test acc", "forget margin MAE", "shift corr",
-                 "MIA AUC (PGU)", "U-LiRA acc (default config)", "compute")
+                 "KLOM score [CI]", "W1 selection score", "in-sample best (W1)", "default (W1)", "test acc",
+                 "forget margin MAE", "shift corr", "MIA AUC (PGU)", "U-LiRA acc", "compute", "suspicious")
 
 
 def forget_set_section(forget_set: str, rows: Sequence[Row], accuracy_guard: float = DEFAULT_ACCURACY_GUARD
@@ -374,14 +395,24 @@ def table_row(row: Row, configs: Sequence[Row], accuracy_guard: float = DEFAULT_
         insample, default = insample_cell(configs, accuracy_guard), fmt(row["default_selection_score"], ".3f")
     if is_diverged(row):
         config += " (diverged: non-finite outputs)"
-    score = fmt(row["selection_score"], ".3f")
-    if math.isfinite(row["selection_ci_low"]) and math.isfinite(row["selection_ci_high"]):
-        score += f" [{row['selection_ci_low']:.3f}, {row['selection_ci_high']:.3f}]"
+    klom_score = fmt(row["klom_score"], ".3f")
+    if math.isfinite(row["klom_ci_low"]) and math.isfinite(row["klom_ci_high"]):
+        klom_score += f" [{row['klom_ci_low']:.3f}, {row['klom_ci_high']:.3f}]"
     return [row["method"], config, describe_rule(row["selection_rule"]),
-            *(fmt(row[f"klom_{group}_p95"], ".3f") for group in GROUPS), score, insample, default,
-            accuracy_cell(row, accuracy_guard), fmt(row["margin_mae_forget"], ".3f"),
-            fmt(row["shift_corr_forget"], ".3f"), fmt(row["mia_pgu_auc"], ".3f"), fmt(row["ulira_accuracy"], ".3f"),
-            fmt(row["compute_fraction"], ".3g")]
+            *(fmt(row[f"klom_{group}_p95"], ".3f") for group in GROUPS), klom_score, fmt(row["selection_score"], ".3f"),
+            insample, default, accuracy_cell(row, accuracy_guard), fmt(row["margin_mae_forget"], ".3f"),
+            fmt(row["shift_corr_forget"], ".3f"), fmt(row["mia_pgu_auc"], ".3f"), ulira_cell(row, configs),
+            fmt(row["compute_fraction"], ".3g"), row.get("suspicious", "")]
+
+
+def ulira_cell(row: Row, configs: Sequence[Row]) -> str:
+    """U-LiRA's attacker accuracy where the row's configuration is the one the shadows ran; else a
+    dash and the measured configuration's value, named."""
+    measured = row.get("ulira_config", "")
+    if not measured or measured == row["config"]:
+        return fmt(row["ulira_accuracy"], ".3f")
+    other = next((config for config in configs if config["config"] == measured), None)
+    return f"{_MISSING} ({measured}: {fmt(other['ulira_accuracy'], '.3f')})" if other else _MISSING
 
 
 def insample_cell(configs: Sequence[Row], accuracy_guard: float) -> str:
@@ -410,8 +441,9 @@ def floor_row(rows: Sequence[Row]) -> list[str]:
     floors = [fmt(nan_median(row[f"floor_{group}_p95"] for row in rows), ".3f") for group in GROUPS]
     per_side = int(nan_median(row["n_oracles"] for row in rows)) // 2
     return [f"*noise floor ({per_side} vs {per_side} oracles)*", _MISSING, _MISSING, *floors,
+            fmt(nan_median(row["floor_klom_score"] for row in rows), ".3f"),
             fmt(nan_median(row["floor_selection_score"] for row in rows), ".3f"), _MISSING, _MISSING,
-            fmt(nan_median(row["acc_test_oracle"] for row in rows), ".3f"), *[_MISSING] * 5]
+            fmt(nan_median(row["acc_test_oracle"] for row in rows), ".3f"), *[_MISSING] * 6]
 
 
 def explanation(rows: Sequence[Row], accuracy_guard: float = DEFAULT_ACCURACY_GUARD) -> list[str]:
@@ -424,12 +456,20 @@ def explanation(rows: Sequence[Row], accuracy_guard: float = DEFAULT_ACCURACY_GU
         "oracles, so it is the floor at *half* the models per side (KLOM's floor falls with the "
         "number of models); `retrain` (fresh models against all oracles) is the floor at full "
         "size, the level of exact unlearning. `do_nothing` bounds it from above.",
-        "- Selection score: mean KLOM-95 of the three groups, lower is better; it chooses each method's "
-        "configuration. [CI]: its bootstrap confidence interval over models.",
+        "- KLOM score: mean KLOM-95 of the three groups (the DMM paper's Figure 1), lower is better; [CI]: its "
+        "bootstrap confidence interval over models. KLOM bins margins on the oracles' and the unlearned models' "
+        "combined range, so added spread and collapse can lower it (docs/klom-blind-spots.md): it does not "
+        "choose configurations.",
+        "- W1 selection score: the same mean of the groups' 95th percentile of the 1-Wasserstein distance between "
+        "a point's oracle and unlearned margins over the oracles' spread (0 is perfect; the noise floor row is "
+        "its level at half the models per side); it chooses each method's configuration, and neither added "
+        "spread nor collapse lowers it.",
+        "- Suspicious: the KLOM score's interval lies below retraining's KLOM score, better than exact "
+        "unlearning: read it as a fooled score, not a success.",
         "- Config (headline): chosen without this forget set's oracles (chosen by: the rule above the tables). "
-        "In-sample best: the configuration of lowest selection score on this forget set itself, and its score "
+        "In-sample best: the configuration of lowest W1 selection score on this forget set itself, and its score "
         "(the DMM paper's practice; its score is optimistic, the more so the larger the grid). Default: the "
-        "selection score of the method's default configuration.",
+        "W1 selection score of the method's default configuration.",
         f"- Test acc: mean test accuracy of the unlearned models; ideal is the oracles' (noise floor row); "
         f"(-x pt) flags a loss of more than {guard} (the accuracy guard) against them; where the in-sample best "
         f"loses more, its cell also names the best configuration on this forget set within {guard}.",
@@ -438,8 +478,8 @@ def explanation(rows: Sequence[Row], accuracy_guard: float = DEFAULT_ACCURACY_GU
         "the margin shift the method made with the oracles' shift (ideal 1; undefined for `do_nothing`).",
         f"- MIA AUC (PGU): how well the attack tells unlearned from retrained models, ideal 0.5 "
         f"(the attack separates original from retrained models with AUC {fmt(attack, '.3f')}). "
-        "U-LiRA acc: the attacker's accuracy against the method's *default* configuration (whatever the "
-        "headline), ideal 0.5.",
+        "U-LiRA acc: the attacker's accuracy against the configuration its shadows ran, ideal 0.5; where that "
+        "is not the headline, a dash and the measured configuration's value, named.",
         "- Compute: unlearning compute as a fraction of retraining (`do_nothing` 0, `retrain` 1).",
     ]
 
