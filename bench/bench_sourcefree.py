@@ -40,7 +40,8 @@ from bench.results import machine_note, write_section  # noqa: E402
 from unlearnflow.core.data import load_dataset  # noqa: E402
 from unlearnflow.core.forget_sets import build_forget_set  # noqa: E402
 from unlearnflow.runner import apply_method  # noqa: E402
-from unlearnflow.sourcefree.hessian import fit_psd, identifiable_m  # noqa: E402
+from unlearnflow.sourcefree.hessian import fit_psd  # noqa: E402
+from unlearnflow.sourcefree.identifiability import perturbations_needed  # noqa: E402
 from unlearnflow.sourcefree.linear import WEIGHT, LinearObjective, identity_features, train_linear_bank  # noqa: E402
 
 #: the Clarabel child's default address-space limit in GiB (cvxpy's canonicalisation of the dense
@@ -84,7 +85,7 @@ def quality(models: int, fractions: list[float], m: int) -> list[str]:
 
 def margin_m(d: int) -> int:
     """The perturbations of the solve-time table: the identifiability threshold d(d+1)/2 plus 2d."""
-    return identifiable_m(d) + 2 * d
+    return perturbations_needed(d) + 2 * d
 
 
 def _children_cpu() -> float:
@@ -139,7 +140,7 @@ def solve_times(dims: list[int], cap: float, clarabel_max_d: int, memory_gib: fl
         scalable = f"{fast.seconds:.2f} ({fast_cpu:.2f})"
         if d > clarabel_max_d:
             rows.append(f"| {d} | {m} | {scalable} | {fast.objective:.6g} | not run (design "
-                        f"{m} x {identifiable_m(d)} doubles: {8 * m * identifiable_m(d) / 2 ** 30:.1f} GiB) | | | |")
+                        f"{m} x {perturbations_needed(d)} doubles: {8 * m * perturbations_needed(d) / 2 ** 30:.1f} GiB) | | | |")
             continue
         seconds, objective, status, slow_cpu = capped_clarabel(U, c, cap, memory_gib)
         if status == "cap":
@@ -171,7 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=3)
     parser.add_argument("--fractions", default="0.10,0.15")
-    parser.add_argument("--m", type=int, default=2 * identifiable_m(64))
+    parser.add_argument("--m", type=int, default=2 * perturbations_needed(64))
     parser.add_argument("--dims", default="32,64,128,256")
     parser.add_argument("--clarabel-cap", type=float, default=240.0,
                         help="wall seconds after which a Clarabel fit is killed and reported as >= the cap")

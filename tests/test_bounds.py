@@ -23,7 +23,8 @@ from unlearnflow.sourcefree.certificate import (
     UNKNOWN_OBJECTIVE_NOISE,
     is_bound_field,
 )
-from unlearnflow.sourcefree.hessian import VARIANTS, identifiable_m
+from unlearnflow.sourcefree.hessian import VARIANTS
+from unlearnflow.sourcefree.identifiability import perturbations_needed
 from unlearnflow.sourcefree.linear import (
     LinearObjective,
     l2_normalise,
@@ -122,7 +123,7 @@ def test_no_certificate_field_named_a_bound_is_below_the_truth(case):
         variant = VARIANTS[seed % len(VARIANTS)]
         request = ForgetRequest(forget_inputs=torch.from_numpy(x[forget]).float(),
                                 forget_labels=torch.from_numpy(y[forget]), num_classes=K)
-        result = newton_source_free(source_free, request, {**hp, "n_train": n, "m": 2 * identifiable_m(p),
+        result = newton_source_free(source_free, request, {**hp, "n_train": n, "m": 2 * perturbations_needed(p),
                                                            "variant": variant, "max_iters": 500}, seed)
         assert result.certificate["certified"] is False and result.certificate["reason"] == SOURCE_FREE_NOT_CERTIFIED
         truths = model_truths(objective, x.astype(np.float32).astype(np.float64), y, everything, retain_mask,

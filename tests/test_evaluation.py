@@ -68,7 +68,7 @@ def test_do_nothing_is_far_from_oracles_on_forget_points_and_retrain_is_not(worl
     # the W1 selection score: do-nothing far above retraining, retraining near the oracles' floor
     assert nothing["selection_metric"] == retrain["selection_metric"] == "w1"
     assert nothing["selection_score"] > 3 * retrain["selection_score"]
-    assert nothing["w1_forget_p95"] > 3 * retrain["w1_forget_p95"]
+    assert nothing["w1_forget_mean"] > 3 * retrain["w1_forget_mean"]
     assert retrain["selection_score"] < 2 * retrain["floor_selection_score"]
     assert nothing["mia_attack_auc"] > 0.9 and nothing["mia_pgu_auc"] > 0.9
     assert abs(retrain["mia_pgu_auc"] - 0.5) < 0.2
@@ -160,10 +160,15 @@ def test_every_configuration_is_kept_and_the_report_computes_the_interval_of_the
     banks = {"default": _bank(dataset, np.random.default_rng(5), halfway, "unlearned/ga"), "lr=1": retrained}
     shared = references(dataset, forget_set, originals, oracles, seed=3)
     out_h5, out_csv = tmp_path / "ga.h5", tmp_path / "ga.csv"
-    _evaluate_method("ga", banks, dataset, forget_set, originals, oracles, shared, ulira=None, from_scratch=False,
-                     seed=3, out_h5=str(out_h5), out_csv=str(out_csv), lineage={}, inputs=[])
+    ulira = tmp_path / "ulira.csv"
+    ulira.write_text("ulira_accuracy\n0.61\n")
+    _evaluate_method("ga", banks, dataset, forget_set, originals, oracles, shared, ulira=str(ulira),
+                     from_scratch=False, seed=3, out_h5=str(out_h5), out_csv=str(out_csv), lineage={}, inputs=[])
     job = {row["config"]: row for row in read_csv(out_csv)}
     assert job["lr=1"]["selection_score"] < job["default"]["selection_score"]
+    # U-LiRA's shadows ran the default configuration: only its row carries the number, both name it
+    assert job["default"]["ulira_accuracy"] == 0.61 and math.isnan(job["lr=1"]["ulira_accuracy"])
+    assert job["default"]["ulira_config"] == job["lr=1"]["ulira_config"] == "default"
     margins = {config: group_margins(bank, dataset, forget_set) for config, bank in banks.items()}
     in_sample = klom_interval(shared.oracle_margins, shared.groups, margins["lr=1"], seed=3)
     assert (job["lr=1"]["klom_ci_low"], job["lr=1"]["klom_ci_high"]) == tuple(in_sample.values())
@@ -189,3 +194,45 @@ def test_every_configuration_is_kept_and_the_report_computes_the_interval_of_the
         in_sample.values())
     assert "| ga | default (2 configs) | default (no other forget set) |" in (
         tmp_path / "report" / "summary.md").read_text()
+
+
+def test_the_selection_score_picks_neither_exploded_models_nor_added_spread_and_klom_would(world):
+    """Issue 23: among a partial unlearner, the same with 5 of 50 models' logits blown up 1e6x (an
+    exploding learning rate; argmax, hence accuracy, unchanged) and the same with noise widening its
+    margins by about 10%, the W1 selection score ranks the partial unlearner first and the blown-up
+    models last, where KLOM ranks the blown-up models first, 5x *better than retraining*; the report
+    flags that as suspicious."""
+    from unlearnflow.evaluation.selection import select_configurations
+    from unlearnflow.report.summary import flag_suspicious
+    dataset, forget_set, originals, oracles, retrained = world
+    rng = np.random.default_rng(1)
+    halfway = np.full(N_TRAIN, 2.0)
+    halfway[forget_set.indices] = 3.0
+    partial = _bank(dataset, rng, halfway, "unlearned/ga")
+    exploded, noisy = copy.deepcopy(partial), copy.deepcopy(partial)
+    labels = {"train": dataset.y_train, "val": dataset.y_val, "test": dataset.y_test}
+    for split, y in labels.items():
+        exploded.logits[split][:5] *= 1e6
+        # noise on the true class's logit: the margins' spread grows from about 1.3 to 1.45
+        noisy.logits[split][:, np.arange(len(y)), y] += rng.normal(0, 0.6, (MODELS, len(y)))
+    shared = references(dataset, forget_set, originals, oracles)
+    banks = {"default": partial, "lr=1e6": exploded, "noise": noisy}
+    rows = [evaluate(dataset, forget_set, originals, oracles, bank, "ga", config, n_boot=50, shared=shared).row
+            for config, bank in banks.items()]
+    retrain = evaluate(dataset, forget_set, originals, oracles, retrained, "retrain", n_boot=0, shared=shared,
+                       paired_with_originals=False).row
+    by_config = {row["config"]: row for row in rows}
+    assert by_config["lr=1e6"]["acc_test"] == by_config["default"]["acc_test"]
+    w1_order = sorted(by_config, key=lambda config: by_config[config]["selection_score"])
+    klom_order = sorted(by_config, key=lambda config: by_config[config]["klom_score"])
+    assert w1_order == ["default", "noise", "lr=1e6"] and klom_order[0] == "lr=1e6"
+    assert by_config["lr=1e6"]["klom_score"] < retrain["klom_score"] / 4
+    assert by_config["lr=1e6"]["selection_score"] > 10 * retrain["selection_score"]
+    # the held-out machinery (here with a selection set) on the W1 score, the accuracy guard out of the way
+    chosen = [row["config"] for row in select_configurations(copy.deepcopy(rows), accuracy_guard=1.0,
+                                                             selection_set="f") if row["selected"]]
+    assert chosen == ["default"]
+    flag_suspicious([*rows, retrain])
+    assert by_config["lr=1e6"]["suspicious"].startswith("KLOM score 0.") and "below retraining's" in \
+        by_config["lr=1e6"]["suspicious"]
+    assert by_config["default"]["suspicious"] == "" and retrain["suspicious"] == ""

@@ -10,11 +10,11 @@ import pytest
 from unlearnflow.errors import UserError
 from unlearnflow.metrics.klom import (
     bootstrap_ci,
+    group_score,
     klom,
     klom_cap,
     matched_klom,
     noise_floor,
-    group_score,
     summarise,
 )
 

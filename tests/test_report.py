@@ -318,3 +318,12 @@ def test_linear_banks_get_a_table_of_weight_distances_and_certificate_bounds(tmp
     write_report([write_csv(tmp_path / "b.csv", [metrics_row("random_10", "do_nothing", "default", 6.0, 0.0)])],
                  [], tmp_path / "plain")
     assert "Linear models" not in (tmp_path / "plain" / "summary.md").read_text()
+
+
+def test_u_lira_is_never_printed_beside_a_configuration_it_does_not_describe():
+    from unlearnflow.report.summary import ulira_cell
+    measured = {"config": "default", "ulira_accuracy": 0.58, "ulira_config": "default"}
+    shown = {"config": "lr=1", "ulira_accuracy": math.nan, "ulira_config": "default"}
+    assert ulira_cell(shown, [measured, shown]) == "– (default: 0.580)"
+    assert ulira_cell(measured, [measured, shown]) == "0.580"
+    assert ulira_cell({"config": "x", "ulira_accuracy": math.nan, "ulira_config": ""}, []) == "–"

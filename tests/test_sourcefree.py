@@ -22,8 +22,8 @@ from unlearnflow.sourcefree.hessian import (
     estimate_retain_hessian,
     fit_psd,
     forget_parts,
-    identifiable_m,
 )
+from unlearnflow.sourcefree.identifiability import perturbations_needed
 from unlearnflow.sourcefree.linear import (
     WEIGHT,
     LinearObjective,
@@ -93,7 +93,7 @@ def test_psd_fit_recovers_a_known_matrix_from_exact_quadratic_differences(solver
     p = 5
     A = rng.standard_normal((p, p - 2))
     H = A @ A.T                                                # PSD, rank deficient: the constraint touches
-    U = rng.standard_normal((2 * identifiable_m(p), p))
+    U = rng.standard_normal((2 * perturbations_needed(p), p))
     fit = fit_psd(U, 0.5 * np.einsum("mi,ij,mj->m", U, H, U), solver=solver)
     assert np.linalg.norm(fit.X - H) <= 1e-4 * np.linalg.norm(H)
     assert fit.objective < 1e-8
@@ -117,7 +117,7 @@ def test_scalable_solver_matches_cvxpy_objective():
     rng = np.random.default_rng(3)
     p = 8
     B = rng.standard_normal((p, p))
-    U = rng.standard_normal((3 * identifiable_m(p), p))
+    U = rng.standard_normal((3 * perturbations_needed(p), p))
     c = 0.5 * np.einsum("mi,ij,mj->m", U, B + B.T, U) + rng.uniform(-1, 1, len(U))   # indefinite: X >= 0 binds
     scalable, clarabel = fit_psd(U, c, solver="scalable"), fit_psd(U, c, solver="clarabel")
     assert abs(scalable.objective - clarabel.objective) <= 0.01 * clarabel.objective
@@ -129,7 +129,7 @@ def test_the_taylor_reading_recovers_the_forget_hessian_and_corrected_rescales_i
     objective = LinearObjective("squared", 1e-3)
     W0 = train(objective, x, y, K, objective_noise(7, K, D, 0.1))
     _, hess_f = forget_parts(objective, W0, x[forget], y[forget])
-    kwargs = dict(m=2 * identifiable_m(D), seed=0)
+    kwargs = dict(m=2 * perturbations_needed(D), seed=0)
     taylor = estimate_retain_hessian(objective, W0, x[forget], y[forget], N, variant="paper_taylor", **kwargs)
     corrected = estimate_retain_hessian(objective, W0, x[forget], y[forget], N, variant="corrected", **kwargs)
     assert np.linalg.norm(taylor.hessian.blocks - hess_f.blocks) <= 1e-5 * np.linalg.norm(hess_f.blocks)
@@ -145,7 +145,7 @@ def test_the_paper_variant_fits_eq3_as_printed(toy):
     objective = LinearObjective("squared", 1e-3)
     W0 = train(objective, x, y, K, objective_noise(8, K, D, 0.1))
     grad_f, _ = forget_parts(objective, W0, x[forget], y[forget])
-    m = 2 * identifiable_m(D)
+    m = 2 * perturbations_needed(D)
     estimate = estimate_retain_hessian(objective, W0, x[forget], y[forget], N, m, variant="paper", seed=3)
     assert estimate.sigma == VARIANT_SIGMA["paper"] == 1.0
     U = np.random.default_rng([3, 7_002]).standard_normal((m, D))       # dw_i, shared by the K rows
@@ -209,7 +209,7 @@ def test_certificate_round_trips_through_the_unlearned_artifact(digits, tmp_path
 def source_free_banks(digits):
     """Eq. 3 as printed (default) and the corrected reading on the digits banks, at m = 2 d(d+1)/2."""
     features, forget_set, originals, _ = digits
-    config = {"hyperparameters": {"m": 2 * identifiable_m(64), "max_iters": 300}, "grid": {"variant": ["corrected"]}}
+    config = {"hyperparameters": {"m": 2 * perturbations_needed(64), "max_iters": 300}, "grid": {"variant": ["corrected"]}}
     return apply_method("newton_source_free", originals, features, forget_set, config)
 
 

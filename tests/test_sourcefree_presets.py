@@ -11,7 +11,8 @@ from workflow_runs import REPO, snakemake
 from unlearnflow.config import experiments, load_schema, validate_config
 from unlearnflow.core.data import load_dataset
 from unlearnflow.sourcefree.features import extract_features
-from unlearnflow.sourcefree.hessian import VARIANTS, identifiable_m
+from unlearnflow.sourcefree.hessian import VARIANTS
+from unlearnflow.sourcefree.identifiability import perturbations_needed
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 #: the source-free step's grid of Tables 1, 3 and 5: every reading beside the default (Eq. 3 as printed)
@@ -44,13 +45,13 @@ def test_each_preset_has_one_experiment_per_table(name):
     sizes = sorted(spec["size"] for spec in table1["forget_sets"].values())
     assert [round(100 * size / n) for size in sizes] == [5, 10, 15]
     source_free = table1["methods"]["newton_source_free"]
-    assert source_free["hyperparameters"]["m"] == 2 * identifiable_m(d)
+    assert source_free["hyperparameters"]["m"] == 2 * perturbations_needed(d)
     assert source_free["grid"]["variant"] == OTHER_READINGS and "newton_certified" in table1["methods"]
     ten_percent = [{"kind": "random", "size": round(0.1 * n)}]
     # Table 2: the paper's 250 / 500 / 1000 perturbations and one just above d(d+1)/2 > 1000
     table2 = found[f"{prefix}-table2"]
     grid = table2["methods"]["newton_source_free"]["grid"]
-    assert grid["m"] == [250, 500, 1000, identifiable_m(d2) + 2 * d2] and identifiable_m(d2) > 1000
+    assert grid["m"] == [250, 500, 1000, perturbations_needed(d2) + 2 * d2] and perturbations_needed(d2) > 1000
     assert grid["variant"] == list(VARIANTS)
     assert list(table2["forget_sets"].values()) == ten_percent
     # Table 3: lambda in {0, 5e-4, 1e-3}, Table 1's features and methods at 10 %; the training

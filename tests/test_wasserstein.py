@@ -1,6 +1,9 @@
 """The selection score's distance (W1 of margins over the oracles' spread) against KLOM on synthetic
 margins: the cases where KLOM is fooled (issue 23) must fool KLOM here and must not fool W1."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.stats import wasserstein_distance
@@ -64,22 +67,22 @@ def test_a_shift_scores_monotonically_worse_with_its_size():
         assert all(later > earlier for earlier, later in zip(scores, scores[1:]))
 
 
-@pytest.mark.parametrize("case", ["spread 1.3x", "spread 2x", "collapse 0.5x", "collapse to a point", "3 models far off"])
+@pytest.mark.parametrize("case", ["spread 1.1x", "spread 1.3x", "spread 2x", "collapse 0.7x", "collapse 0.3x",
+                                  "collapse to a point", "3 models far off"])
 def test_added_spread_and_collapse_score_worse_than_the_exact_distribution_never_better(case):
+    """The mean over points (the selection score's statistic) ranks every changed sample below an
+    exact one; the 95th percentile is fooled by a mild collapse (docs/klom-blind-spots.md)."""
     for seed in SEEDS:
         _, mu, _, draw = _world(seed)
         oracles, exact = draw(), draw()
-        if case.startswith("spread"):
+        if case.startswith(("spread", "collapse 0")):
             changed = draw(scale=float(case.split()[1][:-1]))
-        elif case == "collapse 0.5x":
-            changed = draw(scale=0.5)
         elif case == "collapse to a point":
             changed = np.repeat(mu[None], MODELS, axis=0)
         else:
             changed = exact.copy()
             changed[:3] *= 50
-        for statistic in (np.mean, _p95):
-            assert statistic(w1_margins(oracles, changed)) > statistic(w1_margins(oracles, exact))
+        assert np.mean(w1_margins(oracles, changed)) > np.mean(w1_margins(oracles, exact))
 
 
 def test_klom_is_fooled_where_w1_is_not():
@@ -108,3 +111,14 @@ def test_klom_is_fooled_where_w1_is_not():
     assert np.median(collapsed_klom) == pytest.approx(np.log(50 / 10), abs=0.5)
     assert _p95(collapsed_klom) < 1.5 * _p95(floor)
     assert np.median(w1_margins(concentrated, wide)) > 100 * _p95(w1_margins(concentrated, exact))
+
+
+def test_the_docs_table_is_what_the_measurement_gives():
+    """docs/klom-blind-spots.md's synthetic tables are bench/klom_blind_spots.py's output (seeded)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "klom_blind_spots.py"
+    spec = importlib.util.spec_from_file_location("klom_blind_spots", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    text = bench.DOC.read_text()
+    begin, end = f"<!-- begin {bench.SECTION} -->\n", f"\n<!-- end {bench.SECTION} -->"
+    assert text[text.index(begin) + len(begin):text.index(end)] == bench.measure()

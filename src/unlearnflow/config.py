@@ -323,10 +323,14 @@ def uses_calibration(config: Mapping[str, Any]) -> bool:
 def experiments(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Experiment name -> its config: the main experiment, then each entry of ``experiments``,
     which is the main config with the entry's top-level sections replacing the main's (so an
-    entry names only what differs: its data, model, forget sets or methods)."""
+    entry names only what differs: its data, model, forget sets or methods). ``{experiment}`` in
+    an entry's name stands for the main experiment's name (``{experiment}_linear``), so that
+    renaming the main experiment renames its companions."""
     main = {key: value for key, value in config.items() if key != "experiments"}
-    found = {main.get("experiment", "default"): _copy(main)}
-    for name, sections in (config.get("experiments") or {}).items():
+    main_name = main.get("experiment", "default")
+    found = {main_name: _copy(main)}
+    for template, sections in (config.get("experiments") or {}).items():
+        name = str(template).replace("{experiment}", main_name)
         if not isinstance(sections, Mapping):
             raise UserError(f"config: experiments.{name}: must be a mapping of the sections that differ")
         if name in found:

@@ -127,6 +127,10 @@ class MethodSpec:
     options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: extra check of one resolved configuration (UserError if it is not valid)
     check: Callable[[Mapping[str, Any]], None] | None = None
+    #: check of every configuration against the bank's inputs before any work, (configurations,
+    #: input shape, classes) -> a warning line per configuration that runs but cannot be trusted;
+    #: a UserError when none can run
+    check_inputs: Callable[[Sequence["Configuration"], tuple[int, ...], int], list[str]] | None = None
     #: hyper-parameters that must equal the bank's training recipe (a linear model's objective):
     #: recipe (the config's training section, or the one a bank records) -> their values; the
     #: user does not repeat them, and a configuration that sets them otherwise is refused
@@ -313,4 +317,5 @@ register(MethodSpec("newton_certified", "Guo et al. 2020, Certified Data Removal
 register(MethodSpec("newton_source_free", "Ahmed et al., Source-Free Unlearning, Eq. 1 and 3 (Unlearned (-))",
                     EDITS_MODEL, newton.SOURCE_FREE_DEFAULTS, newton.SOURCE_FREE_GRID,
                     unlearn=newton.newton_source_free, source_free=True, check=newton.check_source_free,
+                    check_inputs=newton.check_source_free_inputs,
                     from_recipe=newton.source_free_recipe))

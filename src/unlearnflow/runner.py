@@ -117,7 +117,8 @@ def precompute_seconds(side: Mapping[str, Any]) -> float:
 def unlearn_bank(spec: MethodSpec, configs: Sequence[Configuration], originals: ModelBank, source: RequestSource,
                  side_by_step: Sequence[Mapping[str, Any]], seed: int, device: torch.device,
                  progress: bool = False) -> dict[str, list[StepResult]]:
-    """Apply `spec` to every original model, under each configuration, request after request.
+    """Apply `spec` to every original model, under each configuration, request after request,
+    after the method's input check (``check_inputs``: its warnings printed, a UserError raised).
 
     Returns configuration label -> one :class:`StepResult` per request.
     """
@@ -125,6 +126,9 @@ def unlearn_bank(spec: MethodSpec, configs: Sequence[Configuration], originals: 
         raise UserError(f"{spec.name}: side artifacts for {len(side_by_step)} steps, the forget set has "
                         f"{source.n_requests} requests")
     sides = [side_by_step[min(step, len(side_by_step) - 1)] for step in range(source.n_requests)]
+    if spec.check_inputs:
+        for line in spec.check_inputs(configs, tuple(source.samples.inputs.shape[1:]), source.samples.num_classes):
+            print(f"warning: {line}")
     if spec.kind == EDITS_MODEL:
         return _edit_models(spec, configs, originals, source, sides, seed, device, progress)
     return _predict_outputs(spec, configs, originals, source, sides)

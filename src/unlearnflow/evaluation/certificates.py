@@ -22,7 +22,8 @@ included) and every unlearned model k, in float64 on the stored (float32) weight
 :func:`certificate_columns` turns them into the evaluation row's columns
 (:data:`~unlearnflow.evaluation.rows.CERTIFICATE_COLUMNS`): each claim (means over models) beside
 its truth, with the share of models whose claim is below the truth (``*_violated``), the share
-certified and the worst epsilon.
+certified, the worst epsilon, and the share of estimated Hessians whose m perturbations could
+identify the block (``hessian_identified``, :func:`identified`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from unlearnflow.core.data import Dataset
 from unlearnflow.core.forget_sets import ForgetSet
 from unlearnflow.evaluation.rows import CERTIFICATE_COLUMNS
 from unlearnflow.sourcefree.certificate import PAPER_CLAIMS, guo_epsilon
+from unlearnflow.sourcefree.identifiability import perturbations_needed
 from unlearnflow.sourcefree.linear import WEIGHT, LinearObjective, gradient_norm, recipe_objective, stationarity_noise
 
 #: claimed bound column -> (its violated-share column, where the claim sits in a certificate, the true quantity)
@@ -85,6 +87,7 @@ def certificate_columns(dataset: Dataset, forget_set: ForgetSet, originals: Mode
                  if claim is not None and math.isfinite(truth[key])]
         columns[column] = _mean([claim for claim, _ in pairs])
         columns[violated] = _mean([float(claim < truth) for claim, truth in pairs])
+    columns["hessian_identified"] = _mean([identified(c) for c in claimed])
     columns["cert_certified"] = _mean([float(c["certified"]) for c in claimed if "certified" in c])
     columns["cert_epsilon"] = _max([c.get("epsilon") for c in claimed])
     columns["cert_delta"] = _max([c.get("delta") for c in claimed])
@@ -110,6 +113,16 @@ def model_truths(objective: LinearObjective, x: np.ndarray, labels: np.ndarray, 
                 norm, certificate["objective_noise_std"], certificate["delta"]),
             "hessian_error": hessian_error(objective, W0, x[retain], labels[retain], stored)
             if stored and from_original else math.nan}
+
+
+def identified(certificate: Mapping[str, Any]) -> float | None:
+    """1 where a certificate's estimated Hessian came from enough perturbations to identify its
+    p x p block (m >= p(p+1)/2, :mod:`unlearnflow.sourcefree.identifiability`; p is the
+    certificate's ``d``), 0 where not, None where nothing was estimated (``m`` absent or 0, as for
+    ``newton_certified``'s exact Hessian)."""
+    if not certificate.get("m") or "d" not in certificate:
+        return None
+    return float(certificate["m"] >= perturbations_needed(int(certificate["d"])))
 
 
 def hessian_error(objective: LinearObjective, W: np.ndarray, x_retain: np.ndarray, y_retain: np.ndarray,

@@ -4,8 +4,8 @@ artifact behind the report's figures.
 
 - A CSV file with a header and one or more rows, columns :data:`ROW_COLUMNS` (``NaN`` or an
   empty cell for a metric that was not computed; ``klom_score`` is the equal-weight mean of the
-  groups' KLOM-95 and ``klom_ci_*`` its bootstrap interval, ``selection_score`` the same mean of
-  the groups' 95th percentile of the W1 of margins, :mod:`unlearnflow.metrics.wasserstein`, which
+  groups' KLOM-95 and ``klom_ci_*`` its bootstrap interval, ``selection_score`` the equal-weight mean
+  of the groups' mean W1 of margins (``w1_*_mean``, :mod:`unlearnflow.metrics.wasserstein`), which
   chooses configurations; older files are read by :func:`upgrade_legacy`); ``status`` is :data:`OK`, or :data:`DIVERGED`
   for a configuration whose models output NaN or infinite logits (every quality metric NaN,
   never selected; older files without the column read as ok); a reader requires :data:`REQUIRED_COLUMNS`,
@@ -63,11 +63,13 @@ REQUIRED_COLUMNS = TEXT_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS
 #: (epsilon, delta) of ``newton_certified``; each claimed bound (mean over models) beside the true
 #: quantity it bounds (``true_*``, mean) and the share of models whose claim is below the truth
 #: (``*_violated``): the certified retain-gradient bound, and the source-free paper's Lemma 1 and
-#: Theorem 1 expressions (``paper_*``: claims, not certificates).
+#: Theorem 1 expressions (``paper_*``: claims, not certificates); ``hessian_identified`` the share of
+#: source-free fits with enough perturbations to identify the Hessian block (issue 23).
 CERTIFICATE_COLUMNS = ("cert_certified", "cert_epsilon", "cert_delta", "cert_residual_bound",
                        "true_retain_gradient_norm", "cert_residual_bound_violated", "paper_lemma1_claim",
-                       "true_hessian_error", "paper_lemma1_violated", "paper_theorem1_claim", "paper_theorem1_violated")
-OPTIONAL_FLOAT_COLUMNS = (*(f"w1_{group}_p95" for group in GROUPS), "shift_corr_forget", "margin_mae_forget",
+                       "true_hessian_error", "paper_lemma1_violated", "paper_theorem1_claim", "paper_theorem1_violated",
+                       "hessian_identified")
+OPTIONAL_FLOAT_COLUMNS = (*(f"w1_{group}_mean" for group in GROUPS), "shift_corr_forget", "margin_mae_forget",
                           "precompute_seconds", "weight_distance", *CERTIFICATE_COLUMNS)
 #: Columns of evaluations written before issue 23 and their names now: their selection score was KLOM's.
 LEGACY_COLUMNS = {"selection_score": "klom_score", "klom_ci_low": "klom_ci_low",
@@ -83,7 +85,7 @@ ROW_COLUMNS = (
     + [f"klom_{g}_{s}" for g in GROUPS for s in STATISTICS]
     + ["klom_score", "klom_ci_low", "klom_ci_high"]
     + [f"floor_{g}_p95" for g in GROUPS] + ["floor_klom_score"]
-    + [f"w1_{g}_p95" for g in GROUPS] + ["selection_metric", "selection_score", "floor_selection_score"]
+    + [f"w1_{g}_mean" for g in GROUPS] + ["selection_metric", "selection_score", "floor_selection_score"]
     + ["acc_forget", "acc_retain", "acc_val", "acc_test", "acc_test_oracle", "acc_test_original",
        "shift_corr_forget", "margin_mae_forget",
        "entropy_forget", "mia_simple", "mia_pgu_auc", "mia_attack_auc", "ulira_accuracy", "ulira_config",

@@ -226,9 +226,11 @@ def summarise(
     return summary
 
 
-def group_score(summary: Mapping[str, Mapping[str, float]], weights: Mapping[str, float] | None = None) -> float:
-    """Weighted average over groups of the 95th percentile of a per-point score (lower is better):
-    of KLOM, the report's ``klom_score``; of the W1 of margins, its ``selection_score``.
+def group_score(summary: Mapping[str, Mapping[str, float]], weights: Mapping[str, float] | None = None,
+                statistic: str = "p95") -> float:
+    """Weighted average over groups of a `statistic` (``"p95"``, ``"mean"``, ...) of a per-point
+    score (lower is better): of KLOM's 95th percentile, the report's ``klom_score``; of the mean W1
+    of margins, its ``selection_score``.
 
     For KLOM this is the first column of the DMM paper's Figures 1 and 3: the 95th percentile of each of
     the forget, retain and validation groups, averaged. Figure 3 calls it "the average across
@@ -237,10 +239,10 @@ def group_score(summary: Mapping[str, Mapping[str, float]], weights: Mapping[str
     the large retain set). Pass `weights` (name -> weight, normalised here) to change that.
     """
     groups = _group_summaries(summary)
-    if any("p95" not in stats for stats in groups.values()):
-        raise UserError("summary has no 'p95': call summarise with 95 among the percentiles")
+    if any(statistic not in stats for stats in groups.values()):
+        raise UserError(f"summary has no {statistic!r}: call summarise with it among the statistics")
     w = _weights(list(groups), weights)
-    return float(w @ [stats["p95"] for stats in groups.values()])
+    return float(w @ [stats[statistic] for stats in groups.values()])
 
 
 def noise_floor(

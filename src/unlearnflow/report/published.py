@@ -300,6 +300,33 @@ def pairwise_wins(snapshots: Sequence[Snapshot], pairs: Sequence[Sequence[str]])
     return "\n".join(lines)
 
 
+def klom_below_retraining(snapshots: Sequence[Snapshot]) -> str:
+    """Every configuration whose KLOM score is below retraining's on its forget set (exact
+    unlearning cannot be beaten; docs/klom-blind-spots.md): per snapshot, its KLOM score beside
+    retraining's, its test-accuracy gap to the oracles, where the snapshot chose by it the W1
+    selection score beside retraining's, and for linear models the weight distance to the oracles
+    (0: the weights are the oracles', the one legitimate way below). Headline rows are marked *."""
+    header = ("snapshot", "forget set", "method", "config", "KLOM score", "retrain's KLOM", "test acc gap (pt)",
+              "W1 selection", "retrain's W1", "weight distance")
+    lines = [markdown_line(header), markdown_line(("---", "---", "---", "---", *["---:"] * 6))]
+    for snapshot in snapshots:
+        rows = read_summaries([snapshot.summary], "tables")
+        by_w1 = uses_w1(rows)
+        retrain = {row["forget_set"]: row for row in rows if row["method"] == RETRAIN}
+        for row in rows:
+            reference = retrain.get(row["forget_set"])
+            if reference is None or row is reference or not row["klom_score"] < reference["klom_score"]:
+                continue
+            lines.append(markdown_line((
+                snapshot.name, row["forget_set"], row["method"], row["config"] + (" *" if row["selected"] else ""),
+                fmt(row["klom_score"], ".3f"), fmt(reference["klom_score"], ".3f"),
+                fmt(100 * (row["acc_test"] - row["acc_test_oracle"]), "+.1f"),
+                fmt(row["selection_score"], ".3f") if by_w1 else "–",
+                fmt(reference["selection_score"], ".3f") if by_w1 else "–",
+                fmt(float(row.get("weight_distance") or math.nan), ".3g"))))
+    return "\n".join(lines)
+
+
 #: Renderer name (the manifest's ``renderer``) -> function of the snapshots and the options.
 RENDERERS: dict[str, Callable[..., str]] = {
     "sourcefree-table": sourcefree_renderer,
@@ -307,6 +334,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
     "method-comparison": method_comparison,
     "selection-optimism": selection_optimism,
     "pairwise-wins": pairwise_wins,
+    "klom-below-retraining": klom_below_retraining,
 }
 
 

@@ -28,7 +28,15 @@ from pathlib import Path
 from unlearnflow.errors import UserError
 from unlearnflow.evaluation.rows import W1, Row
 from unlearnflow.report.pgu_tables import read_summaries
-from unlearnflow.report.summary import claim_cell, fmt, group_by, guarantee_cell, markdown_line, method_key
+from unlearnflow.report.summary import (
+    claim_cell,
+    fmt,
+    group_by,
+    guarantee_cell,
+    identification_note,
+    markdown_line,
+    method_key,
+)
 
 HEADER = ("method", "config", "weight distance", "test acc", "gap to oracles (points)", "KLOM score", "s / model",
           "retain grad (true)", "certificate")
@@ -81,7 +89,7 @@ def forget_set_table(experiment: str, forget_set: str, rows: Sequence[Row]) -> l
              f"{first['n_unlearned']} models; oracles' test acc {fmt(oracle, '.3f')})", "",
              markdown_line(header), markdown_line(["---"] * len(header))]
     for row in sorted(rows, key=lambda row: (method_key(row["method"]), natural(row["config"]))):
-        config = row["config"] + (" *" if row["selected"] else "")
+        config = row["config"] + (" *" if row["selected"] else "") + identification_note(row)
         config += " (in-sample best)" if row["insample_best"] else ""
         lines.append(markdown_line((
             row["method"], config, fmt(row["weight_distance"], ".3g"),

@@ -273,8 +273,3 @@ def _placed(deltas: np.ndarray, K: int, d: int, row: int | None, structure: str)
     placed = np.zeros((m, K, d))
     placed[:, row] = deltas
     return placed
-
-
-def identifiable_m(size: int) -> int:
-    """``p(p+1)/2``: the number of perturbations below which Eq. (3) is underdetermined for a p x p block."""
-    return size * (size + 1) // 2

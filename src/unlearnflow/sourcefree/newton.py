@@ -34,7 +34,7 @@ Both return ``MethodResult(cost, certificate=...)`` (:mod:`~unlearnflow.sourcefr
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from torch import nn
@@ -51,6 +51,7 @@ from unlearnflow.sourcefree.certificate import (
     stored_hessian,
 )
 from unlearnflow.sourcefree.hessian import SOLVERS, VARIANT_SIGMA, VARIANTS, estimate_retain_hessian, forget_parts
+from unlearnflow.sourcefree.identifiability import check_configurations
 from unlearnflow.sourcefree.linear import (
     BlockHessian,
     LinearObjective,
@@ -128,6 +129,13 @@ def check_source_free(hp: Mapping[str, Any]) -> None:
             raise UserError(f"newton_source_free: unknown {name} {hp[name]!r} (known: {', '.join(known)})")
     if hp["sigma"] < 0:
         raise UserError(f"newton_source_free: sigma must be >= 0 (0: the variant's own), got {hp['sigma']}")
+
+
+def check_source_free_inputs(configurations: Sequence[Any], input_shape: tuple[int, ...], classes: int) -> list[str]:
+    """Every configuration's m against the p(p+1)/2 perturbations that identify a Hessian block of
+    this bank (:func:`~unlearnflow.sourcefree.identifiability.check_configurations`)."""
+    return check_configurations([(config.label, config.hyperparameters) for config in configurations],
+                                int(np.prod(input_shape)), classes)
 
 
 def _newton_setup(name: str, defaults: Mapping[str, Any], check, given: Mapping[str, Any],
