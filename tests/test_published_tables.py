@@ -19,10 +19,12 @@ from unlearnflow.evaluation.selection import select_configurations
 from unlearnflow.report.pgu_tables import pgu_tables, read_summaries
 from unlearnflow.report.published import (
     checkout_state,
+    klom_below_retraining,
     make_snapshot,
     method_comparison,
     pairwise_wins,
     pgu_renderer,
+    presets,
     read_snapshot,
     selection_optimism,
     sourcefree_renderer,
@@ -293,3 +295,28 @@ def test_a_bad_manifest_entry_is_a_one_line_error(project, capsys, entry, messag
     assert tables(project, "--check") == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
+
+
+def test_klom_below_retraining_lists_what_beats_exact_unlearning_and_presets_sums_their_cost(tmp_path):
+    snapshot = read_snapshot(tmp_path / "repo", snapshot_of(tmp_path, tmp_path / "repo", "digits", digits_rows()).name)
+    # retraining's KLOM score is 1.57 on both sets: dmm lr=0.1 (1.5) and gd lr=0.2 (1.55) on random_10 beat it
+    assert klom_below_retraining([snapshot]).splitlines()[2:] == [
+        "| digits | random_10 | dmm | lr=0.1 | 1.500 | 1.570 | +0.0 | – | – | – |",
+        "| digits | random_10 | gd | lr=0.2 * | 1.550 | 1.570 | +0.0 | – | – | – |",
+    ]
+    config = str(snapshot.metadata["config"])
+    table = presets([snapshot], {config: "the digits", "config/other.yaml": "nothing yet"}).splitlines()
+    assert table[2] == f"| `{config}` | the digits | `digits` | 2 | 12 |"  # the two benchmark files
+    assert table[3] == "| `config/other.yaml` | nothing yet | – | – | – |"
+    with pytest.raises(UserError, match="is not among the presets"):
+        presets([snapshot], {"config/other.yaml": "nothing yet"})
+
+
+def test_the_readme_is_short_starts_with_the_two_commands_and_links_every_docs_page():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 400
+    assert readme.split("\n")[2:6] == [
+        "```bash", "pip install torch==2.13.0 && pip install -e . && snakemake --cores 2",
+        'pip install torch==2.13.0 && pip install -e ".[test]" && python -m pytest -q', "```"]
+    for page in ("dmm.md", "pgu.md", "sourcefree.md", "operations.md", "klom-blind-spots.md"):
+        assert f"(docs/{page})" in readme and (REPO / "docs" / page).is_file()

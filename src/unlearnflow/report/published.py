@@ -327,6 +327,29 @@ def klom_below_retraining(snapshots: Sequence[Snapshot]) -> str:
     return "\n".join(lines)
 
 
+def presets(snapshots: Sequence[Snapshot], presets: Mapping[str, str]) -> str:
+    """One line per preset (`presets`: config file -> what it reproduces, in order): the snapshots
+    made from it (those of `snapshots` whose recorded ``config`` is the file) and their experiments'
+    jobs and job-seconds (summed wall seconds of the jobs, from each snapshot's ``cost``: the
+    compute a run takes on one core, not its elapsed time); a dash for a preset without snapshot."""
+    by_config: dict[str, list[Snapshot]] = {}
+    for snapshot in snapshots:
+        by_config.setdefault(str(snapshot.metadata.get("config")), []).append(snapshot)
+    unknown = sorted(set(by_config) - set(presets))
+    if unknown:
+        raise UserError(f"tables: presets: snapshot config '{unknown[0]}' is not among the presets")
+    lines = [markdown_line(("preset", "reproduces", "snapshots", "jobs", "job-seconds")),
+             markdown_line(("---", "---", "---", "---:", "---:"))]
+    for config, reproduces in presets.items():
+        made = by_config.get(config, [])
+        costs = [snapshot.cost for snapshot in made if snapshot.cost]
+        jobs = fmt(float(sum(cost[0] for cost in costs)), ",.0f") if costs else "–"
+        seconds = fmt(sum(cost[1] for cost in costs), ",.0f") if costs else "–"
+        names = ", ".join(f"`{snapshot.name}`" for snapshot in made) or "–"
+        lines.append(markdown_line((f"`{config}`", reproduces, names, jobs, seconds)))
+    return "\n".join(lines)
+
+
 #: Renderer name (the manifest's ``renderer``) -> function of the snapshots and the options.
 RENDERERS: dict[str, Callable[..., str]] = {
     "sourcefree-table": sourcefree_renderer,
@@ -335,6 +358,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
     "selection-optimism": selection_optimism,
     "pairwise-wins": pairwise_wins,
     "klom-below-retraining": klom_below_retraining,
+    "presets": presets,
 }
 
 
