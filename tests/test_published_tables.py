@@ -317,6 +317,6 @@ def test_the_readme_is_short_starts_with_the_two_commands_and_links_every_docs_p
     assert len(readme.splitlines()) <= 400
     assert readme.split("\n")[2:6] == [
         "```bash", "pip install torch==2.13.0 && pip install -e . && snakemake --cores 2",
-        'pip install torch==2.13.0 && pip install -e ".[test]" && python -m pytest -q', "```"]
+        'pip install torch==2.13.0 && pip install -e ".[test]" && python -m pytest -q -n 2', "```"]
     for page in ("dmm.md", "pgu.md", "sourcefree.md", "operations.md", "klom-blind-spots.md"):
         assert f"(docs/{page})" in readme and (REPO / "docs" / page).is_file()

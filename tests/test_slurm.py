@@ -160,8 +160,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
 # the executor plugin queries squeue only when finished jobs stay listed for >= 3 x its first
-# status check interval; shorter, it falls back to sacct (no slurmdbd here)
-MinJobAge=300
+# status check interval; shorter, it falls back to sacct (no slurmdbd here). An hour, so that
+# no finished job leaves the list before the test reads it, however loaded the machine
+MinJobAge=3600
 MpiDefault=none
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN
 PartitionName={partition} Nodes={host} Default=YES MaxTime=INFINITE State=UP

@@ -9,8 +9,11 @@ prefix can be judged against oracles retrained without it (PGU paper, Section 3.
 What a request holds depends on the method: a source-free method gets
 :class:`~unlearnflow.methods.request.ForgetRequest` built from the forget samples alone
 (:class:`RequestSource` over :class:`~unlearnflow.core.forget_sets.ForgetSamples`); every other
-method gets the training set too. The side inputs a method declares (``needs``) are loaded by
-name and turned into per-model side inputs by the method's ``prepare``.
+method gets the training set too. :func:`unlearn_request` is the one place a request is built and
+applied: the runner, U-LiRA's shadows (:mod:`unlearnflow.evaluation.ulira`) and the deletion
+ledger (:mod:`unlearnflow.ops.ledger`) all call it, and it refuses to hand a source-free method
+the training set. The side inputs a method declares (``needs``) are loaded by name and turned into
+per-model side inputs by the method's ``prepare`` (:func:`side_inputs`).
 
 The result is one ``unlearned`` artifact per (method, forget set): per configuration and step,
 the unlearned models' weights (methods that edit models) or predicted logits (methods that
@@ -25,7 +28,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -68,23 +71,83 @@ class RequestSource:
         return RequestContext(forget=self.forget_set.prefix(step + 1).indices, labels=self.forget_set.train_labels,
                               original_logits=original_logits)
 
-    def builder(self, step: int, device: torch.device):
-        """A function (side inputs, state) -> the request of `step` against one model."""
+    def parts(self, step: int, device: torch.device) -> RequestParts:
+        """What every model's request of `step` holds: the request's forget samples and the
+        validation split and, for a method that is not source-free, the training set with the
+        request's forget rows and the rows kept after it."""
         forget_inputs, forget_labels = self.samples.request(step)
-        common = dict(num_classes=self.samples.num_classes, step=step,
-                      validation_inputs=torch.from_numpy(self.samples.x_val).to(device),
-                      validation_labels=torch.from_numpy(self.samples.y_val).to(device))
-        if self.forget_set is None:
-            base = dict(forget_inputs=torch.from_numpy(forget_inputs).to(device),
-                        forget_labels=torch.from_numpy(forget_labels).to(device), **common)
-            return lambda side, state: ForgetRequest(side=side, state=state, **base)
-        n_train = len(self.forget_set.train_labels)
-        retain = np.flatnonzero(self.forget_set.retain_mask(n_train, upto_request=step))
-        base = dict(inputs=torch.from_numpy(self.dataset.x_train).to(device),
-                    labels=torch.tensor(self.forget_set.train_labels, device=device),
-                    forget=torch.tensor(self.forget_set.requests[step], device=device),
-                    retain=torch.from_numpy(retain).to(device), **common)
-        return lambda side, state: UnlearningRequest.of_training_set(side=side, state=state, **base)
+        training = None
+        if self.forget_set is not None:
+            n_train = len(self.forget_set.train_labels)
+            training = TrainingRows(
+                inputs=torch.from_numpy(self.dataset.x_train).to(device),
+                labels=torch.tensor(self.forget_set.train_labels, device=device),
+                forget=torch.tensor(self.forget_set.requests[step], device=device),
+                retain=torch.from_numpy(np.flatnonzero(self.forget_set.retain_mask(n_train, upto_request=step))).to(device))
+        return RequestParts(forget_inputs=torch.from_numpy(forget_inputs).to(device),
+                            forget_labels=torch.from_numpy(forget_labels).to(device),
+                            num_classes=self.samples.num_classes, step=step,
+                            validation_inputs=torch.from_numpy(self.samples.x_val).to(device),
+                            validation_labels=torch.from_numpy(self.samples.y_val).to(device), training=training)
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """The training set a request of a method that is not source-free holds: every input and
+    label, the request's forget rows and the rows the model keeps after it."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    forget: torch.Tensor
+    retain: torch.Tensor
+
+
+@dataclass(frozen=True)
+class RequestParts:
+    """What one request is built from (:func:`unlearn_request`), tensors on the model's device:
+    the forget samples, the validation split, the step of a sequence, and `training`, the training
+    set, only for a method that is not source-free."""
+
+    forget_inputs: torch.Tensor
+    forget_labels: torch.Tensor
+    num_classes: int
+    validation_inputs: torch.Tensor | None = None
+    validation_labels: torch.Tensor | None = None
+    step: int = 0
+    training: TrainingRows | None = None
+
+
+def side_inputs(spec: MethodSpec, loaded: Mapping[str, Any], hp: Mapping[str, Any],
+                context: RequestContext) -> Callable[[int], Mapping[str, Any]]:
+    """Model index -> the method's side inputs: its ``prepare`` over the loaded side artifacts
+    (what `context` lets it know), or none."""
+    return spec.prepare(loaded, hp, context) if spec.prepare else (lambda index: {})
+
+
+def unlearn_request(spec: MethodSpec, model: torch.nn.Module, parts: RequestParts, side: Mapping[str, Any],
+                    state: Any, hp: Mapping[str, Any], seed: int) -> Any:
+    """The one request path, shared by the runner, U-LiRA's shadows and the deletion ledger: build
+    the request and apply `spec` to `model` (in place), returning its ``MethodResult``.
+
+    A source-free method gets a :class:`~unlearnflow.methods.request.ForgetRequest` of the forget
+    samples, the validation split, its side inputs and state; `parts` carrying the training set for
+    it is a UserError, so no caller can hand it retain data. Any other method gets an
+    :class:`~unlearnflow.methods.request.UnlearningRequest` and needs the training set."""
+    device = parts.forget_inputs.device
+    common = dict(num_classes=parts.num_classes, validation_inputs=parts.validation_inputs,
+                  validation_labels=parts.validation_labels, side=side_tensors(side, device), state=state,
+                  step=parts.step)
+    if spec.source_free:
+        if parts.training is not None:
+            raise UserError(f"{spec.name} is source-free: its request takes the forget samples alone, "
+                            "not the training set")
+        request = ForgetRequest(forget_inputs=parts.forget_inputs, forget_labels=parts.forget_labels, **common)
+    else:
+        if parts.training is None:
+            raise UserError(f"{spec.name} is not source-free: its request needs the training set")
+        rows = parts.training
+        request = UnlearningRequest.of_training_set(rows.inputs, rows.labels, rows.forget, rows.retain, **common)
+    return spec.unlearn(model, request, hp, seed)
 
 
 @dataclass
@@ -139,22 +202,21 @@ def _edit_models(spec: MethodSpec, configs: Sequence[Configuration], originals: 
                  progress: bool) -> dict[str, list[StepResult]]:
     shape, num_classes = tuple(source.samples.inputs.shape[1:]), source.samples.num_classes
     models = [model.to(device) for model in originals.load_models(shape, num_classes)]
-    builders = [source.builder(step, device) for step in range(source.n_requests)]
+    parts = [source.parts(step, device) for step in range(source.n_requests)]
     results = {}
     total = len(configs) * len(models) * source.n_requests
     with progress_bar(total, f"{spec.name} on {source.samples.name}", progress) as bar:
         for config in configs:
-            prepared = [spec.prepare(sides[step], config.hyperparameters, source.context(step, originals.logits))
-                        if spec.prepare else (lambda index: {}) for step in range(source.n_requests)]
+            prepared = [side_inputs(spec, sides[step], config.hyperparameters, source.context(step, originals.logits))
+                        for step in range(source.n_requests)]
             steps = [StepResult(n_models=len(models)) for _ in range(source.n_requests)]
             snapshots: list[list[dict[str, torch.Tensor]]] = [[] for _ in range(source.n_requests)]
             for index, (model_id, original) in enumerate(zip(originals.model_ids, models)):
                 model, state = copy.deepcopy(original), None
-                for step, build in enumerate(builders):
-                    request = build(side_tensors(prepared[step](index), device), state)
+                for step, step_parts in enumerate(parts):
                     stream = f"unlearn/{spec.name}" + (f"/step{step}" if step else "")
-                    result = spec.unlearn(model, request, config.hyperparameters,
-                                          model_seed(seed, stream, int(model_id)))
+                    result = unlearn_request(spec, model, step_parts, prepared[step](index), state,
+                                             config.hyperparameters, model_seed(seed, stream, int(model_id)))
                     state = result.state
                     steps[step].seconds += result.cost.seconds
                     steps[step].examples += result.cost.examples

@@ -41,11 +41,10 @@ from unlearnflow.core.training import (
     progress_bar,
 )
 from unlearnflow.errors import UserError
-from unlearnflow.methods.request import ForgetRequest, UnlearningRequest
 from unlearnflow.metrics.margins import margins
 from unlearnflow.metrics.ulira import ulira_accuracy
 from unlearnflow.registry import ARTIFACTS, EDITS_MODEL, MethodSpec, RequestContext, hyperparameters, spec_of
-from unlearnflow.runner import side_tensors
+from unlearnflow.runner import RequestParts, TrainingRows, side_inputs, unlearn_request
 
 
 @dataclass(frozen=True)
@@ -137,19 +136,15 @@ def _edited(spec: MethodSpec, hp: Mapping[str, Any],
             for index, (original, mask) in enumerate(zip(models, base.train_masks)):
                 for set_index, forget in enumerate(design.forget_sets[index]):
                     model = copy.deepcopy(original)
-                    request_side = {}
-                    if spec.prepare:
-                        context = RequestContext(forget, labels, {"train": base.logits["train"]})
-                        request_side = side_tensors(spec.prepare(side, hp, context)(index), device)
+                    context = RequestContext(forget, labels, {"train": base.logits["train"]})
                     rows = torch.tensor(forget, device=device)
-                    common = dict(num_classes=dataset.num_classes, side=request_side, **validation)
-                    if spec.source_free:
-                        request = ForgetRequest(forget_inputs=inputs[rows], forget_labels=label_tensor[rows], **common)
-                    else:
-                        retain = torch.tensor(np.setdiff1d(np.flatnonzero(mask), forget), device=device)
-                        request = UnlearningRequest.of_training_set(inputs, label_tensor, rows, retain, **common)
-                    result = spec.unlearn(model, request, hp,
-                                          model_seed(seed, f"ulira/{spec.name}", index * n_sets + set_index))
+                    training = None if spec.source_free else TrainingRows(
+                        inputs=inputs, labels=label_tensor, forget=rows,
+                        retain=torch.tensor(np.setdiff1d(np.flatnonzero(mask), forget), device=device))
+                    parts = RequestParts(forget_inputs=inputs[rows], forget_labels=label_tensor[rows],
+                                         num_classes=dataset.num_classes, training=training, **validation)
+                    result = unlearn_request(spec, model, parts, side_inputs(spec, side, hp, context)(index), None, hp,
+                                             model_seed(seed, f"ulira/{spec.name}", index * n_sets + set_index))
                     seconds, examples = seconds + result.cost.seconds, examples + result.cost.examples
                     logits.append(predict_logits(model, inputs).cpu().numpy())
                     bar.update()

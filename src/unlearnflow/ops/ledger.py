@@ -54,9 +54,8 @@ from unlearnflow.core.forget_sets import ForgetSamples, ForgetSet, validate_indi
 from unlearnflow.core.store import expect, provenance, read_artifact, write_artifact, write_text
 from unlearnflow.core.training import cross_entropy_loss, predict_logits
 from unlearnflow.errors import UserError
-from unlearnflow.methods.request import ForgetRequest, UnlearningRequest
 from unlearnflow.registry import ARTIFACTS, EDITS_MODEL, RequestContext, configurations, spec_of
-from unlearnflow.runner import side_tensors
+from unlearnflow.runner import RequestParts, TrainingRows, side_inputs, unlearn_request
 
 ORIGINAL = "original"
 REQUEST_KEYS = {"model", "after", "method", "samples", "hyperparameters", "seed"}
@@ -296,23 +295,20 @@ def process_request(*, request: str, models: str, ledger_dir: str, samples: Forg
     # what prepare knows, as in an unlearn job: nothing of the training set when source-free
     context = (RequestContext(None, None, {}) if training_set is None else
                RequestContext(forgotten, training_set[1], {}))
-    side = {}
-    if spec.prepare:
-        loaded = {name: ARTIFACTS[name].load(path) for name, path in side_paths.items()}
-        side = side_tensors(spec.prepare(loaded, hp, context)(index), torch_device)
-    common = dict(num_classes=samples.num_classes, validation_inputs=validation[0], validation_labels=validation[1],
-                  side=side, state=state, step=len(ledger["entries"]))
-    if training_set is None:
-        unlearning = ForgetRequest(forget_inputs=forget_inputs, forget_labels=forget_labels, **common)
-    else:
+    loaded = {name: ARTIFACTS[name].load(path) for name, path in side_paths.items()}
+    training = None
+    if training_set is not None:
         inputs, labels = training_set
-        retained = np.setdiff1d(np.arange(len(labels)), forgotten)
-        unlearning = UnlearningRequest.of_training_set(on_device(inputs), on_device(labels),
-                                                       on_device(np.sort(asked["samples"])), on_device(retained),
-                                                       **common)
+        training = TrainingRows(inputs=on_device(inputs), labels=on_device(labels),
+                                forget=on_device(np.sort(asked["samples"])),
+                                retain=on_device(np.setdiff1d(np.arange(len(labels)), forgotten)))
+    parts = RequestParts(forget_inputs=forget_inputs, forget_labels=forget_labels, num_classes=samples.num_classes,
+                         validation_inputs=validation[0], validation_labels=validation[1],
+                         step=len(ledger["entries"]), training=training)
     measured_before = {"forget": readouts(model, forget_inputs, forget_labels),
                        "validation": readouts(model, *validation)}
-    result = spec.unlearn(model, unlearning, hp, int(asked["seed"]))
+    result = unlearn_request(spec, model, parts, side_inputs(spec, loaded, hp, context)(index), state, hp,
+                             int(asked["seed"]))
     weights = {name: value.detach().cpu().numpy()[None] for name, value in model.state_dict().items()}
     after_hash = model_hash({k: v[0] for k, v in weights.items()})
     certificate = {
