@@ -20,6 +20,7 @@ from unlearnflow.config import (
 )
 from unlearnflow.core.forget_sets import split_step_name, step_name
 from unlearnflow.core.store import STAGE_VERSIONS, check_writable_directory
+from unlearnflow.dmm.estimators import estimator_of
 from unlearnflow.errors import UserError, report_failed_jobs
 from unlearnflow.registry import ARTIFACTS, REFERENCES, spec_of
 
@@ -212,9 +213,9 @@ def per_method_flags(wildcards, input, output):
     return " ".join(flags)
 
 
-def trak_checkpoints(wildcards):
-    """The trak estimator takes its checkpoints from the original models."""
-    return {"originals": f"{RESULTS}/originals.h5"} if config["datamodels"]["estimator"] == "trak" else {}
+def estimator_checkpoints(wildcards):
+    """An estimator that reads checkpoints (trak) takes them from the original models."""
+    return {"originals": f"{RESULTS}/originals.h5"} if estimator_of(config["datamodels"]["estimator"]).checkpoints else {}
 
 
 def request_samples_file(request):

@@ -40,7 +40,7 @@ rule fit_datamodels:
     """Fit the margin and/or per-logit datamodels (lasso, ridge or trak) of one chunk of the points
     (each target is its own regression) and score them on held-out subset models (LDS, R^2)."""
     input:
-        unpack(trak_checkpoints),
+        unpack(estimator_checkpoints),
         data=DATA,
         subset_models=expand(f"{RESULTS}/subset_models/chunk_{{chunk}}.h5", chunk=chunk_ids("subset_models")),
         labels=poisoned_labels(),

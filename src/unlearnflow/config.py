@@ -19,8 +19,9 @@ import yaml
 from unlearnflow.core.forget_sets import check_spec
 from unlearnflow.core.models import ARCHITECTURES
 from unlearnflow.core.training import TrainConfig
-from unlearnflow.dmm.datamodel_set import OUTPUTS, SPLITS, options, split_heldout
+from unlearnflow.dmm.datamodel_set import OUTPUTS, SPLITS, split_heldout
 from unlearnflow.dmm.dm_direct import OUTPUT_OF
+from unlearnflow.dmm.estimators import estimator_of, options
 from unlearnflow.errors import UserError
 from unlearnflow.metrics.klom import MIN_MODELS
 from unlearnflow.registry import PREDICTS_OUTPUTS, REFERENCES, check_method_config, configurations, spec_of
@@ -248,7 +249,7 @@ def _check_datamodels(config: Mapping[str, Any]) -> None:
     spec = config["datamodels"]
     try:
         options(spec["estimator"], spec["options"])
-        if spec["estimator"] != "trak":  # TRAK is scored on every subset model, fitted on none
+        if estimator_of(spec["estimator"]).regression:  # the others are scored on every subset model
             split_heldout(config["subset_models"]["models"], spec["heldout_models"])
         if "calibration_set" in spec:
             if spec["calibration_set"].get("kind") not in ("random", "class_sample", "cluster"):
@@ -260,8 +261,9 @@ def _check_datamodels(config: Mapping[str, Any]) -> None:
     for method, hp in _datamodel_configurations(config):
         output = OUTPUT_OF[hp["construction"]]
         if output not in fitted:
-            where = "the trak estimator fits margins only" if spec["estimator"] == "trak" else \
-                f"add {output} to datamodels.outputs"
+            fixed = estimator_of(spec["estimator"]).outputs
+            where = (f"the {spec['estimator']} estimator fits {' and '.join(fixed)} only" if fixed
+                     else f"add {output} to datamodels.outputs")
             raise UserError(f"config: methods.{method}: construction {hp['construction']} needs {output} "
                             f"datamodels; {where}")
         if hp["calibrated"] and "calibration_set" not in spec:
@@ -277,10 +279,12 @@ def _datamodel_configurations(config: Mapping[str, Any]) -> list[tuple[str, dict
 
 def datamodel_outputs(config: Mapping[str, Any]) -> list[str]:
     """The datamodel outputs to fit: ``datamodels.outputs`` if given, else those the configured
-    constructions read (margins for margin_shift, logits for logit); trak fits margins only."""
+    constructions read (margins for margin_shift, logits for logit); an estimator with fixed outputs
+    (trak: margins) fits those."""
     spec = config["datamodels"]
-    if spec["estimator"] == "trak":
-        return ["margins"]
+    fixed = estimator_of(spec["estimator"]).outputs
+    if fixed:
+        return list(fixed)
     if "outputs" in spec:
         return list(spec["outputs"])
     used = {OUTPUT_OF[hp["construction"]] for _, hp in _datamodel_configurations(config)}
@@ -298,8 +302,10 @@ def datamodel_splits(config: Mapping[str, Any]) -> list[str]:
 
 
 def datamodel_fit_jobs(config: Mapping[str, Any]) -> int:
-    """Jobs the datamodel fit is scattered over (``datamodels.fit_jobs``; trak is one job)."""
-    return 1 if config["datamodels"]["estimator"] == "trak" else config["datamodels"]["fit_jobs"]
+    """Jobs the datamodel fit is scattered over (``datamodels.fit_jobs``; one for an estimator that
+    does not scatter, e.g. trak)."""
+    spec = config["datamodels"]
+    return spec["fit_jobs"] if estimator_of(spec["estimator"]).scatters else 1
 
 
 def datamodel_spec(config: Mapping[str, Any]) -> dict[str, Any]:

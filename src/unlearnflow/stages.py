@@ -150,9 +150,10 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
     (0: all) splits the chunk into passes of at most that many models, trained one after the
     other, so that a job of many large models (retraining 100 ResNet-9s) fits on one GPU. A
     model does not depend on the models trained with it, so the bank is the same either way.
-    Linear models of the ``lbfgs`` recipe are trained to optimum one by one (:func:`_train_linear`).
+    Linear models of the ``lbfgs`` recipe are trained to optimum one by one
+    (:func:`~unlearnflow.sourcefree.linear.train_linear_chunk`).
     """
-    from unlearnflow.sourcefree.linear import is_linear_recipe
+    from unlearnflow.sourcefree.linear import is_linear_recipe, train_linear_chunk
     use_threads(threads)
     if models_per_pass < 0:
         raise UserError(f"train: --models-per-pass must be >= 0 (0: all models at once), got {models_per_pass}")
@@ -171,7 +172,7 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
     if linear:
         if subset_fraction:
             raise UserError("linear models (optimizer lbfgs) are not trained on subsets")
-        bank, seeds = _train_linear(dataset, labels, retain, training, seed, role, model_ids)
+        bank, seeds = train_linear_chunk(dataset, labels, retain, training, seed, role, model_ids)
     else:
         seeds = [model_seed(seed, role, model_id) for model_id in model_ids]
         options = model.get("options", {})
@@ -192,23 +193,6 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
     accuracy = (bank.logits["test"].argmax(-1) == dataset.y_test).mean()
     print(f"{role}: models {model_ids[0]}..{model_ids[-1]} trained in {bank.attrs['train_seconds']:.1f} s "
           f"on {bank.attrs['device']}; mean test accuracy {accuracy:.4f}")
-
-
-def _train_linear(features: Dataset, labels: np.ndarray, retain: np.ndarray, training: Mapping[str, Any], seed: int,
-                  role: str, model_ids: Sequence[int]) -> tuple[ModelBank, list[int]]:
-    """A chunk of linear models trained to optimum on `features` (the ``lbfgs`` recipe), each with
-    its own objective perturbation b (Guo et al., Sec. 3). Original k and oracle k of every forget
-    set share model k's b, so oracle k is exactly what certified removal of the forget set from
-    original k approximates (the weight distance pairs them); the ``retrain`` reference draws b of
-    its own role, an independent sample of the retrained distribution."""
-    from unlearnflow.sourcefree.linear import config_recipe, train_linear_bank
-    objective, noise_std = config_recipe(training)
-    base = role.split("/")[0]
-    noise_role = "linear" if base in ("original", "oracle") else role
-    seeds = [model_seed(seed, noise_role, model_id) for model_id in model_ids]
-    bank = train_linear_bank(features, objective, noise_std, seeds, role=role, labels=labels, train_mask=retain)
-    bank = dataclasses.replace(bank, model_ids=np.asarray(model_ids, np.int64))
-    return bank, seeds
 
 
 def gather(*, chunks: Sequence[str], out: str, weights_out: str | None = None) -> None:
@@ -359,30 +343,21 @@ def _evaluate_method(method: str, banks: Mapping[str, ModelBank], dataset: Datas
                      originals_bank: ModelBank, oracles_bank: ModelBank, shared: Any, *, ulira: str | None,
                      from_scratch: bool, seed: int, out_h5: str, out_csv: str, lineage: dict[str, str],
                      inputs: list[str]) -> None:
-    """One method's rows and the arrays of every configuration (the report selects which one it
-    shows, from the rows of every forget set: unlearnflow.evaluation.selection)."""
-    from unlearnflow.evaluation.evaluate import artifact_arrays, group_margins, insample_best, klom_interval
-    from unlearnflow.evaluation.evaluate import evaluate as evaluate_bank
+    """Read -> evaluate every configuration (unlearnflow.evaluation.evaluate.evaluate_method) -> write
+    the rows and the arrays (the report selects which configuration it shows, from the rows of
+    every forget set: unlearnflow.evaluation.selection)."""
+    from unlearnflow.evaluation.evaluate import evaluate_method
     from unlearnflow.evaluation.rows import DIVERGED, ROW_COLUMNS
     from unlearnflow.evaluation.selection import DEFAULT_CONFIG
-    # U-LiRA's shadows run the method's default hyper-parameters: only that row gets the number
+    # U-LiRA's shadows run the method's default hyper-parameters
     ulira_accuracy = float(read_rows(ulira)[0]["ulira_accuracy"]) if ulira else math.nan
-    # the KLOM score's bootstrap interval (200 KLOM evaluations) only for the in-sample best
-    # configuration here; the report computes it for the one it shows when that is another
-    results = [evaluate_bank(dataset, chosen, originals_bank, oracles_bank, bank, method, label, seed=seed,
-                             ulira_accuracy=ulira_accuracy if label == DEFAULT_CONFIG else math.nan,
-                             ulira_config=DEFAULT_CONFIG if ulira else "", paired_with_originals=not from_scratch,
-                             shared=shared, n_boot=0) for label, bank in banks.items()]
-    best = insample_best(results)
-    if best.row["status"] != DIVERGED:
-        best_margins = group_margins(banks[best.row["config"]], dataset, chosen)
-        best.row.update(klom_interval(shared.oracle_margins, shared.groups, best_margins, seed))
-    write_artifact(out_h5, "evaluation", artifact_arrays(results, shared),
-                   provenance_record=provenance({}, {"seed": seed}, inputs, lineage),
-                   attrs={"method": method, "forget_set": chosen.name,
-                          "configs": [result.row["config"] for result in results], "seed": seed})
-    write_rows(out_csv, [result.row for result in results], ROW_COLUMNS)
-    for row in (result.row for result in results):
+    rows, arrays = evaluate_method(dataset, chosen, originals_bank, oracles_bank, banks, method, shared, seed,
+                                   ulira_accuracy, DEFAULT_CONFIG if ulira else "", not from_scratch)
+    write_artifact(out_h5, "evaluation", arrays, provenance_record=provenance({}, {"seed": seed}, inputs, lineage),
+                   attrs={"method": method, "forget_set": chosen.name, "configs": [row["config"] for row in rows],
+                          "seed": seed})
+    write_rows(out_csv, rows, ROW_COLUMNS)
+    for row in rows:
         if row["status"] == DIVERGED:
             print(f"{method} [{row['config']}] on {chosen.name}: diverged (non-finite outputs), "
                   "excluded from selection")
@@ -421,14 +396,15 @@ def fit_datamodels(*, data: str, subset_models: Sequence[str], spec: Mapping[str
     from unlearnflow.dmm.datamodel_set import (
         DATAMODEL_DEFAULTS,
         PART_KIND,
+        FitInputs,
         check_splits,
-        fit_datamodel_set,
         point_chunks,
-        trak_datamodel_set,
         write_datamodels,
     )
+    from unlearnflow.dmm.estimators import estimator_of
     use_threads(threads)
     spec = {**DATAMODEL_DEFAULTS, **spec}
+    estimator = estimator_of(spec["estimator"])
     dataset = read_dataset(data)
     lineage = model_lineage(data, labels_from)
     train_labels = experiment_labels(dataset, labels_from, lineage_of(data=data))
@@ -437,38 +413,36 @@ def fit_datamodels(*, data: str, subset_models: Sequence[str], spec: Mapping[str
     splits = check_splits(spec["splits"])
     if chunk is not None and not 0 <= chunk < chunks:
         raise UserError(f"datamodels: chunk {chunk} is not one of the {chunks} chunks (0 to {chunks - 1})")
+    if chunks != 1 and not estimator.scatters:
+        raise UserError(f"the {estimator.name} estimator is one job: it cannot be scattered over chunks")
     n_points = sum(sizes[split] for split in splits)
     points = None if chunk is None else point_chunks(n_points, chunks)[chunk]
     subset = concatenate_banks([read_bank(path, with_weights=False, role="subset", lineage=lineage)
                                 for path in subset_models])
-    logits = np.concatenate([subset.logits[split] for split in SPLITS], axis=1)
-    estimator = spec["estimator"]
     torch_device = resolve_device(device)
-    if estimator == "trak":  # every subset model scores TRAK's estimate; none is fitted on
+    checkpoints, point_inputs = (), None
+    if estimator.checkpoints:  # the original models, e.g. TRAK's ensemble
         if not originals:
-            raise UserError("the trak estimator needs --originals (its checkpoints)")
-        if chunks != 1:
-            raise UserError("the trak estimator is one job: it cannot be scattered over chunks")
-        checkpoints = read_bank(originals, role="original", lineage=lineage)
-        models = [model.to(torch_device)
-                  for model in checkpoints.load_models(dataset.input_shape, dataset.num_classes)]
-        x_all = torch.from_numpy(np.concatenate([getattr(dataset, f"x_{split}") for split in SPLITS])).to(torch_device)
-        result = trak_datamodel_set(models, x_all[: sizes["train"]], train_labels, x_all, labels, sizes,
-                                    subset.train_masks, logits, spec.get("options", {}), seed, progress, splits=splits)
-    else:
-        result = fit_datamodel_set(subset.train_masks, logits, labels, sizes, estimator, spec["heldout_models"],
-                                   spec.get("options", {}), seed, str(torch_device), outputs=spec["outputs"],
-                                   splits=splits, points=points)
+            raise UserError(f"the {estimator.name} estimator needs --originals (its checkpoints)")
+        bank = read_bank(originals, role="original", lineage=lineage)
+        checkpoints = [model.to(torch_device) for model in bank.load_models(dataset.input_shape, dataset.num_classes)]
+        point_inputs = torch.from_numpy(np.concatenate([getattr(dataset, f"x_{split}") for split in SPLITS]))
+        point_inputs = point_inputs.to(torch_device)
+    logits = np.concatenate([subset.logits[split] for split in SPLITS], axis=1)
+    fit_inputs = FitInputs(masks=subset.train_masks, logits=logits, labels=labels, split_sizes=sizes, splits=splits,
+                           heldout_models=spec["heldout_models"], outputs=spec["outputs"], seed=seed,
+                           device=str(torch_device), points=points, checkpoints=checkpoints, inputs=point_inputs,
+                           progress=progress)
+    result = estimator.load_fit()(estimator.name, spec.get("options", {}), fit_inputs)
     # The one-time cost DMM amortises (the paper does not count it per request): fitting, plus
-    # training the subset models for the regression estimators (TRAK's only score it).
+    # training the subset models for a regression estimator (they only score the others).
     result.attrs["subset_train_seconds"] = subset.attrs["train_seconds"]
     inputs = [data, *subset_models] + [path for path in (labels_from, originals) if path]
     record = provenance(spec, {"seed": seed}, inputs, lineage)
     if chunk is not None:
         write_datamodels(out, result, record, kind=PART_KIND)
-        print(f"datamodels ({estimator}) of points {points[0]} to {points[1] - 1} (chunk {chunk} of {chunks}) written "
-              f"to {out}: " + ", ".join(
-            f"{name} {value:.3f}" for name, value in result.summary().items()))
+        print(f"datamodels ({estimator.name}) of points {points[0]} to {points[1] - 1} (chunk {chunk} of {chunks}) "
+              f"written to {out}: " + ", ".join(f"{name} {value:.3f}" for name, value in result.summary().items()))
         return
     _write_gathered(out, [result], record)
 
@@ -486,10 +460,11 @@ def gather_datamodels(*, parts: Sequence[str], out: str) -> None:
 
 def _write_gathered(out: str, parts: Sequence[Any], record: Mapping[str, Any]) -> None:
     from unlearnflow.dmm.datamodel_set import gather_datamodel_sets, write_datamodels
+    from unlearnflow.dmm.estimators import estimator_of
     result = gather_datamodel_sets(parts)
     fit_seconds = [value for key, value in result.attrs.items() if key.endswith("_fit_seconds")]
     result.attrs["precompute_seconds"] = sum(fit_seconds)
-    if result.estimator != "trak":
+    if estimator_of(result.estimator).regression:
         result.attrs["precompute_seconds"] += result.attrs["subset_train_seconds"]
     write_datamodels(out, result, record)
     print(f"datamodels ({result.estimator}) of {result.attrs['points'][1]} points from {len(parts)} job(s) written "

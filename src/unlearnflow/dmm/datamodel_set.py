@@ -45,6 +45,7 @@ from unlearnflow.dmm.dm_direct import (
     calibration_scale,
     forget_effects,
 )
+from unlearnflow.dmm.estimators import estimator_of, options
 from unlearnflow.dmm.regression import (
     Datamodels,
     fit_lasso,
@@ -55,7 +56,6 @@ from unlearnflow.dmm.regression import (
 from unlearnflow.errors import UserError
 from unlearnflow.metrics.margins import margins
 
-ESTIMATORS = ("lasso", "ridge", "trak")
 OUTPUTS = ("margins", "logits")
 #: The points of a data set in the datamodels' order; a fit covers a prefix of them (``splits``).
 SPLITS = ("train", "val", "test")
@@ -63,14 +63,6 @@ SPLITS = ("train", "val", "test")
 #: The ``datamodels`` config slice's defaults (as in the workflow's schema).
 DATAMODEL_DEFAULTS: dict[str, Any] = {"estimator": "lasso", "heldout_models": 200, "outputs": list(OUTPUTS),
                                       "splits": list(SPLITS), "options": {}, "fit_jobs": 2}
-
-#: Options of each estimator and their defaults (config ``datamodels.options``).
-ESTIMATOR_OPTIONS: dict[str, dict[str, Any]] = {
-    "lasso": {"n_alphas": 20, "alpha_min_ratio": 0.01, "val_fraction": 0.2, "tol": 1e-4, "max_iter": 1000},
-    "ridge": {"alphas": [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0], "val_fraction": 0.2},
-    "trak": {"checkpoints": 10, "projection_dim": 1024, "damping": 1e-3},
-}
-
 
 @dataclass
 class DatamodelSet:
@@ -112,17 +104,6 @@ class DatamodelSet:
     def summary(self) -> dict[str, float]:
         """Mean LDS and R^2 of each output (NaN targets, e.g. constant outputs, ignored)."""
         return {name.replace("/", "_"): float(np.nanmean(values)) for name, values in self.scores.items()}
-
-
-def options(estimator: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The estimator's options, `given` over the defaults; unknown ones are a UserError."""
-    if estimator not in ESTIMATORS:
-        raise UserError(f"datamodels: unknown estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
-    unknown = sorted(set(given) - set(ESTIMATOR_OPTIONS[estimator]))
-    if unknown:
-        raise UserError(f"datamodels: unknown option(s) {', '.join(unknown)} for estimator {estimator} "
-                        f"(known: {', '.join(ESTIMATOR_OPTIONS[estimator])})")
-    return {**ESTIMATOR_OPTIONS[estimator], **given}
 
 
 def subset_outputs(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -175,8 +156,8 @@ def fit_datamodel_set(masks: np.ndarray, logits: np.ndarray, labels: np.ndarray,
     unknown = sorted(set(outputs) - set(OUTPUTS))
     if unknown or not outputs:
         raise UserError(f"datamodels: outputs must be some of {', '.join(OUTPUTS)}, got {list(outputs)}")
-    if estimator == "trak":
-        raise UserError("datamodels: fit_datamodel_set fits lasso or ridge; use trak_datamodel_set for trak")
+    if not estimator_of(estimator).regression:
+        raise UserError(f"datamodels: fit_datamodel_set fits regressions on subset models, not {estimator}")
     chosen = options(estimator, given_options or {})
     splits = check_splits(splits)
     n_points = sum(split_sizes[split] for split in splits)
@@ -248,6 +229,45 @@ def trak_datamodel_set(models: Sequence[nn.Module], x_train: torch.Tensor, train
     log(f"trak margin datamodels from {chosen['checkpoints']} models in {result.attrs['margins_fit_seconds']:.1f} s, "
         f"held-out LDS {result.summary()['margins_lds']:.3f}, R^2 {result.summary()['margins_r2']:.3f}")
     return result
+
+
+@dataclass
+class FitInputs:
+    """What a datamodel fit reads, from the fit stage's artifacts: the subset models' training
+    `masks` (models, n_train) and `logits` on every point (models, points, C), every point's
+    `labels` (train: the experiment's), the splits' sizes and the `splits` to fit (a prefix of
+    train, val, test), `points` (start, stop) for one part of a scattered fit, the held-out models
+    and `outputs` of a regression; for an estimator that reads ``checkpoints``, the original
+    models and every point's `inputs` (train first) on their device."""
+
+    masks: np.ndarray
+    logits: np.ndarray
+    labels: np.ndarray
+    split_sizes: Mapping[str, int]
+    splits: Sequence[str]
+    heldout_models: int
+    outputs: Sequence[str]
+    seed: int = 0
+    device: str = "cpu"
+    points: tuple[int, int] | None = None
+    checkpoints: Sequence[nn.Module] = ()
+    inputs: torch.Tensor | None = None
+    progress: bool = False
+
+
+def fit_regression(estimator: str, given_options: Mapping[str, Any], data: FitInputs) -> DatamodelSet:
+    """The lasso and ridge entries' fit (:func:`fit_datamodel_set`)."""
+    return fit_datamodel_set(data.masks, data.logits, data.labels, data.split_sizes, estimator, data.heldout_models,
+                             given_options, data.seed, data.device, outputs=data.outputs, splits=data.splits,
+                             points=data.points)
+
+
+def fit_trak(estimator: str, given_options: Mapping[str, Any], data: FitInputs) -> DatamodelSet:
+    """The trak entry's fit (:func:`trak_datamodel_set`), every subset model scoring it."""
+    n_train = data.split_sizes["train"]
+    return trak_datamodel_set(data.checkpoints, data.inputs[:n_train], data.labels[:n_train], data.inputs, data.labels,
+                              data.split_sizes, data.masks, data.logits, given_options, data.seed, data.progress,
+                              splits=data.splits)
 
 
 def _score(result: DatamodelSet, output: str, masks: np.ndarray, outputs: np.ndarray) -> None:

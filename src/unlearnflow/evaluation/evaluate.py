@@ -232,6 +232,27 @@ def weight_distance(originals: ModelBank, oracles: ModelBank, unlearned: ModelBa
     return float(np.mean(ratios)) if ratios else math.nan
 
 
+def evaluate_method(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
+                    banks: Mapping[str, ModelBank], method: str, shared: References, seed: int = 0,
+                    ulira_accuracy: float = math.nan, ulira_config: str = "",
+                    paired_with_originals: bool = True) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The evaluation protocol of one method on one forget set: :func:`evaluate` of every
+    configuration (`banks`: label -> unlearned bank) against the `shared` references, U-LiRA's
+    accuracy on the row of `ulira_config` only (the configuration its shadows ran), and the KLOM
+    score's bootstrap interval (200 KLOM evaluations) for the in-sample best configuration alone;
+    the report computes it for the configuration it shows when that is another. Returns the rows,
+    in the order of `banks`, and the evaluation artifact's arrays (:func:`artifact_arrays`)."""
+    results = [evaluate(dataset, forget_set, originals, oracles, bank, method, label, seed=seed,
+                        ulira_accuracy=ulira_accuracy if label == ulira_config else math.nan,
+                        ulira_config=ulira_config, paired_with_originals=paired_with_originals, shared=shared,
+                        n_boot=0) for label, bank in banks.items()]
+    best = insample_best(results)
+    if best.row["status"] != DIVERGED:
+        best_margins = group_margins(banks[best.row["config"]], dataset, forget_set)
+        best.row.update(klom_interval(shared.oracle_margins, shared.groups, best_margins, seed))
+    return [result.row for result in results], artifact_arrays(results, shared)
+
+
 def insample_best(results: Sequence[Evaluation]) -> Evaluation:
     """The configuration of lowest selection score against the oracles that scored it, diverged
     ones last (:func:`~unlearnflow.evaluation.selection.score_key`): the report's ``insample_best``."""

@@ -64,6 +64,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
+from unlearnflow.dmm.estimators import estimator_of  # noqa: E402
 from unlearnflow.evaluation.rows import (  # noqa: E402
     DIVERGED,
     GROUPS,
@@ -271,15 +272,16 @@ def datamodels_section(attrs: Mapping[str, Any]) -> list[str]:
     scales = attrs.get("scales")
     calibration = (", ".join(f"{name} {value:.3f}" for name, value in scales.items()) if scales
                    else "none (no datamodels.calibration_set)")
-    source = (f"from {attrs['options']['checkpoints']} original models" if attrs["estimator"] == "trak"
-              else f"fitted on {attrs['fitted_models']} subset models")
+    regression = estimator_of(attrs["estimator"]).regression
+    source = (f"fitted on {attrs['fitted_models']} subset models" if regression
+              else f"from {attrs['options']['checkpoints']} original models")
     return ["## Datamodels", "",
             f"Estimator `{attrs['estimator']}`: {source}, scored on "
             f"{attrs['heldout_models']} held-out ones (LDS: Spearman correlation of predicted and actual outputs "
             "across held-out models, mean over points; 1 is perfect).", "", *table, "",
             f"One-time cost, not counted in `compute` above (as in the DMM paper): "
             f"{attrs['subset_train_seconds']:.0f} s training subset models "
-            f"({'they only score TRAK' if attrs['estimator'] == 'trak' else 'the regression data'}) and "
+            f"({'the regression data' if regression else 'they only score the estimate'}) and "
             f"{sum(attrs[f'{output}_fit_seconds'] for output in attrs['outputs']):.0f} s "
             f"fitting. Calibrated scales of the predicted shifts (held-out forget set): {calibration}.", ""]
 

@@ -39,6 +39,7 @@ the exact optimum, so the trainer polishes until the gradient is at round-off le
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -363,6 +364,24 @@ def train_linear_bank(features: Dataset, objective: LinearObjective, noise_std: 
         attrs={"role": role, "arch": "linear", "model_options": {"bias": False},
                "training": recipe(objective, noise_std, int(mask.sum())), "train_seconds": seconds,
                "steps_per_model": 0, "examples_per_model": int(mask.sum()), "device": "cpu"})
+
+
+def train_linear_chunk(features: Dataset, labels: np.ndarray, retain: np.ndarray, training: Mapping, seed: int,
+                       role: str, model_ids: Sequence[int]) -> tuple[ModelBank, list[int]]:
+    """A workflow chunk of linear models (the config's ``lbfgs`` recipe `training`) with the given
+    ids, trained to optimum on the rows `retain` of `features`; returns the bank and the models'
+    noise seeds. Each model has its own objective perturbation b (Guo et al., Sec. 3): original k
+    and oracle k of every forget set share model k's b, so oracle k is exactly what certified
+    removal of the forget set from original k approximates (the weight distance pairs them); the
+    ``retrain`` reference draws b of its own role, an independent sample of the retrained
+    distribution."""
+    from unlearnflow.core.training import model_seed
+    objective, noise_std = config_recipe(training)
+    base = role.split("/")[0]
+    noise_role = "linear" if base in ("original", "oracle") else role
+    seeds = [model_seed(seed, noise_role, model_id) for model_id in model_ids]
+    bank = train_linear_bank(features, objective, noise_std, seeds, role=role, labels=labels, train_mask=retain)
+    return dataclasses.replace(bank, model_ids=np.asarray(model_ids, np.int64)), seeds
 
 
 def recipe(objective: LinearObjective, noise_std: float, n_train: int) -> dict:
