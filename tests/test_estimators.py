@@ -6,13 +6,13 @@ import copy
 
 import numpy as np
 import pytest
+from workflow_runs import REPO
 
 from unlearnflow.config import datamodel_fit_jobs, datamodel_outputs, load_config_file, validate_config
 from unlearnflow.dmm.datamodel_set import FitInputs, fit_datamodel_set
 from unlearnflow.dmm.estimators import ESTIMATORS, Estimator, estimator_of, options
 from unlearnflow.errors import UserError
 from unlearnflow.report.summary import datamodels_section
-from workflow_runs import REPO
 
 
 def fit_toy(estimator, given_options, data):

@@ -24,7 +24,8 @@ from unlearnflow.sourcefree.linear import LinearObjective, identity_features, tr
 
 def test_the_counts():
     assert perturbations_needed(16) == 136 and perturbations_needed(196) == 19_306
-    assert block_size("squared", 16, 10) == 16 and block_size("multinomial", 16, 10) == 160
+    assert block_size("squared", (10, 16)) == 16 and block_size("multinomial", (10, 16)) == 160
+    assert block_size("mixed_squared", (1, 40)) == 40  # a mixed-linear model's linearised parameters
     for m in (1, 135, 136, 500, 19_306):
         p = largest_identified_block(m)
         assert perturbations_needed(p) <= m < perturbations_needed(p + 1)
@@ -32,24 +33,26 @@ def test_the_counts():
 
 def test_a_method_none_of_whose_configurations_identifies_is_refused_in_one_line():
     """The issue's case: 28x28 images pooled 2x2 (d = 196) with the default m = 500 and the variants' grid."""
-    configs = [(label, {"m": 500, "loss": "squared"}) for label in ("default", "variant=corrected")]
+    configs = [(label, {"m": 500, "loss": "squared"}, (10, 196)) for label in ("default", "variant=corrected")]
     with pytest.raises(UserError) as error:
-        check_configurations(configs, 196, 10)
+        check_configurations(configs, 196)
     message = str(error.value)
     assert "\n" not in message and "196 x 196" in message and "19,306" in message
     assert "set hyperparameters.m >= 19306" in message and "at most 31" in message
     # the multinomial loss couples the classes: 16 features are a 160 x 160 block, 12,880 unknowns
-    with pytest.raises(UserError, match="160 x 160 Hessian block of 16 features .* at most 3 "):
-        check_configurations([("default", {"m": 500, "loss": "multinomial"})], 16, 10)
+    with pytest.raises(UserError, match="160 x 160 Hessian block of 16 features .* hyperparameters.m >= 12880$"):
+        check_configurations([("default", {"m": 500, "loss": "multinomial"}, (10, 16))], 16)
+    # a mixed-linear model: rows of width K (1 + P) = 410, a 40 x 40 block, 820 unknowns
+    assert check_configurations([("default", {"m": 1640, "loss": "mixed_squared"}, (1, 40))], 410) == []
 
 
 def test_a_sweep_that_partly_identifies_runs_with_a_warning_per_short_configuration():
-    configs = [("default", {"m": 2208, "loss": "squared"}), ("m=250", {"m": 250, "loss": "squared"}),
-               ("m=1000", {"m": 1000, "loss": "squared"})]
-    warnings = check_configurations(configs, 64, 10)
+    configs = [("default", {"m": 2208, "loss": "squared"}, (10, 64)), ("m=250", {"m": 250, "loss": "squared"}, (10, 64)),
+               ("m=1000", {"m": 1000, "loss": "squared"}, (10, 64))]
+    warnings = check_configurations(configs, 64)
     assert len(warnings) == 2 and "[m=250]" in warnings[0] and "[m=1000]" in warnings[1]
     assert "2,080" in warnings[0]
-    assert check_configurations([("default", {"m": 500, "loss": "squared"})], 16, 10) == []
+    assert check_configurations([("default", {"m": 500, "loss": "squared"}, (10, 16))], 16) == []
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from workflow_runs import REPO, dry_run_jobs, snakemake
 
-from unlearnflow.config import load_schema, validate_config
+from unlearnflow.config import experiments, load_config_file, load_schema, validate_config
 from unlearnflow.core.artifacts import concatenate_banks, read_bank, read_dataset, read_forget_set
 from unlearnflow.core.store import read_artifact
 from unlearnflow.dmm.datamodel_set import fit_datamodel_set, read_calibration, read_datamodels
@@ -395,7 +395,7 @@ def test_resources_come_from_the_config_and_every_rule_has_defaults(tmp_path):
     from unlearnflow.config import RULE_RESOURCES
     listing = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=REPO, capture_output=True,
                              text=True).stdout
-    prefixes = tuple(f"{name}_" for name in (yaml.safe_load((REPO / "config.yaml").read_text()).get("experiments") or {}))
+    prefixes = tuple(f"{name}_" for name in list(experiments(load_config_file(REPO / "config.yaml")))[1:])
     rules = [line.split()[0] for line in listing.splitlines() if line.strip() and not line[0].isspace()]
     assert prefixes and any(rule.startswith(prefixes) for rule in rules)  # the default run's other experiments
     rules = [rule for rule in rules if not rule.startswith(prefixes)]

@@ -5,8 +5,9 @@ Eq. (3) fits a symmetric p x p block X to m loss differences ``1/2 u_i^T X u_i``
 affine space of solutions, the fit returns one of them, and the Newton step built on it is
 arbitrary: on 28x28 images pooled 2x2 (p = 196, 19,306 unknowns) the default m = 500 gives test
 accuracy 0.35 while nothing in the run looks wrong. The block is p = d, the feature width, for
-the squared and the one-vs-rest logistic losses, and p = K d for the multinomial loss, whose one
-block couples the K classes (:mod:`unlearnflow.sourcefree.hessian`).
+the squared and the one-vs-rest logistic losses, p = K d for the multinomial loss, whose one
+block couples the K classes (:mod:`unlearnflow.sourcefree.hessian`), and p = P, the linearised
+parameters, for a mixed-linear model.
 
 :func:`check_configurations` is the source-free method's input check, run before any fit: a
 method none of whose configurations can identify its block is refused in one line that gives the
@@ -25,9 +26,12 @@ from unlearnflow.errors import UserError
 FULL_BLOCK_LOSSES = ("multinomial",)
 
 
-def block_size(loss: str, width: int, classes: int) -> int:
-    """p, the side of one Hessian block: d, or K d for a loss of :data:`FULL_BLOCK_LOSSES`."""
-    return classes * width if loss in FULL_BLOCK_LOSSES else width
+def block_size(loss: str, parameter_shape: tuple[int, int]) -> int:
+    """p, the side of one Hessian block of parameters of `parameter_shape` (rows, d): d, or rows x d
+    for a loss of :data:`FULL_BLOCK_LOSSES` (K d for the multinomial loss; P for a mixed-linear
+    model's (1, P) parameters)."""
+    rows, width = parameter_shape
+    return rows * width if loss in FULL_BLOCK_LOSSES else width
 
 
 def perturbations_needed(block: int) -> int:
@@ -40,12 +44,13 @@ def largest_identified_block(m: int) -> int:
     return (math.isqrt(8 * m + 1) - 1) // 2
 
 
-def check_configurations(configurations: Sequence[tuple[str, Mapping]], width: int, classes: int) -> list[str]:
-    """One warning line per configuration (label, hyper-parameters with ``m`` and ``loss``) whose m
-    cannot identify its block; a UserError, with the counts and the fix, when none can."""
+def check_configurations(configurations: Sequence[tuple[str, Mapping, tuple[int, int]]], width: int) -> list[str]:
+    """One warning line per configuration (label, hyper-parameters with ``m`` and ``loss``, the
+    shape of its parameters) whose m cannot identify its block; a UserError, with the counts and
+    the fix, when none can. `width` is the feature rows' width."""
     short = []
-    for label, hp in configurations:
-        block = block_size(hp["loss"], width, classes)
+    for label, hp, shape in configurations:
+        block = block_size(hp["loss"], shape)
         if hp["m"] < perturbations_needed(block):
             short.append((label, hp["m"], block))
     if not short:
@@ -55,10 +60,9 @@ def check_configurations(configurations: Sequence[tuple[str, Mapping]], width: i
              for label, m, block in short]
     if len(short) == len(configurations):
         label, m, block = max(short, key=lambda entry: entry[1])
-        fewer = largest_identified_block(m)
-        target = fewer if block == width else fewer // classes
+        fix = (f", or reduce the features to at most {largest_identified_block(m)} (a larger features.pool)"
+               if block == width else "")
         raise UserError(f"newton_source_free: m = {m} perturbations cannot identify the {block} x {block} Hessian "
                         f"block of {width} features (it needs p(p+1)/2 = {perturbations_needed(block):,}) in any "
-                        f"configuration; set hyperparameters.m >= {perturbations_needed(block)}, or reduce the "
-                        f"features to at most {target} (a larger features.pool)")
+                        f"configuration; set hyperparameters.m >= {perturbations_needed(block)}{fix}")
     return lines

@@ -134,8 +134,10 @@ def check_source_free(hp: Mapping[str, Any]) -> None:
 def check_source_free_inputs(configurations: Sequence[Any], input_shape: tuple[int, ...], classes: int) -> list[str]:
     """Every configuration's m against the p(p+1)/2 perturbations that identify a Hessian block of
     this bank (:func:`~unlearnflow.sourcefree.identifiability.check_configurations`)."""
-    return check_configurations([(config.label, config.hyperparameters) for config in configurations],
-                                int(np.prod(input_shape)), classes)
+    width = int(np.prod(input_shape))
+    return check_configurations([(config.label, config.hyperparameters,
+                                  LinearObjective(config.hyperparameters["loss"], config.hyperparameters["lam"])
+                                  .parameter_shape(classes, width)) for config in configurations], width)
 
 
 def _newton_setup(name: str, defaults: Mapping[str, Any], check, given: Mapping[str, Any],
