@@ -323,7 +323,7 @@ def klom_below_retraining(snapshots: Sequence[Snapshot]) -> str:
                 fmt(100 * (row["acc_test"] - row["acc_test_oracle"]), "+.1f"),
                 fmt(row["selection_score"], ".3f") if by_w1 else "–",
                 fmt(reference["selection_score"], ".3f") if by_w1 else "–",
-                fmt(float(row.get("weight_distance") or math.nan), ".3g"))))
+                fmt(row["weight_distance"], ".3g"))))
     return "\n".join(lines)
 
 
