@@ -24,7 +24,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.results import machine_note, write_section  # noqa: E402
-from unlearnflow.ops.estimate import benchmark_seconds, estimate  # noqa: E402
+from unlearnflow.ops.estimate import estimate  # noqa: E402
+from unlearnflow.report.sourcefree_tables import experiment_cost  # noqa: E402
 
 
 def run_config(name: str, models: int, max_train: int, epochs: int = 30) -> dict:
@@ -40,10 +41,6 @@ def run_config(name: str, models: int, max_train: int, epochs: int = 30) -> dict
                                      "pool_size": 12}}}
 
 
-def measured_seconds(results: Path) -> float:
-    return sum(benchmark_seconds(path) for path in (results / "benchmarks").rglob("*.tsv"))
-
-
 def main(workdir: Path) -> None:
     loads = [os.getloadavg()[0]]
     for config in (run_config("small", 6, 600), run_config("large", 12, 1200)):
@@ -54,7 +51,8 @@ def main(workdir: Path) -> None:
     loads.append(os.getloadavg()[0])
     stages, _ = estimate(workdir / "small.yaml", workdir / "large.yaml", directory=workdir)
     predicted = sum(stage.wall_hours for stage in stages) * 3600
-    measured, small = measured_seconds(workdir / "results" / "large"), measured_seconds(workdir / "results" / "small")
+    measured, small = (experiment_cost(workdir / "results" / name / "report" / "summary.csv")[1]
+                       for name in ("large", "small"))
     error = predicted / measured - 1
     table = "\n".join([
         "## `unlearnflow estimate`: a run twice the size of a measured one", "",

@@ -45,8 +45,8 @@ from unlearnflow.evaluation.certificates import certificate_columns
 from unlearnflow.evaluation.rows import CONFIG_ARRAYS, DIVERGED, GROUPS, OK, ROW_COLUMNS, STATISTICS, W1, config_array
 from unlearnflow.evaluation.selection import score_key
 from unlearnflow.metrics import wasserstein
-from unlearnflow.metrics.klom import bootstrap_ci, group_score, klom, noise_floor, summarise
-from unlearnflow.metrics.margins import margins
+from unlearnflow.metrics.klom import bootstrap_ci, group_score, klom, summarise
+from unlearnflow.metrics.margins import margins, oracle_halves
 from unlearnflow.metrics.mia import PguAttack, fit_pgu_attack, judge, per_example_loss, simple_mia
 from unlearnflow.metrics.readouts import accuracy, exclude_classes, prediction_entropy, remove_class_rows
 
@@ -75,9 +75,10 @@ class References:
 
     groups: point indices of the forget, retain and validation groups in the margin columns.
     oracle_margins: the oracles' margins on [train, validation] points, (models, points).
-    floor_summary: the group statistics of the oracles' noise floor (:func:`~unlearnflow.metrics.klom.noise_floor`).
-    w1_floor_summary: the same of the W1 of margins (:func:`~unlearnflow.metrics.wasserstein.noise_floor`,
-    the same halves of the oracles).
+    floor_summary: the group statistics of the oracles' noise floor, KLOM between two random halves
+    of the oracles (:func:`~unlearnflow.metrics.margins.oracle_halves`; the floor of
+    :func:`~unlearnflow.metrics.klom.noise_floor`).
+    w1_floor_summary: the same of the W1 of margins, on the same halves.
     attack: the PGU membership attack trained on the original vs the oracle models.
     """
 
@@ -101,8 +102,9 @@ def references(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, or
     retain = np.flatnonzero(forget_set.retain_mask(len(labels)))
     groups = {"forget": forget, "retain": retain, "validation": len(labels) + np.arange(len(dataset.y_val))}
     oracle_margins = group_margins(oracles, dataset, forget_set)
-    floor_summary = summarise(noise_floor(oracle_margins, _stream(seed, "noise_floor"))[0], groups)
-    w1_floor_summary = summarise(wasserstein.noise_floor(oracle_margins, _stream(seed, "noise_floor")), groups)
+    halves = oracle_halves(oracle_margins, _stream(seed, "noise_floor"))
+    floor_summary = summarise(klom(*halves), groups)
+    w1_floor_summary = summarise(wasserstein.w1_margins(*halves), groups)
     attack = fit_pgu_attack(originals.logits["train"][:, forget], oracles.logits["train"][:, forget], labels[forget],
                             _stream(seed, "pgu_attack"), n_jobs=1)
     return References(groups=groups, oracle_margins=oracle_margins, floor_summary=floor_summary,

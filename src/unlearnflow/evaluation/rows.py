@@ -164,6 +164,16 @@ def read_csv(path: Path) -> list[Row]:
     return rows
 
 
+def chosen_by_w1(rows: Iterable[Row]) -> bool:
+    """Whether the rows' configurations were chosen by the W1 of margins (else by KLOM: evaluations
+    made before issue 23); a mix is a UserError."""
+    metrics = {row["selection_metric"] for row in rows}
+    if len(metrics) > 1:
+        raise UserError(f"rows chosen by different selection metrics ({', '.join(sorted(metrics))}) cannot share "
+                        "a table; render them apart or rerun the older evaluations")
+    return metrics == {W1}
+
+
 def upgrade_legacy(raw: Mapping[str, str | None]) -> dict[str, str | None]:
     """A row of an evaluation written before issue 23 in today's columns: its selection score, interval
     and floor were KLOM's (:data:`LEGACY_COLUMNS`), and KLOM chose its configurations, so its
@@ -255,7 +265,7 @@ def read_evaluation(evaluation: EvaluationFile, config: str) -> EvaluationArrays
 def read_interval_inputs(evaluation: EvaluationFile,
                          config: str) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """(oracle margins, point groups, the configuration's margins) of an evaluation artifact: what
-    the selection score's bootstrap interval (:func:`unlearnflow.evaluation.evaluate.klom_interval`)
+    the KLOM score's bootstrap interval (:func:`unlearnflow.evaluation.evaluate.klom_interval`)
     resamples. A diverged configuration has no margins (a UserError)."""
     margins = config_array(config_index(evaluation, config), "margins")
     groups = {group: f"groups/{group}" for group in GROUPS}

@@ -257,8 +257,8 @@ def noise_floor(
     """KLOM between two random halves of the oracles: what a perfect unlearner scores.
 
     Each of `splits` random permutations of the N oracle models is cut into two halves of
-    ``N // 2`` models (:func:`~unlearnflow.metrics.margins.oracle_halves`), compared with :func:`klom`. The floor therefore holds for **N/2 models
-    per side**; it shrinks as N grows, so compare it with a method's KLOM at the same model
+    ``N // 2`` models (:func:`~unlearnflow.metrics.margins.oracle_halves`), compared with
+    :func:`klom`. The floor therefore holds for **N/2 models per side**; it shrinks as N grows, so compare it with a method's KLOM at the same model
     count (:func:`matched_klom`), not with its KLOM at N. Returns (splits, points).
     """
     oracle = _check_margins(oracle_margins, "oracle_margins")

@@ -295,7 +295,7 @@ def process_request(*, request: str, models: str, ledger_dir: str, samples: Forg
     # what prepare knows, as in an unlearn job: nothing of the training set when source-free
     context = (RequestContext(None, None, {}) if training_set is None else
                RequestContext(forgotten, training_set[1], {}))
-    loaded = {name: ARTIFACTS[name].load(path) for name, path in side_paths.items()}
+    loaded = {name: ARTIFACTS[name].load(path) for name, path in side_paths.items()} if spec.prepare else {}
     training = None
     if training_set is not None:
         inputs, labels = training_set

@@ -44,7 +44,7 @@ import platform
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,7 +55,7 @@ import yaml
 
 from unlearnflow.config import load_config_file
 from unlearnflow.errors import UserError
-from unlearnflow.evaluation.rows import W1, Row
+from unlearnflow.evaluation.rows import Row, chosen_by_w1
 from unlearnflow.evaluation.selection import ONLY_CONFIG, describe_rule, headline_rows
 from unlearnflow.report.pgu_tables import pgu_tables, read_summaries
 from unlearnflow.report.sourcefree_tables import experiment_cost, experiment_of, experiment_tables
@@ -197,7 +197,7 @@ def method_comparison(snapshots: Sequence[Snapshot], methods: Mapping[str, str],
     if unknown:
         raise UserError(f"tables: method-comparison: '{unknown[0]}' is in no snapshot's summary")
     titles = {method: title for title, method in methods.items()}
-    by_w1 = uses_w1(headline.values())
+    by_w1 = chosen_by_w1(headline.values())
     header = ("forget set", *methods, *(f"{titles.get(method, method)} compute" for method in compute))
     lines = [markdown_line(header), markdown_line(("---", *["---:"] * (len(header) - 1)))]
     for forget_set in shown:
@@ -217,16 +217,6 @@ def method_comparison(snapshots: Sequence[Snapshot], methods: Mapping[str, str],
         notes.append(f"[In brackets: the in-sample best{chr(39) + 's W1 selection score' if by_w1 else ''}, chosen "
                      "on the set's own oracles, where it is another configuration.]")
     return "\n".join([*lines, "", " ".join(notes)] if notes else lines)
-
-
-def uses_w1(rows: Iterable[Row]) -> bool:
-    """Whether the rows' configurations were chosen by the W1 of margins (else by KLOM: snapshots
-    made before issue 23); a mix is a UserError."""
-    metrics = {row["selection_metric"] for row in rows}
-    if len(metrics) > 1:
-        raise UserError("tables: the snapshots chose configurations by different selection metrics "
-                        f"({', '.join(sorted(metrics))}); render them in separate tables")
-    return metrics == {W1}
 
 
 def _score_cell(row: Row, insample: bool, bold: bool, with_w1: bool) -> str:
@@ -263,7 +253,7 @@ def selection_optimism(snapshots: Sequence[Snapshot], methods: Sequence[str] | N
     unknown = [method for method in shown if method not in headline]
     if unknown:
         raise UserError(f"tables: selection-optimism: '{unknown[0]}' is in no snapshot's summary")
-    of_w1 = " of the W1 selection score" if uses_w1(rows) else ""
+    of_w1 = " of the W1 selection score" if chosen_by_w1(rows) else ""
     header = ("method", "configurations", "held-out pick is not the in-sample best",
               f"headline - in-sample best: mean (max){of_w1}", "headline - default: mean")
     lines = [markdown_line(header), markdown_line(("---", "---:", "---:", "---:", "---:"))]
@@ -285,7 +275,7 @@ def pairwise_wins(snapshots: Sequence[Snapshot], pairs: Sequence[Sequence[str]])
     count for neither), and which."""
     headline = {method: {row["forget_set"]: row for row in rows}
                 for method, rows in _headline_by_method(snapshots).items()}
-    by_w1 = uses_w1(row for rows in headline.values() for row in rows.values())
+    by_w1 = chosen_by_w1(row for rows in headline.values() for row in rows.values())
     lines = []
     for pair in pairs:
         if len(pair) != 2 or any(method not in headline for method in pair):
@@ -311,7 +301,7 @@ def klom_below_retraining(snapshots: Sequence[Snapshot]) -> str:
     lines = [markdown_line(header), markdown_line(("---", "---", "---", "---", *["---:"] * 6))]
     for snapshot in snapshots:
         rows = read_summaries([snapshot.summary], "tables")
-        by_w1 = uses_w1(rows)
+        by_w1 = chosen_by_w1(rows)
         retrain = {row["forget_set"]: row for row in rows if row["method"] == RETRAIN}
         for row in rows:
             reference = retrain.get(row["forget_set"])

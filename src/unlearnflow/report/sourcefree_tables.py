@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unlearnflow.errors import UserError
-from unlearnflow.evaluation.rows import W1, Row
+from unlearnflow.evaluation.rows import Row, chosen_by_w1
 from unlearnflow.report.pgu_tables import read_summaries
 from unlearnflow.report.summary import (
     claim_cell,
@@ -83,7 +83,7 @@ def forget_set_table(experiment: str, forget_set: str, rows: Sequence[Row]) -> l
     """A heading and one line per evaluated configuration, methods in report order."""
     first = rows[0]
     oracle = first["acc_test_oracle"]
-    by_w1 = any(row["selection_metric"] == W1 for row in rows)
+    by_w1 = chosen_by_w1(rows)
     header = (*HEADER[:6], W1_COLUMN, *HEADER[6:]) if by_w1 else HEADER
     lines = [f"#### `{experiment}`, `{forget_set}` ({first['n_forget']} points, {first['n_oracles']} oracles, "
              f"{first['n_unlearned']} models; oracles' test acc {fmt(oracle, '.3f')})", "",
