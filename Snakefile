@@ -8,7 +8,7 @@ from snakemake.utils import min_version
 
 from unlearnflow.config import experiments, load_config_file
 from unlearnflow.errors import UserError, report_failed_jobs
-from unlearnflow.ops.ledger import certificate_path, experiment_requests
+from unlearnflow.ops.requests import certificate_path, experiment_requests
 
 min_version("9.27")
 

@@ -4,7 +4,7 @@
 # source-free method, request_samples extracts the request's samples first and the request's job
 # reads no data set (rules/common.smk, deletion_request_inputs).
 
-from unlearnflow.ops.ledger import ORIGINAL, experiment_requests, request_needs
+from unlearnflow.ops.requests import ORIGINAL, experiment_requests, request_needs
 
 try:
     DELETION_REQUESTS = experiment_requests(config["experiment"])

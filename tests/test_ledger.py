@@ -26,7 +26,8 @@ from unlearnflow.core.training import FitStats, TrainConfig, model_seed
 from unlearnflow.errors import UserError
 from unlearnflow.methods.request import ForgetRequest, MethodResult
 from unlearnflow.ops import ledger as ledger_module
-from unlearnflow.ops.ledger import model_hash, read_request
+from unlearnflow.ops.ledger import model_hash
+from unlearnflow.ops.requests import read_request
 from unlearnflow.registry import EDITS_MODEL, METHODS, MethodSpec, register, spec_of
 from unlearnflow.sourcefree.linear import LinearObjective, identity_features, train_linear_bank
 from unlearnflow.stages import deletion_request, make_request_samples
@@ -167,7 +168,7 @@ def test_the_methods_state_carries_from_request_to_request(experiment, tmp_path)
 
 
 def test_request_files_are_checked(tmp_path):
-    from unlearnflow.ops.ledger import read_request
+    from unlearnflow.ops.requests import read_request
     for fields, message in (({"model": 1, "after": "original", "method": "gradient_ascent", "samples": []},
                              "non-empty list"),
                             ({"model": 1, "after": "original", "method": "gradient_ascent", "samples": [1, 1]},

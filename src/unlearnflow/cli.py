@@ -1,7 +1,8 @@
 """Command line of unlearnflow: ``python -m unlearnflow COMMAND ...``; the workflow's rules call it.
 
 This module only parses: each command's options become the keyword arguments of one stage
-function of :mod:`unlearnflow.stages`, the orchestrator. Config slices arrive as JSON strings.
+function of :mod:`unlearnflow.stages`, the orchestrator, imported once a command runs (so that
+``--help`` imports no torch). Config slices arrive as JSON strings.
 A user mistake (:class:`~unlearnflow.errors.UserError`) prints one line and exits with status 2.
 """
 
@@ -12,9 +13,10 @@ import json
 import sys
 from typing import Any, Sequence
 
-from unlearnflow import __version__, stages
+from unlearnflow import __version__
 from unlearnflow.core.store import STAGE_VERSIONS, clean_stale_temporaries
 from unlearnflow.errors import UserError
+from unlearnflow.lazy import imported
 
 #: Options that steer the CLI itself, not the stage function.
 _CLI_OPTIONS = ("command", "function", "stage", "stage_version")
@@ -59,32 +61,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, function, help_text: str, stage: str | None = None) -> argparse.ArgumentParser:
+    def command(name: str, function: str, help_text: str, stage: str | None = None) -> argparse.ArgumentParser:
+        """A command running the stage function of :mod:`unlearnflow.stages` named `function`."""
         sub = commands.add_parser(name, help=help_text)
         sub.set_defaults(function=function, stage=stage)
         if stage:
             sub.add_argument("--stage-version", type=int, help="stage version the calling rule expects")
         return sub
 
-    sub = command("prepare-data", stages.prepare_data, "load, split and normalise a data set", "dataset")
+    sub = command("prepare-data", "prepare_data", "load, split and normalise a data set", "dataset")
     sub.add_argument("--spec", type=json_value, required=True, help="JSON data config slice")
     sub.add_argument("--out", required=True)
 
-    sub = command("extract-features", stages.extract_features,
+    sub = command("extract-features", "extract_features",
                   "a data set's features through a backbone, rows L2-normalised (linear experiments)", "features")
     sub.add_argument("--data", required=True, help="dataset artifact")
     sub.add_argument("--spec", type=json_value, required=True, help="JSON features config slice")
     sub.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     sub.add_argument("--out", required=True)
 
-    sub = command("forget-set", stages.make_forget_set, "build one named forget set", "forget_set")
+    sub = command("forget-set", "make_forget_set", "build one named forget set", "forget_set")
     sub.add_argument("--name", required=True)
     sub.add_argument("--spec", type=json_value, required=True, help="JSON forget-set config slice")
     sub.add_argument("--data", required=True, help="dataset artifact")
     sub.add_argument("--seed", type=int, required=True)
     sub.add_argument("--out", required=True)
 
-    sub = command("forget-samples", stages.make_forget_samples,
+    sub = command("forget-samples", "make_forget_samples",
                   "write a forget set's samples and the validation split (a source-free method's input)",
                   "forget_samples")
     sub.add_argument("--data", required=True, help="dataset artifact")
@@ -92,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     labels_option(sub)
     sub.add_argument("--out", required=True)
 
-    sub = command("train", stages.train, "train a chunk of a model bank (vectorised)", "model_bank")
+    sub = command("train", "train", "train a chunk of a model bank (vectorised)", "model_bank")
     sub.add_argument("--role", default="original",
                      help="role of the models, seeds depend on it (with --forget-set: ROLE/FORGET_SET)")
     sub.add_argument("--data", required=True, help="dataset artifact")
@@ -111,12 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     torch_options(sub)
     sub.add_argument("--out", required=True)
 
-    sub = command("gather", stages.gather, "concatenate model-bank chunks", "model_bank")
+    sub = command("gather", "gather", "concatenate model-bank chunks", "model_bank")
     sub.add_argument("--out", required=True)
     sub.add_argument("--weights-out", help="also write the models alone (no logits, no training masks)")
     sub.add_argument("chunks", nargs="+")
 
-    sub = command("unlearn", stages.unlearn, "unlearn a forget set from every original model", "unlearned")
+    sub = command("unlearn", "unlearn", "unlearn a forget set from every original model", "unlearned")
     sub.add_argument("--method", required=True)
     sub.add_argument("--method-config", type=json_value, default={},
                      help="JSON config slice of the method: hyperparameters, grid and its options")
@@ -130,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     torch_options(sub)
     sub.add_argument("--out", required=True)
 
-    sub = command("gradient-space", stages.gradient_space,
+    sub = command("gradient-space", "gradient_space",
                   "PGU's cached factorisation of every layer's input representations", "gradient_space")
     sub.add_argument("--data", required=True, help="dataset artifact")
     sub.add_argument("--originals", required=True, help="bank of the original models (weights)")
@@ -138,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     torch_options(sub)
     sub.add_argument("--out", required=True)
 
-    sub = command("evaluate", stages.evaluate, "evaluate the unlearned banks of one forget set against its oracles",
+    sub = command("evaluate", "evaluate", "evaluate the unlearned banks of one forget set against its oracles",
                   "evaluation")
     sub.add_argument("--data", required=True, help="dataset artifact")
     sub.add_argument("--forget-set", required=True)
@@ -156,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out-h5", action="append", required=True, help="its evaluation artifact (one per --method)")
     sub.add_argument("--out-csv", action="append", required=True, help="its rows (one per --method)")
 
-    sub = command("fit-datamodels", stages.fit_datamodels, "fit the experiment's datamodels", "datamodels")
+    sub = command("fit-datamodels", "fit_datamodels", "fit the experiment's datamodels", "datamodels")
     sub.add_argument("--data", required=True, help="dataset artifact")
     labels_option(sub)
     sub.add_argument("--subset-models", nargs="+", required=True, help="chunks of the subset-model bank")
@@ -168,12 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     torch_options(sub)
     sub.add_argument("--out", required=True)
 
-    sub = command("gather-datamodels", stages.gather_datamodels, "gather the parts of a scattered datamodel fit",
+    sub = command("gather-datamodels", "gather_datamodels", "gather the parts of a scattered datamodel fit",
                   "datamodels")
     sub.add_argument("--parts", nargs="+", required=True, help="the parts written by fit-datamodels --chunk")
     sub.add_argument("--out", required=True)
 
-    sub = command("calibrate-datamodels", stages.calibrate_datamodels,
+    sub = command("calibrate-datamodels", "calibrate_datamodels",
                   "fit the datamodels' scale on a held-out forget set's oracles", "datamodel_calibration")
     sub.add_argument("--datamodels", required=True)
     sub.add_argument("--forget-set", required=True, help="the held-out calibration forget set")
@@ -182,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     labels_option(sub)
     sub.add_argument("--out", required=True)
 
-    sub = command("ulira", stages.ulira, "U-LiRA attacker accuracy of a method on shadow models", "ulira")
+    sub = command("ulira", "ulira", "U-LiRA attacker accuracy of a method on shadow models", "ulira")
     sub.add_argument("--method", required=True)
     sub.add_argument("--data", required=True)
     sub.add_argument("--base", required=True, help="bank of base models trained on 50%% subsets")
@@ -199,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     torch_options(sub)
     sub.add_argument("--out", required=True)
 
-    sub = command("report", stages.make_report, "summary tables and plots of all evaluations", "report")
+    sub = command("report", "make_report", "summary tables and plots of all evaluations", "report")
     sub.add_argument("--out-dir", required=True)
     sub.add_argument("--csv", nargs="+", required=True, help="evaluation CSV rows")
     sub.add_argument("--evaluations", nargs="+", required=True, help="evaluation HDF5 artifacts")
@@ -209,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--selection-set", help="choose every headline configuration on this forget set")
     sub.add_argument("--threads", type=int, default=1, help="bootstrap intervals computed at once")
 
-    sub = command("pgu-table", stages.pgu_table,
+    sub = command("pgu-table", "pgu_table",
                   "the PGU paper's tables (errors, attack, time; de-poisoning per budget) from report summaries")
     sub.add_argument("summaries", nargs="+", help="results/EXPERIMENT/report/summary.csv files")
     sub.add_argument("--acceptance", metavar="METHOD", help="also check issue 10's class-sample criteria for METHOD")
@@ -217,12 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also the de-poisoning table for every configuration, not only the headline")
     sub.add_argument("--out", help="write the markdown here (default: standard output)")
 
-    sub = command("sourcefree-table", stages.sourcefree_table,
+    sub = command("sourcefree-table", "sourcefree_table",
                   "the source-free paper's tables (weight distance, test acc, KLOM, time) from linear reports")
     sub.add_argument("summaries", nargs="+", help="results/EXPERIMENT/report/summary.csv files")
     sub.add_argument("--out", help="write the markdown here (default: standard output)")
 
-    sub = command("snapshot", stages.snapshot,
+    sub = command("snapshot", "snapshot",
                   "keep a finished run's summary.csv, config and cost under docs/results/NAME (a table's source)")
     sub.add_argument("--name", required=True, help="the snapshot's name (its directory under docs/results/)")
     sub.add_argument("--summary", required=True, help="the run's results/EXPERIMENT/report/summary.csv")
@@ -232,13 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--commit", help="the commit it ran (default: HEAD of the checkout holding the summary)")
     sub.add_argument("--root", default=".", help="the repository root (default: .)")
 
-    sub = command("tables", stages.tables,
+    sub = command("tables", "tables",
                   "render the table blocks of README.md and docs/*.md from their snapshots (docs/results/tables.yaml)")
     sub.add_argument("--check", action="store_true",
                      help="change nothing; exit 1 naming each block whose text differs from its snapshot")
     sub.add_argument("--root", default=".", help="the repository root (default: .)")
 
-    sub = command("request-samples", stages.make_request_samples,
+    sub = command("request-samples", "make_request_samples",
                   "write a deletion request's samples and the validation split (a source-free method's input)",
                   "forget_samples")
     sub.add_argument("--request", required=True, help="the request's YAML file")
@@ -246,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     labels_option(sub)
     sub.add_argument("--out", required=True)
 
-    sub = command("deletion-request", stages.deletion_request,
+    sub = command("deletion-request", "deletion_request",
                   "process one deletion request against a model's ledger (new head model, certificate)",
                   "deletion_request")
     sub.add_argument("--request", required=True, help="the request's YAML file")
@@ -259,12 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--device", default="auto", help="auto, cpu or cuda")
     sub.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
-    sub = command("check-config", stages.check_config,
+    sub = command("check-config", "check_config",
                   "validate a workflow config file (names the line and column of a YAML syntax error)")
     sub.add_argument("config_file")
     sub.add_argument("--schema", help="config schema (default: the workflow's, in a source checkout)")
 
-    sub = command("estimate", stages.estimate,
+    sub = command("estimate", "estimate",
                   "predict a larger config's core-hours, GPU-hours and disk per stage from a finished smaller run")
     sub.add_argument("--measured", required=True, metavar="CONFIG",
                      help="config of the finished run whose results/{experiment}/benchmarks are measured")
@@ -275,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how many times faster the planned run's GPU rules are than the measured run's (1)")
     sub.add_argument("--snakefile", help="the workflow's Snakefile (default: the source checkout's)")
 
-    sub = command("theory", stages.theory, "ridge-regression oracle-matching experiment (DMM paper, Section 5)",
+    sub = command("theory", "theory", "ridge-regression oracle-matching experiment (DMM paper, Section 5)",
                   "theory")
     sub.add_argument("--panel", required=True, help="figure panel, e.g. fig5a or figE2_sgd_small")
     sub.add_argument("--out", required=True, help="PNG of the relative distance to the optimum")
@@ -291,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             paths = getattr(args, option, None) or []
             for path in [paths] if isinstance(paths, str) else paths:
                 clean_stale_temporaries(path)
-        status = args.function(**{key: value for key, value in vars(args).items() if key not in _CLI_OPTIONS})
+        function = imported(f"unlearnflow.stages:{args.function}")
+        status = function(**{key: value for key, value in vars(args).items() if key not in _CLI_OPTIONS})
     except UserError as error:
         print(f"unlearnflow: error: {error}", file=sys.stderr)
         return 2

@@ -17,16 +17,13 @@ import jsonschema
 import yaml
 
 from unlearnflow.core.forget_sets import check_spec
-from unlearnflow.core.models import ARCHITECTURES
-from unlearnflow.core.training import TrainConfig
-from unlearnflow.dmm.datamodel_set import OUTPUTS, SPLITS, split_heldout
+from unlearnflow.core.recipe import ARCHITECTURES, TrainConfig
 from unlearnflow.dmm.dm_direct import OUTPUT_OF
-from unlearnflow.dmm.estimators import estimator_of, options
+from unlearnflow.dmm.estimators import OUTPUTS, SPLITS, estimator_of, options, split_heldout
 from unlearnflow.errors import UserError
-from unlearnflow.metrics.klom import MIN_MODELS
+from unlearnflow.metrics.declarations import MIN_MODELS
 from unlearnflow.registry import PREDICTS_OUTPUTS, REFERENCES, check_method_config, configurations, spec_of
-from unlearnflow.sourcefree.features import check_features_spec
-from unlearnflow.sourcefree.linear import config_recipe, is_linear_recipe
+from unlearnflow.sourcefree.declarations import check_features_spec, is_linear_recipe, linear_recipe
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -129,7 +126,7 @@ def _check_training(config: Mapping[str, Any]) -> None:
         TrainConfig.from_mapping(config["training"])
         TrainConfig.from_mapping(oracle_training(config))
         return
-    config_recipe(config["training"])
+    linear_recipe(config["training"])
     if oracle_training(config) != config["training"]:
         raise UserError("config: oracles.training: the oracles of linear models use the experiment's recipe; "
                         "remove oracles.training")

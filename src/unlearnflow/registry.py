@@ -15,9 +15,14 @@ A spec says
 - whether it is **source-free**: then its requests are :class:`~unlearnflow.methods.request.ForgetRequest`
   (no retain data), and its ``unlearn`` job reads the forget samples' artifact instead of the
   data set;
-- its DEFAULTS and GRID, and the extra config keys (``options``) it accepts.
+- its defaults and grid, and the extra config keys (``options``) it accepts.
 
-Adding a method is its own module plus one :func:`register` call here (README, "Adding a method").
+The registry declares without importing: defaults, grids and checks come from each package's
+torch-free ``declarations`` module, and implementations (``unlearn``, ``predict``, ``prepare``, an
+artifact's ``load``) are named by import path (:class:`~unlearnflow.lazy.Lazy`) and imported on
+first use, so that parsing the workflow (every SLURM job does) imports no torch, scipy or
+scikit-learn. Adding a method is its module, its defaults in its package's ``declarations`` and
+one :func:`register` call here (README, "Adding a method").
 """
 
 from __future__ import annotations
@@ -28,25 +33,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from unlearnflow.core.artifacts import read_bank
-from unlearnflow.dmm import datamodel_matching, dm_direct, oracle_matching, targets
-from unlearnflow.dmm.datamodel_set import read_calibration, read_datamodels
+from unlearnflow.dmm import declarations as dmm
+from unlearnflow.dmm import dm_direct
 from unlearnflow.errors import UserError
-from unlearnflow.methods import (
-    adversarial,
-    gradient_ascent,
-    gradient_descent,
-    jit,
-    neggrad_plus,
-    partial_retrain,
-    random_labels,
-    scrub,
-)
-from unlearnflow.methods.common import resolve
-from unlearnflow.pgu import trgp
-from unlearnflow.pgu import unlearn as pgu
-from unlearnflow.pgu.gradient_space import read_gradient_space, shadow_gradient_space
-from unlearnflow.sourcefree import newton
+from unlearnflow.lazy import Lazy
+from unlearnflow.methods import declarations as baselines
+from unlearnflow.methods.declarations import resolve
+from unlearnflow.pgu import declarations as pgu
+from unlearnflow.sourcefree import declarations as sourcefree
 
 EDITS_MODEL = "edits_model"
 PREDICTS_OUTPUTS = "predicts_outputs"
@@ -74,18 +68,19 @@ class ArtifactSpec:
 
 #: artifact name -> what it is and where the workflow writes it
 ARTIFACTS: dict[str, ArtifactSpec] = {
-    "oracle_targets": ArtifactSpec("oracles/{forget_set}.h5", lambda path: read_bank(path, with_weights=False),
+    "oracle_targets": ArtifactSpec("oracles/{forget_set}.h5", Lazy("unlearnflow.core.artifacts:read_bank_logits"),
                                    True, False, "the forget set's oracles (their mean logits are the targets)"),
     "paired_targets": ArtifactSpec("unlearned/retrain/{forget_set}.h5",
-                                   lambda path: read_bank(path, with_weights=False), True, False,
+                                   Lazy("unlearnflow.core.artifacts:read_bank_logits"), True, False,
                                    "an independently retrained bank (model k's logits are original k's targets)"),
-    "datamodels": ArtifactSpec("datamodels.h5", read_datamodels, True, True,
+    "datamodels": ArtifactSpec("datamodels.h5", Lazy("unlearnflow.dmm.datamodel_set:read_datamodels"), True, True,
                                "datamodels of every point, fitted on subset models"),
-    "calibration": ArtifactSpec("datamodel_calibration.h5", read_calibration, False, True,
-                                "the datamodels' scales, fitted on a held-out forget set"),
-    "gradient_space": ArtifactSpec("gradient_space.h5", read_gradient_space, False, False,
+    "calibration": ArtifactSpec("datamodel_calibration.h5", Lazy("unlearnflow.dmm.datamodel_set:read_calibration"),
+                                False, True, "the datamodels' scales, fitted on a held-out forget set"),
+    "gradient_space": ArtifactSpec("gradient_space.h5", Lazy("unlearnflow.pgu.gradient_space:read_gradient_space"),
+                                   False, False,
                                    "PGU's factorisation of R R^T per layer and model (aggregates, no samples)",
-                                   build_for_shadows=shadow_gradient_space),
+                                   build_for_shadows=Lazy("unlearnflow.pgu.gradient_space:shadow_gradient_space")),
 }
 
 
@@ -271,51 +266,70 @@ def _check_prediction(hp: Mapping[str, Any]) -> None:
     dm_direct.hyperparameters(dm_direct.prediction_hyperparameters(hp))
 
 
-register(MethodSpec("gradient_ascent", "DMM paper, Appendix D.4 (II)", EDITS_MODEL, gradient_ascent.DEFAULTS,
-                    gradient_ascent.GRID, unlearn=gradient_ascent.unlearn, source_free=True))
+
+
+def _implementation(name: str) -> Lazy:
+    """A method's implementation by its path under :mod:`unlearnflow` (``"methods.jit:unlearn"``),
+    imported on first use (module docstring)."""
+    return Lazy(f"unlearnflow.{name}")
+
+
+register(MethodSpec("gradient_ascent", "DMM paper, Appendix D.4 (II)", EDITS_MODEL,
+                    baselines.GRADIENT_ASCENT_DEFAULTS, baselines.GRADIENT_ASCENT_GRID,
+                    unlearn=_implementation("methods.gradient_ascent:unlearn"), source_free=True))
 register(MethodSpec("jit", "Foster et al. 2024, zero-shot unlearning by Lipschitz regularisation (JiT)", EDITS_MODEL,
-                    jit.DEFAULTS, jit.GRID, unlearn=jit.unlearn, source_free=True, check=jit.check))
-register(MethodSpec("gradient_descent", "DMM paper, Appendix D.4 (III)", EDITS_MODEL, gradient_descent.DEFAULTS,
-                    gradient_descent.GRID, unlearn=gradient_descent.unlearn))
-register(MethodSpec("neggrad_plus", "Kurmanji et al. 2023 (NegGrad+)", EDITS_MODEL, neggrad_plus.DEFAULTS,
-                    neggrad_plus.GRID, unlearn=neggrad_plus.unlearn))
-register(MethodSpec("random_labels", "random relabelling of the forget set", EDITS_MODEL, random_labels.DEFAULTS,
-                    random_labels.GRID, unlearn=random_labels.unlearn))
+                    baselines.JIT_DEFAULTS, baselines.JIT_GRID, unlearn=_implementation("methods.jit:unlearn"),
+                    source_free=True, check=baselines.check_jit))
+register(MethodSpec("gradient_descent", "DMM paper, Appendix D.4 (III)", EDITS_MODEL,
+                    baselines.GRADIENT_DESCENT_DEFAULTS, baselines.GRADIENT_DESCENT_GRID,
+                    unlearn=_implementation("methods.gradient_descent:unlearn")))
+register(MethodSpec("neggrad_plus", "Kurmanji et al. 2023 (NegGrad+)", EDITS_MODEL, baselines.NEGGRAD_PLUS_DEFAULTS,
+                    baselines.NEGGRAD_PLUS_GRID, unlearn=_implementation("methods.neggrad_plus:unlearn")))
+register(MethodSpec("random_labels", "random relabelling of the forget set", EDITS_MODEL,
+                    baselines.RANDOM_LABELS_DEFAULTS, baselines.RANDOM_LABELS_GRID,
+                    unlearn=_implementation("methods.random_labels:unlearn")))
 register(MethodSpec("random_labels_forget", "random relabelling of the forget samples alone (source-free paper, "
-                    "Table 5's Random Labels)", EDITS_MODEL, random_labels.FORGET_ONLY_DEFAULTS,
-                    random_labels.FORGET_ONLY_GRID, unlearn=random_labels.unlearn_forget_only, source_free=True))
+                    "Table 5's Random Labels)", EDITS_MODEL, baselines.RANDOM_LABELS_FORGET_DEFAULTS,
+                    baselines.RANDOM_LABELS_FORGET_GRID,
+                    unlearn=_implementation("methods.random_labels:unlearn_forget_only"), source_free=True))
 register(MethodSpec("adversarial", "Cha et al. 2024, Learning to Unlearn: adversarial anchors and weight importance "
-                    "(source-free paper, Table 5's Adversarial)", EDITS_MODEL, adversarial.DEFAULTS, adversarial.GRID,
-                    unlearn=adversarial.unlearn, source_free=True, check=adversarial.check))
-register(MethodSpec("scrub", "Kurmanji et al. 2023; DMM paper, Appendix D.4 (IV)", EDITS_MODEL, scrub.DEFAULTS,
-                    scrub.GRID, unlearn=scrub.unlearn))
-register(MethodSpec("partial_retrain", "DMM paper, Appendix D.4 (I)", EDITS_MODEL, partial_retrain.DEFAULTS,
-                    partial_retrain.GRID, unlearn=partial_retrain.unlearn))
-register(MethodSpec("oracle_matching", "DMM paper, Algorithm C.1", EDITS_MODEL, oracle_matching.DEFAULTS,
-                    oracle_matching.GRID, unlearn=oracle_matching.unlearn, needs=_oracle_matching_needs,
-                    prepare=targets.true_targets, options={"targets": ("oracle", "retrain")}))
-register(MethodSpec("dmm", "DMM paper, Algorithm C.3", EDITS_MODEL, datamodel_matching.DEFAULTS,
-                    datamodel_matching.GRID, unlearn=datamodel_matching.unlearn, needs=_datamodel_needs,
-                    prepare=targets.datamodel_targets, check=_check_prediction))
+                    "(source-free paper, Table 5's Adversarial)", EDITS_MODEL, baselines.ADVERSARIAL_DEFAULTS,
+                    baselines.ADVERSARIAL_GRID, unlearn=_implementation("methods.adversarial:unlearn"),
+                    source_free=True, check=baselines.check_adversarial))
+register(MethodSpec("scrub", "Kurmanji et al. 2023; DMM paper, Appendix D.4 (IV)", EDITS_MODEL,
+                    baselines.SCRUB_DEFAULTS, baselines.SCRUB_GRID,
+                    unlearn=_implementation("methods.scrub:unlearn")))
+register(MethodSpec("partial_retrain", "DMM paper, Appendix D.4 (I)", EDITS_MODEL,
+                    baselines.PARTIAL_RETRAIN_DEFAULTS, baselines.PARTIAL_RETRAIN_GRID, unlearn=_implementation("methods.partial_retrain:unlearn")))
+register(MethodSpec("oracle_matching", "DMM paper, Algorithm C.1", EDITS_MODEL, dmm.ORACLE_MATCHING_DEFAULTS,
+                    dmm.ORACLE_MATCHING_GRID, unlearn=_implementation("dmm.oracle_matching:unlearn"),
+                    needs=_oracle_matching_needs, prepare=_implementation("dmm.targets:true_targets"),
+                    options={"targets": ("oracle", "retrain")}))
+register(MethodSpec("dmm", "DMM paper, Algorithm C.3", EDITS_MODEL, dmm.DMM_DEFAULTS, dmm.DMM_GRID,
+                    unlearn=_implementation("dmm.datamodel_matching:unlearn"), needs=_datamodel_needs,
+                    prepare=_implementation("dmm.targets:datamodel_targets"), check=_check_prediction))
 register(MethodSpec("dm_direct", "DMM paper, Algorithm C.2", PREDICTS_OUTPUTS, dm_direct.DEFAULTS, dm_direct.GRID,
-                    predict=targets.predict_outputs, needs=_datamodel_needs, check=_check_prediction))
+                    predict=_implementation("dmm.targets:predict_outputs"), needs=_datamodel_needs,
+                    check=_check_prediction))
 register(MethodSpec("pgu", "PGU paper (Hoang et al. 2024), Section 3.2, published schedule", EDITS_MODEL,
-                    pgu.DEFAULTS, pgu.GRID, unlearn=pgu.unlearn, needs=("gradient_space",),
-                    prepare=_own_gradient_space, source_free=True, check=pgu.check))
+                    pgu.PGU_DEFAULTS, pgu.PGU_GRID, unlearn=_implementation("pgu.unlearn:unlearn"),
+                    needs=("gradient_space",), prepare=_own_gradient_space, source_free=True, check=pgu.check_pgu))
 register(MethodSpec("pgu_tuned", "PGU paper, Section 3.2, with a tuned learning rate (issue 10)", EDITS_MODEL,
-                    pgu.TUNED_DEFAULTS, pgu.TUNED_GRID, unlearn=pgu.unlearn, needs=("gradient_space",),
-                    prepare=_own_gradient_space, source_free=True, check=pgu.check))
+                    pgu.PGU_TUNED_DEFAULTS, pgu.PGU_TUNED_GRID, unlearn=_implementation("pgu.unlearn:unlearn"),
+                    needs=("gradient_space",), prepare=_own_gradient_space, source_free=True, check=pgu.check_pgu))
 register(MethodSpec("pgu_depoison", "PGU paper, Sections 3.2.1 and 4.5: de-poisoning with lambda < 0", EDITS_MODEL,
-                    pgu.DEPOISON_DEFAULTS, pgu.DEPOISON_GRID, unlearn=pgu.unlearn, needs=("gradient_space",),
-                    prepare=_own_gradient_space, source_free=True, check=pgu.check))
+                    pgu.PGU_DEPOISON_DEFAULTS, pgu.PGU_DEPOISON_GRID, unlearn=_implementation("pgu.unlearn:unlearn"),
+                    needs=("gradient_space",), prepare=_own_gradient_space, source_free=True, check=pgu.check_pgu))
 register(MethodSpec("pgu_trgp", "PGU paper, Sections 3.2.3 and 4.5, with TRGP (Lin et al. 2022) on the last layer",
-                    EDITS_MODEL, trgp.DEFAULTS, trgp.GRID, unlearn=trgp.unlearn, needs=("gradient_space",),
-                    prepare=_own_gradient_space, source_free=True, check=pgu.check))
+                    EDITS_MODEL, pgu.TRGP_DEFAULTS, pgu.TRGP_GRID, unlearn=_implementation("pgu.trgp:unlearn"),
+                    needs=("gradient_space",), prepare=_own_gradient_space, source_free=True, check=pgu.check_trgp))
 register(MethodSpec("newton_certified", "Guo et al. 2020, Certified Data Removal (Unlearned (+))", EDITS_MODEL,
-                    newton.CERTIFIED_DEFAULTS, newton.CERTIFIED_GRID, unlearn=newton.newton_certified,
-                    check=newton.check_certified, from_recipe=newton.certified_recipe))
+                    sourcefree.CERTIFIED_DEFAULTS, sourcefree.CERTIFIED_GRID,
+                    unlearn=_implementation("sourcefree.newton:newton_certified"), check=sourcefree.check_certified,
+                    from_recipe=sourcefree.certified_recipe))
 register(MethodSpec("newton_source_free", "Ahmed et al., Source-Free Unlearning, Eq. 1 and 3 (Unlearned (-))",
-                    EDITS_MODEL, newton.SOURCE_FREE_DEFAULTS, newton.SOURCE_FREE_GRID,
-                    unlearn=newton.newton_source_free, source_free=True, check=newton.check_source_free,
-                    check_inputs=newton.check_source_free_inputs,
-                    from_recipe=newton.source_free_recipe))
+                    EDITS_MODEL, sourcefree.SOURCE_FREE_DEFAULTS, sourcefree.SOURCE_FREE_GRID,
+                    unlearn=_implementation("sourcefree.newton:newton_source_free"), source_free=True,
+                    check=sourcefree.check_source_free,
+                    check_inputs=_implementation("sourcefree.newton:check_source_free_inputs"),
+                    from_recipe=sourcefree.source_free_recipe))

@@ -574,7 +574,8 @@ def make_request_samples(*, request: str, data: str, out: str, labels_from: str 
     """A deletion request's samples under the experiment's labels, and the validation split: what
     the request's job reads when its method is source-free (this is the request's one job that
     reads the data set)."""
-    from unlearnflow.ops.ledger import read_request, request_samples, write_request_samples
+    from unlearnflow.ops.ledger import request_samples, write_request_samples
+    from unlearnflow.ops.requests import read_request
     asked = read_request(request)
     dataset = read_dataset(data)
     samples = request_samples(asked, dataset, experiment_labels(dataset, labels_from, lineage_of(data=data)))
@@ -588,7 +589,8 @@ def deletion_request(*, request: str, models: str, ledger_dir: str, samples: str
                      device: str = "cpu", threads: int = 0) -> None:
     """One deletion request against a model's ledger: the new head model and its certificate. A
     source-free method reads the request's extracted samples (`samples`), any other the data set."""
-    from unlearnflow.ops.ledger import process_request, read_request, read_request_samples, request_samples
+    from unlearnflow.ops.ledger import process_request, read_request_samples, request_samples
+    from unlearnflow.ops.requests import read_request
     use_threads(threads)
     if bool(samples) == bool(data) or (samples and labels_from):
         raise UserError("deletion-request: give either --samples (the request's extracted samples) or --data "

@@ -131,6 +131,11 @@ def read_bank(path: str | Path, with_weights: bool = True, role: str | None = No
                      lineage=artifact.provenance.get("lineage"))
 
 
+def read_bank_logits(path: str | Path) -> ModelBank:
+    """A model bank without its weights: what a method reads of oracles or retrained models (their logits)."""
+    return read_bank(path, with_weights=False)
+
+
 def weights_only(bank: ModelBank) -> ModelBank:
     """The models of `bank` alone: weights, ids, seeds and recipe (training hyper-parameters and,
     for linear banks, the training-set size n), without the logits on every point or the

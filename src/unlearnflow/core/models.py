@@ -42,6 +42,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from unlearnflow.core.recipe import ARCHITECTURES
 from unlearnflow.errors import UserError
 
 __all__ = [
@@ -54,8 +55,6 @@ __all__ = [
     "penultimate_features",
     "weight_layers",
 ]
-
-ARCHITECTURES = ("linear", "mlp", "smallvgg", "allcnn", "resnet9", "resnet18")
 
 #: Smallest image side the conv nets accept.
 MIN_IMAGE_SIDE = 8

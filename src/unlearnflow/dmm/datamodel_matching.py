@@ -13,19 +13,14 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from unlearnflow.dmm import dm_direct, oracle_matching
-from unlearnflow.methods.common import resolve
+from unlearnflow.dmm import oracle_matching
+from unlearnflow.dmm.declarations import DMM_DEFAULTS, ORACLE_MATCHING_DEFAULTS
+from unlearnflow.methods.declarations import resolve
 from unlearnflow.methods.request import MethodResult, UnlearningRequest
-
-DEFAULTS = {**oracle_matching.DEFAULTS, **dm_direct.DEFAULTS}
-
-#: The authors' oracle-matching ranges for the fine-tuning, both target constructions.
-GRID = {"lr": oracle_matching.GRID["lr"], "epochs": oracle_matching.GRID["epochs"],
-        "construction": list(dm_direct.CONSTRUCTIONS)}
 
 
 def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Oracle Matching towards ``request.side["targets"]`` (the DM-DIRECT predictions for this model)."""
-    hp = resolve("dmm", DEFAULTS, hp)
-    fine_tuning = {key: value for key, value in hp.items() if key in oracle_matching.DEFAULTS}
+    hp = resolve("dmm", DMM_DEFAULTS, hp)
+    fine_tuning = {key: value for key, value in hp.items() if key in ORACLE_MATCHING_DEFAULTS}
     return oracle_matching.unlearn(model, request, fine_tuning, seed)

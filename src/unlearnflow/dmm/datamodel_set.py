@@ -45,7 +45,7 @@ from unlearnflow.dmm.dm_direct import (
     calibration_scale,
     forget_effects,
 )
-from unlearnflow.dmm.estimators import estimator_of, options
+from unlearnflow.dmm.estimators import OUTPUTS, SPLITS, estimator_of, options, split_heldout
 from unlearnflow.dmm.regression import (
     Datamodels,
     fit_lasso,
@@ -55,10 +55,6 @@ from unlearnflow.dmm.regression import (
 )
 from unlearnflow.errors import UserError
 from unlearnflow.metrics.margins import margins
-
-OUTPUTS = ("margins", "logits")
-#: The points of a data set in the datamodels' order; a fit covers a prefix of them (``splits``).
-SPLITS = ("train", "val", "test")
 
 #: The ``datamodels`` config slice's defaults (as in the workflow's schema).
 DATAMODEL_DEFAULTS: dict[str, Any] = {"estimator": "lasso", "heldout_models": 200, "outputs": list(OUTPUTS),
@@ -125,14 +121,6 @@ def point_chunks(n_points: int, jobs: int) -> list[tuple[int, int]]:
         raise UserError(f"datamodels: fit_jobs must lie in [1, {n_points}] for {n_points} points, got {jobs}")
     edges = [n_points * job // jobs for job in range(jobs + 1)]
     return list(zip(edges[:-1], edges[1:]))
-
-
-def split_heldout(n_models: int, heldout_models: int) -> tuple[slice, slice]:
-    """(fitted, held-out) model ranges: the last `heldout_models` models are only scored."""
-    if heldout_models < 3 or n_models - heldout_models < 10:
-        raise UserError(f"datamodels: {n_models} subset models cannot spare {heldout_models} held-out models "
-                        f"(need >= 3 held out and >= 10 to fit)")
-    return slice(0, n_models - heldout_models), slice(n_models - heldout_models, n_models)
 
 
 def fit_datamodel_set(masks: np.ndarray, logits: np.ndarray, labels: np.ndarray, split_sizes: Mapping[str, int],

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from unlearnflow.errors import UserError
-from unlearnflow.methods.common import resolve
+from unlearnflow.methods.declarations import resolve
 
 CONSTRUCTIONS = ("logit", "margin_shift")
 

@@ -13,12 +13,17 @@ estimator is its module and one entry here.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from unlearnflow.errors import UserError
+from unlearnflow.lazy import imported
+
+#: The outputs a datamodel can predict of a point.
+OUTPUTS = ("margins", "logits")
+#: The points of a data set in the datamodels' order; a fit covers a prefix of them (``splits``).
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,7 @@ class Estimator:
 
     def load_fit(self) -> Callable[..., Any]:
         """The fit function (``module:function``), imported now."""
-        module, name = self.fit.split(":")
-        return getattr(importlib.import_module(module), name)
+        return imported(self.fit)
 
 
 #: estimator name -> its entry, in the order the config's schema lists them
@@ -67,3 +71,11 @@ def options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
         raise UserError(f"datamodels: unknown option(s) {', '.join(unknown)} for estimator {name} "
                         f"(known: {', '.join(defaults)})")
     return {**defaults, **given}
+
+
+def split_heldout(n_models: int, heldout_models: int) -> tuple[slice, slice]:
+    """(fitted, held-out) model ranges: the last `heldout_models` models are only scored."""
+    if heldout_models < 3 or n_models - heldout_models < 10:
+        raise UserError(f"datamodels: {n_models} subset models cannot spare {heldout_models} held-out models "
+                        f"(need >= 3 held out and >= 10 to fit)")
+    return slice(0, n_models - heldout_models), slice(n_models - heldout_models, n_models)

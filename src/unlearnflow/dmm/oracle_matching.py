@@ -19,15 +19,11 @@ import torch
 from torch import nn
 
 from unlearnflow.core.training import fit
+from unlearnflow.dmm.declarations import ORACLE_MATCHING_DEFAULTS
 from unlearnflow.errors import UserError
-from unlearnflow.methods.common import FINE_TUNING, fine_tune_config, resolve, rng
+from unlearnflow.methods.common import fine_tune_config, rng
+from unlearnflow.methods.declarations import resolve
 from unlearnflow.methods.request import MethodResult, UnlearningRequest
-
-DEFAULTS = {**FINE_TUNING, "optimizer": "adam", "lr": 5e-4, "epochs": 8, "batch_size": 256, "decay": 0.95,
-            "forget_multiplier": 5, "retain_multiplier": 20.0}
-
-#: The ranges the DMM authors used (lr 1e-4 to 5e-4, 4 to 13 epochs, batch 256 to 512).
-GRID = {"lr": [1e-4, 2e-4, 5e-4], "epochs": [4, 6, 8, 10, 13], "batch_size": [256, 512]}
 
 
 def fine_tuning_set(request: UnlearningRequest, forget_multiplier: int, retain_multiplier: float,
@@ -48,7 +44,7 @@ def squared_error(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Fit the logits of the fine-tuning set to ``request.side["targets"]`` (BatchNorm frozen)."""
-    hp = resolve("oracle_matching", DEFAULTS, hp)
+    hp = resolve("oracle_matching", ORACLE_MATCHING_DEFAULTS, hp)
     if "targets" not in request.side:
         raise UserError("oracle_matching: the request has no target logits (oracle or datamodel predictions)")
     subset = fine_tuning_set(request, hp["forget_multiplier"], hp["retain_multiplier"], seed)

@@ -1,5 +1,6 @@
 """The request type (:mod:`.request`) and the baseline unlearning methods, each a module with
-``DEFAULTS``, ``GRID`` and ``unlearn(model, request, hyperparameters, seed) -> MethodResult``:
+``unlearn(model, request, hyperparameters, seed) -> MethodResult`` (their defaults and grids are
+in :mod:`.declarations`, which imports no torch):
 
 - ``gradient_ascent``: GA, DMM paper Appendix D.4 (II), ascend CE on the forget set (source-free);
 - ``gradient_descent``: GD, Appendix D.4 (III), descend CE on the retain set;

@@ -55,33 +55,14 @@ import torch
 from torch import nn
 
 from unlearnflow.core.training import FitStats, cross_entropy_loss, make_optimizer, predict_logits
-from unlearnflow.errors import UserError
-from unlearnflow.methods.common import FINE_TUNING, fine_tune_config, resolve, rng
+from unlearnflow.methods.common import fine_tune_config, rng
+from unlearnflow.methods.declarations import ADVERSARIAL_DEFAULTS, check_adversarial, resolve
 from unlearnflow.methods.random_labels import random_wrong_labels
 from unlearnflow.methods.request import ForgetRequest, MethodResult
-
-DEFAULTS = {**FINE_TUNING, "lr": 1e-3, "epochs": 1000, "batch_size": 32, "momentum": 0.9, "weight_decay": 1e-4,
-            "adversarial_batch_size": 256, "n_adversarial": 20, "pgd_eps": 4.0, "pgd_step": 0.1, "pgd_steps": 100,
-            "reg_lambda": 1.0}
-#: the learning rate around the authors' and the weight of the importance penalty (their code's
-#: default 10 beside run.sh's 1)
-GRID = {"lr": [1e-4, 1e-3, 1e-2], "reg_lambda": [1.0, 10.0]}
 
 _CROSS_ENTROPY = cross_entropy_loss()
 #: the floor on a norm before dividing by it (a zero gradient or perturbation stays zero)
 _SMALL_NORM = 1e-6
-
-
-def check(hp: Mapping[str, Any]) -> None:
-    """Counts of at least one, a positive radius and step, a non-negative penalty (one-line UserError)."""
-    for key in ("n_adversarial", "pgd_steps", "adversarial_batch_size"):
-        if hp[key] < 1:
-            raise UserError(f"adversarial: {key} must be >= 1, got {hp[key]!r}")
-    for key in ("pgd_eps", "pgd_step"):
-        if not hp[key] > 0:
-            raise UserError(f"adversarial: {key} must be > 0, got {hp[key]!r}")
-    if hp["reg_lambda"] < 0:
-        raise UserError(f"adversarial: reg_lambda must be >= 0, got {hp['reg_lambda']!r}")
 
 
 def _per_row_norm(values: torch.Tensor) -> torch.Tensor:
@@ -148,8 +129,8 @@ def forget_samples_misclassified(model: nn.Module, request: ForgetRequest) -> bo
 def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Ascend CE on the forget samples, hold the anchors' adversarial classes and the unimportant
     weights (module docstring), until every forget sample is misclassified; source-free."""
-    hp = resolve("adversarial", DEFAULTS, hp)
-    check(hp)
+    hp = resolve("adversarial", ADVERSARIAL_DEFAULTS, hp)
+    check_adversarial(hp)
     start = time.perf_counter()
     n_forget = len(request.forget_inputs)
     anchors, targets = adversarial_anchors(model, request, hp, seed)

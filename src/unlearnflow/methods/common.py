@@ -1,5 +1,5 @@
-"""What every unlearning method shares: hyper-parameter resolution, fine-tuning configs,
-per-example losses and the random draws a method makes once per seed.
+"""What every unlearning method shares: fine-tuning configs, per-example losses and the random
+draws a method makes once per seed (the hyper-parameters are in :mod:`.declarations`).
 
 Every method trains through :func:`unlearnflow.core.training.fit`; the pieces here only describe
 *what* it fits (which indices, which targets tensor, which per-example loss, which config).
@@ -14,40 +14,7 @@ import numpy as np
 import torch
 
 from unlearnflow.core.training import FitStats, PerExampleLoss, TrainConfig
-from unlearnflow.errors import UserError
-
-#: Defaults every fine-tuning method starts from (Appendix D.4 of the DMM paper: plain SGD, as
-#: the public baselines build ``SGD(lr=lr)`` without momentum or weight decay; batch 64).
-FINE_TUNING = {"lr": 1e-3, "epochs": 5, "batch_size": 64, "optimizer": "sgd", "momentum": 0.0,
-               "weight_decay": 0.0}
-
-#: The learning-rate and epoch grids of Appendix D.4 (GA and GD), reused by the other
-#: fine-tuning baselines that the paper does not tune.
-LR_GRID = [1e-5, 1e-4, 1e-3, 1e-2]
-EPOCH_GRID = [1, 3, 5, 7, 10]
-
-
-def resolve(method: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    """`given` over `defaults`; an unknown key or a value of the wrong type is a one-line UserError."""
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise UserError(f"{method}: unknown hyper-parameter(s) {', '.join(map(str, unknown))} "
-                        f"(known: {', '.join(sorted(defaults))})")
-    for key, value in given.items():
-        if not _same_kind(value, defaults[key]):
-            raise UserError(f"{method}: hyper-parameter {key} must be {type(defaults[key]).__name__}, "
-                            f"got {value!r}")
-    return {**defaults, **given}
-
-
-def _same_kind(value: Any, default: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    if isinstance(default, list):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
+from unlearnflow.methods.declarations import FINE_TUNING
 
 
 def fine_tune_config(hp: Mapping[str, Any], **overrides: Any) -> TrainConfig:

@@ -11,24 +11,13 @@ from typing import Any, Mapping
 from torch import nn
 
 from unlearnflow.core.training import cross_entropy_loss, fit
-from unlearnflow.methods.common import (
-    EPOCH_GRID,
-    FINE_TUNING,
-    LR_GRID,
-    fine_tune_config,
-    negated,
-    resolve,
-)
+from unlearnflow.methods.common import fine_tune_config, negated
+from unlearnflow.methods.declarations import GRADIENT_ASCENT_DEFAULTS, resolve
 from unlearnflow.methods.request import ForgetRequest, MethodResult
-
-DEFAULTS = dict(FINE_TUNING)
-
-#: Appendix D.4 (II): lr x total unlearning epochs.
-GRID = {"lr": LR_GRID, "epochs": EPOCH_GRID}
 
 
 def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Minimise -CE on the forget samples for ``epochs`` epochs (BatchNorm frozen); source-free."""
-    hp = resolve("gradient_ascent", DEFAULTS, hp)
+    hp = resolve("gradient_ascent", GRADIENT_ASCENT_DEFAULTS, hp)
     return MethodResult(fit(model, request.forget_inputs, request.forget_labels, fine_tune_config(hp), seed,
                             loss=negated(cross_entropy_loss())))

@@ -10,22 +10,12 @@ from typing import Any, Mapping
 from torch import nn
 
 from unlearnflow.core.training import fit
-from unlearnflow.methods.common import (
-    EPOCH_GRID,
-    FINE_TUNING,
-    LR_GRID,
-    fine_tune_config,
-    resolve,
-)
+from unlearnflow.methods.common import fine_tune_config
+from unlearnflow.methods.declarations import GRADIENT_DESCENT_DEFAULTS, resolve
 from unlearnflow.methods.request import MethodResult, UnlearningRequest
-
-DEFAULTS = dict(FINE_TUNING)
-
-#: Appendix D.4 (III): lr x total unlearning epochs.
-GRID = {"lr": LR_GRID, "epochs": EPOCH_GRID}
 
 
 def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Minimise CE on ``request.retain`` for ``epochs`` epochs (BatchNorm frozen)."""
-    hp = resolve("gradient_descent", DEFAULTS, hp)
+    hp = resolve("gradient_descent", GRADIENT_DESCENT_DEFAULTS, hp)
     return MethodResult(fit(model, request.inputs, request.labels, fine_tune_config(hp), seed, subset=request.retain))

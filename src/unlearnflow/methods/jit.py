@@ -12,7 +12,7 @@ it memorised the forget samples and so moves its outputs there towards the data'
 reads the forget samples alone (a :class:`~unlearnflow.methods.request.ForgetRequest`).
 
 ``outputs`` chooses f: the logits (default) or the softmax probabilities. Foster et al. run one
-epoch with one sample per step and tune lr and sigma; so does :data:`GRID`. On a bias-free linear
+epoch with one sample per step and tune lr and sigma; so does the grid (:mod:`.declarations`). On a bias-free linear
 model ``f(x) - f(x') = W (x - x')`` does not depend on x, so JiT only shrinks W towards 0 there,
 isotropically in expectation: a baseline that the Newton methods should beat on weight distance.
 """
@@ -26,25 +26,9 @@ import torch
 from torch import nn
 
 from unlearnflow.core.training import FitStats, make_optimizer
-from unlearnflow.errors import UserError
-from unlearnflow.methods.common import fine_tune_config, resolve, rng
+from unlearnflow.methods.common import fine_tune_config, rng
+from unlearnflow.methods.declarations import JIT_DEFAULTS, check_jit, resolve
 from unlearnflow.methods.request import ForgetRequest, MethodResult
-
-OUTPUTS = ("logits", "probabilities")
-DEFAULTS = {"lr": 1e-3, "epochs": 1, "batch_size": 1, "optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0,
-            "sigma": 0.5, "n_perturbations": 25, "outputs": "logits"}
-#: lr and noise scale, as Foster et al. tune them per model
-GRID = {"lr": [1e-4, 1e-3, 1e-2], "sigma": [0.1, 0.5, 1.0]}
-
-
-def check(hp: Mapping[str, Any]) -> None:
-    """sigma > 0, at least one perturbation, a known output (one-line UserError otherwise)."""
-    if not hp["sigma"] > 0:
-        raise UserError(f"jit: sigma must be > 0, got {hp['sigma']!r}")
-    if hp["n_perturbations"] < 1:
-        raise UserError(f"jit: n_perturbations must be >= 1, got {hp['n_perturbations']!r}")
-    if hp["outputs"] not in OUTPUTS:
-        raise UserError(f"jit: outputs must be one of {', '.join(OUTPUTS)}, got {hp['outputs']!r}")
 
 
 def lipschitz_loss(model: nn.Module, x: torch.Tensor, noise: torch.Tensor, outputs: str = "logits") -> torch.Tensor:
@@ -62,8 +46,8 @@ def lipschitz_loss(model: nn.Module, x: torch.Tensor, noise: torch.Tensor, outpu
 def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Minimise :func:`lipschitz_loss` over the forget samples, ``epochs`` passes in batches of
     ``batch_size``, BatchNorm frozen (eval mode); source-free."""
-    hp = resolve("jit", DEFAULTS, hp)
-    check(hp)
+    hp = resolve("jit", JIT_DEFAULTS, hp)
+    check_jit(hp)
     start = time.perf_counter()
     x_forget = request.forget_inputs
     generator = torch.Generator(device="cpu").manual_seed(int(rng(seed, "jit").integers(2 ** 62)))

@@ -24,21 +24,9 @@ from torch import nn
 
 from unlearnflow.core.training import cross_entropy_loss, fit
 from unlearnflow.errors import UserError
-from unlearnflow.methods.common import (
-    EPOCH_GRID,
-    FINE_TUNING,
-    LR_GRID,
-    fine_tune_config,
-    resolve,
-    split_labels,
-    with_labels,
-)
+from unlearnflow.methods.common import fine_tune_config, split_labels, with_labels
+from unlearnflow.methods.declarations import NEGGRAD_PLUS_DEFAULTS, resolve
 from unlearnflow.methods.request import MethodResult, UnlearningRequest
-
-DEFAULTS = {**FINE_TUNING, "beta": 0.99}
-
-#: lr x epochs as GA/GD (Appendix D.4), and the retain weight beta.
-GRID = {"lr": LR_GRID, "epochs": EPOCH_GRID, "beta": [0.9, 0.95, 0.99, 0.999]}
 
 _CROSS_ENTROPY = cross_entropy_loss()
 
@@ -60,7 +48,7 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch
 
 def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Fit the signed-weight CE over retain + forget for ``epochs`` epochs (BatchNorm frozen)."""
-    hp = resolve("neggrad_plus", DEFAULTS, hp)
+    hp = resolve("neggrad_plus", NEGGRAD_PLUS_DEFAULTS, hp)
     if not 0 <= hp["beta"] <= 1:
         raise UserError(f"neggrad_plus: beta must be in [0, 1], got {hp['beta']}")
     targets = with_labels(signed_weights(request, hp["beta"])[:, None], request.labels)

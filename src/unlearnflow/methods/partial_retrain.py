@@ -21,13 +21,8 @@ from torch import nn
 from unlearnflow.core.models import Classifier, build_model
 from unlearnflow.core.training import TrainConfig, fit, init_model
 from unlearnflow.errors import UserError
-from unlearnflow.methods.common import resolve
+from unlearnflow.methods.declarations import PARTIAL_RETRAIN_DEFAULTS, resolve
 from unlearnflow.methods.request import MethodResult, UnlearningRequest
-
-DEFAULTS = {**TrainConfig().to_dict(), "epochs": 5}
-
-#: Retraining epochs; Appendix D.4 (I) sweeps the epoch count without listing it.
-GRID = {"epochs": [1, 2, 4, 8, 12, 16]}
 
 
 @torch.no_grad()
@@ -42,6 +37,6 @@ def reinitialise(model: nn.Module, seed: int) -> None:
 
 def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Re-initialise `model` and train it on ``request.retain`` with the recipe in `hp`."""
-    config = TrainConfig.from_mapping(resolve("partial_retrain", DEFAULTS, hp))
+    config = TrainConfig.from_mapping(resolve("partial_retrain", PARTIAL_RETRAIN_DEFAULTS, hp))
     reinitialise(model, seed)
     return MethodResult(fit(model, request.inputs, request.labels, config, seed, subset=request.retain))

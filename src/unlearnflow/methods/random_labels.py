@@ -25,24 +25,9 @@ from torch import nn
 
 from unlearnflow.core.training import FitStats, fit
 from unlearnflow.errors import UserError
-from unlearnflow.methods.common import (
-    EPOCH_GRID,
-    FINE_TUNING,
-    LR_GRID,
-    fine_tune_config,
-    resolve,
-    rng,
-)
+from unlearnflow.methods.common import fine_tune_config, rng
+from unlearnflow.methods.declarations import RANDOM_LABELS_DEFAULTS, RANDOM_LABELS_FORGET_DEFAULTS, resolve
 from unlearnflow.methods.request import ForgetRequest, MethodResult, UnlearningRequest
-
-DEFAULTS = {**FINE_TUNING, "with_retain": False}
-
-#: lr x epochs as GA/GD (Appendix D.4), with and without the retain set.
-GRID = {"lr": LR_GRID, "epochs": EPOCH_GRID, "with_retain": [False, True]}
-
-#: the forget-only form: no retain set to add
-FORGET_ONLY_DEFAULTS = dict(FINE_TUNING)
-FORGET_ONLY_GRID = {"lr": LR_GRID, "epochs": EPOCH_GRID}
 
 
 def random_wrong_labels(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
@@ -62,7 +47,7 @@ def fit_relabelled_forget_samples(model: nn.Module, request: ForgetRequest, hp: 
 
 def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Minimise CE against the relabelled forget set, and the retain set if ``with_retain``."""
-    hp = resolve("random_labels", DEFAULTS, hp)
+    hp = resolve("random_labels", RANDOM_LABELS_DEFAULTS, hp)
     if not hp["with_retain"]:
         return MethodResult(fit_relabelled_forget_samples(model, request, hp, seed))
     labels = request.labels.clone()
@@ -72,5 +57,5 @@ def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any],
 
 def unlearn_forget_only(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """Minimise CE against the relabelled forget samples alone; source-free."""
-    hp = resolve("random_labels_forget", FORGET_ONLY_DEFAULTS, hp)
+    hp = resolve("random_labels_forget", RANDOM_LABELS_FORGET_DEFAULTS, hp)
     return MethodResult(fit_relabelled_forget_samples(model, request, hp, seed))

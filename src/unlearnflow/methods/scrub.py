@@ -44,23 +44,9 @@ from unlearnflow.core.training import (
     fit,
     model_seed,
 )
-from unlearnflow.methods.common import (
-    FINE_TUNING,
-    fine_tune_config,
-    resolve,
-    split_labels,
-    total,
-    with_labels,
-)
+from unlearnflow.methods.common import fine_tune_config, split_labels, total, with_labels
+from unlearnflow.methods.declarations import SCRUB_DEFAULTS, resolve
 from unlearnflow.methods.request import MethodResult, UnlearningRequest
-
-DEFAULTS = {**FINE_TUNING, "lr": 3e-3, "epochs": 5, "max_steps": 3, "forget_batch_size": 32,
-            "alpha": 0.1, "gamma": 0.99, "temperature": 4.0, "lr_decay_epochs": [3, 5, 9],
-            "lr_decay_rate": 0.1}
-
-#: Appendix D.4 (IV): lr x max-steps (maximisation epochs) x total epochs x forget batch.
-GRID = {"lr": [3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6],
-        "max_steps": [1, 3, 5, 7, 9], "epochs": [5, 7, 10], "forget_batch_size": [32, 64]}
 
 _CROSS_ENTROPY = cross_entropy_loss()
 
@@ -110,7 +96,7 @@ def scrub(student: nn.Module, teacher: nn.Module, request: UnlearningRequest, hp
           seed: int) -> FitStats:
     """Run SCRUB on `student` in place; `teacher` is only evaluated, once, before the first step
     (so it may be the student itself). The cost counts the teacher's forward passes as examples."""
-    hp = resolve("scrub", DEFAULTS, hp)
+    hp = resolve("scrub", SCRUB_DEFAULTS, hp)
     start = time.perf_counter()
     targets = teacher_targets(teacher, request)
     max_loss = max_step_loss(hp["temperature"])

@@ -41,14 +41,13 @@ from typing import Literal
 import numpy as np
 
 from unlearnflow.errors import UserError
+from unlearnflow.metrics.declarations import MIN_MODELS
 from unlearnflow.metrics.margins import oracle_halves
 from unlearnflow.metrics.readouts import group_indices
 
 Direction = Literal["oracle_unlearned", "unlearned_oracle"]
 DIRECTIONS = ("oracle_unlearned", "unlearned_oracle")
 WEIGHTED = "weighted"
-#: Fewest models per side KLOM accepts; the noise floor splits the oracles in halves of this.
-MIN_MODELS = 2
 _BLOCK_ELEMENTS = 65_536  # margins per block of points in klom (fits in cache)
 _BOOT_BATCH_ELEMENTS = 4_000_000  # resampled margins per bootstrap batch (32 MB of float64)
 

@@ -46,9 +46,6 @@ from unlearnflow.core.store import read_artifact, write_artifact
 from unlearnflow.core.training import progress_bar
 from unlearnflow.errors import UserError
 
-#: How the number k of core directions of a layer is chosen from its singular values.
-CRITERIA = ("singular", "energy")
-
 
 def representations(layer: nn.Module, layer_input: torch.Tensor) -> torch.Tensor:
     """The input representations of a batch for one layer, one per row (rows, d), in the

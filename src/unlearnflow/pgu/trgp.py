@@ -42,15 +42,10 @@ from torch import nn
 
 from unlearnflow.core.models import weight_layers
 from unlearnflow.errors import UserError
-from unlearnflow.methods.common import resolve
+from unlearnflow.methods.declarations import resolve
 from unlearnflow.methods.request import ForgetRequest, MethodResult
-from unlearnflow.pgu.unlearn import DEPOISON_DEFAULTS, DEPOISON_GRID, check, run
-
-#: PGU's de-poisoning defaults plus ``scale_lr``, Q's learning rate as a fraction of W's (TRGP
-#: trains both with one optimizer; here the gradient inside M is ~10-30x the projected one, so one
-#: rate for both either freezes W or throws Q about; measured on digits, see the tests).
-DEFAULTS = {**DEPOISON_DEFAULTS, "scale_lr": 0.01}
-GRID = {**DEPOISON_GRID, "scale_lr": [0.003, 0.01, 0.03]}
+from unlearnflow.pgu.declarations import TRGP_DEFAULTS, check_trgp
+from unlearnflow.pgu.unlearn import run
 
 #: The trainable scale's parameter name on the layer while a request runs.
 SCALE = "trgp_scale"
@@ -108,11 +103,7 @@ class TrustRegion:
 def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """One de-poisoning request: PGU (Eq. 1 with lambda < 0, Eq. 3, Eq. 4) with TRGP's trust region
     on the last linear layer (module docstring)."""
-    hp = resolve("pgu_trgp", DEFAULTS, hp)
-    check(hp)
-    if not hp["scale_lr"] > 0:
-        raise UserError("pgu_trgp: scale_lr must be positive")
-    if hp["momentum"] or hp["weight_decay"]:
-        raise UserError("pgu_trgp: scale_lr needs plain SGD (momentum 0, weight_decay 0)")
+    hp = resolve("pgu_trgp", TRGP_DEFAULTS, hp)
+    check_trgp(hp)
     return run(model, request, hp, seed,
                trust_region=lambda model, bases: TrustRegion(model, bases, hp["scale_lr"]))

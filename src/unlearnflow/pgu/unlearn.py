@@ -63,52 +63,14 @@ from torch import nn
 from unlearnflow.core.models import weight_layers
 from unlearnflow.core.training import FitStats, PerExampleLoss, fit
 from unlearnflow.errors import UserError
-from unlearnflow.methods.common import FINE_TUNING, fine_tune_config, resolve
+from unlearnflow.methods.common import fine_tune_config
+from unlearnflow.methods.declarations import resolve
 from unlearnflow.methods.request import ForgetRequest, MethodResult
-from unlearnflow.pgu.gradient_space import CRITERIA, Factorisation, covariances
+from unlearnflow.pgu.declarations import PGU_DEFAULTS, check_pgu
+from unlearnflow.pgu.gradient_space import Factorisation, covariances
 
-STOPPING = ("sample", "sample_class", "class", "class_rows", "validation", "none")
 #: the rules that stop when the forget accuracy reaches a validation accuracy
 SAMPLE_STOPPING = ("sample", "sample_class")
-
-#: The published schedule (Section 4.1): plain SGD (no momentum, no weight decay, as the
-#: reference), lr 0.05 -> 0.01 geometrically over 100 epochs, gamma 0.95 (SmallVGG; 0.9 for
-#: AllCNN and ResNet-18), lambda 0.2, offset eps 0.05. ``gammas`` (one per conv/linear layer,
-#: forward order) overrides ``gamma`` per layer; ``criterion`` ``energy`` is an option.
-DEFAULTS = {**FINE_TUNING, "lr": 0.05, "lr_end": 0.01, "epochs": 100, "batch_size": 64, "gamma": 0.95,
-            "gammas": [], "criterion": "singular", "entropy_weight": 0.2, "epsilon": 0.05, "stopping": "sample",
-            "max_drop": 5.0, "patience": 3}
-GRID = {"gamma": [0.9, 0.95]}
-
-#: The tuned variant: on a well-fit model the published schedule cannot move saturated forget
-#: points (1 - p_y ~ 5e-4 on the digits MLP: Eq. 1's gradient is tiny and the projection keeps
-#: only 3-8% of it), so it starts much higher and relies on early stopping. Issue 10 measured
-#: lr 2 -> 0.4 on a digits CNN; on the default digits MLP lr 2 still does nothing and 8-20 stop
-#: after 2-20 epochs. The small grid is selected like every other method's, by the selection score.
-TUNED_DEFAULTS = {**DEFAULTS, "lr": 10.0, "lr_end": 2.0, "epochs": 30}
-TUNED_GRID = {"lr": [3.0, 10.0, 30.0]}
-
-#: De-poisoning (Section 4.5): lambda < 0 minimises the entropy so that a poisoned sample is
-#: re-classified with confidence, not only pushed off its flipped label (Section 3.2.1). The paper
-#: gives no value of lambda for it; -0.2 mirrors the +0.2 of removal. Stopping on the clean
-#: validation split (module docstring); learning rates as the tuned variant, measured on digits.
-DEPOISON_DEFAULTS = {**TUNED_DEFAULTS, "lr": 3.0, "lr_end": 0.6, "entropy_weight": -0.2, "stopping": "validation"}
-DEPOISON_GRID = {"lr": [1.0, 3.0, 10.0]}
-
-def check(hp: Mapping[str, Any]) -> None:
-    """One resolved configuration is valid (a one-line UserError otherwise)."""
-    checks = [
-        (hp["criterion"] in CRITERIA, f"criterion must be one of {', '.join(CRITERIA)}"),
-        (hp["stopping"] in STOPPING, f"stopping must be one of {', '.join(STOPPING)}"),
-        (all(0 < g <= 1 for g in [hp["gamma"], *hp["gammas"]]), "gamma and gammas must be in (0, 1]"),
-        (hp["lr"] > 0 and hp["lr_end"] > 0, "lr and lr_end must be positive"),
-        (hp["epochs"] >= 1, "epochs must be >= 1"),
-        (hp["epsilon"] > 0, "epsilon must be positive"),
-        (hp["patience"] >= 1, "patience must be >= 1"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(f"pgu: {message}")
 
 
 def unlearning_loss(epsilon: float, entropy_weight: float) -> PerExampleLoss:
@@ -276,8 +238,8 @@ class _Stopper:
 def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
     """One PGU request (module docstring): downdate (Eq. 3), projected SGD on Eq. 1 (Eq. 4) with
     early stopping; returns the downdated factorisation as the state of the next request."""
-    hp = resolve("pgu", DEFAULTS, hp)
-    check(hp)
+    hp = resolve("pgu", PGU_DEFAULTS, hp)
+    check_pgu(hp)
     return run(model, request, hp, seed)
 
 

@@ -44,45 +44,8 @@ from unlearnflow.core.artifacts import SPLITS
 from unlearnflow.core.data import Dataset
 from unlearnflow.core.training import TrainConfig
 from unlearnflow.errors import UserError
+from unlearnflow.sourcefree.declarations import check_features_spec
 from unlearnflow.sourcefree.linear import identity_features, l2_normalise
-
-BACKBONES = ("identity", "public", "resnet18")
-#: keys each backbone takes besides ``backbone``
-BACKBONE_KEYS = {"identity": ("pool",), "resnet18": ("weights", "options", "batch_size"),
-                 "public": ("public_fraction", "seed", "arch", "options", "training", "batch_size", "mixed_linear")}
-#: architectures a public backbone may train (a penultimate layer feeding an nn.Linear classifier)
-PUBLIC_ARCHS = ("mlp", "smallvgg", "allcnn", "resnet9", "resnet18")
-
-
-def check_features_spec(spec: Mapping[str, Any]) -> None:
-    """The backbone is known and takes the given keys (one-line UserError otherwise)."""
-    backbone = spec.get("backbone")
-    if backbone not in BACKBONES:
-        raise UserError(f"config: features.backbone: unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})")
-    unknown = sorted(set(spec) - {"backbone", *BACKBONE_KEYS[backbone]})
-    if unknown:
-        allowed = ", ".join(BACKBONE_KEYS[backbone]) or "no other keys"
-        raise UserError(f"config: features: backbone {backbone} takes {allowed}, not {', '.join(unknown)}")
-    if backbone == "resnet18" and not spec.get("weights"):
-        raise UserError("config: features.weights: the resnet18 backbone needs a local state-dict file")
-    if backbone == "public":
-        fraction = spec.get("public_fraction")
-        if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-            raise UserError(f"config: features.public_fraction: the public backbone needs a fraction in (0, 1), "
-                            f"got {fraction!r}")
-        if spec.get("arch", "mlp") not in PUBLIC_ARCHS:
-            raise UserError(f"config: features.arch: the public backbone trains one of {', '.join(PUBLIC_ARCHS)}, "
-                            f"not {spec.get('arch')!r}")
-        mixed = spec.get("mixed_linear")
-        if mixed is not None and (not isinstance(mixed, Mapping) or set(mixed) != {"layers"}
-                                  or not isinstance(mixed["layers"], int) or isinstance(mixed["layers"], bool)
-                                  or mixed["layers"] < 1):
-            raise UserError(f"config: features.mixed_linear: takes {{layers: L}} with L >= 1 (the linearised "
-                            f"last layers), got {mixed!r}")
-        try:
-            TrainConfig.from_mapping(spec.get("training"))
-        except UserError as error:
-            raise UserError(f"config: features.{error}") from None
 
 
 def extract_features(dataset: Dataset, spec: Mapping[str, Any]) -> Dataset:

@@ -64,12 +64,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from unlearnflow.errors import UserError
+from unlearnflow.sourcefree.declarations import SOLVERS, VARIANT_SIGMA, VARIANTS
 from unlearnflow.sourcefree.linear import BlockHessian, LinearObjective
-
-#: variant -> the perturbations' own scale sigma (module docstring)
-VARIANT_SIGMA = {"paper": 1.0, "paper_taylor": 0.01, "corrected": 0.01, "notebook": 0.01}
-VARIANTS = tuple(VARIANT_SIGMA)
-SOLVERS = ("scalable", "clarabel", "scs")
 
 
 @dataclass(frozen=True)

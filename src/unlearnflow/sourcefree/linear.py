@@ -51,8 +51,7 @@ import torch
 from unlearnflow.core.artifacts import SPLITS, ModelBank
 from unlearnflow.core.data import Dataset
 from unlearnflow.errors import UserError
-
-LOSSES = ("squared", "logistic", "multinomial", "mixed_squared")
+from unlearnflow.sourcefree.declarations import check_objective, linear_recipe
 
 #: the state-dict entry of a bias-free ``linear`` model (core.models.LinearClassifier)
 WEIGHT = "classifier.weight"
@@ -92,10 +91,7 @@ class LinearObjective:
     lam: float
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise UserError(f"linear model: unknown loss {self.loss!r} (known: {', '.join(LOSSES)})")
-        if not self.lam >= 0:
-            raise UserError(f"linear model: lam must be >= 0, got {self.lam!r}")
+        check_objective(self.loss, self.lam)
 
     # ------------------------------------------------------------------ data terms (sum over samples)
 
@@ -390,32 +386,10 @@ def recipe(objective: LinearObjective, noise_std: float, n_train: int) -> dict:
             "n_train": n_train}
 
 
-#: the keys of a linear training recipe in the config (``training: {optimizer: lbfgs, ...}``)
-CONFIG_RECIPE_KEYS = ("optimizer", "loss", "lam", "noise_std")
-
-
-def is_linear_recipe(training: Mapping) -> bool:
-    """Whether a config's training section asks for linear models trained to optimum (``optimizer: lbfgs``)."""
-    return isinstance(training, Mapping) and training.get("optimizer") == "lbfgs"
-
-
 def config_recipe(training: Mapping) -> tuple[LinearObjective, float]:
-    """(objective, noise_std) of a config's linear training recipe (one-line UserError if it is not
-    one): ``loss`` and ``lam`` are required, ``noise_std`` (the std of b) defaults to 0."""
-    unknown = sorted(set(training) - set(CONFIG_RECIPE_KEYS))
-    if unknown:
-        raise UserError(f"config: training: optimizer lbfgs trains linear models to optimum and takes "
-                        f"{', '.join(CONFIG_RECIPE_KEYS[1:])}, not {', '.join(unknown)}")
-    missing = [key for key in ("loss", "lam") if key not in training]
-    if missing:
-        raise UserError(f"config: training: optimizer lbfgs needs {' and '.join(missing)}")
-    noise_std = float(training.get("noise_std", 0.0))
-    if not noise_std >= 0:
-        raise UserError(f"config: training.noise_std: must be >= 0, got {noise_std!r}")
-    try:
-        return LinearObjective(training["loss"], float(training["lam"])), noise_std
-    except UserError as error:
-        raise UserError(f"config: training: {error}") from None
+    """(objective, noise_std) of a config's linear training recipe (:func:`.declarations.linear_recipe`)."""
+    loss, lam, noise_std = linear_recipe(training)
+    return LinearObjective(loss, lam), noise_std
 
 
 def recipe_objective(training: Mapping) -> LinearObjective:

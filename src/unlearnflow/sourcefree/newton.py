@@ -41,7 +41,8 @@ from torch import nn
 
 from unlearnflow.core.training import FitStats
 from unlearnflow.errors import UserError
-from unlearnflow.methods.common import resolve, rng
+from unlearnflow.methods.common import rng
+from unlearnflow.methods.declarations import resolve
 from unlearnflow.methods.request import ForgetRequest, MethodResult, UnlearningRequest
 from unlearnflow.sourcefree.certificate import (
     SOURCE_FREE_NOT_CERTIFIED,
@@ -50,7 +51,14 @@ from unlearnflow.sourcefree.certificate import (
     request_fields,
     stored_hessian,
 )
-from unlearnflow.sourcefree.hessian import SOLVERS, VARIANT_SIGMA, VARIANTS, estimate_retain_hessian, forget_parts
+from unlearnflow.sourcefree.declarations import (
+    CERTIFIED_DEFAULTS,
+    SOURCE_FREE_DEFAULTS,
+    VARIANT_SIGMA,
+    check_certified,
+    check_source_free,
+)
+from unlearnflow.sourcefree.hessian import estimate_retain_hessian, forget_parts
 from unlearnflow.sourcefree.identifiability import check_configurations
 from unlearnflow.sourcefree.linear import (
     BlockHessian,
@@ -61,74 +69,6 @@ from unlearnflow.sourcefree.linear import (
     set_parameters,
     stationarity_noise,
 )
-
-#: the objective (from the training recipe) and Eq. (1)'s output noise
-OBJECTIVE_DEFAULTS = {"loss": "squared", "lam": 1e-3, "noise_std": 0.0}
-#: ``objective_noise_std`` is the std of the objective noise b the model was trained with (from
-#: the recipe); ``delta`` is Guo et al.'s delta of (epsilon, delta)-certified removal
-CERTIFIED_DEFAULTS = {**OBJECTIVE_DEFAULTS, "objective_noise_std": 0.0, "delta": 1e-5}
-
-#: m = 500 perturbations as in the paper's Table 1 / the authors' notebook; ``sigma`` 0 means the
-#: variant's own scale (:data:`~unlearnflow.sourcefree.hessian.VARIANT_SIGMA`: 1 for ``paper`` as
-#: Lemma 1 states, 0.01 for the others as the notebook); variant ``paper`` (Eq. 3 as printed) is
-#: the default, the grid adds the other readings so that every run reports them side by side.
-#: ``ridge`` is added as ``ridge * n * I`` (mean-form units) before inverting, as the notebook does.
-SOURCE_FREE_DEFAULTS = {**OBJECTIVE_DEFAULTS, "n_train": 0, "m": 500, "sigma": 0.0, "variant": "paper",
-                        "solver": "scalable", "max_iters": 2000, "tol": 1e-7, "ridge": 1e-6}
-CERTIFIED_GRID: dict[str, list] = {}
-SOURCE_FREE_GRID = {"variant": ["paper_taylor", "corrected", "notebook"]}
-
-
-def _objective_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """``loss`` and ``lam`` of a linear training recipe (the config's ``optimizer: lbfgs`` section or
-    a bank's recorded recipe); nothing for any other recipe. Eq. (1)'s H_r and grad_F are those of
-    the objective the model minimised, so these must equal the recipe's."""
-    if recipe.get("optimizer") != "lbfgs" and recipe.get("kind") != "linear":
-        return {}
-    return {"loss": recipe["loss"], "lam": float(recipe["lam"])}
-
-
-def certified_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """The objective of a linear recipe and ``objective_noise_std``, its ``noise_std`` (the std of
-    b; 0 when the config's section leaves it out): Thm. 3's sigma_b."""
-    derived = _objective_recipe(recipe)
-    if derived:
-        derived["objective_noise_std"] = float(recipe.get("noise_std", 0.0))
-    return derived
-
-
-def source_free_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """The objective of a linear recipe and, from a bank's recorded recipe, ``n_train`` (the
-    training-set size n, which the model owner knows; the corrected variant's n_r / n_F needs it)."""
-    derived = _objective_recipe(recipe)
-    if derived and "n_train" in recipe:
-        derived["n_train"] = int(recipe["n_train"])
-    return derived
-
-
-def _check_objective(name: str, hp: Mapping[str, Any]) -> None:
-    LinearObjective(hp["loss"], float(hp["lam"]))
-    if hp["noise_std"] < 0:
-        raise UserError(f"{name}: noise_std must be >= 0, got {hp['noise_std']}")
-
-
-def check_certified(hp: Mapping[str, Any]) -> None:
-    """The objective, the noises and delta are valid (UserError otherwise)."""
-    _check_objective("newton_certified", hp)
-    if hp["objective_noise_std"] < 0:
-        raise UserError(f"newton_certified: objective_noise_std must be >= 0, got {hp['objective_noise_std']}")
-    if not 0 < hp["delta"] < 1:
-        raise UserError(f"newton_certified: delta must be in (0, 1), got {hp['delta']}")
-
-
-def check_source_free(hp: Mapping[str, Any]) -> None:
-    """The objective and the choices (n_train is checked per request: the defaults must resolve)."""
-    _check_objective("newton_source_free", hp)
-    for name, known in (("variant", VARIANTS), ("solver", SOLVERS)):
-        if hp[name] not in known:
-            raise UserError(f"newton_source_free: unknown {name} {hp[name]!r} (known: {', '.join(known)})")
-    if hp["sigma"] < 0:
-        raise UserError(f"newton_source_free: sigma must be >= 0 (0: the variant's own), got {hp['sigma']}")
 
 
 def check_source_free_inputs(configurations: Sequence[Any], input_shape: tuple[int, ...], classes: int) -> list[str]:

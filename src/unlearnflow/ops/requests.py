@@ -1,0 +1,66 @@
+"""Deletion request files as the workflow reads them when it is parsed (which requests an
+experiment has, what each needs, where its certificate goes), without torch; processing a request
+is :mod:`unlearnflow.ops.ledger`'s, whose docstring describes the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from unlearnflow.errors import UserError
+from unlearnflow.registry import ARTIFACTS, EDITS_MODEL, spec_of
+
+#: The ledger head before any request: the experiment's original model.
+ORIGINAL = "original"
+REQUEST_KEYS = {"model", "after", "method", "samples", "hyperparameters", "seed"}
+
+
+def read_request(path: str | Path) -> dict[str, Any]:
+    """A request file, checked for its keys and their types (one UserError line naming the file)."""
+    path = Path(path)
+    try:
+        request = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"{path}: cannot read the deletion request ({error})") from None
+    if not isinstance(request, dict):
+        raise UserError(f"{path}: a deletion request is a mapping with keys {', '.join(sorted(REQUEST_KEYS))}")
+    unknown, missing = set(request) - REQUEST_KEYS, {"model", "after", "method", "samples"} - set(request)
+    if unknown or missing:
+        raise UserError(f"{path}: " + "; ".join(
+            part for part in (f"unknown key(s) {', '.join(sorted(map(str, unknown)))}" if unknown else "",
+                              f"missing key(s) {', '.join(sorted(missing))}" if missing else "") if part))
+    samples = request["samples"]
+    if not isinstance(samples, list) or not samples or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                                for s in samples):
+        raise UserError(f"{path}: samples must be a non-empty list of training-set indices")
+    if len(set(samples)) != len(samples):
+        raise UserError(f"{path}: samples lists an index more than once")
+    return {"name": path.stem, "hyperparameters": {}, "seed": 0, **request}
+
+
+def experiment_requests(experiment: str, root: str | Path = ".") -> dict[str, dict[str, Any]]:
+    """Every request file of an experiment (``requests/{experiment}/*.yaml``), by name."""
+    return {path.stem: read_request(path) for path in sorted(Path(root, "requests", experiment).glob("*.yaml"))}
+
+
+def certificate_path(experiment: str, request: Mapping[str, Any]) -> str:
+    """Where the workflow writes a request's certificate."""
+    return f"results/{experiment}/ledger/model_{request['model']}/{request['name']}.json"
+
+
+def request_needs(asked: Mapping[str, Any]) -> tuple[str, ...]:
+    """The shared side artifacts the request's method needs; a method that predicts outputs, takes
+    options or needs per-forget-set artifacts (oracles) cannot serve a deletion request."""
+    spec = spec_of(asked["method"])
+    if spec.kind != EDITS_MODEL or spec.options:
+        raise UserError(f"request {asked['name']}: {asked['method']} cannot serve deletion requests "
+                        "(it predicts outputs or needs oracles)")
+    needs = spec.needs_for({"hyperparameters": asked["hyperparameters"]})
+    per_forget_set = [name for name in needs if "{forget_set}" in ARTIFACTS[name].path]
+    if per_forget_set:
+        raise UserError(f"request {asked['name']}: {asked['method']} needs {', '.join(per_forget_set)}, which "
+                        "a deletion request does not have")
+    return needs
