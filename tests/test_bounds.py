@@ -23,6 +23,7 @@ from unlearnflow.sourcefree.certificate import (
     UNKNOWN_OBJECTIVE_NOISE,
     is_bound_field,
 )
+from unlearnflow.sourcefree.declarations import certified_recipe
 from unlearnflow.sourcefree.hessian import VARIANTS
 from unlearnflow.sourcefree.identifiability import perturbations_needed
 from unlearnflow.sourcefree.linear import (
@@ -33,7 +34,7 @@ from unlearnflow.sourcefree.linear import (
     train,
     weight_of,
 )
-from unlearnflow.sourcefree.newton import certified_recipe, newton_certified, newton_source_free
+from unlearnflow.sourcefree.newton import newton_certified, newton_source_free
 
 LOSSES = ("squared", "logistic", "multinomial", "mixed_squared")
 

@@ -13,8 +13,9 @@ from unlearnflow.core.data import load_dataset
 from unlearnflow.core.models import build_model
 from unlearnflow.errors import UserError
 from unlearnflow.registry import configurations
+from unlearnflow.sourcefree.declarations import is_linear_recipe
 from unlearnflow.sourcefree.features import check_features_spec, extract_features
-from unlearnflow.sourcefree.linear import config_recipe, is_linear_recipe
+from unlearnflow.sourcefree.linear import config_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

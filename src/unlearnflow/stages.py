@@ -153,7 +153,8 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
     Linear models of the ``lbfgs`` recipe are trained to optimum one by one
     (:func:`~unlearnflow.sourcefree.linear.train_linear_chunk`).
     """
-    from unlearnflow.sourcefree.linear import is_linear_recipe, train_linear_chunk
+    from unlearnflow.sourcefree.declarations import is_linear_recipe
+    from unlearnflow.sourcefree.linear import train_linear_chunk
     use_threads(threads)
     if models_per_pass < 0:
         raise UserError(f"train: --models-per-pass must be >= 0 (0: all models at once), got {models_per_pass}")

@@ -60,7 +60,7 @@ from unlearnflow.core.models import build_model
 from unlearnflow.core.training import TrainConfig
 from unlearnflow.errors import UserError
 from unlearnflow.registry import PREDICTS_OUTPUTS, REFERENCES, configurations, spec_of
-from unlearnflow.sourcefree.linear import is_linear_recipe
+from unlearnflow.sourcefree.declarations import is_linear_recipe
 
 #: Rules that train a bank with the vectorised trainer.
 TRAINING_RULES = frozenset({"train_originals", "train_oracles", "train_subset_models", "retrain", "ulira_base_models"})
