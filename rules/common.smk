@@ -19,7 +19,8 @@ from unlearnflow.config import (
     validate_config,
 )
 from unlearnflow.core.forget_sets import split_step_name, step_name
-from unlearnflow.core.store import STAGE_VERSIONS, check_writable_directory
+from unlearnflow.core.stage_table import STAGE_VERSIONS, output_template, version_of
+from unlearnflow.core.store import check_writable_directory
 from unlearnflow.dmm.estimators import estimator_of
 from unlearnflow.errors import UserError, report_failed_jobs
 from unlearnflow.registry import ARTIFACTS, REFERENCES, spec_of
@@ -30,10 +31,18 @@ except UserError as error:
     sys.exit(f"unlearnflow: error: {error}")
 
 RESULTS = f"results/{config['experiment']}"
+
+
+def path_of(rule, output="", **fixed):
+    """The path of `rule`'s `output` in this experiment (the stage table), the wildcards in `fixed`
+    filled in and the others left for Snakemake."""
+    return f"{RESULTS}/{output_template(rule, output, **fixed)}"
+
+
 # A linear experiment (training optimizer lbfgs) trains on the features of rules/sourcefree.smk:
 # features.h5 is then the data set of every stage after prepare_data and extract_features.
 LINEAR = is_linear_experiment(config)
-DATA = f"{RESULTS}/features.h5" if "features" in config else f"{RESULTS}/data.h5"
+DATA = path_of("extract_features") if "features" in config else path_of("prepare_data")
 try:
     check_writable_directory(RESULTS)
 except UserError as error:
@@ -117,7 +126,7 @@ def index_file(wildcards):
 
 def forget_set_file(wildcards):
     """The forget set artifact behind a (possibly prefixed, NAME@R) forget set name."""
-    return f"{RESULTS}/forget_sets/{split_step_name(wildcards.forget_set)[0]}.h5"
+    return path_of("forget_sets", forget_set=split_step_name(wildcards.forget_set)[0])
 
 
 def requests_flag(wildcards):
@@ -128,7 +137,7 @@ def requests_flag(wildcards):
 
 def poisoned_labels():
     """The poison forget set whose flipped labels every model of the experiment trains on."""
-    return [f"{RESULTS}/forget_sets/{POISON_SET}.h5"] if POISON_SET else []
+    return [path_of("forget_sets", forget_set=POISON_SET)] if POISON_SET else []
 
 
 def method_config(method):
@@ -142,7 +151,7 @@ def needs(method):
 
 def side_paths(name, forget_set=None):
     """The paths of a side artifact: one, or per forget set one per evaluated prefix."""
-    template = f"{RESULTS}/{ARTIFACTS[name].path}"
+    template = path_of(ARTIFACTS[name].stage, ARTIFACTS[name].output)
     if "{forget_set}" not in template:
         return [template]
     return [template.format(forget_set=evaluated) for evaluated in evaluated_sets(forget_set)]
@@ -169,11 +178,11 @@ def unlearn_inputs(wildcards):
     """A source-free method reads the forget samples and the models alone; any other method the
     data set, the forget set and the original bank (with the experiment's labels)."""
     if spec_of(wildcards.method).source_free:
-        inputs = {"forget_samples": f"{RESULTS}/forget_samples/{wildcards.forget_set}.h5",
-                  "originals": f"{RESULTS}/original_models.h5"}
+        inputs = {"forget_samples": path_of("forget_samples", forget_set=wildcards.forget_set),
+                  "originals": path_of("gather_originals", "models")}
     else:
-        inputs = {"data": DATA, "forget_set": f"{RESULTS}/forget_sets/{wildcards.forget_set}.h5",
-                  "originals": f"{RESULTS}/originals.h5", "labels": poisoned_labels()}
+        inputs = {"data": DATA, "forget_set": path_of("forget_sets", forget_set=wildcards.forget_set),
+                  "originals": path_of("gather_originals", "bank"), "labels": poisoned_labels()}
     return {**inputs, **side_inputs(wildcards.method, wildcards.forget_set)}
 
 
@@ -191,10 +200,10 @@ def unlearned_bank(method, forget_set):
     """The bank a method produced for a forget set (do_nothing: the original models; a method's
     result holds every request of a sequence)."""
     if method == "do_nothing":
-        return f"{RESULTS}/originals.h5"
+        return path_of("gather_originals", "bank")
     if method == "retrain":
-        return f"{RESULTS}/unlearned/retrain/{forget_set}.h5"
-    return f"{RESULTS}/unlearned/{method}/{split_step_name(forget_set)[0]}.h5"
+        return path_of("retrain", forget_set=forget_set)
+    return path_of("unlearn", method=method, forget_set=split_step_name(forget_set)[0])
 
 
 def evaluated_banks(wildcards):
@@ -215,12 +224,12 @@ def per_method_flags(wildcards, input, output):
 
 def estimator_checkpoints(wildcards):
     """An estimator that reads checkpoints (trak) takes them from the original models."""
-    return {"originals": f"{RESULTS}/originals.h5"} if estimator_of(config["datamodels"]["estimator"]).checkpoints else {}
+    return {"originals": path_of("gather_originals", "bank")} if estimator_of(config["datamodels"]["estimator"]).checkpoints else {}
 
 
 def request_samples_file(request):
     """The samples a request's extraction job writes (temporary: removed once its request is processed)."""
-    return f"{RESULTS}/request_samples/{request}.h5"
+    return path_of("request_samples", request=request)
 
 
 def deletion_request_inputs(wildcards):
@@ -230,13 +239,13 @@ def deletion_request_inputs(wildcards):
     experiment's labels)."""
     asked = DELETION_REQUESTS[wildcards.request]
     inputs = {"request": f"requests/{config['experiment']}/{wildcards.request}.yaml",
-              "models": f"{RESULTS}/original_models.h5"}
+              "models": path_of("gather_originals", "models")}
     if spec_of(asked["method"]).source_free:
         inputs["samples"] = request_samples_file(wildcards.request)
     else:
         inputs.update(data=DATA, labels=poisoned_labels())
     if asked["after"] != ORIGINAL:
-        inputs["previous"] = f"{RESULTS}/ledger/model_{asked['model']}/{asked['after']}.json"
+        inputs["previous"] = path_of("deletion_request", "certificate", model=asked['model'], request=asked['after'])
     needs = request_needs(asked)
     return {**inputs, **{f"side_{name}": side_paths(name) for name in needs}}
 
@@ -245,9 +254,6 @@ def report_side_inputs(wildcards):
     """The shared side artifacts of every configured method (the report describes them)."""
     return {key: paths for method in config["methods"]
             for key, paths in side_inputs(method, shared_only=True).items()}
-
-
-EVALUATIONS = expand(f"{RESULTS}/evaluation/{{method}}/{{forget_set}}", method=METHODS, forget_set=EVALUATED_SETS)
 
 
 def train_params(training, first_id, n_models, role="original", subset_fraction=None, per_pass=None):

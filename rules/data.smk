@@ -1,14 +1,14 @@
 rule prepare_data:
     """Load the configured data set, split train / validation / test and normalise (train stats)."""
     output:
-        f"{RESULTS}/data.h5",
+        path_of("prepare_data"),
     log:
         f"{RESULTS}/logs/prepare_data.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare_data.tsv"
     params:
         spec=as_json(config["data"]),
-        version=STAGE_VERSIONS["dataset"],
+        version=version_of("prepare_data"),
     threads: threads_of("prepare_data")
     resources:
         mem_mb=mem_mb_of("prepare_data"),

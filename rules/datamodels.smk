@@ -12,7 +12,7 @@ rule train_subset_models:
         data=DATA,
         labels=poisoned_labels(),
     output:
-        f"{RESULTS}/subset_models/chunk_{{chunk}}.h5",
+        path_of("train_subset_models"),
     log:
         f"{RESULTS}/logs/subset_models/chunk_{{chunk}}.log",
     benchmark:
@@ -42,10 +42,10 @@ rule fit_datamodels:
     input:
         unpack(estimator_checkpoints),
         data=DATA,
-        subset_models=expand(f"{RESULTS}/subset_models/chunk_{{chunk}}.h5", chunk=chunk_ids("subset_models")),
+        subset_models=expand(path_of("train_subset_models"), chunk=chunk_ids("subset_models")),
         labels=poisoned_labels(),
     output:
-        f"{RESULTS}/datamodels/chunk_{{part}}_of_{FIT_JOBS}.h5",
+        path_of("fit_datamodels", jobs=FIT_JOBS),
     log:
         f"{RESULTS}/logs/fit_datamodels/chunk_{{part}}_of_{FIT_JOBS}.log",
     benchmark:
@@ -60,7 +60,7 @@ rule fit_datamodels:
         seed=config["seed"],
         device=config["device"],
         progress=PROGRESS,
-        version=STAGE_VERSIONS["datamodels"],
+        version=version_of("fit_datamodels"),
     threads: threads_of("fit_datamodels")
     resources:
         mem_mb=mem_mb_of("fit_datamodels"),
@@ -78,15 +78,15 @@ rule fit_datamodels:
 rule gather_datamodels:
     """The datamodels of every fitted point, from the chunks of the fit, in one artifact."""
     input:
-        expand(f"{RESULTS}/datamodels/chunk_{{part}}_of_{FIT_JOBS}.h5", part=range(FIT_JOBS)),
+        expand(path_of("fit_datamodels", jobs=FIT_JOBS), part=range(FIT_JOBS)),
     output:
-        f"{RESULTS}/datamodels.h5",
+        path_of("gather_datamodels"),
     log:
         f"{RESULTS}/logs/gather_datamodels.log",
     benchmark:
         f"{RESULTS}/benchmarks/gather_datamodels.tsv"
     params:
-        version=STAGE_VERSIONS["datamodels"],
+        version=version_of("gather_datamodels"),
     threads: threads_of("gather_datamodels")
     resources:
         mem_mb=mem_mb_of("gather_datamodels"),
@@ -101,20 +101,20 @@ rule gather_datamodels:
 rule calibrate_datamodels:
     """Fit the datamodels' global scale on a held-out forget set's oracles (Appendix G.2)."""
     input:
-        datamodels=f"{RESULTS}/datamodels.h5",
-        forget_set=f"{RESULTS}/forget_sets/{CALIBRATION_SET}.h5",
-        originals=f"{RESULTS}/originals.h5",
-        oracles=f"{RESULTS}/oracles/{CALIBRATION_SET}.h5",
+        datamodels=path_of("gather_datamodels"),
+        forget_set=path_of("forget_sets", forget_set=CALIBRATION_SET),
+        originals=path_of("gather_originals", "bank"),
+        oracles=path_of("gather_oracles", "bank", forget_set=CALIBRATION_SET),
         labels=poisoned_labels(),
     output:
-        f"{RESULTS}/datamodel_calibration.h5",
+        path_of("calibrate_datamodels"),
     log:
         f"{RESULTS}/logs/calibrate_datamodels.log",
     benchmark:
         f"{RESULTS}/benchmarks/calibrate_datamodels.tsv"
     params:
         labels=labels_flag,
-        version=STAGE_VERSIONS["datamodel_calibration"],
+        version=version_of("calibrate_datamodels"),
     threads: threads_of("calibrate_datamodels")
     resources:
         mem_mb=mem_mb_of("calibrate_datamodels"),

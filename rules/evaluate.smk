@@ -9,14 +9,14 @@ rule evaluate:
     input:
         data=DATA,
         forget_set=forget_set_file,
-        originals=f"{RESULTS}/originals.h5",
-        oracles=f"{RESULTS}/oracles/{{forget_set}}.h5",
+        originals=path_of("gather_originals", "bank"),
+        oracles=path_of("gather_oracles", "bank"),
         unlearned=evaluated_banks,
-        ulira=[] if LINEAR else [f"{RESULTS}/ulira/{method}.csv" for method in METHODS],
+        ulira=[] if LINEAR else [path_of("ulira", method=method) for method in METHODS],
         labels=poisoned_labels(),
     output:
-        h5=[f"{RESULTS}/evaluation/{method}/{{forget_set}}.h5" for method in METHODS],
-        csv=[f"{RESULTS}/evaluation/{method}/{{forget_set}}.csv" for method in METHODS],
+        h5=[path_of("evaluate", "h5", method=method) for method in METHODS],
+        csv=[path_of("evaluate", "csv", method=method) for method in METHODS],
     log:
         f"{RESULTS}/logs/evaluation/{{forget_set}}.log",
     benchmark:
@@ -26,7 +26,7 @@ rule evaluate:
         requests=requests_flag,
         labels=labels_flag,
         seed=config["seed"],
-        version=STAGE_VERSIONS["evaluation"],
+        version=version_of("evaluate"),
     threads: threads_of("evaluate")
     resources:
         mem_mb=mem_mb_of("evaluate"),
@@ -44,16 +44,16 @@ rule report:
     headline configuration per forget set is chosen without that set's oracles."""
     input:
         unpack(report_side_inputs),
-        csv=[f"{path}.csv" for path in EVALUATIONS],
-        h5=[f"{path}.h5" for path in EVALUATIONS],
+        csv=expand(path_of("evaluate", "csv"), method=METHODS, forget_set=EVALUATED_SETS),
+        h5=expand(path_of("evaluate", "h5"), method=METHODS, forget_set=EVALUATED_SETS),
     output:
-        table=report(f"{RESULTS}/report/summary.md", caption="../workflow/report/summary.rst", category="Summary"),
-        csv=f"{RESULTS}/report/summary.csv",
-        klom=report(f"{RESULTS}/report/klom_vs_compute.png", caption="../workflow/report/klom_vs_compute.rst",
+        table=report(path_of("report", "table"), caption="../workflow/report/summary.rst", category="Summary"),
+        csv=path_of("report", "csv"),
+        klom=report(path_of("report", "klom"), caption="../workflow/report/klom_vs_compute.rst",
                     category="KLOM"),
-        entropy=report(expand(f"{RESULTS}/report/entropy_{{forget_set}}.png", forget_set=EVALUATED_SETS),
+        entropy=report(expand(path_of("report", "entropy"), forget_set=EVALUATED_SETS),
                        caption="../workflow/report/entropy.rst", category="Entropy"),
-        roc=report(expand(f"{RESULTS}/report/mia_roc_{{forget_set}}.png", forget_set=EVALUATED_SETS),
+        roc=report(expand(path_of("report", "roc"), forget_set=EVALUATED_SETS),
                    caption="../workflow/report/mia_roc.rst", category="Membership inference"),
     log:
         f"{RESULTS}/logs/report.log",
@@ -68,7 +68,7 @@ rule report:
         selection_set=f"--selection-set {config['evaluation']['selection']['forget_set']}"
         if "selection" in config["evaluation"]
         else "",
-        version=STAGE_VERSIONS["report"],
+        version=version_of("report"),
     localrule: True
     threads: threads_of("report")
     resources:
@@ -88,7 +88,7 @@ rule ulira_base_models:
         data=DATA,
         labels=poisoned_labels(),
     output:
-        f"{RESULTS}/ulira/base_models.h5",
+        path_of("ulira_base_models"),
     log:
         f"{RESULTS}/logs/ulira/base_models.log",
     benchmark:
@@ -119,10 +119,10 @@ rule ulira:
         unpack(lambda wildcards: side_inputs(wildcards.method, shared_only=True, for_shadows=True)
                if wildcards.method in config["methods"] else {}),
         data=DATA,
-        base=f"{RESULTS}/ulira/base_models.h5",
+        base=path_of("ulira_base_models"),
         labels=poisoned_labels(),
     output:
-        f"{RESULTS}/ulira/{{method}}.csv",
+        path_of("ulira"),
     log:
         f"{RESULTS}/logs/ulira/{{method}}.log",
     benchmark:
@@ -137,7 +137,7 @@ rule ulira:
         per_pass=config["originals"]["chunk_size"],
         device=config["device"],
         progress=PROGRESS,
-        version=STAGE_VERSIONS["ulira"],
+        version=version_of("ulira"),
     threads: threads_of("ulira")
     resources:
         mem_mb=mem_mb_of("ulira"),

@@ -7,7 +7,7 @@ rule forget_sets:
         data=DATA,
         index_file=index_file,
     output:
-        f"{RESULTS}/forget_sets/{{forget_set}}.h5",
+        path_of("forget_sets"),
     log:
         f"{RESULTS}/logs/forget_sets/{{forget_set}}.log",
     benchmark:
@@ -17,7 +17,7 @@ rule forget_sets:
     params:
         spec=lambda wildcards: as_json(forget_set_spec(wildcards.forget_set)),
         seed=config["seed"],
-        version=STAGE_VERSIONS["forget_set"],
+        version=version_of("forget_sets"),
     threads: threads_of("forget_sets")
     resources:
         mem_mb=mem_mb_of("forget_sets"),
@@ -34,10 +34,10 @@ rule forget_samples:
     source-free method's unlearn job may read. No retain data, no training indices."""
     input:
         data=DATA,
-        forget_set=f"{RESULTS}/forget_sets/{{forget_set}}.h5",
+        forget_set=path_of("forget_sets"),
         labels=poisoned_labels(),
     output:
-        f"{RESULTS}/forget_samples/{{forget_set}}.h5",
+        path_of("forget_samples"),
     log:
         f"{RESULTS}/logs/forget_samples/{{forget_set}}.log",
     benchmark:
@@ -46,7 +46,7 @@ rule forget_samples:
         forget_set=FORGET_SET_NAME,
     params:
         labels=labels_flag,
-        version=STAGE_VERSIONS["forget_samples"],
+        version=version_of("forget_samples"),
     threads: threads_of("forget_samples")
     resources:
         mem_mb=mem_mb_of("forget_samples"),

@@ -9,9 +9,9 @@ rule gradient_space:
     """Accumulate R R^T of every conv/linear layer's inputs in float64 and eigendecompose it."""
     input:
         data=DATA,
-        originals=f"{RESULTS}/original_models.h5",
+        originals=path_of("gather_originals", "models"),
     output:
-        f"{RESULTS}/gradient_space.h5",
+        path_of("gradient_space"),
     log:
         f"{RESULTS}/logs/gradient_space.log",
     benchmark:
@@ -19,7 +19,7 @@ rule gradient_space:
     params:
         device=config["device"],
         progress=PROGRESS,
-        version=STAGE_VERSIONS["gradient_space"],
+        version=version_of("gradient_space"),
     threads: threads_of("gradient_space")
     resources:
         mem_mb=mem_mb_of("gradient_space"),

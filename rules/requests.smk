@@ -30,7 +30,7 @@ rule request_samples:
         f"{RESULTS}/benchmarks/request_samples/{{request}}.tsv"
     params:
         labels=labels_flag,
-        version=STAGE_VERSIONS["forget_samples"],
+        version=version_of("request_samples"),
     threads: threads_of("request_samples")
     resources:
         mem_mb=mem_mb_of("request_samples"),
@@ -47,8 +47,8 @@ rule deletion_request:
     input:
         unpack(deletion_request_inputs),
     output:
-        certificate=f"{RESULTS}/ledger/model_{{model}}/{{request}}.json",
-        model=f"{RESULTS}/ledger/model_{{model}}/{{request}}.h5",
+        certificate=path_of("deletion_request", "certificate"),
+        model=path_of("deletion_request", "model"),
     log:
         f"{RESULTS}/logs/ledger/model_{{model}}/{{request}}.log",
     benchmark:
@@ -61,7 +61,7 @@ rule deletion_request:
         labels=labels_flag,
         side=side_flags,
         device=config["device"],
-        version=STAGE_VERSIONS["deletion_request"],
+        version=version_of("deletion_request"),
     threads: threads_of("deletion_request")
     resources:
         mem_mb=mem_mb_of("deletion_request"),

@@ -8,17 +8,17 @@
 rule extract_features:
     """Every split through the configured backbone, rows L2-normalised (||x|| <= 1)."""
     input:
-        data=f"{RESULTS}/data.h5",
+        data=path_of("prepare_data"),
         weights=lambda wildcards: [config["features"]["weights"]] if "weights" in config.get("features", {}) else [],
     output:
-        f"{RESULTS}/features.h5",
+        path_of("extract_features"),
     log:
         f"{RESULTS}/logs/extract_features.log",
     benchmark:
         f"{RESULTS}/benchmarks/extract_features.tsv"
     params:
         spec=as_json(config.get("features", {})),
-        version=STAGE_VERSIONS["features"],
+        version=version_of("extract_features"),
     threads: threads_of("extract_features")
     resources:
         mem_mb=mem_mb_of("extract_features"),

@@ -7,13 +7,13 @@ from unlearnflow.dmm.ridge_theory import PAPER_SETTINGS
 rule theory_panel:
     """One panel: relative distance to the retain optimum vs iterations, per algorithm."""
     output:
-        report(f"{RESULTS}/theory/{{panel}}.png", caption="../workflow/report/theory.rst", category="Theory"),
+        report(path_of("theory_panel"), caption="../workflow/report/theory.rst", category="Theory"),
     log:
         f"{RESULTS}/logs/theory/{{panel}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/theory/{{panel}}.tsv"
     params:
-        version=STAGE_VERSIONS["theory"],
+        version=version_of("theory_panel"),
     threads: threads_of("theory_panel")
     resources:
         mem_mb=mem_mb_of("theory_panel"),
@@ -28,5 +28,5 @@ rule theory_panel:
 rule theory:
     """All panels of Figure 5 and Figure E.2."""
     input:
-        expand(f"{RESULTS}/theory/{{panel}}.png", panel=list(PAPER_SETTINGS)),
+        expand(path_of("theory_panel"), panel=list(PAPER_SETTINGS)),
     localrule: True

@@ -21,7 +21,7 @@ rule train_originals:
         data=DATA,
         labels=poisoned_labels(),
     output:
-        f"{RESULTS}/originals/chunk_{{chunk}}.h5",
+        path_of("train_originals"),
     log:
         f"{RESULTS}/logs/originals/chunk_{{chunk}}.log",
     benchmark:
@@ -46,7 +46,7 @@ rule train_oracles:
         forget_set=forget_set_file,
         labels=poisoned_labels(),
     output:
-        f"{RESULTS}/oracles/{{forget_set}}/chunk_{{chunk}}.h5",
+        path_of("train_oracles"),
     log:
         f"{RESULTS}/logs/oracles/{{forget_set}}/chunk_{{chunk}}.log",
     benchmark:
@@ -68,17 +68,17 @@ rule gather_originals:
     """Concatenate the original models' chunks into one bank, and write the models alone (no
     logits, no training masks): what a source-free method may read."""
     input:
-        expand(f"{RESULTS}/originals/chunk_{{chunk}}.h5", chunk=chunk_ids("originals")),
+        expand(path_of("train_originals"), chunk=chunk_ids("originals")),
     output:
-        bank=f"{RESULTS}/originals.h5",
-        models=f"{RESULTS}/original_models.h5",
+        bank=path_of("gather_originals", "bank"),
+        models=path_of("gather_originals", "models"),
     log:
         f"{RESULTS}/logs/gather_originals.log",
     benchmark:
         f"{RESULTS}/benchmarks/gather_originals.tsv"
     params:
         weights_out=lambda wildcards, output: f"--weights-out {output.models}",
-        version=STAGE_VERSIONS["model_bank"],
+        version=version_of("gather_originals"),
     localrule: True
     threads: threads_of("gather_originals")
     resources:
@@ -93,16 +93,16 @@ rule gather_originals:
 rule gather_oracles:
     """Concatenate the oracle chunks of one forget set into one bank."""
     input:
-        expand(f"{RESULTS}/oracles/{{{{forget_set}}}}/chunk_{{chunk}}.h5", chunk=chunk_ids("oracles")),
+        expand(path_of("train_oracles"), chunk=chunk_ids("oracles"), allow_missing=True),
     output:
-        bank=f"{RESULTS}/oracles/{{forget_set}}.h5",
+        bank=path_of("gather_oracles", "bank"),
     log:
         f"{RESULTS}/logs/gather_oracles/{{forget_set}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/gather_oracles/{{forget_set}}.tsv"
     params:
         weights_out="",
-        version=STAGE_VERSIONS["model_bank"],
+        version=version_of("gather_oracles"),
     localrule: True
     threads: threads_of("gather_oracles")
     resources:

@@ -14,7 +14,7 @@ rule retrain:
         forget_set=forget_set_file,
         labels=poisoned_labels(),
     output:
-        f"{RESULTS}/unlearned/retrain/{{forget_set}}.h5",
+        path_of("retrain"),
     log:
         f"{RESULTS}/logs/unlearned/retrain/{{forget_set}}.log",
     benchmark:
@@ -39,7 +39,7 @@ rule unlearn:
     input:
         unpack(unlearn_inputs),
     output:
-        f"{RESULTS}/unlearned/{{method}}/{{forget_set}}.h5",
+        path_of("unlearn"),
     log:
         f"{RESULTS}/logs/unlearned/{{method}}/{{forget_set}}.log",
     benchmark:
@@ -55,7 +55,7 @@ rule unlearn:
         seed=config["seed"],
         device=config["device"],
         progress=PROGRESS,
-        version=STAGE_VERSIONS["unlearned"],
+        version=version_of("unlearn"),
     threads: threads_of("unlearn")
     resources:
         mem_mb=mem_mb_of("unlearn"),

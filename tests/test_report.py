@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from unlearnflow.core.store import STAGE_VERSIONS, read_artifact, write_artifact
+from unlearnflow.core.stage_table import STAGE_VERSIONS
+from unlearnflow.core.store import read_artifact, write_artifact
 from unlearnflow.errors import UserError
 from unlearnflow.evaluation.evaluate import klom_interval
 from unlearnflow.evaluation.rows import FLOAT_COLUMNS, REQUIRED_COLUMNS, config_array, read_evaluations, read_rows

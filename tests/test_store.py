@@ -10,7 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from unlearnflow.core.store import STAGE_VERSIONS, file_checksum, provenance, read_artifact, write_artifact
+from unlearnflow.core.stage_table import STAGE_VERSIONS
+from unlearnflow.core.store import file_checksum, provenance, read_artifact, write_artifact
 from unlearnflow.errors import UserError
 
 

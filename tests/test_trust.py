@@ -75,7 +75,7 @@ def test_1_an_oracle_bank_copied_over_the_originals_is_refused(world, tmp_path):
     message = str(error.value)
     assert "\n" not in message and message.startswith(f"{results / 'originals.h5'}: expected a model_bank")
     assert "with role original, found role oracle/r" in message
-    assert "snakemake --cores 1 --forcerun gather_originals" in message
+    assert "snakemake --cores 1 --forcerun results/tiny/originals.h5 (rule gather_originals;" in message
     assert not (results / "evaluation" / "e.csv").exists()
 
 
@@ -122,7 +122,8 @@ def test_2_damaged_bytes_in_the_middle_are_one_line_naming_the_file_and_the_rule
         evaluate(results)
     message = str(error.value)
     assert message.startswith(f"{bank}: damaged or unreadable HDF5 file") and "\n" not in message
-    assert message.endswith("snakemake --cores 1 --forcerun gather_oracles (with your usual --configfile)")
+    assert message.endswith(f"snakemake --cores 1 --forcerun results/tiny/{bank.relative_to(results).as_posix()} "
+                            "(rule gather_oracles; with your usual --configfile)")
 
 
 def test_2_the_cli_prints_one_line_for_a_damaged_bank(world, tmp_path, capsys):
@@ -148,6 +149,14 @@ def test_2_every_artifact_path_maps_to_the_rule_that_writes_it():
     assert {path: rule_of(path) for path in expected} == expected
     assert rule_of("elsewhere/d.h5", "dataset") == "prepare_data" and rule_of("elsewhere/b.h5", "model_bank") is None
     assert rebuild_advice("elsewhere/b.h5") == "rebuild it with the stage that wrote it"
+    # a rule's output is named by its path, which holds for the config's other experiments (whose
+    # rules are prefixed); a file a job writes besides its outputs by its rule
+    assert rebuild_advice("/abs/results/other/gradient_space.h5").startswith(
+        "rebuild it: snakemake --cores 1 --forcerun results/other/gradient_space.h5 (rule gradient_space;")
+    assert rule_of("results/x/features.h5") == "extract_features"
+    assert rule_of("results/x/ledger/model_3/req1.json") == "deletion_request"
+    assert rebuild_advice("results/x/ledger/model_3/ledger.json").startswith(
+        "rebuild it: snakemake --cores 1 --forcerun deletion_request")
 
 
 # --- 3. a diverged configuration is recorded, never selected, and the report builds --------------

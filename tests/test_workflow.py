@@ -393,14 +393,14 @@ def test_real_run_of_a_sequence_keeps_every_step(tmp_path):
 
 
 def test_resources_come_from_the_config_and_every_rule_has_defaults(tmp_path):
-    from unlearnflow.config import RULE_RESOURCES
+    from unlearnflow.core.stage_table import STAGES
     listing = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=REPO, capture_output=True,
                              text=True).stdout
     prefixes = tuple(f"{name}_" for name in list(experiments(load_config_file(REPO / "config.yaml")))[1:])
     rules = [line.split()[0] for line in listing.splitlines() if line.strip() and not line[0].isspace()]
     assert prefixes and any(rule.startswith(prefixes) for rule in rules)  # the default run's other experiments
     rules = [rule for rule in rules if not rule.startswith(prefixes)]
-    assert set(rules) - {"all", "theory", "requests"} == set(RULE_RESOURCES) - {"default"}
+    assert set(rules) - {"all", "theory", "requests"} == set(STAGES)
     write_config(tmp_path, {**SEQUENCE, "device": "cuda",
                             "resources": {"unlearn": {"mem_mb": 9000, "runtime": 7}, "default": {"runtime": 50}}})
     jobs = dry_run_jobs(tmp_path)
@@ -612,7 +612,7 @@ def test_a_damaged_input_is_named_on_the_console_and_its_advice_rebuilds_it(tiny
     cause = next(line for line in console.splitlines() if line.startswith("unlearnflow: error:"))
     assert cause.startswith("unlearnflow: error: results/tiny/data.h5: damaged or unreadable HDF5 file")
     assert cause.endswith("[rule forget_sets, log results/tiny/logs/forget_sets/r5.log]")
-    advice = re.search(r"rebuild it: snakemake (--cores 1 --forcerun prepare_data)", cause)
+    advice = re.search(r"rebuild it: snakemake (--cores 1 --forcerun results/tiny/data\.h5) \(rule prepare_data;", cause)
     assert advice, cause
     snakemake(tiny, *advice.group(1).split(), target)
     assert read_forget_set(tiny / target).indices.size == 5

@@ -14,7 +14,7 @@ import sys
 from typing import Any, Sequence
 
 from unlearnflow import __version__
-from unlearnflow.core.store import STAGE_VERSIONS, clean_stale_temporaries
+from unlearnflow.core.stage_table import STAGE_VERSIONS
 from unlearnflow.errors import UserError
 from unlearnflow.lazy import imported
 
@@ -290,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.stage:
             check_version(args.stage, args.stage_version)
+        clean_stale_temporaries = imported("unlearnflow.core.store:clean_stale_temporaries")
         for option in _OUTPUT_OPTIONS:
             paths = getattr(args, option, None) or []
             for path in [paths] if isinstance(paths, str) else paths:

@@ -18,6 +18,7 @@ import yaml
 
 from unlearnflow.core.forget_sets import check_spec
 from unlearnflow.core.recipe import ARCHITECTURES, TrainConfig
+from unlearnflow.core.stage_table import STAGES, resources_of
 from unlearnflow.dmm.dm_direct import OUTPUT_OF
 from unlearnflow.dmm.estimators import OUTPUTS, SPLITS, estimator_of, options, split_heldout
 from unlearnflow.errors import UserError
@@ -102,10 +103,10 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
                             "set originals.models equal to oracles.models")
     if any("datamodels" in needs(config, method) for method in config["methods"]):
         _check_datamodels(config)
-    unknown_rules = sorted(set(config.get("resources", {})) - set(RULE_RESOURCES))
+    unknown_rules = sorted(set(config.get("resources", {})) - {"default", *STAGES})
     if unknown_rules:
         raise UserError(f"config: resources: unknown rule(s) {', '.join(unknown_rules)} "
-                        f"(rules: {', '.join(RULE_RESOURCES)})")
+                        f"(rules: default, {', '.join(STAGES)})")
     if config["model"]["arch"] not in ARCHITECTURES:
         raise UserError(f"config: model.arch: unknown architecture {config['model']['arch']!r}")
     _check_training(config)
@@ -197,45 +198,10 @@ def _check_method_values(methods: Mapping[str, Any]) -> None:
             _check_numbers(f"methods.{method}.{section}", spec.get(section, {}), HYPERPARAMETER_MINIMA)
 
 
-#: What each rule gets unless the config's ``resources`` section says otherwise: threads, memory
-#: (MB) and run time (minutes) per job, and GPUs on a CUDA experiment (``device: cuda``).
-RULE_RESOURCES: dict[str, dict[str, int]] = {
-    "default": {"threads": 1, "mem_mb": 4000, "runtime": 120, "gpu": 0},
-    "prepare_data": {"runtime": 30},
-    "forget_sets": {"runtime": 30},
-    "forget_samples": {"runtime": 30},
-    "train_originals": {},
-    "gather_originals": {"runtime": 10},
-    "train_oracles": {},
-    "gather_oracles": {"runtime": 10},
-    "retrain": {},
-    "unlearn": {},
-    "evaluate": {},  # one job judges every method of a forget set
-    "ulira_base_models": {},
-    "ulira": {},
-    "report": {"mem_mb": 2000, "runtime": 10, "threads": 2},
-    "train_subset_models": {},
-    "fit_datamodels": {"mem_mb": 8000},
-    "gather_datamodels": {"mem_mb": 8000, "runtime": 30},
-    "calibrate_datamodels": {"runtime": 10},
-    "theory_panel": {"mem_mb": 2000, "runtime": 10},
-    "request_samples": {"runtime": 10},
-    "deletion_request": {"runtime": 30},
-    "gradient_space": {"runtime": 60},
-    "extract_features": {"runtime": 30},
-}
-#: Rules that run models and ask for one GPU when the experiment's device is cuda.
-GPU_RULES = frozenset({"train_originals", "train_oracles", "retrain", "unlearn", "ulira_base_models", "ulira",
-                       "train_subset_models", "fit_datamodels", "gradient_space", "deletion_request"})
-
-
 def rule_resources(config: Mapping[str, Any], rule: str) -> dict[str, int]:
-    """Threads, mem_mb, runtime and gpu of `rule`: its defaults, then the config's ``resources``
-    (``default`` first, then the rule's own entry)."""
-    gpu = {"gpu": 1} if config["device"] == "cuda" and rule in GPU_RULES else {}
-    given = config.get("resources", {})
-    return {**RULE_RESOURCES["default"], **RULE_RESOURCES[rule], **gpu, **given.get("default", {}),
-            **given.get(rule, {})}
+    """Threads, mem_mb, runtime and gpu of `rule` under `config` (the stage table's
+    :func:`~unlearnflow.core.stage_table.resources_of`)."""
+    return resources_of(rule, config.get("resources", {}), config["device"] == "cuda")
 
 
 #: Name of the datamodels' held-out calibration forget set (``datamodels.calibration_set``).

@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from unlearnflow.core.stage_table import output_template
 from unlearnflow.dmm import declarations as dmm
 from unlearnflow.dmm import dm_direct
 from unlearnflow.errors import UserError
@@ -50,34 +51,40 @@ PREDICTS_OUTPUTS = "predicts_outputs"
 class ArtifactSpec:
     """A cached artifact a method can need, by name.
 
-    `path` is relative to ``results/{experiment}``; a ``{forget_set}`` in it makes the artifact
-    one per forget set (one per step of a request sequence). `contains_retain_data` marks what
+    It is the `output` of the stage table's `stage` (:mod:`unlearnflow.core.stage_table`); a
+    ``{forget_set}`` in its :attr:`path` makes the artifact one per forget set (one per step of a
+    request sequence). `contains_retain_data` marks what
     a source-free method may never take; `for_shadows` says whether the experiment's artifact
     also serves U-LiRA's shadow models (subset models with no oracles). `build_for_shadows`,
     when given, makes the artifact for the shadows' base bank instead, in the U-LiRA job:
     ``(base bank, data set, device) -> the loaded artifact``. `load` reads it for the runner.
     """
 
-    path: str
+    stage: str
+    output: str
     load: Callable[[str], Any]
     contains_retain_data: bool
     for_shadows: bool
     description: str
     build_for_shadows: Callable[[Any, Any, Any], Any] | None = None
 
+    @property
+    def path(self) -> str:
+        """Its path template relative to ``results/{experiment}``."""
+        return output_template(self.stage, self.output)
+
 
 #: artifact name -> what it is and where the workflow writes it
 ARTIFACTS: dict[str, ArtifactSpec] = {
-    "oracle_targets": ArtifactSpec("oracles/{forget_set}.h5", Lazy("unlearnflow.core.artifacts:read_bank_logits"),
+    "oracle_targets": ArtifactSpec("gather_oracles", "bank", Lazy("unlearnflow.core.artifacts:read_bank_logits"),
                                    True, False, "the forget set's oracles (their mean logits are the targets)"),
-    "paired_targets": ArtifactSpec("unlearned/retrain/{forget_set}.h5",
-                                   Lazy("unlearnflow.core.artifacts:read_bank_logits"), True, False,
+    "paired_targets": ArtifactSpec("retrain", "", Lazy("unlearnflow.core.artifacts:read_bank_logits"), True, False,
                                    "an independently retrained bank (model k's logits are original k's targets)"),
-    "datamodels": ArtifactSpec("datamodels.h5", Lazy("unlearnflow.dmm.datamodel_set:read_datamodels"), True, True,
-                               "datamodels of every point, fitted on subset models"),
-    "calibration": ArtifactSpec("datamodel_calibration.h5", Lazy("unlearnflow.dmm.datamodel_set:read_calibration"),
+    "datamodels": ArtifactSpec("gather_datamodels", "", Lazy("unlearnflow.dmm.datamodel_set:read_datamodels"),
+                               True, True, "datamodels of every point, fitted on subset models"),
+    "calibration": ArtifactSpec("calibrate_datamodels", "", Lazy("unlearnflow.dmm.datamodel_set:read_calibration"),
                                 False, True, "the datamodels' scales, fitted on a held-out forget set"),
-    "gradient_space": ArtifactSpec("gradient_space.h5", Lazy("unlearnflow.pgu.gradient_space:read_gradient_space"),
+    "gradient_space": ArtifactSpec("gradient_space", "", Lazy("unlearnflow.pgu.gradient_space:read_gradient_space"),
                                    False, False,
                                    "PGU's factorisation of R R^T per layer and model (aggregates, no samples)",
                                    build_for_shadows=Lazy("unlearnflow.pgu.gradient_space:shadow_gradient_space")),
@@ -300,7 +307,8 @@ register(MethodSpec("scrub", "Kurmanji et al. 2023; DMM paper, Appendix D.4 (IV)
                     baselines.SCRUB_DEFAULTS, baselines.SCRUB_GRID,
                     unlearn=_implementation("methods.scrub:unlearn")))
 register(MethodSpec("partial_retrain", "DMM paper, Appendix D.4 (I)", EDITS_MODEL,
-                    baselines.PARTIAL_RETRAIN_DEFAULTS, baselines.PARTIAL_RETRAIN_GRID, unlearn=_implementation("methods.partial_retrain:unlearn")))
+                    baselines.PARTIAL_RETRAIN_DEFAULTS, baselines.PARTIAL_RETRAIN_GRID,
+                    unlearn=_implementation("methods.partial_retrain:unlearn")))
 register(MethodSpec("oracle_matching", "DMM paper, Algorithm C.1", EDITS_MODEL, dmm.ORACLE_MATCHING_DEFAULTS,
                     dmm.ORACLE_MATCHING_GRID, unlearn=_implementation("dmm.oracle_matching:unlearn"),
                     needs=_oracle_matching_needs, prepare=_implementation("dmm.targets:true_targets"),

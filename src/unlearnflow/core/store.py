@@ -21,7 +21,7 @@ checksums of the root artifacts it was made from (the data set, the forget set, 
 labels), recorded in provenance by :func:`provenance` and compared with :func:`lineage_of` the
 files the caller reads alongside.
 
-Stage versions live in :data:`STAGE_VERSIONS`. Rules pass them to the CLI as params, so
+Stage versions live in the stage table (:data:`~unlearnflow.core.stage_table.STAGE_VERSIONS`). Rules pass them to the CLI as params, so
 bumping a version (a change of meaning) makes Snakemake rerun that stage and everything
 downstream, while a refactor that keeps the version reruns nothing.
 """
@@ -47,60 +47,12 @@ import h5py
 import numpy as np
 
 from unlearnflow import __version__
+from unlearnflow.core.stage_table import STAGE_VERSIONS, rule_of_kind, stage_of_path
 from unlearnflow.errors import UserError
-
-#: Semantic version of each stage's output. Bump one when the meaning of what the stage
-#: writes changes (a different split, a fixed bug in training); keep it on refactors.
-STAGE_VERSIONS: dict[str, int] = {
-    "dataset": 1,
-    "forget_set": 1,
-    "forget_samples": 1,
-    "model_bank": 1,
-    "evaluation": 6,
-    "unlearned": 4,
-    "datamodels": 2,
-    "datamodels_part": 1,
-    "datamodel_calibration": 1,
-    "ulira": 2,
-    "report": 3,
-    "theory": 1,
-    "ledger_state": 1,
-    "features": 1,
-    "deletion_request": 2,
-    "gradient_space": 1,
-}
 
 #: Arrays smaller than this many bytes are stored uncompressed.
 _COMPRESS_MIN_BYTES = 16 * 1024
 
-#: The rule that writes each file of an experiment, by its path under ``results/<experiment>/``
-#: (first match wins): the rule to rerun when the file is damaged or stale.
-RULE_OF_PATH: tuple[tuple[str, str], ...] = (
-    (r"data\.h5", "prepare_data"),
-    (r"forget_sets/[^/]+\.h5", "forget_sets"),
-    (r"forget_samples/[^/]+\.h5", "forget_samples"),
-    (r"request_samples/[^/]+\.h5", "request_samples"),
-    (r"originals/chunk_[^/]+\.h5", "train_originals"),
-    (r"originals\.h5|original_models\.h5", "gather_originals"),
-    (r"oracles/[^/]+/chunk_[^/]+\.h5", "train_oracles"),
-    (r"oracles/[^/]+\.h5", "gather_oracles"),
-    (r"unlearned/retrain/[^/]+\.h5", "retrain"),
-    (r"unlearned/[^/]+/[^/]+\.h5", "unlearn"),
-    (r"evaluation/[^/]+/[^/]+\.(h5|csv)", "evaluate"),
-    (r"ulira/base_models\.h5", "ulira_base_models"),
-    (r"ulira/[^/]+\.csv", "ulira"),
-    (r"subset_models/chunk_[^/]+\.h5", "train_subset_models"),
-    (r"datamodels/chunk_[^/]+\.h5", "fit_datamodels"),
-    (r"datamodels\.h5", "gather_datamodels"),
-    (r"datamodel_calibration\.h5", "calibrate_datamodels"),
-    (r"report/.*", "report"),
-)
-#: The rule that writes an artifact of each kind, for files outside the usual layout.
-RULE_OF_KIND: dict[str, str] = {
-    "dataset": "prepare_data", "forget_set": "forget_sets", "forget_samples": "forget_samples",
-    "unlearned": "unlearn", "evaluation": "evaluate", "datamodels": "gather_datamodels",
-    "datamodels_part": "fit_datamodels", "datamodel_calibration": "calibrate_datamodels",
-}
 #: Lineage keys: the root artifacts every other artifact is made from.
 LINEAGE_KEYS = ("data", "forget_set", "labels")
 
@@ -170,22 +122,29 @@ def provenance(config: Mapping[str, Any] | None = None, seeds: Mapping[str, Any]
 
 def rule_of(path: str | os.PathLike, kind: str | None = None) -> str | None:
     """The workflow rule that writes `path` (by its place under ``results/<experiment>/``, else
-    by its artifact kind), or None when it is not a workflow file."""
-    text = Path(path).as_posix()
-    found = re.search(r"(?:^|/)results/[^/]+/(.+)$", text)
-    if found:
-        for pattern, rule in RULE_OF_PATH:
-            if re.fullmatch(pattern, found.group(1)):
-                return rule
-    return RULE_OF_KIND.get(kind or "")
+    by its artifact kind), or None when it is not a workflow file (the stage table)."""
+    found = _workflow_path(path)
+    written = stage_of_path(found.group(2)) if found else None
+    return written[0] if written else rule_of_kind(kind or "")
 
 
 def rebuild_advice(path: str | os.PathLike, kind: str | None = None) -> str:
-    """How to rebuild `path`: the Snakemake command that reruns the rule writing it."""
-    rule = rule_of(path, kind)
+    """How to rebuild `path`: the Snakemake command that reruns the job writing it, by the file
+    when it is a rule's output (so it holds for any experiment of the config), else by the rule."""
+    found = _workflow_path(path)
+    written = stage_of_path(found.group(2)) if found else None
+    if written and written[1]:
+        return (f"rebuild it: snakemake --cores 1 --forcerun {found.group(1)} "
+                f"(rule {written[0]}; with your usual --configfile)")
+    rule = written[0] if written else rule_of_kind(kind or "")
     if rule is None:
         return "rebuild it with the stage that wrote it"
     return f"rebuild it: snakemake --cores 1 --forcerun {rule} (with your usual --configfile)"
+
+
+def _workflow_path(path: str | os.PathLike) -> re.Match | None:
+    """``results/<experiment>/<relative>`` at the end of `path` (group 1), its relative part (group 2)."""
+    return re.search(r"(?:^|/)(results/[^/]+/(.+))$", Path(path).as_posix())
 
 
 def expect(artifact: Artifact, role: str | None = None, lineage: Mapping[str, str] | None = None,

@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from unlearnflow.core.store import STAGE_VERSIONS, read_artifact
+from unlearnflow.core.stage_table import STAGE_VERSIONS
+from unlearnflow.core.store import read_artifact
 from unlearnflow.errors import UserError
 
 STATISTICS = ("mean", "p50", "p95", "p99")

@@ -46,7 +46,6 @@ import torch
 from torch import nn
 
 from unlearnflow.config import (
-    GPU_RULES,
     datamodel_outputs,
     datamodel_splits,
     load_config_file,
@@ -57,6 +56,7 @@ from unlearnflow.config import (
 )
 from unlearnflow.core.forget_sets import split_step_name
 from unlearnflow.core.models import build_model
+from unlearnflow.core.stage_table import STAGES
 from unlearnflow.core.training import TrainConfig
 from unlearnflow.errors import UserError
 from unlearnflow.registry import PREDICTS_OUTPUTS, REFERENCES, configurations, spec_of
@@ -446,23 +446,18 @@ def predict(measured: Measured, config: Mapping[str, Any], jobs: Sequence[Job], 
         key = next((key for key in reversed(_keys(job)) if key in measured.seconds), None)
         if key is not None:
             fixed, rate = measured.split(key)
-            scale = speedup if (on_gpu and rule in GPU_RULES and measured.device != "cuda") else 1.0
+            scale = speedup if (on_gpu and rule in STAGES and STAGES[rule].gpu and measured.device != "cuda") else 1.0
             seconds = fixed + rate * work / scale
             if rate == 0 and work > 2 * max(measured.work[key]) and not estimate.notes:
                 estimate.notes.append("measured jobs no longer than start-up: work rate unknown, measure a larger run")
             if measured.size.get(key):
                 estimate.disk_bytes += measured.bytes[key] * job_bytes(job, config, sizes, n_jobs) / measured.size[key]
-        resources = rule_resources(config, rule) if rule in _known_rules() else {"threads": 1, "gpu": 0}
+        resources = rule_resources(config, rule) if rule in STAGES else {"threads": 1, "gpu": 0}
         estimate.jobs += 1
         estimate.wall_hours += seconds / 3600
         estimate.core_hours += seconds * resources["threads"] / 3600
         estimate.gpu_hours += seconds * resources.get("gpu", 0) / 3600
     return list(stages.values())
-
-
-def _known_rules() -> set[str]:
-    from unlearnflow.config import RULE_RESOURCES
-    return set(RULE_RESOURCES)
 
 
 def _human_bytes(value: float) -> str:

@@ -1,0 +1,144 @@
+"""The stage table: every rule of the workflow, what it writes and what it needs, in one place.
+
+Each :class:`Stage` says which files its rule writes under ``results/{experiment}/`` (path
+templates whose ``{names}`` are the rule's wildcards), the artifact kind they hold (whose version
+in :data:`STAGE_VERSIONS` the rule passes to the library, so that bumping it reruns the stage and
+everything made from it), the resources a job gets unless the config's ``resources`` section says
+otherwise, and whether it runs models (and asks for a GPU on a ``device: cuda`` experiment).
+
+The rules take their output paths, stage versions and resources from here
+(``rules/common.smk``); the store's rebuild advice (:func:`stage_of_path`), the config checks of
+``resources`` and ``estimate`` (GPUs, threads) read the same entries. Adding a cached artifact is one entry here,
+its rule, and the code that writes and reads it (README, "Adding a cached artifact"). This module
+imports nothing heavy: the workflow reads it when it is parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+#: Semantic version of each artifact kind a stage writes. Bump one when the meaning of what the
+#: stage writes changes (a different split, a fixed bug in training); keep it on refactors.
+STAGE_VERSIONS: dict[str, int] = {
+    "dataset": 1,
+    "forget_set": 1,
+    "forget_samples": 1,
+    "model_bank": 1,
+    "evaluation": 6,
+    "unlearned": 4,
+    "datamodels": 2,
+    "datamodels_part": 1,
+    "datamodel_calibration": 1,
+    "ulira": 2,
+    "report": 3,
+    "theory": 1,
+    "ledger_state": 1,
+    "features": 1,
+    "deletion_request": 2,
+    "gradient_space": 1,
+}
+
+#: What a job gets unless its stage or the config's ``resources`` says otherwise: threads, memory
+#: (MB), run time (minutes) and GPUs.
+DEFAULT_RESOURCES: dict[str, int] = {"threads": 1, "mem_mb": 4000, "runtime": 120, "gpu": 0}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One rule (module docstring). `outputs` maps an output's name in the rule (``""`` for a
+    rule's only output) to its path template under ``results/{experiment}/``; `kind` is the artifact
+    kind whose stage version the rule passes (that of what it writes); `also_writes` are
+    files its job writes besides its outputs (a ledger)."""
+
+    outputs: Mapping[str, str]
+    kind: str
+    resources: Mapping[str, int] = field(default_factory=dict)
+    gpu: bool = False
+    also_writes: tuple[str, ...] = ()
+
+
+#: rule -> stage, in the order the workflow runs them; a path matches the first stage it fits
+#: (``unlearned/retrain/...`` is retrain's before ``unlearned/{method}/...`` is unlearn's).
+STAGES: dict[str, Stage] = {
+    "prepare_data": Stage({"": "data.h5"}, "dataset", {"runtime": 30}),
+    "extract_features": Stage({"": "features.h5"}, "features", {"runtime": 30}),
+    "forget_sets": Stage({"": "forget_sets/{forget_set}.h5"}, "forget_set", {"runtime": 30}),
+    "forget_samples": Stage({"": "forget_samples/{forget_set}.h5"}, "forget_samples", {"runtime": 30}),
+    "request_samples": Stage({"": "request_samples/{request}.h5"}, "forget_samples", {"runtime": 10}),
+    "train_originals": Stage({"": "originals/chunk_{chunk}.h5"}, "model_bank", gpu=True),
+    "gather_originals": Stage({"bank": "originals.h5", "models": "original_models.h5"}, "model_bank",
+                              {"runtime": 10}),
+    "train_oracles": Stage({"": "oracles/{forget_set}/chunk_{chunk}.h5"}, "model_bank", gpu=True),
+    "gather_oracles": Stage({"bank": "oracles/{forget_set}.h5"}, "model_bank", {"runtime": 10}),
+    "retrain": Stage({"": "unlearned/retrain/{forget_set}.h5"}, "model_bank", gpu=True),
+    "gradient_space": Stage({"": "gradient_space.h5"}, "gradient_space", {"runtime": 60}, gpu=True),
+    "unlearn": Stage({"": "unlearned/{method}/{forget_set}.h5"}, "unlearned", gpu=True),
+    # one job judges every method of a forget set
+    "evaluate": Stage({"h5": "evaluation/{method}/{forget_set}.h5", "csv": "evaluation/{method}/{forget_set}.csv"},
+                      "evaluation"),
+    "ulira_base_models": Stage({"": "ulira/base_models.h5"}, "model_bank", gpu=True),
+    "ulira": Stage({"": "ulira/{method}.csv"}, "ulira", gpu=True),
+    "train_subset_models": Stage({"": "subset_models/chunk_{chunk}.h5"}, "model_bank", gpu=True),
+    # a part of a scattered fit is a datamodels_part artifact, checked against the datamodels version
+    "fit_datamodels": Stage({"": "datamodels/chunk_{part}_of_{jobs}.h5"}, "datamodels", {"mem_mb": 8000},
+                            gpu=True),
+    "gather_datamodels": Stage({"": "datamodels.h5"}, "datamodels", {"mem_mb": 8000, "runtime": 30}),
+    "calibrate_datamodels": Stage({"": "datamodel_calibration.h5"}, "datamodel_calibration", {"runtime": 10}),
+    "report": Stage({"table": "report/summary.md", "csv": "report/summary.csv", "klom": "report/klom_vs_compute.png",
+                     "entropy": "report/entropy_{forget_set}.png", "roc": "report/mia_roc_{forget_set}.png"},
+                    "report", {"mem_mb": 2000, "runtime": 10, "threads": 2}),
+    "theory_panel": Stage({"": "theory/{panel}.png"}, "theory", {"mem_mb": 2000, "runtime": 10}),
+    "deletion_request": Stage({"certificate": "ledger/model_{model}/{request}.json",
+                               "model": "ledger/model_{model}/{request}.h5"}, "deletion_request", {"runtime": 30},
+                              gpu=True, also_writes=("ledger/model_{model}/ledger.json",)),
+}
+
+
+def stage(rule: str) -> Stage:
+    """The stage of `rule` (a KeyError names the known rules)."""
+    if rule not in STAGES:
+        raise KeyError(f"no stage {rule!r} in the stage table (rules: {', '.join(STAGES)})")
+    return STAGES[rule]
+
+
+def output_template(rule: str, output: str = "", **fixed: str) -> str:
+    """The path under ``results/{experiment}/`` of `rule`'s `output`, with the wildcards in
+    `fixed` filled in and the others left as ``{name}``."""
+    return re.sub(r"\{(\w+)\}", lambda match: str(fixed.get(match.group(1), match.group(0))),
+                  stage(rule).outputs[output])
+
+
+def version_of(rule: str) -> int:
+    """The stage version `rule` passes to the library (that of the artifact kind it writes)."""
+    return STAGE_VERSIONS[stage(rule).kind]
+
+
+def resources_of(rule: str, given: Mapping[str, Mapping[str, int]], cuda: bool) -> dict[str, int]:
+    """Threads, mem_mb, runtime and gpu of `rule`: the defaults, its stage's, one GPU when it runs
+    models on a CUDA experiment, then the config's ``resources`` (``default`` first, then the rule's)."""
+    entry = stage(rule)
+    gpu = {"gpu": 1} if cuda and entry.gpu else {}
+    return {**DEFAULT_RESOURCES, **entry.resources, **gpu, **given.get("default", {}), **given.get(rule, {})}
+
+
+def _pattern(template: str) -> str:
+    """A regular expression of the paths a template names (a wildcard is one path component or part of one)."""
+    return "[^/]+".join(re.escape(part) for part in re.split(r"\{\w+\}", template))
+
+
+def stage_of_path(relative: str) -> tuple[str, bool] | None:
+    """(rule, whether the file is one of its outputs) of a path under ``results/<experiment>/``,
+    or None when no stage writes it (the first stage in table order that fits)."""
+    for rule, entry in STAGES.items():
+        for templates, declared in ((entry.also_writes, False), (entry.outputs.values(), True)):
+            if any(re.fullmatch(_pattern(template), relative) for template in templates):
+                return rule, declared
+    return None
+
+
+def rule_of_kind(kind: str) -> str | None:
+    """The one rule that writes artifacts of `kind`, or None when several or none do."""
+    writers = [rule for rule, entry in STAGES.items() if entry.kind == kind]
+    return writers[0] if len(writers) == 1 else None
