@@ -2,13 +2,11 @@
 # Run `snakemake --cores 2` for the embedded default (sklearn digits), or add
 # `--configfile config/fashion-mnist.yaml` for a preset. See README.md.
 
-import sys
-
 from snakemake.utils import min_version
 
-from unlearnflow.config import experiments, load_config_file
-from unlearnflow.errors import UserError, report_failed_jobs
-from unlearnflow.ops.requests import certificate_path, experiment_requests
+from unlearnflow.config import load_config_file, load_schema, validated_experiments
+from unlearnflow.errors import or_exit, report_failed_jobs
+from unlearnflow.ops.requests import request_certificates
 
 min_version("9.27")
 
@@ -18,21 +16,17 @@ min_version("9.27")
 # A YAML syntax error in a --configfile is reported by Snakemake before this file runs, without
 # its place; `python -m unlearnflow check-config FILE` names the line and column (README).
 if not workflow.config_settings.configfiles:
-    try:
-        load_config_file("config.yaml")
-    except UserError as error:
-        sys.exit(f"unlearnflow: error: {error}")
+    or_exit(load_config_file, "config.yaml")
 
     configfile: "config.yaml"
 
 
 # Every experiment of the config (the main one, then those under `experiments:`) runs the same
 # rules as a module of its own; the main experiment's rules keep their names, another's are
-# prefixed with its name.
-try:
-    EXPERIMENTS = experiments(config)
-except UserError as error:
-    sys.exit(f"unlearnflow: error: {error}")
+# prefixed with its name. Each is validated here first, so that an error names its place in the
+# config file (experiments.NAME.KEY for an entry).
+SCHEMA = load_schema(workflow.source_path("workflow/schemas/config.schema.yaml"))
+EXPERIMENTS = or_exit(validated_experiments, config, SCHEMA)
 for index, (experiment_name, experiment_config) in enumerate(EXPERIMENTS.items()):
     rule_prefix = f"{experiment_name}_" if index else ""
 
@@ -61,4 +55,4 @@ rule all:
 rule requests:
     """Every deletion request under requests/{experiment}/, in ledger order (certificates)."""
     input:
-        [certificate_path(name, asked) for name in EXPERIMENTS for asked in experiment_requests(name).values()],
+        lambda wildcards: or_exit(request_certificates, EXPERIMENTS),

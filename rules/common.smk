@@ -43,8 +43,9 @@ def path_of(rule, output="", **fixed):
 # features.h5 is then the data set of every stage after prepare_data and extract_features.
 LINEAR = is_linear_experiment(config)
 DATA = path_of("extract_features") if "features" in config else path_of("prepare_data")
-try:
-    check_writable_directory(RESULTS)
+try:  # the results and, when they exist already, the folders of the jobs' logs and benchmarks
+    for directory in (f"{RESULTS}/logs", f"{RESULTS}/benchmarks", RESULTS):
+        check_writable_directory(directory)
 except UserError as error:
     sys.exit(f"unlearnflow: error: {error}")
 FORGET_SETS = list(config["forget_sets"])

@@ -117,3 +117,33 @@ def test_forget_sets_of_a_poisoned_experiment_carry_the_poisoned_labels(tmp_path
     judged = experiment_forget_set(str(tmp_path / "r.h5"), str(tmp_path / "p.h5"))
     assert (judged.train_labels == poison.train_labels).all() and (judged.indices == plain.indices).all()
     assert (experiment_forget_set(str(tmp_path / "r.h5"), None).train_labels == plain.train_labels).all()
+
+
+@pytest.mark.parametrize("fault, status, message", [
+    (OSError(28, "No space left on device", "results/x/data.h5"), 2,
+     "No space left on device writing results/x/data.h5; free space and rerun"),
+    (KeyboardInterrupt(), 130, "interrupted by the user"),
+])
+def test_a_full_disk_or_an_interrupt_is_one_line(monkeypatch, capsys, fault, status, message):
+    """Issue 19, item 13: the log of a job killed by the machine names the cause in one line (the
+    onerror handler prints it), not a traceback that reads as a bug."""
+    from unlearnflow import cli, stages
+
+    def failing(**options):
+        raise fault
+
+    monkeypatch.setattr(stages, "check_config", failing)
+    assert cli.main(["check-config", "any.yaml"]) == status
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("unlearnflow: error:") and message in lines[0], lines
+
+
+def test_any_other_os_error_keeps_its_traceback(monkeypatch):
+    from unlearnflow import cli, stages
+
+    def failing(**options):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(stages, "check_config", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        cli.main(["check-config", "any.yaml"])

@@ -181,6 +181,29 @@ def test_request_files_are_checked(tmp_path):
             read_request(path)
 
 
+
+@pytest.mark.parametrize("requests, message", [
+    ({"a": {"method": "gradient_ascnt"}}, "a.yaml: method: unknown unlearning method 'gradient_ascnt'"),
+    ({"a": {"method": "dm_direct"}}, "a.yaml: method: dm_direct cannot serve deletion requests"),
+    ({"a": {"hyperparameters": {"lr": -1}}}, "a.yaml: hyperparameters.lr: -1 must be > 0"),
+    ({"a": {"hyperparameters": {"lrr": 0.1}}}, "a.yaml: hyperparameters: gradient_ascent: unknown hyper-parameter"),
+    ({"a": {"model": "one"}}, "a.yaml: model: must be int, got 'one'"),
+    ({"a": {}, "b": {"after": "c"}}, "b.yaml: after: no request 'c'"),
+    ({"a": {"model": 2}, "b": {"after": "a"}}, "b.yaml: after: a is a request of model 2, not of model 1"),
+])
+def test_request_files_are_checked_as_the_workflow_is_parsed(tmp_path, requests, message):
+    """Issue 19, items 3 and 4: a request naming another model's head, a misspelled method or a bad
+    hyper-parameter is one line naming the file and the key, before any job runs."""
+    from unlearnflow.ops.requests import experiment_requests
+    folder = tmp_path / "requests" / "exp"
+    folder.mkdir(parents=True)
+    for name, fields in requests.items():
+        request = {"model": 1, "after": "original", "method": "gradient_ascent", "samples": [3], **fields}
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(request))
+    with pytest.raises(UserError, match=re.escape(message)):
+        experiment_requests("exp", root=tmp_path)
+
+
 def test_a_source_free_request_reads_its_samples_alone_and_another_method_the_data(experiment, tmp_path):
     root, dataset = copy_experiment(experiment, tmp_path / "copy"), experiment[1]
     where = dict(models=str(root / "original_models.h5"), ledger_dir=str(root / "ledger"))

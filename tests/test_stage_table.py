@@ -92,3 +92,11 @@ def test_an_artifact_spec_is_the_output_of_a_stage():
     for name, artifact in ARTIFACTS.items():
         assert artifact.stage in STAGES and artifact.output in STAGES[artifact.stage].outputs, name
     assert ARTIFACTS["datamodels"].path == "datamodels.h5"
+
+
+def test_every_work_and_size_factor_of_the_table_is_one_the_estimate_computes():
+    from unlearnflow.ops.estimate import FACTORS
+    used = {factor for entry in STAGES.values() for factor in (*entry.work, *entry.size)}
+    assert used <= set(FACTORS) and len(used) > 20
+    assert {rule for rule, entry in STAGES.items() if entry.records_seconds} == {
+        "train_originals", "train_oracles", "train_subset_models", "retrain", "ulira_base_models", "ulira"}

@@ -98,6 +98,34 @@ def test_1_a_reference_bank_must_be_the_one_of_its_method_and_set(world):
         evaluate(world, unlearned="oracles/r.h5", method="retrain")
 
 
+def test_a_gradient_space_of_another_experiment_is_refused(world, tmp_path):
+    """Issue 19, item 7: PGU's cached factorisation made from other data (another seed or split) was
+    used silently; it records the originals' lineage and the unlearn job checks it."""
+    results = tmp_path / "results" / "tiny"
+    shutil.copytree(world, results)
+    stages.prepare_data(spec={"loader": "digits", "max_train": 200, "seed": 1}, out=str(results / "other.h5"))
+    train(results, "original", "other_originals.h5", data="other.h5")
+    for data, originals, out in (("data.h5", "originals.h5", "gradient_space.h5"),
+                                 ("other.h5", "other_originals.h5", "other_space.h5")):
+        stages.gradient_space(data=str(results / data), originals=str(results / originals), out=str(results / out),
+                              device="cpu", threads=1)
+    stages.make_forget_samples(data=str(results / "data.h5"), forget_set=str(results / "forget_sets" / "r.h5"),
+                               labels_from=None, out=str(results / "forget_samples" / "r.h5"))
+
+    def pgu(space):
+        stages.unlearn(method="pgu", method_config={"hyperparameters": {"epochs": 1}},
+                       originals=str(results / "originals.h5"), forget_samples=str(results / "forget_samples/r.h5"),
+                       side=[f"gradient_space={results / space}"], seed=0, device="cpu", threads=1,
+                       out=str(results / "unlearned" / "pgu" / "r.h5"))
+
+    with pytest.raises(UserError, match=r"other_space\.h5: expected a gradient_space made from data sha256:\w{12}, "
+                                        r"found one made from data sha256:\w{12}.*--forcerun"):
+        pgu("other_space.h5")
+    assert not (results / "unlearned" / "pgu" / "r.h5").exists()
+    pgu("gradient_space.h5")
+    assert (results / "unlearned" / "pgu" / "r.h5").is_file()
+
+
 # --- 2. damaged bytes fail the read with the file and the rule -----------------------------------
 
 def damage_first_chunk(path, dataset):
@@ -282,6 +310,21 @@ def test_8_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path, capsys):
     assert error.startswith(f"unlearnflow: error: {path}, line 4, column 4") and "\n" not in error
     path.write_text(json.dumps({"forget_sets": {"a": {"kind": "random", "size": 3}}}))
     assert cli.main(["check-config", str(path), "--schema", SCHEMA]) == 0
+
+
+def test_check_config_validates_every_experiment_and_names_the_entry(tmp_path, capsys):
+    """Issue 19, item 10: an entry of ``experiments:`` the workflow refuses is refused here too,
+    at its own path; a valid one is listed."""
+    path = tmp_path / "two.yaml"
+    main = {"forget_sets": {"a": {"kind": "random", "size": 3}}}
+    path.write_text(json.dumps({**main, "experiments": {"small": {"oracles": {"models": 3}}}}))
+    assert cli.main(["check-config", str(path), "--schema", SCHEMA]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("unlearnflow: error: config: experiments.small.oracles.models: 3 is too few"), error
+    path.write_text(json.dumps({**main, "experiments": {"small": {"methods": {"gradient_ascent": {}}}}}))
+    assert cli.main(["check-config", str(path), "--schema", SCHEMA]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and "experiment small" in printed[1] and "methods gradient_ascent" in printed[1]
 
 
 # --- also: forget sets by explicit indices --------------------------------------------------------

@@ -204,6 +204,12 @@ def test_real_run_with_datamodel_methods(tmp_path):
     ({"features": {"backbone": "identity"}}, "config: features: extracted features are the inputs of linear models"),
     ({**LINEAR, **DATAMODELS, "methods": {"dm_direct": {}}},
      "config: methods.dm_direct: needs datamodels, fitted on subset models, which a linear experiment"),
+    # issue 19, item 11: refused before the originals train, not when the Newton job runs
+    ({"methods": {"newton_source_free": {}}},
+     "config: methods.newton_source_free: unlearns linear models trained to optimum"),
+    # issue 19, item 10: an error in an entry of experiments names its place there
+    ({"experiments": {"{experiment}_small": {"originals": {"models": 1, "chunk_size": 1}}}},
+     "config: experiments.{experiment}_small.originals.models: 1 is too few"),
 ])
 def test_config_errors_are_one_line(tmp_path, change, message):
     write_config(tmp_path, {**TINY, **change})
@@ -211,6 +217,18 @@ def test_config_errors_are_one_line(tmp_path, change, message):
     assert result.returncode != 0
     error_lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert len(error_lines) == 1 and message in error_lines[0], error_lines
+
+
+def test_a_logs_folder_jobs_cannot_write_is_one_line_before_any_job(tmp_path):
+    """Issue 19, item 13: the folders of the jobs' logs and benchmarks are checked with the results."""
+    write_config(tmp_path, TINY)
+    (tmp_path / "results" / "tiny").mkdir(parents=True)
+    (tmp_path / "results" / "tiny" / "logs").write_text("not a folder")
+    result = snakemake(tmp_path, "--dry-run", check=False)
+    assert result.returncode != 0
+    error_lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert error_lines == ["unlearnflow: error: results/tiny/logs: cannot write results here (results/tiny/logs is "
+                           "not a directory); make the directory writable or choose another one"], error_lines
 
 
 @pytest.mark.slow
@@ -561,6 +579,19 @@ def test_no_deletion_request_of_a_source_free_method_reads_retain_data(tmp_path,
 
 
 @pytest.mark.slow
+def test_a_bad_request_file_blocks_only_the_requests(tmp_path):
+    """Issue 19, item 4: a misspelled method in a request is one line naming the file when the
+    requests are asked for, and does not stop the experiment's own workflow."""
+    write_config(tmp_path, TINY)
+    write_requests(tmp_path, "tiny", {"a": ("gradient_ascnt", "original", [3, 4])})
+    assert planned_jobs(tmp_path)["train_originals"] >= 1
+    result = snakemake(tmp_path, "--dry-run", "requests", check=False)
+    assert result.returncode != 0
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith(
+        "unlearnflow: error: requests/tiny/a.yaml: method: unknown unlearning method 'gradient_ascnt' (known: "), errors
+
+
 def test_deletion_requests_run_in_ledger_order(tmp_path):
     write_config(tmp_path, TINY)
     write_requests(tmp_path, "tiny", {"a": ("gradient_ascent", "original", [3, 4]), "b": ("gradient_ascent", "a", [5])})

@@ -9,6 +9,7 @@ A user mistake (:class:`~unlearnflow.errors.UserError`) prints one line and exit
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from typing import Any, Sequence
@@ -300,4 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(f"unlearnflow: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the machine's faults a user can fix: a full disk, a quota
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"unlearnflow: error: {error.strerror} writing {error.filename or 'the outputs'}; free space "
+              "and rerun (nothing half-written was kept)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("unlearnflow: error: interrupted by the user (nothing half-written was kept)", file=sys.stderr)
+        return 130
     return status or 0  # a stage may return a status: `tables --check` returns 1 when a table differs

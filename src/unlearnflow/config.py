@@ -10,6 +10,7 @@ are refused before any rule runs.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -81,7 +82,7 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
     _check_banks(config)
     for name, spec in config["forget_sets"].items():
         check_spec(name, spec)
-        _check_numbers(f"forget_sets.{name}", spec, FORGET_SET_MINIMA)
+        check_numbers("config", f"forget_sets.{name}", spec, FORGET_SET_MINIMA)
     _check_method_values(config["methods"])
     selection_set = config["evaluation"].get("selection", {}).get("forget_set")
     if selection_set is not None and selection_set not in config["forget_sets"]:
@@ -98,6 +99,10 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
             check_method_config(method, spec, config["training"])
         except UserError as error:
             raise UserError(f"config: {error}") from None
+        if spec_of(method).linear_models_only and not is_linear_recipe(config["training"]):
+            raise UserError(f"config: methods.{method}: unlearns linear models trained to optimum (training: "
+                            f"{{optimizer: lbfgs, ...}} on features), not the {config['model']['arch']} this "
+                            "experiment trains; run it in a linear experiment (config.yaml's {experiment}_linear)")
         if "paired_targets" in needs(config, method) and config["originals"]["models"] != config["oracles"]["models"]:
             raise UserError(f"config: methods.{method}: targets retrain pairs each original with a retrained model; "
                             "set originals.models equal to oracles.models")
@@ -177,9 +182,10 @@ def _check_banks(config: Mapping[str, Any]) -> None:
                             f"per side and {why}, so set at least {minimum} (50 or more rise above noise)")
 
 
-def _check_numbers(where: str, values: Mapping[str, Any], minima: Mapping[str, tuple[str, float]]) -> None:
+def check_numbers(source: str, where: str, values: Mapping[str, Any], minima: Mapping[str, tuple[str, float]]) -> None:
     """Each number of `values` (a value or a list of them) under a key of `minima` respects its
-    bound; the error names its config path (``where.key`` or ``where.key[i]``)."""
+    bound; the error names the file or ``config`` (`source`) and the path (``where.key`` or
+    ``where.key[i]``)."""
     for key, (relation, bound) in minima.items():
         value = values.get(key)
         items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
@@ -188,14 +194,14 @@ def _check_numbers(where: str, values: Mapping[str, Any], minima: Mapping[str, t
                 continue  # the schema and the library name wrong types
             if not (item > bound if relation == ">" else item >= bound):
                 path = f"{where}.{key}" + ("" if index is None else f"[{index}]")
-                raise UserError(f"config: {path}: {item!r} must be {relation} {bound:g}")
+                raise UserError(f"{source}: {path}: {item!r} must be {relation} {bound:g}")
 
 
 def _check_method_values(methods: Mapping[str, Any]) -> None:
     """Bounds of the shared hyper-parameters of every method, defaults and grid values alike."""
     for method, spec in methods.items():
         for section in ("hyperparameters", "grid"):
-            _check_numbers(f"methods.{method}.{section}", spec.get(section, {}), HYPERPARAMETER_MINIMA)
+            check_numbers("config", f"methods.{method}.{section}", spec.get(section, {}), HYPERPARAMETER_MINIMA)
 
 
 def rule_resources(config: Mapping[str, Any], rule: str) -> dict[str, int]:
@@ -306,6 +312,31 @@ def experiments(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             raise UserError(f"config: experiments.{name}: an experiment of that name already runs")
         found[name] = _copy({**main, **sections, "experiment": name})
     return found
+
+
+def validated_experiments(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every experiment of `config` (:func:`experiments`), each validated with its defaults filled
+    in (:func:`validate_config`); an error in an entry of ``experiments:`` names its place there,
+    ``config: experiments.KEY.originals.models: ...`` (KEY as the entry is written)."""
+    found = experiments(config)
+    keys = [None, *(config.get("experiments") or {})]
+    for key, experiment in zip(keys, found.values()):
+        try:
+            validate_config(experiment, schema)
+        except UserError as error:
+            if key is None:
+                raise
+            raise UserError(_in_entry(str(error), f"experiments.{key}")) from None
+    return found
+
+
+def _in_entry(message: str, entry: str) -> str:
+    """A config error's path moved under an entry: ``config: a.b: m`` -> ``config: ENTRY.a.b: m``."""
+    found = re.match(r"config: (\(top level\)|[^:\s]+): (.*)$", message, flags=re.S)
+    if found is None:
+        return f"config: {entry}: {message.removeprefix('config: ')}"
+    where = entry if found.group(1) == "(top level)" else f"{entry}.{found.group(1)}"
+    return f"config: {where}: {found.group(2)}"
 
 
 def oracle_training(config: Mapping[str, Any]) -> dict[str, Any]:

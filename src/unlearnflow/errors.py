@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import Any, Callable, Iterable, TextIO, TypeVar
 
 #: How the CLI starts the line of a user error.
 ERROR_PREFIX = "unlearnflow: error:"
+T = TypeVar("T")
 
 _FAILED_JOB = re.compile(r"^Error in rule (\S+):\n((?:[ \t]+.*\n?)*)", re.M)
 _JOB_LOG = re.compile(r"^\s+log: (.+?) \(check log file", re.M)
@@ -26,6 +27,15 @@ _JOB_LOG = re.compile(r"^\s+log: (.+?) \(check log file", re.M)
 
 class UserError(Exception):
     """A problem with the user's input, explained in one line."""
+
+
+def or_exit(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)``; a UserError ends the process with its one line (what the Snakefile
+    checks before any job runs, and its input functions)."""
+    try:
+        return function(*args)
+    except UserError as error:
+        sys.exit(f"{ERROR_PREFIX} {error}")
 
 
 def failed_job_causes(snakemake_log: str) -> list[str]:

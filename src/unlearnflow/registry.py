@@ -137,6 +137,8 @@ class MethodSpec:
     #: recipe (the config's training section, or the one a bank records) -> their values; the
     #: user does not repeat them, and a configuration that sets them otherwise is refused
     from_recipe: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    #: whether it unlearns only linear models trained to optimum (``training.optimizer: lbfgs``)
+    linear_models_only: bool = False
 
     def needs_for(self, method_config: Mapping[str, Any]) -> tuple[str, ...]:
         """The artifact names this method needs under `method_config` (its slice of the config)."""
@@ -334,10 +336,10 @@ register(MethodSpec("pgu_trgp", "PGU paper, Sections 3.2.3 and 4.5, with TRGP (L
 register(MethodSpec("newton_certified", "Guo et al. 2020, Certified Data Removal (Unlearned (+))", EDITS_MODEL,
                     sourcefree.CERTIFIED_DEFAULTS, sourcefree.CERTIFIED_GRID,
                     unlearn=_implementation("sourcefree.newton:newton_certified"), check=sourcefree.check_certified,
-                    from_recipe=sourcefree.certified_recipe))
+                    from_recipe=sourcefree.certified_recipe, linear_models_only=True))
 register(MethodSpec("newton_source_free", "Ahmed et al., Source-Free Unlearning, Eq. 1 and 3 (Unlearned (-))",
                     EDITS_MODEL, sourcefree.SOURCE_FREE_DEFAULTS, sourcefree.SOURCE_FREE_GRID,
                     unlearn=_implementation("sourcefree.newton:newton_source_free"), source_free=True,
                     check=sourcefree.check_source_free,
                     check_inputs=_implementation("sourcefree.newton:check_source_free_inputs"),
-                    from_recipe=sourcefree.source_free_recipe))
+                    from_recipe=sourcefree.source_free_recipe, linear_models_only=True))

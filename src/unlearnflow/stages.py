@@ -42,6 +42,7 @@ from unlearnflow.core.artifacts import (
 from unlearnflow.core.data import Dataset, load_dataset
 from unlearnflow.core.forget_sets import ForgetSamples, ForgetSet, build_forget_set, split_step_name
 from unlearnflow.core.models import build_model
+from unlearnflow.core.stage_table import STAGES
 from unlearnflow.core.store import (
     artifact_kind,
     expect,
@@ -207,6 +208,19 @@ def gather(*, chunks: Sequence[str], out: str, weights_out: str | None = None) -
     print(f"{bank.attrs['role']}: gathered {len(bank)} models from {len(chunks)} chunk(s)")
 
 
+def check_side_lineage(side_paths: Mapping[str, Sequence[str]], lineage: Mapping[str, str],
+                       originals_lineage: Mapping[str, str]) -> None:
+    """Side artifacts made from the roots of this job (issue 19): one of a forget set from the
+    forget set's (`lineage`), a shared one (datamodels, PGU's gradient space) from the originals'
+    data and labels, else one UserError line naming the file; one that records no lineage passes."""
+    from unlearnflow.registry import ARTIFACTS
+    for name, paths in side_paths.items():
+        artifact = ARTIFACTS[name]
+        expected = lineage if "{forget_set}" in artifact.path else originals_lineage
+        for path in paths:
+            expect(read_artifact(path, STAGES[artifact.stage].kind, names=()), lineage=expected or None)
+
+
 def parse_side(side: Sequence[str]) -> dict[str, list[str]]:
     """``NAME=PATH`` options -> name -> paths in the order given (one per step of a sequence)."""
     paths: dict[str, list[str]] = defaultdict(list)
@@ -257,6 +271,7 @@ def unlearn(*, method: str, method_config: Mapping[str, Any], originals: str, se
                      lineage=originals_lineage if lineage else None)
     # hyper-parameters that must equal the models' training recipe come from the bank's record
     configs = configurations(method, method_config, bank.attrs.get("training"))
+    check_side_lineage(side_paths, lineage, originals_lineage)
     side_by_step = load_side(side_paths)
     results = unlearn_bank(spec, configs, bank, source, side_by_step, seed, resolve_device(device), progress)
     inputs = [path for path in (data, forget_set, forget_samples, originals) if path] + [
@@ -282,7 +297,7 @@ def gradient_space(*, data: str, originals: str, out: str, batch_size: int = 256
     models = [model.to(torch_device) for model in bank.load_models(dataset.input_shape, dataset.num_classes)]
     space = compute_gradient_space(models, torch.from_numpy(dataset.x_train).to(torch_device), bank.model_ids,
                                    batch_size, progress)
-    write_gradient_space(out, space, provenance({"batch_size": batch_size}, {}, [data, originals]))
+    write_gradient_space(out, space, provenance({"batch_size": batch_size}, {}, [data, originals], bank.lineage))
     print(f"gradient space of {len(space)} models over {len(dataset.x_train)} training points: layers "
           + ", ".join(f"{name} (d={dim})" for name, dim in zip(space.attrs["layers"], space.attrs["dims"]))
           + f"; {space.attrs['precompute_seconds']:.2f} s")
@@ -617,15 +632,15 @@ def deletion_request(*, request: str, models: str, ledger_dir: str, samples: str
 
 
 def check_config(*, config_file: str, schema: str | None = None) -> None:
-    """Validate a config file as the workflow does (Snakemake itself reports a YAML syntax error
-    in a --configfile without its place; this names the line and column)."""
-    from unlearnflow.config import load_config_file, load_schema, validate_config
+    """Validate a config file as the workflow does, every experiment of it (Snakemake itself reports
+    a YAML syntax error in a --configfile without its place; this names the line and column)."""
+    from unlearnflow.config import load_config_file, load_schema, validated_experiments
     schema = schema or str(Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml")
     if not Path(schema).is_file():
         raise UserError(f"{schema}: no config schema here; give --schema workflow/schemas/config.schema.yaml")
-    config = validate_config(load_config_file(config_file), load_schema(schema))
-    print(f"{config_file}: valid (experiment {config['experiment']}, forget sets {', '.join(config['forget_sets'])}"
-          f", methods {', '.join(config['methods']) or 'references only'})")
+    for config in validated_experiments(load_config_file(config_file), load_schema(schema)).values():
+        print(f"{config_file}: valid (experiment {config['experiment']}, forget sets "
+              f"{', '.join(config['forget_sets'])}, methods {', '.join(config['methods']) or 'references only'})")
 
 
 def estimate(*, measured: str, planned: str, directory: str = ".", planned_data: str | None = None,

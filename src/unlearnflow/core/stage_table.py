@@ -50,45 +50,75 @@ class Stage:
     """One rule (module docstring). `outputs` maps an output's name in the rule (``""`` for a
     rule's only output) to its path template under ``results/{experiment}/``; `kind` is the artifact
     kind whose stage version the rule passes (that of what it writes); `also_writes` are
-    files its job writes besides its outputs (a ledger)."""
+    files its job writes besides its outputs (a ledger). The estimate's work model: a job's work
+    (what its seconds are proportional to) is the product of its `work` factors, what it writes
+    that of its `size` factors (:data:`unlearnflow.ops.estimate.FACTORS`; none: a constant), and
+    `records_seconds` says its outputs record their compute time (training banks, U-LiRA)."""
 
     outputs: Mapping[str, str]
     kind: str
     resources: Mapping[str, int] = field(default_factory=dict)
     gpu: bool = False
+    work: tuple[str, ...] = ()
+    size: tuple[str, ...] = ()
+    records_seconds: bool = False
     also_writes: tuple[str, ...] = ()
 
 
 #: rule -> stage, in the order the workflow runs them; a path matches the first stage it fits
 #: (``unlearned/retrain/...`` is retrain's before ``unlearned/{method}/...`` is unlearn's).
 STAGES: dict[str, Stage] = {
-    "prepare_data": Stage({"": "data.h5"}, "dataset", {"runtime": 30}),
+    "prepare_data": Stage({"": "data.h5"}, "dataset", {"runtime": 30}, work=("n_points", "input_size"),
+                          size=("n_points", "input_size")),
     "extract_features": Stage({"": "features.h5"}, "features", {"runtime": 30}),
-    "forget_sets": Stage({"": "forget_sets/{forget_set}.h5"}, "forget_set", {"runtime": 30}),
-    "forget_samples": Stage({"": "forget_samples/{forget_set}.h5"}, "forget_samples", {"runtime": 30}),
+    "forget_sets": Stage({"": "forget_sets/{forget_set}.h5"}, "forget_set", {"runtime": 30},
+                         work=("n_points", "input_size")),
+    "forget_samples": Stage({"": "forget_samples/{forget_set}.h5"}, "forget_samples", {"runtime": 30},
+                            work=("n_points", "input_size"), size=("forget_samples_floats",)),
     "request_samples": Stage({"": "request_samples/{request}.h5"}, "forget_samples", {"runtime": 10}),
-    "train_originals": Stage({"": "originals/chunk_{chunk}.h5"}, "model_bank", gpu=True),
+    "train_originals": Stage({"": "originals/chunk_{chunk}.h5"}, "model_bank", gpu=True,
+                             work=("chunk_models", "epochs", "n_train", "macs"), size=("chunk_models", "bank_floats"),
+                             records_seconds=True),
     "gather_originals": Stage({"bank": "originals.h5", "models": "original_models.h5"}, "model_bank",
-                              {"runtime": 10}),
-    "train_oracles": Stage({"": "oracles/{forget_set}/chunk_{chunk}.h5"}, "model_bank", gpu=True),
-    "gather_oracles": Stage({"bank": "oracles/{forget_set}.h5"}, "model_bank", {"runtime": 10}),
-    "retrain": Stage({"": "unlearned/retrain/{forget_set}.h5"}, "model_bank", gpu=True),
-    "gradient_space": Stage({"": "gradient_space.h5"}, "gradient_space", {"runtime": 60}, gpu=True),
-    "unlearn": Stage({"": "unlearned/{method}/{forget_set}.h5"}, "unlearned", gpu=True),
+                              {"runtime": 10}, work=("original_models", "bank_outputs"),
+                              size=("original_models", "bank_and_weights")),
+    "train_oracles": Stage({"": "oracles/{forget_set}/chunk_{chunk}.h5"}, "model_bank", gpu=True,
+                           work=("chunk_models", "oracle_epochs", "n_train", "macs"),
+                           size=("chunk_models", "bank_floats"), records_seconds=True),
+    "gather_oracles": Stage({"bank": "oracles/{forget_set}.h5"}, "model_bank", {"runtime": 10},
+                            work=("oracle_models", "bank_outputs"), size=("oracle_models", "bank_floats")),
+    "retrain": Stage({"": "unlearned/retrain/{forget_set}.h5"}, "model_bank", gpu=True,
+                     work=("oracle_models", "oracle_epochs", "n_train", "macs"), size=("oracle_models", "bank_floats"),
+                     records_seconds=True),
+    "gradient_space": Stage({"": "gradient_space.h5"}, "gradient_space", {"runtime": 60}, gpu=True,
+                            work=("original_models", "n_train", "macs")),
+    "unlearn": Stage({"": "unlearned/{method}/{forget_set}.h5"}, "unlearned", gpu=True,
+                     work=("configurations", "original_models", "request_points", "macs"),
+                     size=("configurations", "original_models", "unlearned_floats")),
     # one job judges every method of a forget set
     "evaluate": Stage({"h5": "evaluation/{method}/{forget_set}.h5", "csv": "evaluation/{method}/{forget_set}.csv"},
-                      "evaluation"),
-    "ulira_base_models": Stage({"": "ulira/base_models.h5"}, "model_bank", gpu=True),
-    "ulira": Stage({"": "ulira/{method}.csv"}, "ulira", gpu=True),
-    "train_subset_models": Stage({"": "subset_models/chunk_{chunk}.h5"}, "model_bank", gpu=True),
+                      "evaluation", work=("judged_models", "n_points", "evaluated_configurations"),
+                      size=("n_points", "evaluated_configurations")),
+    "ulira_base_models": Stage({"": "ulira/base_models.h5"}, "model_bank", gpu=True,
+                               work=("ulira_base_models", "epochs", "half", "n_train", "macs"),
+                               size=("ulira_base_models", "bank_floats"), records_seconds=True),
+    "ulira": Stage({"": "ulira/{method}.csv"}, "ulira", gpu=True,
+                   work=("ulira_base_models", "ulira_forget_sets", "macs", "n_train", "shadow_epochs"),
+                   records_seconds=True),
+    "train_subset_models": Stage({"": "subset_models/chunk_{chunk}.h5"}, "model_bank", gpu=True,
+                                 work=("chunk_models", "epochs", "subset_fraction", "n_train", "macs"),
+                                 size=("chunk_models", "bank_floats"), records_seconds=True),
     # a part of a scattered fit is a datamodels_part artifact, checked against the datamodels version
     "fit_datamodels": Stage({"": "datamodels/chunk_{part}_of_{jobs}.h5"}, "datamodels", {"mem_mb": 8000},
-                            gpu=True),
-    "gather_datamodels": Stage({"": "datamodels.h5"}, "datamodels", {"mem_mb": 8000, "runtime": 30}),
-    "calibrate_datamodels": Stage({"": "datamodel_calibration.h5"}, "datamodel_calibration", {"runtime": 10}),
+                            gpu=True, work=("subset_models", "n_train", "datamodel_targets", "per_job"),
+                            size=("n_train", "datamodel_targets", "per_job")),
+    "gather_datamodels": Stage({"": "datamodels.h5"}, "datamodels", {"mem_mb": 8000, "runtime": 30},
+                               size=("n_train", "datamodel_targets", "per_job")),
+    "calibrate_datamodels": Stage({"": "datamodel_calibration.h5"}, "datamodel_calibration", {"runtime": 10},
+                                  work=("n_train", "datamodel_targets")),
     "report": Stage({"table": "report/summary.md", "csv": "report/summary.csv", "klom": "report/klom_vs_compute.png",
                      "entropy": "report/entropy_{forget_set}.png", "roc": "report/mia_roc_{forget_set}.png"},
-                    "report", {"mem_mb": 2000, "runtime": 10, "threads": 2}),
+                    "report", {"mem_mb": 2000, "runtime": 10, "threads": 2}, work=("evaluations", "reported_methods")),
     "theory_panel": Stage({"": "theory/{panel}.png"}, "theory", {"mem_mb": 2000, "runtime": 10}),
     "deletion_request": Stage({"certificate": "ledger/model_{model}/{request}.json",
                                "model": "ledger/model_{model}/{request}.h5"}, "deletion_request", {"runtime": 30},

@@ -40,7 +40,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -61,9 +61,6 @@ from unlearnflow.core.training import TrainConfig
 from unlearnflow.errors import UserError
 from unlearnflow.registry import PREDICTS_OUTPUTS, REFERENCES, configurations, spec_of
 from unlearnflow.sourcefree.declarations import is_linear_recipe
-
-#: Rules that train a bank with the vectorised trainer.
-TRAINING_RULES = frozenset({"train_originals", "train_oracles", "train_subset_models", "retrain", "ulira_base_models"})
 
 
 @dataclass(frozen=True)
@@ -209,79 +206,74 @@ def _epochs(training: Mapping[str, Any]) -> int:
     return 1 if is_linear_recipe(training) else TrainConfig.from_mapping(training).epochs
 
 
-def _training_work(models: int, fraction: float, sizes: Sizes, epochs: int) -> float:
-    return models * epochs * fraction * sizes.n_train * sizes.macs
+#: The quantities a stage's work and written bytes are products of (the stage table's ``work`` and
+#: ``size``): name -> (job, config, sizes, jobs per rule) -> value.
+FACTORS: dict[str, Callable[[Job, Mapping[str, Any], Sizes, Mapping[str, int]], float]] = {
+    "chunk_models": lambda job, config, sizes, n_jobs: _chunk_models(job.wildcards),
+    "original_models": lambda job, config, sizes, n_jobs: config["originals"]["models"],
+    "oracle_models": lambda job, config, sizes, n_jobs: config["oracles"]["models"],
+    "subset_models": lambda job, config, sizes, n_jobs: config["subset_models"]["models"],
+    "ulira_base_models": lambda job, config, sizes, n_jobs: config["evaluation"]["ulira"]["base_models"],
+    "ulira_forget_sets": lambda job, config, sizes, n_jobs: config["evaluation"]["ulira"]["forget_sets_per_model"],
+    # judged models of an evaluation: the unlearned bank (as many as the originals) and the oracles
+    "judged_models": lambda job, config, sizes, n_jobs: config["originals"]["models"] + config["oracles"]["models"],
+    "epochs": lambda job, config, sizes, n_jobs: _epochs(config["training"]),
+    "oracle_epochs": lambda job, config, sizes, n_jobs: _epochs(oracle_training(config)),
+    # U-LiRA's shadows are retrained for the retrain reference, unlearned once otherwise
+    "shadow_epochs": lambda job, config, sizes, n_jobs: (_epochs(config["training"])
+                                                         if job.wildcards.get("method") == "retrain" else 1),
+    "subset_fraction": lambda job, config, sizes, n_jobs: config["subset_models"]["fraction"],
+    "half": lambda job, config, sizes, n_jobs: 0.5,  # U-LiRA's base models train on half the data
+    "n_train": lambda job, config, sizes, n_jobs: sizes.n_train,
+    "n_points": lambda job, config, sizes, n_jobs: sizes.n_points,
+    "input_size": lambda job, config, sizes, n_jobs: sizes.input_size,
+    "macs": lambda job, config, sizes, n_jobs: sizes.macs,
+    "configurations": lambda job, config, sizes, n_jobs: _configurations(config, job.wildcards["method"]),
+    "evaluated_configurations": lambda job, config, sizes, n_jobs: _evaluated_configurations(config),
+    # what an unlearning request reads: the forget samples (source-free) or the training set
+    "request_points": lambda job, config, sizes, n_jobs: (
+        _forget_size(config, job.wildcards["forget_set"]) if spec_of(job.wildcards["method"]).source_free
+        else sizes.n_train),
+    "datamodel_targets": lambda job, config, sizes, n_jobs: _datamodel_targets(config, sizes),
+    "per_job": lambda job, config, sizes, n_jobs: 1 / max(n_jobs.get(job.rule, 1), 1),
+    "evaluations": lambda job, config, sizes, n_jobs: n_jobs.get("evaluate", 1),
+    "reported_methods": lambda job, config, sizes, n_jobs: len(REFERENCES) + len(config["methods"]),
+    # floats per model: weights and logits of every point, and its training mask
+    "bank_floats": lambda job, config, sizes, n_jobs: sizes.parameters + sizes.n_points * sizes.classes
+    + sizes.n_train / 4,
+    "bank_outputs": lambda job, config, sizes, n_jobs: sizes.parameters + sizes.n_points * sizes.classes,
+    # the originals' gather also writes the weights alone (original_models.h5)
+    "bank_and_weights": lambda job, config, sizes, n_jobs: sizes.parameters + sizes.n_points * sizes.classes
+    + sizes.n_train / 4 + sizes.parameters,
+    "unlearned_floats": lambda job, config, sizes, n_jobs: (
+        sizes.n_points * sizes.classes if spec_of(job.wildcards["method"]).kind == PREDICTS_OUTPUTS
+        else sizes.parameters),
+    # the forget samples' inputs and the validation split's
+    "forget_samples_floats": lambda job, config, sizes, n_jobs: sizes.n_points * sizes.input_size / 2
+    + _forget_size(config, job.wildcards["forget_set"]),
+}
+
+
+def _product(factors: Sequence[str], job: Job, config: Mapping[str, Any], sizes: Sizes,
+             n_jobs: Mapping[str, int]) -> float:
+    value = 1.0
+    for factor in factors:
+        value = value * FACTORS[factor](job, config, sizes, n_jobs)
+    return value
 
 
 def job_work(job: Job, config: Mapping[str, Any], sizes: Sizes, n_jobs: Mapping[str, int]) -> float:
-    """The size of a job's work, in units that its measured seconds are proportional to."""
-    rule, wildcards = job.rule, job.wildcards
-    epochs, oracle_epochs = _epochs(config["training"]), _epochs(oracle_training(config))
-    ulira = config["evaluation"]["ulira"]
-    if rule == "train_originals":
-        return _training_work(_chunk_models(wildcards), 1.0, sizes, epochs)
-    if rule == "train_oracles":
-        return _training_work(_chunk_models(wildcards), 1.0, sizes, oracle_epochs)
-    if rule == "train_subset_models":
-        return _training_work(_chunk_models(wildcards), config["subset_models"]["fraction"], sizes, epochs)
-    if rule == "retrain":
-        return _training_work(config["oracles"]["models"], 1.0, sizes, oracle_epochs)
-    if rule == "ulira_base_models":
-        return _training_work(ulira["base_models"], 0.5, sizes, epochs)
-    if rule == "ulira":
-        # retraining the base models' shadows dominates, then one unlearning per shadow set
-        return ulira["base_models"] * ulira["forget_sets_per_model"] * sizes.macs * sizes.n_train * (
-            epochs if wildcards.get("method") == "retrain" else 1)
-    if rule == "unlearn":
-        method = wildcards["method"]
-        points = _forget_size(config, wildcards["forget_set"]) if spec_of(method).source_free else sizes.n_train
-        return _configurations(config, method) * config["originals"]["models"] * points * sizes.macs
-    if rule == "evaluate":  # every configuration of every method on one forget set
-        models = config["originals"]["models"] + config["oracles"]["models"]
-        return models * sizes.n_points * _evaluated_configurations(config)
-    if rule.startswith("fit_datamodels"):
-        return config["subset_models"]["models"] * sizes.n_train * _datamodel_targets(config, sizes) / max(
-            n_jobs.get(rule, 1), 1)
-    if rule in ("gather_originals", "gather_oracles"):
-        bank = "originals" if rule == "gather_originals" else "oracles"
-        return config[bank]["models"] * (sizes.parameters + sizes.n_points * sizes.classes)
-    if rule in ("prepare_data", "forget_sets", "forget_samples"):
-        return sizes.n_points * sizes.input_size
-    if rule == "calibrate_datamodels":
-        return sizes.n_train * _datamodel_targets(config, sizes)
-    if rule == "gradient_space":
-        return config["originals"]["models"] * sizes.n_train * sizes.macs
-    if rule == "report":  # one evaluation per method and forget set
-        return n_jobs.get("evaluate", 1) * (len(REFERENCES) + len(config["methods"]))
-    return 1.0  # anything else: a constant cost per job
+    """The size of a job's work, in units that its measured seconds are proportional to: the
+    product of its stage's ``work`` factors (1 for a rule outside the table: a constant cost)."""
+    factors = STAGES[job.rule].work if job.rule in STAGES else ()
+    return _product(factors, job, config, sizes, n_jobs)
 
 
 def job_bytes(job: Job, config: Mapping[str, Any], sizes: Sizes, n_jobs: Mapping[str, int]) -> float:
-    """The size of what a job writes, in units that its measured bytes are proportional to."""
-    rule, wildcards = job.rule, job.wildcards
-    bank = sizes.parameters + sizes.n_points * sizes.classes + sizes.n_train / 4  # per model, in floats
-    if rule in ("train_originals", "train_oracles", "train_subset_models"):
-        return _chunk_models(wildcards) * bank
-    if rule in ("retrain", "gather_oracles"):
-        return config["oracles"]["models"] * bank
-    if rule == "gather_originals":
-        return config["originals"]["models"] * (bank + sizes.parameters)
-    if rule == "ulira_base_models":
-        return config["evaluation"]["ulira"]["base_models"] * bank
-    if rule == "unlearn":
-        method = wildcards["method"]
-        per_model = (sizes.n_points * sizes.classes if spec_of(method).kind == PREDICTS_OUTPUTS
-                     else sizes.parameters)
-        return _configurations(config, method) * config["originals"]["models"] * per_model
-    if rule == "prepare_data":
-        return sizes.n_points * sizes.input_size
-    if rule == "forget_samples":
-        return sizes.n_points * sizes.input_size / 2 + _forget_size(config, wildcards["forget_set"])
-    if rule.startswith(("fit_datamodels", "gather_datamodels")):
-        return sizes.n_train * _datamodel_targets(config, sizes) / max(n_jobs.get(rule, 1), 1)
-    if rule == "evaluate":
-        return sizes.n_points * _evaluated_configurations(config)
-    return 1.0
+    """The size of what a job writes, in units that its measured bytes are proportional to: the
+    product of its stage's ``size`` factors."""
+    factors = STAGES[job.rule].size if job.rule in STAGES else ()
+    return _product(factors, job, config, sizes, n_jobs)
 
 
 # --- measurements ------------------------------------------------------------------------------
@@ -299,7 +291,7 @@ def benchmark_seconds(path: str | Path) -> float:
 def recorded_seconds(directory: Path, rule: str, outputs: Sequence[str]) -> float | None:
     """The compute time a job's outputs record, if they do: a model bank's ``train_seconds``, a
     U-LiRA table's ``seconds``; None otherwise (and for a gather, whose bank sums its chunks')."""
-    if rule not in TRAINING_RULES and rule != "ulira":
+    if rule not in STAGES or not STAGES[rule].records_seconds:
         return None
     found = None
     for output in outputs:

@@ -213,8 +213,11 @@ def process_request(*, request: str, models: str, ledger_dir: str, samples: Forg
     """
     start = time.perf_counter()
     asked = read_request(request)
+    try:
+        needs, side_paths = request_needs(asked), dict(side_paths or {})
+    except UserError as error:
+        raise UserError(f"{request}: method: {error}") from None
     spec = spec_of(asked["method"])
-    needs, side_paths = request_needs(asked), dict(side_paths or {})
     if set(needs) != set(side_paths):
         raise UserError(f"request {asked['name']}: {asked['method']} needs the side artifacts "
                         f"{sorted(needs) or 'none'}, got {sorted(side_paths) or 'none'}")

@@ -6,12 +6,13 @@ is :mod:`unlearnflow.ops.ledger`'s, whose docstring describes the file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import yaml
 
+from unlearnflow.config import HYPERPARAMETER_MINIMA, check_numbers
 from unlearnflow.errors import UserError
-from unlearnflow.registry import ARTIFACTS, EDITS_MODEL, spec_of
+from unlearnflow.registry import ARTIFACTS, EDITS_MODEL, configurations, spec_of
 
 #: The ledger head before any request: the experiment's original model.
 ORIGINAL = "original"
@@ -38,12 +39,44 @@ def read_request(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: samples must be a non-empty list of training-set indices")
     if len(set(samples)) != len(samples):
         raise UserError(f"{path}: samples lists an index more than once")
+    kinds = {"model": int, "after": str, "method": str, "hyperparameters": dict, "seed": int}
+    for key, kind in kinds.items():
+        if key in request and (not isinstance(request[key], kind) or isinstance(request[key], bool)):
+            raise UserError(f"{path}: {key}: must be {'a mapping' if kind is dict else kind.__name__}, "
+                            f"got {request[key]!r}")
     return {"name": path.stem, "hyperparameters": {}, "seed": 0, **request}
 
 
 def experiment_requests(experiment: str, root: str | Path = ".") -> dict[str, dict[str, Any]]:
-    """Every request file of an experiment (``requests/{experiment}/*.yaml``), by name."""
-    return {path.stem: read_request(path) for path in sorted(Path(root, "requests", experiment).glob("*.yaml"))}
+    """Every request file of an experiment (``requests/{experiment}/*.yaml``), by name, each
+    checked as the workflow is parsed (:func:`check_request`): one UserError line naming the file
+    and the key."""
+    paths = sorted(Path(root, "requests", experiment).glob("*.yaml"))
+    requests = {path.stem: read_request(path) for path in paths}
+    for path in paths:
+        check_request(path, requests[path.stem], requests)
+    return requests
+
+
+def check_request(path: Path, asked: Mapping[str, Any], requests: Mapping[str, Mapping[str, Any]]) -> None:
+    """A request whose method can serve it, with hyper-parameters that resolve and keep the bounds
+    a config's do, and whose ``after`` is ``original`` or a request of the same model."""
+    try:
+        request_needs(asked)
+    except UserError as error:
+        raise UserError(f"{path}: method: {error}") from None
+    check_numbers(str(path), "hyperparameters", asked["hyperparameters"], HYPERPARAMETER_MINIMA)
+    try:
+        configurations(asked["method"], {"hyperparameters": asked["hyperparameters"]})
+    except UserError as error:
+        raise UserError(f"{path}: hyperparameters: {error}") from None
+    after = asked["after"]
+    if after != ORIGINAL and after not in requests:
+        raise UserError(f"{path}: after: no request {after!r} in {path.parent} (the head is {ORIGINAL!r} "
+                        "or the name of a request of the same model)")
+    if after != ORIGINAL and requests[after]["model"] != asked["model"]:
+        raise UserError(f"{path}: after: {after} is a request of model {requests[after]['model']}, not of model "
+                        f"{asked['model']}; a request continues its own model's ledger")
 
 
 def certificate_path(experiment: str, request: Mapping[str, Any]) -> str:
@@ -51,16 +84,21 @@ def certificate_path(experiment: str, request: Mapping[str, Any]) -> str:
     return f"results/{experiment}/ledger/model_{request['model']}/{request['name']}.json"
 
 
+def request_certificates(experiments: Iterable[str]) -> list[str]:
+    """The certificate of every request of every experiment (what ``snakemake requests`` makes)."""
+    return [certificate_path(name, asked) for name in experiments for asked in experiment_requests(name).values()]
+
+
 def request_needs(asked: Mapping[str, Any]) -> tuple[str, ...]:
     """The shared side artifacts the request's method needs; a method that predicts outputs, takes
     options or needs per-forget-set artifacts (oracles) cannot serve a deletion request."""
     spec = spec_of(asked["method"])
     if spec.kind != EDITS_MODEL or spec.options:
-        raise UserError(f"request {asked['name']}: {asked['method']} cannot serve deletion requests "
+        raise UserError(f"{asked['method']} cannot serve deletion requests "
                         "(it predicts outputs or needs oracles)")
     needs = spec.needs_for({"hyperparameters": asked["hyperparameters"]})
     per_forget_set = [name for name in needs if "{forget_set}" in ARTIFACTS[name].path]
     if per_forget_set:
-        raise UserError(f"request {asked['name']}: {asked['method']} needs {', '.join(per_forget_set)}, which "
+        raise UserError(f"{asked['method']} needs {', '.join(per_forget_set)}, which "
                         "a deletion request does not have")
     return needs
