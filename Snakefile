@@ -6,7 +6,7 @@ from snakemake.utils import min_version
 
 from unlearnflow.config import load_config_file, load_schema, validated_experiments
 from unlearnflow.errors import or_exit, report_failed_jobs
-from unlearnflow.ops.requests import request_certificates
+from unlearnflow.ops.requests import request_receipts
 
 min_version("9.27")
 
@@ -53,6 +53,6 @@ rule all:
 
 
 rule requests:
-    """Every deletion request under requests/{experiment}/, in ledger order (certificates)."""
+    """Every deletion request under requests/{experiment}/, in ledger order (their receipts)."""
     input:
-        lambda wildcards: or_exit(request_certificates, EXPERIMENTS),
+        lambda wildcards: or_exit(request_receipts, EXPERIMENTS),

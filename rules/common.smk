@@ -246,7 +246,7 @@ def deletion_request_inputs(wildcards):
     else:
         inputs.update(data=DATA, labels=poisoned_labels())
     if asked["after"] != ORIGINAL:
-        inputs["previous"] = path_of("deletion_request", "certificate", model=asked['model'], request=asked['after'])
+        inputs["previous"] = path_of("deletion_request", "receipt", model=asked["model"], request=asked["after"])
     needs = request_needs(asked)
     return {**inputs, **{f"side_{name}": side_paths(name) for name in needs}}
 

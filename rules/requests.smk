@@ -1,6 +1,8 @@
 # Deletion requests against the finished experiment: every requests/{experiment}/{name}.yaml
 # becomes a new head model of its model's ledger and a certificate, one job per request, in
-# ledger order (a request's input is the result of the request it names as `after`). For a
+# ledger order (a request's input is the receipt of the request it names as `after`). The ledger's
+# files are not the job's outputs (its receipt is), so no rerun ever deletes a processed request;
+# a rerun of a processed, unchanged request rewrites its receipt alone. For a
 # source-free method, request_samples extracts the request's samples first and the request's job
 # reads no data set (rules/common.smk, deletion_request_inputs).
 
@@ -47,8 +49,7 @@ rule deletion_request:
     input:
         unpack(deletion_request_inputs),
     output:
-        certificate=path_of("deletion_request", "certificate"),
-        model=path_of("deletion_request", "model"),
+        receipt=path_of("deletion_request", "receipt"),
     log:
         f"{RESULTS}/logs/ledger/model_{{model}}/{{request}}.log",
     benchmark:
@@ -56,7 +57,7 @@ rule deletion_request:
     wildcard_constraints:
         model=r"\d+",
     params:
-        ledger_dir=lambda wildcards, output: os.path.dirname(output.certificate),
+        ledger_dir=lambda wildcards, output: os.path.dirname(output.receipt),
         reads=input_flags("samples", "data"),
         labels=labels_flag,
         side=side_flags,
@@ -71,5 +72,6 @@ rule deletion_request:
         ENV
     shell:
         "python -m unlearnflow deletion-request --stage-version {params.version} --request {input.request} "
-        "{params.reads} {params.labels} --models {input.models} --ledger-dir {params.ledger_dir} {params.side} "
+        "{params.reads} {params.labels} --models {input.models} --ledger-dir {params.ledger_dir} "
+        "--receipt {output.receipt} {params.side} "
         "--device {params.device} --threads {threads} > {log} 2>&1"

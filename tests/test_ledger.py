@@ -96,12 +96,16 @@ def test_requests_chain_in_the_ledger_and_errors_change_nothing(experiment, tmp_
     assert json.loads((root / "ledger" / "r2.json").read_text())["model_hash_after"] == second["model_hash_after"]
 
     before = ledger_file.read_bytes()
+    # a rerun of a processed request's job (after a kill, --rerun-incomplete, a touched file)
+    # returns its certificate and changes nothing (issue 19, items 1 and 2)
+    assert process(root, request(tmp_path, "r1", after="original", samples=[5, 3, 8])) == first
+    assert ledger_file.read_bytes() == before
     refusals = {
         "sample(s) [5] were already forgotten by request r1": dict(after="r2", samples=[5, 20]),
         "request bad: index 100000 is out of range (the training set has 300 points": dict(after="r2",
                                                                                            samples=[100000]),
         "but the ledger's head is 'r2'": dict(after="original", samples=[30]),
-        "already in the ledger": dict(after="r2", samples=[40], name="r1"),
+        "r1.yaml: request r1 was processed on 20": dict(after="r2", samples=[40], name="r1"),
     }
     for message, fields in refusals.items():
         name = fields.pop("name", "bad")
@@ -185,6 +189,7 @@ def test_request_files_are_checked(tmp_path):
 @pytest.mark.parametrize("requests, message", [
     ({"a": {"method": "gradient_ascnt"}}, "a.yaml: method: unknown unlearning method 'gradient_ascnt'"),
     ({"a": {"method": "dm_direct"}}, "a.yaml: method: dm_direct cannot serve deletion requests"),
+    ({"a": {"method": "dmm"}}, "a.yaml: method: dmm cannot serve deletion requests (its targets come from"),
     ({"a": {"hyperparameters": {"lr": -1}}}, "a.yaml: hyperparameters.lr: -1 must be > 0"),
     ({"a": {"hyperparameters": {"lrr": 0.1}}}, "a.yaml: hyperparameters: gradient_ascent: unknown hyper-parameter"),
     ({"a": {"model": "one"}}, "a.yaml: model: must be int, got 'one'"),
@@ -289,3 +294,30 @@ def test_newton_requests_take_the_objective_and_n_from_the_banks_recipe(linear_e
     assert {key: estimated["hyperparameters"][key] for key in ("loss", "lam", "n_train")} == {
         "loss": "squared", "lam": 0.01, "n_train": n_train}
     assert estimated["source_free"] is True
+
+
+def test_pgu_requests_keep_the_downdated_factorisation_between_requests(experiment, tmp_path):
+    """Issue 19, item 4: a PGU request ran, then was refused because its state (the factorisation)
+    "is neither arrays nor JSON". Its state is now arrays: the ledger keeps it, and the second
+    request starts from the first one's downdated factorisation, not the cached one."""
+    from unlearnflow.ops.ledger import read_state
+    from unlearnflow.pgu.gradient_space import Factorisation
+    from unlearnflow.stages import gradient_space
+    root = copy_experiment(experiment, tmp_path / "pgu")
+    gradient_space(data=str(root / "data.h5"), originals=str(root / "original_models.h5"),
+                   out=str(root / "gradient_space.h5"), device="cpu", threads=1)
+    side = [f"gradient_space={root / 'gradient_space.h5'}"]
+    hyperparameters = {"epochs": 2, "stopping": "none"}
+    for name, after, samples in (("a", "original", [3, 4, 5]), ("b", "a", [6, 7])):
+        path = request(tmp_path, name, method="pgu_tuned", after=after, samples=samples,
+                       hyperparameters=hyperparameters)
+        request_samples = root / "request_samples" / f"{name}.h5"
+        make_request_samples(request=path, data=str(root / "data.h5"), out=str(request_samples))
+        deletion_request(request=path, samples=str(request_samples), models=str(root / "original_models.h5"),
+                         ledger_dir=str(root / "ledger"), side=side)
+    ledger = json.loads((root / "ledger" / "ledger.json").read_text())
+    assert [entry["request"] for entry in ledger["entries"]] == ["a", "b"]
+    states = [Factorisation.from_arrays(read_state(root / "ledger" / f"{name}.state.h5")) for name in ("a", "b")]
+    # b downdated a's factorisation by its own samples' representations: less energy in every layer
+    for layer in states[0].layers:
+        assert states[1].layers[layer].singular_values.sum() < states[0].layers[layer].singular_values.sum()

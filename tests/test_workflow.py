@@ -569,7 +569,7 @@ def test_no_deletion_request_of_a_source_free_method_reads_retain_data(tmp_path,
     requests = {job["wildcards"]["request"]: job for job in jobs if job["rule"] == "deletion_request"}
     assert sorted(requests["a"]["input"]) == ["requests/tiny/a.yaml", "results/tiny/original_models.h5",
                                               "results/tiny/request_samples/a.h5"]
-    assert sorted(requests["c"]["input"]) == ["requests/tiny/c.yaml", "results/tiny/ledger/model_1/b.json",
+    assert sorted(requests["c"]["input"]) == ["requests/tiny/c.yaml", "results/tiny/ledger/model_1/b.receipt.json",
                                               "results/tiny/original_models.h5", "results/tiny/request_samples/c.h5"]
     for name in ("a", "c"):
         assert retain_data_inputs(requests[name], REQUEST_FILES) == [], requests[name]
@@ -598,7 +598,7 @@ def test_deletion_requests_run_in_ledger_order(tmp_path):
     jobs = [job for job in dry_run_jobs(tmp_path, "requests") if job["rule"] == "deletion_request"]
     assert {job["wildcards"]["request"] for job in jobs} == {"a", "b"}
     later = next(job for job in jobs if job["wildcards"]["request"] == "b")
-    assert "results/tiny/ledger/model_1/a.json" in later["input"]  # ledger order is the DAG's order
+    assert "results/tiny/ledger/model_1/a.receipt.json" in later["input"]  # ledger order is the DAG's order
     snakemake(tmp_path, "requests")
     results = tmp_path / "results" / "tiny"
     ledger = json.loads((results / "ledger" / "model_1" / "ledger.json").read_text())
@@ -608,6 +608,21 @@ def test_deletion_requests_run_in_ledger_order(tmp_path):
     assert certificate["source_free"] is True
     assert not list(results.glob("request_samples/*.h5"))  # temporary: no file keeps the forgotten inputs
     assert planned_jobs(tmp_path, "requests") == {}
+
+    # issue 19, items 1 and 2: touching a processed request (a comment, a checkout) reruns its job,
+    # which keeps every ledger file; changing what it asks is one line, and nothing is lost
+    ledger_files = {path: path.read_bytes() for path in (results / "ledger" / "model_1").iterdir()
+                    if not path.name.endswith(".receipt.json")}
+    request_file = tmp_path / "requests" / "tiny" / "a.yaml"
+    request_file.write_text(request_file.read_text() + "# reviewed\n")
+    snakemake(tmp_path, "requests")
+    assert {path: path.read_bytes() for path in ledger_files} == ledger_files
+    request_file.write_text(request_file.read_text().replace("- 4", "- 7"))
+    failed = snakemake(tmp_path, "requests", check=False)
+    assert failed.returncode != 0
+    causes = [line for line in (failed.stdout + failed.stderr).splitlines() if line.startswith("unlearnflow: error:")]
+    assert len(causes) == 1 and "a.yaml: request a was processed on" in causes[0], causes
+    assert {path: path.read_bytes() for path in ledger_files} == ledger_files
 
 
 def test_an_unwritable_results_directory_or_a_yaml_error_is_one_line(tmp_path):

@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     labels_option(sub)
     sub.add_argument("--models", required=True, help="the original models alone (original_models.h5)")
     sub.add_argument("--ledger-dir", required=True, help="the model's ledger directory")
+    sub.add_argument("--receipt", help="the file written last, once the request is in the ledger")
     side_option(sub)
     sub.add_argument("--device", default="auto", help="auto, cpu or cuda")
     sub.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -139,6 +139,9 @@ class MethodSpec:
     from_recipe: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
     #: whether it unlearns only linear models trained to optimum (``training.optimizer: lbfgs``)
     linear_models_only: bool = False
+    #: whether `prepare` reads the original bank's logits (``RequestContext.original_logits``), which
+    #: an evaluation's bank has and a deletion request's single head model does not
+    prepare_reads_logits: bool = False
 
     def needs_for(self, method_config: Mapping[str, Any]) -> tuple[str, ...]:
         """The artifact names this method needs under `method_config` (its slice of the config)."""
@@ -317,7 +320,8 @@ register(MethodSpec("oracle_matching", "DMM paper, Algorithm C.1", EDITS_MODEL, 
                     options={"targets": ("oracle", "retrain")}))
 register(MethodSpec("dmm", "DMM paper, Algorithm C.3", EDITS_MODEL, dmm.DMM_DEFAULTS, dmm.DMM_GRID,
                     unlearn=_implementation("dmm.datamodel_matching:unlearn"), needs=_datamodel_needs,
-                    prepare=_implementation("dmm.targets:datamodel_targets"), check=_check_prediction))
+                    prepare=_implementation("dmm.targets:datamodel_targets"), check=_check_prediction,
+                    prepare_reads_logits=True))
 register(MethodSpec("dm_direct", "DMM paper, Algorithm C.2", PREDICTS_OUTPUTS, dm_direct.DEFAULTS, dm_direct.GRID,
                     predict=_implementation("dmm.targets:predict_outputs"), needs=_datamodel_needs,
                     check=_check_prediction))

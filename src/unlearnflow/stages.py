@@ -16,6 +16,7 @@ the start-up of every workflow job short. A user mistake is a
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -52,6 +53,7 @@ from unlearnflow.core.store import (
     read_rows,
     write_artifact,
     write_rows,
+    write_text,
 )
 from unlearnflow.core.training import (
     TrainConfig,
@@ -602,11 +604,12 @@ def make_request_samples(*, request: str, data: str, out: str, labels_from: str 
 
 def deletion_request(*, request: str, models: str, ledger_dir: str, samples: str | None = None,
                      data: str | None = None, labels_from: str | None = None, side: Sequence[str] = (),
-                     device: str = "cpu", threads: int = 0) -> None:
-    """One deletion request against a model's ledger: the new head model and its certificate. A
-    source-free method reads the request's extracted samples (`samples`), any other the data set."""
+                     device: str = "cpu", threads: int = 0, receipt: str | None = None) -> None:
+    """One deletion request against a model's ledger: the new head model and its certificate, then
+    its `receipt` (the workflow's output of the job; a rerun of a processed request writes it alone).
+    A source-free method reads the request's extracted samples (`samples`), any other the data set."""
     from unlearnflow.ops.ledger import process_request, read_request_samples, request_samples
-    from unlearnflow.ops.requests import read_request
+    from unlearnflow.ops.requests import read_request, request_hash
     use_threads(threads)
     if bool(samples) == bool(data) or (samples and labels_from):
         raise UserError("deletion-request: give either --samples (the request's extracted samples) or --data "
@@ -623,6 +626,10 @@ def deletion_request(*, request: str, models: str, ledger_dir: str, samples: str
     certificate = process_request(request=request, models=models, ledger_dir=ledger_dir, samples=request_set,
                                   training_set=training_set, lineage=lineage, device=str(resolve_device(device)),
                                   side_paths={name: paths[0] for name, paths in parse_side(side).items()})
+    if receipt:
+        write_text(receipt, json.dumps({"request": asked["name"], "model": asked["model"],
+                                        "request_hash": request_hash(asked),
+                                        "certificate": str(Path(ledger_dir) / f"{asked['name']}.json")}, indent=2))
     measured = certificate["measured"]
     print(f"request {certificate['request']}: {certificate['method']} forgot {len(certificate['samples'])} "
           f"sample(s) of model {certificate['model']} in {certificate['wall_seconds']:.2f} s; forget accuracy "

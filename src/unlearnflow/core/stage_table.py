@@ -120,9 +120,12 @@ STAGES: dict[str, Stage] = {
                      "entropy": "report/entropy_{forget_set}.png", "roc": "report/mia_roc_{forget_set}.png"},
                     "report", {"mem_mb": 2000, "runtime": 10, "threads": 2}, work=("evaluations", "reported_methods")),
     "theory_panel": Stage({"": "theory/{panel}.png"}, "theory", {"mem_mb": 2000, "runtime": 10}),
-    "deletion_request": Stage({"certificate": "ledger/model_{model}/{request}.json",
-                               "model": "ledger/model_{model}/{request}.h5"}, "deletion_request", {"runtime": 30},
-                              gpu=True, also_writes=("ledger/model_{model}/ledger.json",)),
+    # the ledger's own files are never a rule's outputs, so that no rerun deletes a processed request
+    "deletion_request": Stage({"receipt": "ledger/model_{model}/{request}.receipt.json"}, "deletion_request",
+                              {"runtime": 30}, gpu=True,
+                              also_writes=("ledger/model_{model}/ledger.json", "ledger/model_{model}/{request}.json",
+                                           "ledger/model_{model}/{request}.h5",
+                                           "ledger/model_{model}/{request}.state.h5")),
 }
 
 

@@ -53,7 +53,7 @@ from unlearnflow.core.forget_sets import ForgetSamples, ForgetSet, validate_indi
 from unlearnflow.core.store import expect, provenance, read_artifact, write_artifact, write_text
 from unlearnflow.core.training import cross_entropy_loss, predict_logits
 from unlearnflow.errors import UserError
-from unlearnflow.ops.requests import ORIGINAL, read_request, request_needs
+from unlearnflow.ops.requests import ORIGINAL, read_request, request_hash, request_needs
 from unlearnflow.registry import ARTIFACTS, RequestContext, configurations, spec_of
 from unlearnflow.runner import RequestParts, TrainingRows, side_inputs, unlearn_request
 
@@ -92,8 +92,6 @@ def check_request(request: Mapping[str, Any], ledger: Mapping[str, Any]) -> None
     """The ledger's rules: a new request, against the head, of samples not forgotten before. Each
     violation is one UserError line."""
     name = request["name"]
-    if any(entry["request"] == name for entry in ledger["entries"]):
-        raise UserError(f"request {name}: already in the ledger of model {ledger['model']}")
     if request["after"] != head(ledger):
         raise UserError(f"request {name}: edits model {ledger['model']} after {request['after']!r}, but the "
                         f"ledger's head is {head(ledger)!r}; make the request against the head")
@@ -102,6 +100,25 @@ def check_request(request: Mapping[str, Any], ledger: Mapping[str, Any]) -> None
         if again:
             raise UserError(f"request {name}: sample(s) {again[:5]} were already forgotten by request "
                             f"{entry['request']}")
+
+
+def processed_certificate(asked: Mapping[str, Any], request: str | Path, ledger: Mapping[str, Any],
+                          directory: Path) -> dict[str, Any] | None:
+    """The certificate of a request its model's ledger already holds (a rerun of its job: after a
+    kill, ``--rerun-incomplete`` or a touched file), None for a new one. A processed request is
+    immutable: one whose fields changed since is one UserError line, and nothing is redone."""
+    entry = next((entry for entry in ledger["entries"] if entry["request"] == asked["name"]), None)
+    if entry is None:
+        return None
+    if entry.get("request_hash", request_hash(asked)) != request_hash(asked):
+        when = entry.get("processed", "an earlier run")
+        raise UserError(f"{request}: request {asked['name']} was processed on {when}; a processed request cannot "
+                        "change: restore it and write a new request")
+    certificate = directory / f"{asked['name']}.json"
+    if not certificate.is_file():
+        raise UserError(f"{certificate}: the certificate of request {asked['name']}, which the ledger of model "
+                        f"{ledger['model']} holds, is missing; restore it from a copy of the ledger folder")
+    return json.loads(certificate.read_text())
 
 
 def request_samples(request: Mapping[str, Any], dataset: Dataset, labels: np.ndarray) -> ForgetSamples:
@@ -213,6 +230,12 @@ def process_request(*, request: str, models: str, ledger_dir: str, samples: Forg
     """
     start = time.perf_counter()
     asked = read_request(request)
+    directory = Path(ledger_dir)
+    ledger_path = directory / "ledger.json"
+    ledger = read_ledger(ledger_path, asked["model"])
+    done = processed_certificate(asked, request, ledger, directory)
+    if done is not None:
+        return done
     try:
         needs, side_paths = request_needs(asked), dict(side_paths or {})
     except UserError as error:
@@ -226,9 +249,6 @@ def process_request(*, request: str, models: str, ledger_dir: str, samples: Forg
                         "alone, not the data set")
     if not spec.source_free and training_set is None:
         raise UserError(f"request {asked['name']}: {asked['method']} is not source-free: it needs the data set")
-    directory = Path(ledger_dir)
-    ledger_path = directory / "ledger.json"
-    ledger = read_ledger(ledger_path, asked["model"])
     check_request(asked, ledger)
     index, recipe = original_model(models, asked["model"], lineage)
     hp = request_hyperparameters(asked, recipe)
@@ -283,7 +303,8 @@ def process_request(*, request: str, models: str, ledger_dir: str, samples: Forg
     if result.state is not None:
         write_state(directory / f"{asked['name']}.state.h5", result.state, record)
     write_text(directory / f"{asked['name']}.json", json.dumps(certificate, indent=2, default=float))
-    entry = {key: certificate[key] for key in ("request", "method", "samples", "samples_hash", "model_hash_before",
-                                               "model_hash_after", "seed")}
+    entry = {**{key: certificate[key] for key in ("request", "method", "samples", "samples_hash", "model_hash_before",
+                                                  "model_hash_after", "seed")},
+             "request_hash": request_hash(asked), "processed": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     write_text(ledger_path, json.dumps({**ledger, "entries": [*ledger["entries"], entry]}, indent=2))
     return certificate

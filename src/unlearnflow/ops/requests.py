@@ -5,6 +5,8 @@ is :mod:`unlearnflow.ops.ledger`'s, whose docstring describes the file.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -79,23 +81,35 @@ def check_request(path: Path, asked: Mapping[str, Any], requests: Mapping[str, M
                         f"{asked['model']}; a request continues its own model's ledger")
 
 
-def certificate_path(experiment: str, request: Mapping[str, Any]) -> str:
-    """Where the workflow writes a request's certificate."""
-    return f"results/{experiment}/ledger/model_{request['model']}/{request['name']}.json"
+def receipt_path(experiment: str, request: Mapping[str, Any]) -> str:
+    """The file the workflow's job of a request writes last (the ledger's own files are not
+    Snakemake's outputs, so that a rerun never deletes a processed request)."""
+    return f"results/{experiment}/ledger/model_{request['model']}/{request['name']}.receipt.json"
 
 
-def request_certificates(experiments: Iterable[str]) -> list[str]:
-    """The certificate of every request of every experiment (what ``snakemake requests`` makes)."""
-    return [certificate_path(name, asked) for name in experiments for asked in experiment_requests(name).values()]
+def request_receipts(experiments: Iterable[str]) -> list[str]:
+    """The receipt of every request of every experiment (what ``snakemake requests`` makes)."""
+    return [receipt_path(name, asked) for name in experiments for asked in experiment_requests(name).values()]
+
+
+def request_hash(asked: Mapping[str, Any]) -> str:
+    """SHA-256 of what a request asks, its fields with their defaults (comments, formatting and the
+    file's dates do not count): a processed request's hash is in its ledger entry."""
+    fields = {key: asked.get(key) for key in sorted(REQUEST_KEYS)}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def request_needs(asked: Mapping[str, Any]) -> tuple[str, ...]:
     """The shared side artifacts the request's method needs; a method that predicts outputs, takes
-    options or needs per-forget-set artifacts (oracles) cannot serve a deletion request."""
+    options, builds its targets from the original bank's logits (DMM) or needs per-forget-set
+    artifacts (oracles) cannot serve a deletion request."""
     spec = spec_of(asked["method"])
     if spec.kind != EDITS_MODEL or spec.options:
         raise UserError(f"{asked['method']} cannot serve deletion requests "
                         "(it predicts outputs or needs oracles)")
+    if spec.prepare_reads_logits:
+        raise UserError(f"{asked['method']} cannot serve deletion requests (its targets come from the original "
+                        "bank's logits on every training point, which a request's job does not compute)")
     needs = spec.needs_for({"hyperparameters": asked["hyperparameters"]})
     per_forget_set = [name for name in needs if "{forget_set}" in ARTIFACTS[name].path]
     if per_forget_set:

@@ -153,11 +153,26 @@ class Factorisation:
         return cls({name: LayerSpace.of(cov) for name, cov in covariances(model, inputs, batch_size).items()})
 
     def downdate(self, forget_covariances: Mapping[str, np.ndarray]) -> "Factorisation":
-        """Eq. 3 for every layer; a request of a sequence downdates the previous request's result."""
+        """Eq. 3 for every layer (in the order of `forget_covariances`, the model's forward order); a
+        request of a sequence downdates the previous request's result."""
         if set(forget_covariances) != set(self.layers):
             raise UserError("pgu: the gradient space's layers do not match the model's "
                             f"({', '.join(self.layers)} vs {', '.join(forget_covariances)})")
-        return Factorisation({name: space.downdate(forget_covariances[name]) for name, space in self.layers.items()})
+        return Factorisation({name: self.layers[name].downdate(covariance)
+                              for name, covariance in forget_covariances.items()})
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The factorisation as named arrays (``<layer>/basis``, ``<layer>/singular_values``): the
+        state a request leaves, which a deletion ledger keeps between requests."""
+        return {f"{name}/{part}": getattr(space, part) for name, space in self.layers.items()
+                for part in ("basis", "singular_values")}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "Factorisation":
+        """The factorisation :meth:`arrays` wrote (layers in any order: a request orders them by its model)."""
+        names = dict.fromkeys(key.rsplit("/", 1)[0] for key in arrays)
+        return cls({name: LayerSpace(np.asarray(arrays[f"{name}/basis"]),
+                                     np.asarray(arrays[f"{name}/singular_values"])) for name in names})
 
     def check_model(self, model: nn.Module) -> None:
         """The factorisation belongs to a model of this architecture (layer names and widths)."""

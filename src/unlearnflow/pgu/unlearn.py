@@ -250,7 +250,9 @@ def run(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: i
     :mod:`unlearnflow.pgu.trgp`); it must have ``fold()``, which writes it into the weights and
     removes it, and ``certificate()``."""
     start = time.perf_counter()
-    cached = request.state if request.state is not None else request.side.get("gradient_space")
+    cached = request.side.get("gradient_space")
+    if request.state is not None:  # the previous request's downdated factorisation, as arrays
+        cached = Factorisation.from_arrays(request.state)
     if not isinstance(cached, Factorisation):
         raise UserError("pgu: the request carries no gradient space (side input gradient_space)")
     cached.check_model(model)
@@ -297,4 +299,4 @@ def run(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: i
         **(region.certificate() if region is not None else {}),
     }
     return MethodResult(FitStats(seconds=time.perf_counter() - start, steps=steps, examples=examples),
-                        certificate=certificate, state=retain)
+                        certificate=certificate, state=retain.arrays())
