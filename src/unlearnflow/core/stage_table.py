@@ -165,7 +165,7 @@ def stage_of_path(relative: str) -> tuple[str, bool] | None:
     """(rule, whether the file is one of its outputs) of a path under ``results/<experiment>/``,
     or None when no stage writes it (the first stage in table order that fits)."""
     for rule, entry in STAGES.items():
-        for templates, declared in ((entry.also_writes, False), (entry.outputs.values(), True)):
+        for templates, declared in ((entry.outputs.values(), True), (entry.also_writes, False)):
             if any(re.fullmatch(_pattern(template), relative) for template in templates):
                 return rule, declared
     return None
