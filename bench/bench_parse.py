@@ -19,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +39,16 @@ def timed(command: list[str], checkout: Path, cwd: Path) -> tuple[float, str]:
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed in {cwd}:\n{result.stderr[-2000:]}")
     return seconds, result.stdout + result.stderr
+
+
+def snakemake_floor(repeats: int) -> float:
+    """Median seconds of a no-op ``snakemake -n`` of a one-rule workflow: Snakemake's start-up alone."""
+    with tempfile.TemporaryDirectory() as directory:
+        Path(directory, "Snakefile").write_text('rule a:\n    output: "a.txt"\n    shell: "touch {output}"\n')
+        Path(directory, "a.txt").touch()
+        runs = [timed([sys.executable, "-m", "snakemake", "-n", "--cores", "1"], REPO, Path(directory))[0]
+                for _ in range(repeats)]
+    return statistics.median(runs)
 
 
 def commands(checkout: Path) -> dict[str, list[str]]:
@@ -64,6 +75,7 @@ def main() -> None:
                     raise SystemExit(f"{side}: the dry run in {args.run_dir} is not a no-op:\n{output[-1500:]}")
             medians[side, name] = statistics.median(runs)
     loads.append(os.getloadavg()[0])
+    floor = snakemake_floor(args.repeats)
     rows = [f"| {name} | {medians['baseline', name]:.2f} | {medians['this checkout', name]:.2f} | "
             f"{medians['baseline', name] / medians['this checkout', name]:.1f}x | <= {target} | "
             f"{'met' if medians['this checkout', name] <= target else 'missed'} |" for name, target in TARGETS.items()]
@@ -74,7 +86,11 @@ def main() -> None:
         "| command | baseline s | this checkout s | ratio | target s | |", "|---|---:|---:|---:|---:|---|", *rows, "",
         f"Medians of {args.repeats} whole-process runs each, on a finished default run (both dry runs find nothing "
         f"to do); baseline: commit {baseline or args.baseline}, which imported torch, scipy and scikit-learn while "
-        f"parsing. {machine_note(loads)}; `python bench/bench_parse.py --run-dir DIR --baseline DIR` to rerun.",
+        f"parsing. Snakemake's own floor, a no-op `snakemake -n` of a one-rule workflow on this machine: "
+        f"{floor:.2f} s (median of {args.repeats}), so the no-op dry run's part that is this workflow's is "
+        f"{medians['baseline', 'no-op snakemake -n'] - floor:.2f} s before and "
+        f"{medians['this checkout', 'no-op snakemake -n'] - floor:.2f} s now. {machine_note(loads)}; "
+        "`python bench/bench_parse.py --run-dir DIR --baseline DIR` to rerun.",
     ])
     write_section("parse", markdown)
     print(markdown)

@@ -10,6 +10,8 @@ are refused before any rule runs.
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,7 +45,7 @@ def _with_defaults(validator_class: type) -> type:
 
 
 def _copy(value: Any) -> Any:
-    return yaml.safe_load(yaml.safe_dump(value))
+    return copy.deepcopy(value)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -64,8 +66,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def load_schema(path: str | Path) -> dict[str, Any]:
+    """The config schema, read once per process (with libyaml when PyYAML has it: parsing the
+    workflow reads it for every experiment); not to be modified."""
+    return _read_schema(Path(path).resolve())
+
+
+@functools.lru_cache(maxsize=None)
+def _read_schema(path: Path) -> dict[str, Any]:
     with open(path) as handle:
-        return yaml.safe_load(handle)
+        return yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
