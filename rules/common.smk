@@ -44,7 +44,7 @@ def path_of(rule, output="", **fixed):
 LINEAR = is_linear_experiment(config)
 DATA = path_of("extract_features") if "features" in config else path_of("prepare_data")
 try:  # the results and, when they exist already, the folders of the jobs' logs and benchmarks
-    for directory in (f"{RESULTS}/logs", f"{RESULTS}/benchmarks", RESULTS):
+    for directory in (RESULTS, f"{RESULTS}/logs", f"{RESULTS}/benchmarks"):
         check_writable_directory(directory)
 except UserError as error:
     sys.exit(f"unlearnflow: error: {error}")
