@@ -11,7 +11,13 @@ from unlearnflow.core.training import TrainConfig, model_seed, subset_mask
 from unlearnflow.dmm import dm_direct
 from unlearnflow.dmm.regression import fit_diagonal
 from unlearnflow.errors import UserError
-from unlearnflow.evaluation.ulira import ShadowDesign, draw_forget_sets, run_ulira, shadow_margin_tables
+from unlearnflow.evaluation.ulira import (
+    ShadowDesign,
+    check_design,
+    draw_forget_sets,
+    run_ulira,
+    shadow_margin_tables,
+)
 from unlearnflow.metrics.margins import margins
 from unlearnflow.pgu.gradient_space import Factorisation, shadow_gradient_space
 
@@ -36,6 +42,21 @@ def test_margin_tables_put_each_margin_in_its_role():
     unlearned, never_seen = shadow_margin_tables(design, base_masks, logits, labels)
     np.testing.assert_array_equal(unlearned, [[1, np.nan, np.nan], [np.nan, 3, np.nan]])
     np.testing.assert_array_equal(never_seen, [[np.nan, 3, 5], [1, np.nan, np.nan]])
+
+
+def test_a_design_that_judges_no_target_is_refused_before_any_unlearning():
+    """Issue 19, item 12: sizes that leave no judged point name the evaluation.ulira keys and the
+    remedy, before the shadows are unlearned (the same bookkeeping as the attack's)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 400)
+    masks = np.stack([subset_mask(s, 400, 0.5) for s in range(4)])
+    sparse = draw_forget_sets(masks, labels, seed=1, forget_sets_per_model=1, forget_size=1, pool_class=2)
+    with pytest.raises(UserError, match=r"ulira: no target model has a judged point .*, with evaluation\.ulira "
+                                        r"base_models 4, forget_sets_per_model 1, forget_size 1 over a pool of \d+ "
+                                        r"points; raise base_models or forget_sets_per_model, or lower pool_size"):
+        check_design(sparse, masks, labels, shadow_models=2)
+    dense = draw_forget_sets(masks, labels, seed=1, forget_sets_per_model=8, forget_size=3, pool_class=2, pool_size=12)
+    check_design(dense, masks, labels, shadow_models=2)
 
 
 @pytest.mark.slow

@@ -176,6 +176,24 @@ def shadow_margin_tables(design: ShadowDesign, base_masks: np.ndarray, unlearned
     return np.where(forgot, pool_margins, np.nan), np.where(never_seen, pool_margins, np.nan)
 
 
+def check_design(design: ShadowDesign, base_masks: np.ndarray, labels: np.ndarray, shadow_models: int) -> None:
+    """Before any model is unlearned: that the design lets the attack judge some target (a pool
+    point with enough shadow margins in both roles, which :func:`ulira_accuracy` needs); else one
+    UserError line naming the ``evaluation.ulira`` sizes and what to change. Runs the attack's own
+    bookkeeping on margins of 0, so the two cannot disagree."""
+    n_base, n_sets, size = design.forget_sets.shape
+    no_logits = np.broadcast_to(np.zeros(1, dtype=np.float32), (n_base, n_sets, len(labels), int(labels.max()) + 1))
+    unlearned, never_seen = shadow_margin_tables(design, base_masks, no_logits, labels)
+    shadows = np.arange(len(unlearned)) < shadow_models * n_sets
+    try:
+        ulira_accuracy(unlearned[shadows], never_seen[shadows], unlearned[~shadows], never_seen[~shadows])
+    except UserError as error:
+        raise UserError(f"ulira: {error}, with evaluation.ulira base_models {n_base}, forget_sets_per_model {n_sets}, "
+                        f"forget_size {size} over a pool of {len(design.pool)} points; raise base_models or "
+                        "forget_sets_per_model, or lower pool_size, so that each pool point is forgotten by at "
+                        "least 2 shadow models") from None
+
+
 def run_ulira(method: str, base: ModelBank, dataset: Dataset, labels: np.ndarray, config: TrainConfig,
               seed: int, forget_sets_per_model: int, forget_size: int, pool_class: int,
               device: torch.device, pool_size: int | None = None, progress: bool = False,
@@ -206,6 +224,7 @@ def run_ulira(method: str, base: ModelBank, dataset: Dataset, labels: np.ndarray
         raise UserError(f"ulira: needs at least 4 base models, got {len(base)}")
     design = draw_forget_sets(base.train_masks, labels, seed, forget_sets_per_model, forget_size, pool_class,
                               pool_size)
+    check_design(design, base.train_masks, labels, len(base) // 2)
     start = time.perf_counter()
     logits, _, _ = unlearner(base, design, dataset=dataset, labels=labels, config=config, seed=seed,
                              device=device, progress=progress, models_per_pass=models_per_pass)
