@@ -206,6 +206,11 @@ def _epochs(training: Mapping[str, Any]) -> int:
     return 1 if is_linear_recipe(training) else TrainConfig.from_mapping(training).epochs
 
 
+def _bank_floats(sizes: Sizes) -> float:
+    """Floats per model of a bank: its weights, its logits of every point and its training mask."""
+    return sizes.parameters + sizes.n_points * sizes.classes + sizes.n_train / 4
+
+
 #: The quantities a stage's work and written bytes are products of (the stage table's ``work`` and
 #: ``size``): name -> (job, config, sizes, jobs per rule) -> value.
 FACTORS: dict[str, Callable[[Job, Mapping[str, Any], Sizes, Mapping[str, int]], float]] = {
@@ -238,13 +243,10 @@ FACTORS: dict[str, Callable[[Job, Mapping[str, Any], Sizes, Mapping[str, int]], 
     "per_job": lambda job, config, sizes, n_jobs: 1 / max(n_jobs.get(job.rule, 1), 1),
     "evaluations": lambda job, config, sizes, n_jobs: n_jobs.get("evaluate", 1),
     "reported_methods": lambda job, config, sizes, n_jobs: len(REFERENCES) + len(config["methods"]),
-    # floats per model: weights and logits of every point, and its training mask
-    "bank_floats": lambda job, config, sizes, n_jobs: sizes.parameters + sizes.n_points * sizes.classes
-    + sizes.n_train / 4,
+    "bank_floats": lambda job, config, sizes, n_jobs: _bank_floats(sizes),
     "bank_outputs": lambda job, config, sizes, n_jobs: sizes.parameters + sizes.n_points * sizes.classes,
     # the originals' gather also writes the weights alone (original_models.h5)
-    "bank_and_weights": lambda job, config, sizes, n_jobs: sizes.parameters + sizes.n_points * sizes.classes
-    + sizes.n_train / 4 + sizes.parameters,
+    "bank_and_weights": lambda job, config, sizes, n_jobs: _bank_floats(sizes) + sizes.parameters,
     "unlearned_floats": lambda job, config, sizes, n_jobs: (
         sizes.n_points * sizes.classes if spec_of(job.wildcards["method"]).kind == PREDICTS_OUTPUTS
         else sizes.parameters),
@@ -256,10 +258,7 @@ FACTORS: dict[str, Callable[[Job, Mapping[str, Any], Sizes, Mapping[str, int]], 
 
 def _product(factors: Sequence[str], job: Job, config: Mapping[str, Any], sizes: Sizes,
              n_jobs: Mapping[str, int]) -> float:
-    value = 1.0
-    for factor in factors:
-        value = value * FACTORS[factor](job, config, sizes, n_jobs)
-    return value
+    return math.prod((FACTORS[factor](job, config, sizes, n_jobs) for factor in factors), start=1.0)
 
 
 def job_work(job: Job, config: Mapping[str, Any], sizes: Sizes, n_jobs: Mapping[str, int]) -> float:

@@ -236,10 +236,7 @@ def process_request(*, request: str, models: str, ledger_dir: str, samples: Forg
     done = processed_certificate(asked, request, ledger, directory)
     if done is not None:
         return done
-    try:
-        needs, side_paths = request_needs(asked), dict(side_paths or {})
-    except UserError as error:
-        raise UserError(f"{request}: method: {error}") from None
+    needs, side_paths = request_needs(asked), dict(side_paths or {})
     spec = spec_of(asked["method"])
     if set(needs) != set(side_paths):
         raise UserError(f"request {asked['name']}: {asked['method']} needs the side artifacts "

@@ -1,5 +1,5 @@
 """Deletion request files as the workflow reads them when it is parsed (which requests an
-experiment has, what each needs, where its certificate goes), without torch; processing a request
+experiment has, what each needs, where its job's receipt goes), without torch; processing a request
 is :mod:`unlearnflow.ops.ledger`'s, whose docstring describes the file.
 """
 
@@ -46,7 +46,7 @@ def read_request(path: str | Path) -> dict[str, Any]:
         if key in request and (not isinstance(request[key], kind) or isinstance(request[key], bool)):
             raise UserError(f"{path}: {key}: must be {'a mapping' if kind is dict else kind.__name__}, "
                             f"got {request[key]!r}")
-    return {"name": path.stem, "hyperparameters": {}, "seed": 0, **request}
+    return {"name": path.stem, "file": str(path), "hyperparameters": {}, "seed": 0, **request}
 
 
 def experiment_requests(experiment: str, root: str | Path = ".") -> dict[str, dict[str, Any]]:
@@ -63,10 +63,7 @@ def experiment_requests(experiment: str, root: str | Path = ".") -> dict[str, di
 def check_request(path: Path, asked: Mapping[str, Any], requests: Mapping[str, Mapping[str, Any]]) -> None:
     """A request whose method can serve it, with hyper-parameters that resolve and keep the bounds
     a config's do, and whose ``after`` is ``original`` or a request of the same model."""
-    try:
-        request_needs(asked)
-    except UserError as error:
-        raise UserError(f"{path}: method: {error}") from None
+    request_needs(asked)
     check_numbers(str(path), "hyperparameters", asked["hyperparameters"], HYPERPARAMETER_MINIMA)
     try:
         configurations(asked["method"], {"hyperparameters": asked["hyperparameters"]})
@@ -103,16 +100,20 @@ def request_needs(asked: Mapping[str, Any]) -> tuple[str, ...]:
     """The shared side artifacts the request's method needs; a method that predicts outputs, takes
     options, builds its targets from the original bank's logits (DMM) or needs per-forget-set
     artifacts (oracles) cannot serve a deletion request."""
-    spec = spec_of(asked["method"])
+    where = f"{asked['file']}: method"
+    try:
+        spec = spec_of(asked["method"])
+    except UserError as error:
+        raise UserError(f"{where}: {error}") from None
     if spec.kind != EDITS_MODEL or spec.options:
-        raise UserError(f"{asked['method']} cannot serve deletion requests "
+        raise UserError(f"{where}: {asked['method']} cannot serve deletion requests "
                         "(it predicts outputs or needs oracles)")
     if spec.prepare_reads_logits:
-        raise UserError(f"{asked['method']} cannot serve deletion requests (its targets come from the original "
-                        "bank's logits on every training point, which a request's job does not compute)")
+        raise UserError(f"{where}: {asked['method']} cannot serve deletion requests (its targets come from the "
+                        "original bank's logits on every training point, which a request's job does not compute)")
     needs = spec.needs_for({"hyperparameters": asked["hyperparameters"]})
     per_forget_set = [name for name in needs if "{forget_set}" in ARTIFACTS[name].path]
     if per_forget_set:
-        raise UserError(f"{asked['method']} needs {', '.join(per_forget_set)}, which "
+        raise UserError(f"{where}: {asked['method']} needs {', '.join(per_forget_set)}, which "
                         "a deletion request does not have")
     return needs
