@@ -2,11 +2,14 @@
 # Run `snakemake --cores 2` for the embedded default (sklearn digits), or add
 # `--configfile config/fashion-mnist.yaml` for a preset. See README.md.
 
+import sys
+
 from snakemake.utils import min_version
 
 from unlearnflow.config import load_config_file, load_schema, validated_experiments
 from unlearnflow.errors import or_exit, report_failed_jobs
 from unlearnflow.ops.requests import request_receipts
+from unlearnflow.ops.reruns import forget_rebuilt_outputs, outputs_to_redo, record_failed_outputs
 
 min_version("9.27")
 
@@ -27,6 +30,7 @@ if not workflow.config_settings.configfiles:
 # config file (experiments.NAME.KEY for an entry).
 SCHEMA = load_schema(workflow.source_path("workflow/schemas/config.schema.yaml"))
 EXPERIMENTS = or_exit(validated_experiments, config, SCHEMA)
+REPORT_RULES = []
 for index, (experiment_name, experiment_config) in enumerate(EXPERIMENTS.items()):
     rule_prefix = f"{experiment_name}_" if index else ""
 
@@ -40,16 +44,34 @@ for index, (experiment_name, experiment_config) in enumerate(EXPERIMENTS.items()
 
     use rule * from experiment_name as rule_prefix*
 
+    REPORT_RULES.append(f"{rule_prefix}report")
 
-# A failed job's one-line cause is in its log; print it where the user looks.
+
+# A failed job's one-line cause is in its log; print it where the user looks. Its outputs are
+# recorded, so that the next run redoes it and what is downstream of it (unlearnflow.ops.reruns).
 onerror:
     report_failed_jobs(log)
+    record_failed_outputs(log)
+
+
+onsuccess:
+    forget_rebuilt_outputs()
+
+
+REDO = outputs_to_redo(EXPERIMENTS)
+if REDO:
+    shown = ", ".join(REDO[:3]) + (f" and {len(REDO) - 3} more" if len(REDO) > 3 else "")
+    print(f"unlearnflow: {len(REDO)} output(s) of jobs that failed in an earlier run are missing ({shown}); "
+          "this run rebuilds them", file=sys.stderr)
 
 
 rule all:
+    """Every output of each experiment's report (a forget set added to a finished run adds some)
+    and the missing outputs of jobs that failed before."""
     default_target: True
     input:
-        [f"results/{name}/report/summary.md" for name in EXPERIMENTS],
+        [getattr(rules, name).output for name in REPORT_RULES],
+        REDO,
 
 
 rule requests:

@@ -3,6 +3,7 @@
 import copy
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -268,6 +269,45 @@ def test_real_run_then_nothing_then_only_oracles_after_an_oracle_change(tiny):
     write_config(tiny, {**TINY, "originals": {"models": 4, "chunk_size": 2}})
     assert planned_jobs(tiny) == {"train_originals": 1, "gather_originals": 1, "evaluate": 2, "report": 1,
                                   "all": 1}  # chunk 2-3 only
+
+    # issue 19, item 5: a forget set added to the finished run is built, evaluated and reported,
+    # and nothing is retrained for the others
+    added = {**TINY, "forget_sets": {**TINY["forget_sets"], "r6": {"kind": "random", "size": 6}}}
+    write_config(tiny, added)
+    assert planned_jobs(tiny) == {"forget_sets": 1, "train_oracles": 2, "gather_oracles": 1, "retrain": 1,
+                                  "evaluate": 1, "report": 1, "all": 1}
+    snakemake(tiny)
+    assert {"entropy_r6.png", "mia_roc_r6.png"} <= {p.name for p in report.iterdir()}
+    rows = read_csv(report / "summary.csv")
+    assert {row["forget_set"] for row in rows} == {"r5", "c7", "r6"}
+    assert planned_jobs(tiny) == {}
+
+
+def test_a_plain_rerun_redoes_the_jobs_that_failed_until_their_input_is_mended(tmp_path):
+    """Issue 19, item 6: after evaluations failed on a wrong input (another set's oracles, copied
+    with its old time stamp, so that nothing looks out of date), a plain rerun redoes them and
+    fails with the same line while the input is wrong; rebuilt, the run completes."""
+    write_config(tmp_path, TINY)
+    snakemake(tmp_path)
+    oracles = tmp_path / "results" / "tiny" / "oracles"
+    shutil.copy2(oracles / "c7.h5", oracles / "r5.h5")
+    assert planned_jobs(tmp_path) == {}  # Snakemake sees nothing out of date
+
+    def failure_line(*args):
+        failed = snakemake(tmp_path, *args, check=False)
+        assert failed.returncode != 0
+        return next(line for line in failed.stderr.splitlines() if line.startswith("unlearnflow: error:")), failed
+    first, _ = failure_line("--forcerun", "evaluate")
+    assert "results/tiny/oracles/r5.h5: expected a model_bank with role oracle/r5, found role oracle/c7" in first
+    evaluation = tmp_path / "results" / "tiny" / "evaluation"
+    assert not list(evaluation.rglob("r5.*")) and (tmp_path / "results" / "tiny" / "report" / "summary.md").exists()
+    again, rerun = failure_line()
+    assert again == first
+    assert "output(s) of jobs that failed in an earlier run are missing (results/tiny/evaluation/" in rerun.stderr
+    advice = re.search(r"rebuild it: snakemake (--cores 1 --forcerun \S+)", first).group(1)
+    snakemake(tmp_path, *advice.split())
+    assert {p.name for p in evaluation.rglob("r5.*")} == {"r5.h5", "r5.csv"}
+    assert planned_jobs(tmp_path) == {}
 
 
 #: what a deletion request's job may read besides: its request file, its extracted samples and the

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable, TextIO, TypeVar
 ERROR_PREFIX = "unlearnflow: error:"
 T = TypeVar("T")
 
-_FAILED_JOB = re.compile(r"^Error in rule (\S+):\n((?:[ \t]+.*\n?)*)", re.M)
+#: A failed job's block in Snakemake's log: its rule, then its indented fields (input, output, log ...).
+FAILED_JOB = re.compile(r"^Error in rule (\S+):\n((?:[ \t]+.*\n?)*)", re.M)
 _JOB_LOG = re.compile(r"^\s+log: (.+?) \(check log file", re.M)
 
 
@@ -42,7 +43,7 @@ def failed_job_causes(snakemake_log: str) -> list[str]:
     """One line per failed job in the text of Snakemake's log: the last ``unlearnflow: error:``
     line of the job's log and the log's path (or, when the job failed otherwise, where to look)."""
     causes = []
-    for rule, body in _FAILED_JOB.findall(snakemake_log):
+    for rule, body in FAILED_JOB.findall(snakemake_log):
         found = _JOB_LOG.search(body)
         if not found:
             causes.append(f"rule {rule} failed (no log file; see the messages above)")

@@ -156,9 +156,23 @@ def resources_of(rule: str, given: Mapping[str, Mapping[str, int]], cuda: bool) 
     return {**DEFAULT_RESOURCES, **entry.resources, **gpu, **given.get("default", {}), **given.get(rule, {})}
 
 
-def _pattern(template: str) -> str:
-    """A regular expression of the paths a template names (a wildcard is one path component or part of one)."""
-    return "[^/]+".join(re.escape(part) for part in re.split(r"\{\w+\}", template))
+def _pattern(template: str, capture: bool = False) -> str:
+    """A regular expression of the paths a template names (a wildcard is one path component or
+    part of one; a group each with `capture`)."""
+    wildcard = "([^/]+)" if capture else "[^/]+"
+    return wildcard.join(re.escape(part) for part in re.split(r"\{\w+\}", template))
+
+
+def output_wildcards(relative: str) -> tuple[str, dict[str, str]] | None:
+    """(rule, wildcards) of a path under ``results/<experiment>/`` that is a rule's output, or
+    None when it is none (the first stage in table order that fits)."""
+    for rule, entry in STAGES.items():
+        for template in entry.outputs.values():
+            names = re.findall(r"\{(\w+)\}", template)
+            found = re.fullmatch(_pattern(template, capture=True), relative)
+            if found:
+                return rule, dict(zip(names, found.groups()))
+    return None
 
 
 def stage_of_path(relative: str) -> tuple[str, bool] | None:
