@@ -26,6 +26,7 @@ rule evaluate:
         requests=requests_flag,
         labels=labels_flag,
         seed=config["seed"],
+        max_abs_logit=config["evaluation"]["max_abs_logit"],
         version=version_of("evaluate"),
     threads: threads_of("evaluate")
     resources:
@@ -36,7 +37,8 @@ rule evaluate:
     shell:
         "python -m unlearnflow evaluate --stage-version {params.version} --data {input.data} "
         "--forget-set {input.forget_set} {params.requests} --originals {input.originals} --oracles {input.oracles} "
-        "{params.methods} --from-scratch retrain {params.labels} --seed {params.seed} --threads {threads} > {log} 2>&1"
+        "{params.methods} --from-scratch retrain {params.labels} --seed {params.seed} --max-abs-logit {params.max_abs_logit} "
+        "--threads {threads} > {log} 2>&1"
 
 
 rule report:

@@ -208,6 +208,57 @@ def test_3_a_diverged_configuration_is_a_row_not_a_failure(world, tmp_path):
     assert best and best[0].endswith("False")
 
 
+def test_9_exploded_or_collapsed_outputs_are_diverged_never_selected_and_named(world, capsys):
+    """Issue 19, item 9: finite logits of 1e9 on 3 of 4 models, or one model collapsed to one class,
+    make the configuration diverged (never selected), its cause in the job's log; the bound comes
+    from evaluation.max_abs_logit."""
+    import dataclasses
+
+    from unlearnflow.core.artifacts import read_bank, read_dataset, read_forget_set
+    from unlearnflow.evaluation.evaluate import divergence, references
+    dataset = read_dataset(world / "data.h5")
+    forget_set = read_forget_set(world / "forget_sets" / "r.h5")
+    originals, oracles = read_bank(world / "originals.h5"), read_bank(world / "oracles" / "r.h5")
+    labels = {"train": dataset.y_train, "val": dataset.y_val, "test": dataset.y_test}
+    # originals that learned: their logits plus 5 on the true class
+    learned = dataclasses.replace(originals, logits={split: logits + 5.0 * np.eye(logits.shape[-1])[labels[split]]
+                                                     for split, logits in originals.logits.items()})
+
+    def edited(edit):
+        return dataclasses.replace(learned, logits={split: edit(logits.copy()) for split, logits in
+                                                    learned.logits.items()})
+
+    def explode(logits):
+        logits[:3] *= 1e9
+        return logits
+
+    def collapse(logits):
+        logits[1] = 0.0
+        logits[1, :, 3] = 1.0  # model 1 predicts class 3 everywhere
+        return logits
+    originals = learned
+    banks = {"default": learned, "lr=1e+06": edited(explode), "lr=10": edited(collapse)}
+    assert divergence(dataset, originals, originals) is None
+    assert divergence(dataset, originals, banks["lr=1e+06"]).startswith("exploded outputs (|logit| up to ")
+    assert divergence(dataset, originals, banks["lr=1e+06"], max_abs_logit=1e12) is None
+    assert divergence(dataset, originals, banks["lr=10"]).startswith("collapsed: 1 of 4 models at test accuracy <=")
+    # models that never learned are not judged
+    assert divergence(dataset, edited(collapse), edited(collapse)) is None
+    shared = references(dataset, forget_set, originals, oracles, seed=0)
+    out = world.parent / "diverged"
+    stages._evaluate_method("gradient_descent", banks, dataset, forget_set, originals, oracles, shared, ulira=None,
+                            from_scratch=False, seed=0, out_h5=str(out / "e.h5"), out_csv=str(out / "e.csv"),
+                            lineage={}, inputs=[])
+    rows = {row["config"]: row for row in read_csv(out / "e.csv")}
+    assert [rows[config]["status"] for config in banks] == ["ok", "diverged", "diverged"]
+    assert all(math.isnan(rows[config]["selection_score"]) for config in ("lr=1e+06", "lr=10"))
+    log = capsys.readouterr().out
+    assert "gradient_descent [lr=1e+06] on r: diverged (exploded outputs (|logit| up to" in log
+    assert "gradient_descent [lr=10] on r: diverged (collapsed: 1 of 4 models" in log
+    config = validate_config(config_with(evaluation={"max_abs_logit": 100.0}), load_schema(SCHEMA))
+    assert config["evaluation"]["max_abs_logit"] == 100.0 and config["evaluation"]["accuracy_guard"] == 0.005
+
+
 # --- 4 and 5. values checked before any rule runs; KLOM refuses too few models ------------------
 
 def config_with(**changes):

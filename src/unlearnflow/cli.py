@@ -18,6 +18,7 @@ from unlearnflow import __version__
 from unlearnflow.core.stage_table import STAGE_VERSIONS
 from unlearnflow.errors import UserError
 from unlearnflow.lazy import imported
+from unlearnflow.metrics.declarations import MAX_ABS_LOGIT
 
 #: Options that steer the CLI itself, not the stage function.
 _CLI_OPTIONS = ("command", "function", "stage", "stage_version")
@@ -157,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--ulira", action="append", default=[], help="CSV with its U-LiRA accuracy (one per --method)")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    sub.add_argument("--max-abs-logit", type=float, default=MAX_ABS_LOGIT,
+                     help="an output beyond +-this counts as exploded: the configuration diverged")
     sub.add_argument("--out-h5", action="append", required=True, help="its evaluation artifact (one per --method)")
     sub.add_argument("--out-csv", action="append", required=True, help="its rows (one per --method)")
 

@@ -62,6 +62,7 @@ from unlearnflow.core.training import (
     subset_mask,
 )
 from unlearnflow.errors import UserError
+from unlearnflow.metrics.declarations import MAX_ABS_LOGIT
 
 
 def use_threads(threads: int) -> None:
@@ -327,13 +328,14 @@ def unlearned_banks(path: str, dataset: Dataset, requests: int | None, device: t
 def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, method: Sequence[str],
              unlearned: Sequence[str], out_h5: Sequence[str], out_csv: Sequence[str], ulira: Sequence[str] = (),
              from_scratch: Sequence[str] = (), requests: int | None = None, labels_from: str | None = None,
-             seed: int = 0, threads: int = 0) -> None:
+             seed: int = 0, threads: int = 0, max_abs_logit: float = MAX_ABS_LOGIT) -> None:
     """Every metric of every configuration of each method on one forget set (or prefix of a
     sequence): the data, the references and the oracles are read once for all of them.
 
     `method`, `unlearned`, `out_h5`, `out_csv` (and `ulira`, when given) are parallel lists, one
     entry per method; `from_scratch` names the methods whose models were not obtained from the
-    originals (retraining), whose KLOM is not paired with them."""
+    originals (retraining), whose KLOM is not paired with them; a configuration with an output
+    beyond ``±max_abs_logit`` diverged."""
     from unlearnflow.evaluation.evaluate import references
     per_method = [method, unlearned, out_h5, out_csv] + ([ulira] if ulira else [])
     if len({len(paths) for paths in per_method}) != 1:
@@ -354,31 +356,31 @@ def evaluate(*, data: str, forget_set: str, originals: str, oracles: str, method
         _evaluate_method(name, banks, dataset, chosen, originals_bank, oracles_bank, shared,
                          ulira=ulira[index] if ulira else None, from_scratch=name in from_scratch, seed=seed,
                          out_h5=out_h5[index], out_csv=out_csv[index], lineage=lineage,
-                         inputs=[data, forget_set, originals, oracles, unlearned[index]])
+                         inputs=[data, forget_set, originals, oracles, unlearned[index]], max_abs_logit=max_abs_logit)
 
 
 def _evaluate_method(method: str, banks: Mapping[str, ModelBank], dataset: Dataset, chosen: ForgetSet,
                      originals_bank: ModelBank, oracles_bank: ModelBank, shared: Any, *, ulira: str | None,
                      from_scratch: bool, seed: int, out_h5: str, out_csv: str, lineage: dict[str, str],
-                     inputs: list[str]) -> None:
+                     inputs: list[str], max_abs_logit: float = MAX_ABS_LOGIT) -> None:
     """Read -> evaluate every configuration (unlearnflow.evaluation.evaluate.evaluate_method) -> write
     the rows and the arrays (the report selects which configuration it shows, from the rows of
     every forget set: unlearnflow.evaluation.selection)."""
     from unlearnflow.evaluation.evaluate import evaluate_method
-    from unlearnflow.evaluation.rows import DIVERGED, ROW_COLUMNS
+    from unlearnflow.evaluation.rows import ROW_COLUMNS
     from unlearnflow.evaluation.selection import DEFAULT_CONFIG
     # U-LiRA's shadows run the method's default hyper-parameters
     ulira_accuracy = float(read_rows(ulira)[0]["ulira_accuracy"]) if ulira else math.nan
-    rows, arrays = evaluate_method(dataset, chosen, originals_bank, oracles_bank, banks, method, shared, seed,
-                                   ulira_accuracy, DEFAULT_CONFIG if ulira else "", not from_scratch)
+    results, arrays = evaluate_method(dataset, chosen, originals_bank, oracles_bank, banks, method, shared, seed,
+                                      ulira_accuracy, DEFAULT_CONFIG if ulira else "", not from_scratch, max_abs_logit)
+    rows = [result.row for result in results]
     write_artifact(out_h5, "evaluation", arrays, provenance_record=provenance({}, {"seed": seed}, inputs, lineage),
                    attrs={"method": method, "forget_set": chosen.name, "configs": [row["config"] for row in rows],
                           "seed": seed})
     write_rows(out_csv, rows, ROW_COLUMNS)
-    for row in rows:
-        if row["status"] == DIVERGED:
-            print(f"{method} [{row['config']}] on {chosen.name}: diverged (non-finite outputs), "
-                  "excluded from selection")
+    for result, row in zip(results, rows):
+        if result.diverged:
+            print(f"{method} [{row['config']}] on {chosen.name}: diverged ({result.diverged}), excluded from selection")
             continue
         print(f"{method} [{row['config']}] on {chosen.name}: KLOM-95 forget {row['klom_forget_p95']:.2f} "
               f"retain {row['klom_retain_p95']:.2f} validation {row['klom_validation_p95']:.2f} "

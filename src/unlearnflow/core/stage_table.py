@@ -26,7 +26,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "forget_set": 1,
     "forget_samples": 1,
     "model_bank": 1,
-    "evaluation": 6,
+    "evaluation": 7,
     "unlearned": 4,
     "datamodels": 2,
     "datamodels_part": 1,

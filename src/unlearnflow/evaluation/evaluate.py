@@ -9,7 +9,8 @@ banks' stored logits, so evaluating a method never retrains or re-runs a model.
 The row written per result has the columns of :data:`unlearnflow.evaluation.rows.ROW_COLUMNS`, the
 one schema the report reads back. A configuration whose models output NaN or infinite logits
 (a learning rate that diverged) is not an error: its row has status ``diverged`` and NaN
-metrics (:func:`diverged_evaluation`), and no selection picks it.
+metrics (:func:`diverged_evaluation`), and no selection picks it; so do exploded outputs, finite
+but beyond any trained model's, and a model collapsed to chance accuracy (:func:`divergence`).
 
 A method's evaluation artifact (:func:`artifact_arrays`) keeps the per-point arrays of every
 configuration, so that the report can show whichever configuration it selects
@@ -45,6 +46,7 @@ from unlearnflow.evaluation.certificates import certificate_columns
 from unlearnflow.evaluation.rows import CONFIG_ARRAYS, DIVERGED, GROUPS, OK, ROW_COLUMNS, STATISTICS, W1, config_array
 from unlearnflow.evaluation.selection import score_key
 from unlearnflow.metrics import wasserstein
+from unlearnflow.metrics.declarations import MAX_ABS_LOGIT
 from unlearnflow.metrics.klom import bootstrap_ci, group_score, klom, summarise
 from unlearnflow.metrics.margins import margins, oracle_halves
 from unlearnflow.metrics.mia import PguAttack, fit_pgu_attack, judge, per_example_loss, simple_mia
@@ -67,6 +69,8 @@ class Evaluation:
 
     row: dict[str, Any]
     arrays: dict[str, np.ndarray]
+    #: why its models count as diverged ("" when they do not; :func:`divergence`)
+    diverged: str = ""
 
 
 @dataclass
@@ -111,10 +115,33 @@ def references(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, or
                       w1_floor_summary=w1_floor_summary, attack=attack)
 
 
+def divergence(dataset: Dataset, originals: ModelBank, unlearned: ModelBank,
+               max_abs_logit: float = MAX_ABS_LOGIT) -> str | None:
+    """Why the models of `unlearned` count as diverged, or None: a non-finite output, an output
+    beyond ``±max_abs_logit`` (exploded: finite logits of 1e9 rank like any others, so accuracy
+    and margins alone would not show it), or a model whose test accuracy is at most a constant
+    predictor's (the test set's majority-class rate) where every original model had at least twice
+    that (collapsed; models that never learned are not judged)."""
+    if not all(np.isfinite(logits).all() for logits in unlearned.logits.values()):
+        return "non-finite outputs"
+    largest = max(float(np.abs(logits).max(initial=0.0)) for logits in unlearned.logits.values())
+    if largest > max_abs_logit:
+        return f"exploded outputs (|logit| up to {largest:.3g} > evaluation.max_abs_logit {max_abs_logit:g})"
+    constant = np.bincount(dataset.y_test).max() / len(dataset.y_test)
+    test_accuracy = (unlearned.logits["test"].argmax(-1) == dataset.y_test).mean(axis=1)
+    original_accuracy = (originals.logits["test"].argmax(-1) == dataset.y_test).mean(axis=1)
+    collapsed = np.flatnonzero(test_accuracy <= constant)
+    if collapsed.size and original_accuracy.min() >= 2 * constant:
+        return (f"collapsed: {collapsed.size} of {len(test_accuracy)} models at test accuracy <= {constant:.3f}, "
+                "a constant predictor's")
+    return None
+
+
 def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
              unlearned: ModelBank, method: str, config: str = "default", seed: int = 0,
              ulira_accuracy: float = math.nan, ulira_config: str = "", n_boot: int = KLOM_INTERVAL_REPLICATES,
-             paired_with_originals: bool = True, shared: References | None = None) -> Evaluation:
+             paired_with_originals: bool = True, shared: References | None = None,
+             max_abs_logit: float = MAX_ABS_LOGIT) -> Evaluation:
     """Compare `unlearned` with `oracles` (KLOM, accuracies, entropy, MIAs, cost).
 
     Cost: ``compute_fraction`` is the unlearned bank's training examples processed per model
@@ -127,14 +154,17 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     `shared` is :func:`references` of the same banks and seed, computed here when not given.
     `ulira_accuracy` is U-LiRA's attacker accuracy against `ulira_config`, the configuration its
     shadows ran (NaN and "" where none was measured for this one).
+    A configuration whose models :func:`divergence` calls diverged (`max_abs_logit` bounds their
+    outputs) gets :func:`diverged_evaluation`, its cause in the evaluation's ``diverged`` field.
     `n_boot` is the number of bootstrap replicates of the KLOM score's interval (0: no
     interval, NaN; a workflow job computes it for the in-sample best configuration only, the
     report for the configuration it shows). The arrays hold the configuration's margins as
     float32 (``margins``) for the report's interval.
     """
-    if not all(np.isfinite(logits).all() for logits in unlearned.logits.values()):
+    cause = divergence(dataset, originals, unlearned, max_abs_logit)
+    if cause:
         return diverged_evaluation(dataset, forget_set, originals, oracles, unlearned, method, config, ulira_accuracy,
-                                   ulira_config)
+                                   ulira_config, cause)
     shared = shared or references(dataset, forget_set, originals, oracles, seed)
     labels = forget_set.train_labels
     forget = forget_set.indices
@@ -193,8 +223,8 @@ def klom_interval(oracle_margins: np.ndarray, groups: Mapping[str, np.ndarray], 
 
 def diverged_evaluation(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
                         unlearned: ModelBank, method: str, config: str, ulira_accuracy: float = math.nan,
-                        ulira_config: str = "") -> Evaluation:
-    """The evaluation of a configuration whose models output non-finite logits: status
+                        ulira_config: str = "", cause: str = "non-finite outputs") -> Evaluation:
+    """The evaluation of a configuration whose models diverged (`cause`, :func:`divergence`): status
     ``diverged``, NaN for every quality metric, the references' accuracies and the cost it
     took; the unlearned entropies are NaN and the attack's ROC curve empty."""
     row = {column: math.nan for column in ROW_COLUMNS}
@@ -207,7 +237,7 @@ def diverged_evaluation(dataset: Dataset, forget_set: ForgetSet, originals: Mode
               for name, bank in (("original", originals), ("oracle", oracles))}
     arrays["entropy/unlearned"] = np.full_like(arrays["entropy/oracle"], np.nan)
     arrays.update({"mia/fpr": np.zeros(0), "mia/tpr": np.zeros(0)})
-    return Evaluation(row=row, arrays=arrays)
+    return Evaluation(row=row, arrays=arrays, diverged=cause)
 
 
 def weight_distance(originals: ModelBank, oracles: ModelBank, unlearned: ModelBank) -> float:
@@ -236,23 +266,24 @@ def weight_distance(originals: ModelBank, oracles: ModelBank, unlearned: ModelBa
 
 def evaluate_method(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
                     banks: Mapping[str, ModelBank], method: str, shared: References, seed: int = 0,
-                    ulira_accuracy: float = math.nan, ulira_config: str = "",
-                    paired_with_originals: bool = True) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+                    ulira_accuracy: float = math.nan, ulira_config: str = "", paired_with_originals: bool = True,
+                    max_abs_logit: float = MAX_ABS_LOGIT) -> tuple[list[Evaluation], dict[str, np.ndarray]]:
     """The evaluation protocol of one method on one forget set: :func:`evaluate` of every
     configuration (`banks`: label -> unlearned bank) against the `shared` references, U-LiRA's
     accuracy on the row of `ulira_config` only (the configuration its shadows ran), and the KLOM
     score's bootstrap interval (200 KLOM evaluations) for the in-sample best configuration alone;
-    the report computes it for the configuration it shows when that is another. Returns the rows,
-    in the order of `banks`, and the evaluation artifact's arrays (:func:`artifact_arrays`)."""
+    the report computes it for the configuration it shows when that is another. Returns the
+    evaluations (rows and causes of divergence), in the order of `banks`, and the evaluation
+    artifact's arrays (:func:`artifact_arrays`)."""
     results = [evaluate(dataset, forget_set, originals, oracles, bank, method, label, seed=seed,
                         ulira_accuracy=ulira_accuracy if label == ulira_config else math.nan,
                         ulira_config=ulira_config, paired_with_originals=paired_with_originals, shared=shared,
-                        n_boot=0) for label, bank in banks.items()]
+                        n_boot=0, max_abs_logit=max_abs_logit) for label, bank in banks.items()]
     best = insample_best(results)
     if best.row["status"] != DIVERGED:
         best_margins = group_margins(banks[best.row["config"]], dataset, forget_set)
         best.row.update(klom_interval(shared.oracle_margins, shared.groups, best_margins, seed))
-    return [result.row for result in results], artifact_arrays(results, shared)
+    return results, artifact_arrays(results, shared)
 
 
 def insample_best(results: Sequence[Evaluation]) -> Evaluation:

@@ -40,7 +40,8 @@ from unlearnflow.core.store import read_artifact
 from unlearnflow.errors import UserError
 
 STATISTICS = ("mean", "p50", "p95", "p99")
-#: ``status`` of an evaluated configuration: its metrics are valid, or its models diverged.
+#: ``status`` of an evaluated configuration: its metrics are valid, or its models diverged
+#: (:func:`unlearnflow.evaluation.evaluate.divergence`).
 OK, DIVERGED = "ok", "diverged"
 GROUPS = ("forget", "retain", "validation")
 #: ``selection_metric`` of a row: what its ``selection_score`` is (:data:`W1`, the W1 of margins over

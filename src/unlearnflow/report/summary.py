@@ -148,7 +148,8 @@ def method_key(method: str) -> tuple[int, str]:
 
 
 def is_diverged(row: Row) -> bool:
-    """Whether the row's configuration diverged (non-finite outputs; never chosen)."""
+    """Whether the row's configuration diverged (non-finite, exploded or collapsed outputs:
+    :func:`unlearnflow.evaluation.evaluate.divergence`; never chosen)."""
     return row.get("status") == DIVERGED
 
 
@@ -412,7 +413,7 @@ def table_row(row: Row, configs: Sequence[Row], accuracy_guard: float = DEFAULT_
         config += f" ({len(configs)} configs" + (f"; diverged: {', '.join(diverged)}" if diverged else "") + ")"
         insample, default = insample_cell(configs, accuracy_guard), fmt(row["default_selection_score"], ".3f")
     if is_diverged(row):
-        config += " (diverged: non-finite outputs)"
+        config += " (diverged: non-finite, exploded or collapsed outputs)"
     klom_score = fmt(row["klom_score"], ".3f")
     if math.isfinite(row["klom_ci_low"]) and math.isfinite(row["klom_ci_high"]):
         klom_score += f" [{row['klom_ci_low']:.3f}, {row['klom_ci_high']:.3f}]"
