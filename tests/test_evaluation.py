@@ -77,6 +77,10 @@ def test_do_nothing_is_far_from_oracles_on_forget_points_and_retrain_is_not(worl
     assert nothing["compute_fraction"] == 0 and retrain["compute_fraction"] == 1
     assert retrain["retrain_seconds"] == pytest.approx(10.0)
     assert math.isnan(nothing["ulira_accuracy"])
+    # the NeurIPS 2023 challenge score: every forget point's memorised margin gives do-nothing away
+    assert nothing["challenge_forgetting"] < 0.01 and 0.1 < retrain["challenge_forgetting"] <= 1
+    assert retrain["challenge_score"] == pytest.approx(retrain["challenge_forgetting"] * (
+        retrain["acc_retain"] / retrain["acc_retain_oracle"]) * (retrain["acc_test"] / retrain["acc_test_oracle"]))
     assert nothing["n_forget"] == 20 and nothing["n_oracles"] == MODELS
 
 

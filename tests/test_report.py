@@ -185,7 +185,7 @@ def test_summary_md_shows_the_headline_beside_the_in_sample_best_and_the_default
     for section, forget_set in zip(sections, ("cluster_5", "random_10")):
         table = [line for line in section.splitlines() if line.startswith("| ")]
         assert "| KLOM score [CI] | W1 selection score | in-sample best (W1) | default (W1) |" in table[0]
-        assert table[0].endswith("| U-LiRA acc | compute | suspicious |")
+        assert table[0].endswith("| U-LiRA acc | challenge score | compute | suspicious |")
         assert [line.split(" | ")[0] for line in table[2:]] == [
             "| do_nothing", "| ga", "| retrain", "| *noise floor (10 vs 10 oracles)*"]
         assert table[3].startswith(headline[forget_set]) and insample[forget_set] in table[3]

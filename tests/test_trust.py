@@ -216,6 +216,7 @@ def test_9_exploded_or_collapsed_outputs_are_diverged_never_selected_and_named(w
 
     from unlearnflow.core.artifacts import read_bank, read_dataset, read_forget_set
     from unlearnflow.evaluation.evaluate import divergence, references
+    from unlearnflow.evaluation.selection import select_configurations
     dataset = read_dataset(world / "data.h5")
     forget_set = read_forget_set(world / "forget_sets" / "r.h5")
     originals, oracles = read_bank(world / "originals.h5"), read_bank(world / "oracles" / "r.h5")
@@ -251,7 +252,11 @@ def test_9_exploded_or_collapsed_outputs_are_diverged_never_selected_and_named(w
                             lineage={}, inputs=[])
     rows = {row["config"]: row for row in read_csv(out / "e.csv")}
     assert [rows[config]["status"] for config in banks] == ["ok", "diverged", "diverged"]
-    assert all(math.isnan(rows[config]["selection_score"]) for config in ("lr=1e+06", "lr=10"))
+    # measured like any other (finite outputs), but never chosen, even when scored best
+    assert all(math.isfinite(rows[config]["selection_score"]) for config in banks)
+    rows["lr=10"]["selection_score"] = 0.0
+    chosen = select_configurations(list(rows.values()), accuracy_guard=1.0)
+    assert [row["config"] for row in chosen if row["selected"] or row["insample_best"]] == ["default"]
     log = capsys.readouterr().out
     assert "gradient_descent [lr=1e+06] on r: diverged (exploded outputs (|logit| up to" in log
     assert "gradient_descent [lr=10] on r: diverged (collapsed: 1 of 4 models" in log

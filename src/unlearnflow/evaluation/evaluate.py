@@ -9,8 +9,9 @@ banks' stored logits, so evaluating a method never retrains or re-runs a model.
 The row written per result has the columns of :data:`unlearnflow.evaluation.rows.ROW_COLUMNS`, the
 one schema the report reads back. A configuration whose models output NaN or infinite logits
 (a learning rate that diverged) is not an error: its row has status ``diverged`` and NaN
-metrics (:func:`diverged_evaluation`), and no selection picks it; so do exploded outputs, finite
-but beyond any trained model's, and a model collapsed to chance accuracy (:func:`divergence`).
+metrics (:func:`diverged_evaluation`), and no selection picks it. Exploded outputs, finite but
+beyond any trained model's, and a model collapsed to a constant predictor's accuracy make a
+configuration diverged too (:func:`divergence`), its metrics measured as for any other.
 
 A method's evaluation artifact (:func:`artifact_arrays`) keeps the per-point arrays of every
 configuration, so that the report can show whichever configuration it selects
@@ -46,6 +47,7 @@ from unlearnflow.evaluation.certificates import certificate_columns
 from unlearnflow.evaluation.rows import CONFIG_ARRAYS, DIVERGED, GROUPS, OK, ROW_COLUMNS, STATISTICS, W1, config_array
 from unlearnflow.evaluation.selection import score_key
 from unlearnflow.metrics import wasserstein
+from unlearnflow.metrics.challenge import challenge_score, forgetting_quality
 from unlearnflow.metrics.declarations import MAX_ABS_LOGIT
 from unlearnflow.metrics.klom import bootstrap_ci, group_score, klom, summarise
 from unlearnflow.metrics.margins import margins, oracle_halves
@@ -115,6 +117,10 @@ def references(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, or
                       w1_floor_summary=w1_floor_summary, attack=attack)
 
 
+#: the cause of divergence that leaves nothing to measure
+NON_FINITE = "non-finite outputs"
+
+
 def divergence(dataset: Dataset, originals: ModelBank, unlearned: ModelBank,
                max_abs_logit: float = MAX_ABS_LOGIT) -> str | None:
     """Why the models of `unlearned` count as diverged, or None: a non-finite output, an output
@@ -123,7 +129,7 @@ def divergence(dataset: Dataset, originals: ModelBank, unlearned: ModelBank,
     predictor's (the test set's majority-class rate) where every original model had at least twice
     that (collapsed; models that never learned are not judged)."""
     if not all(np.isfinite(logits).all() for logits in unlearned.logits.values()):
-        return "non-finite outputs"
+        return NON_FINITE
     largest = max(float(np.abs(logits).max(initial=0.0)) for logits in unlearned.logits.values())
     if largest > max_abs_logit:
         return f"exploded outputs (|logit| up to {largest:.3g} > evaluation.max_abs_logit {max_abs_logit:g})"
@@ -155,16 +161,17 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     `ulira_accuracy` is U-LiRA's attacker accuracy against `ulira_config`, the configuration its
     shadows ran (NaN and "" where none was measured for this one).
     A configuration whose models :func:`divergence` calls diverged (`max_abs_logit` bounds their
-    outputs) gets :func:`diverged_evaluation`, its cause in the evaluation's ``diverged`` field.
+    outputs) has status ``diverged`` and its cause in the evaluation's ``diverged`` field; its
+    metrics are measured unless its outputs are not finite (:func:`diverged_evaluation`).
     `n_boot` is the number of bootstrap replicates of the KLOM score's interval (0: no
     interval, NaN; a workflow job computes it for the in-sample best configuration only, the
     report for the configuration it shows). The arrays hold the configuration's margins as
     float32 (``margins``) for the report's interval.
     """
     cause = divergence(dataset, originals, unlearned, max_abs_logit)
-    if cause:
+    if cause == NON_FINITE:
         return diverged_evaluation(dataset, forget_set, originals, oracles, unlearned, method, config, ulira_accuracy,
-                                   ulira_config, cause)
+                                   ulira_config)
     shared = shared or references(dataset, forget_set, originals, oracles, seed)
     labels = forget_set.train_labels
     forget = forget_set.indices
@@ -174,7 +181,7 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     summary = summarise(per_point, groups)
     w1_summary = summarise(wasserstein.w1_margins(oracle_margins, unlearned_margins), groups)
 
-    row = _identity(forget_set, oracles, unlearned, method, config, OK)
+    row = _identity(forget_set, oracles, unlearned, method, config, DIVERGED if cause else OK)
     for group in GROUPS:
         for statistic in STATISTICS:
             row[f"klom_{group}_{statistic}"] = summary[group][statistic]
@@ -186,6 +193,10 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     row["selection_score"] = group_score(w1_summary, statistic="mean")
     row["floor_selection_score"] = group_score(shared.w1_floor_summary, statistic="mean")
     row.update(_readouts(dataset, forget_set, originals, oracles, unlearned))
+    forgetting = forgetting_quality(unlearned_margins[:, forget], oracle_margins[:, forget])
+    row["challenge_forgetting"] = forgetting
+    row["challenge_score"] = challenge_score(forgetting, (row["acc_retain"], row["acc_retain_oracle"]),
+                                             (row["acc_test"], row["acc_test_oracle"]))
     original_forget_margins = margins(originals.logits["train"][:, forget], labels[forget])
     row.update(forget_margin_shift(original_forget_margins, oracle_margins[:, forget], unlearned_margins[:, forget]))
 
@@ -203,7 +214,7 @@ def evaluate(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, orac
     arrays = {f"klom/{g}": per_point[groups[g]] for g in GROUPS}
     arrays.update({f"entropy/{name}": value for name, value in entropies.items()})
     arrays.update({"mia/fpr": attack.fpr, "mia/tpr": attack.tpr, "margins": unlearned_margins.astype(np.float32)})
-    return Evaluation(row=row, arrays=arrays)
+    return Evaluation(row=row, arrays=arrays, diverged=cause or "")
 
 
 def klom_interval(oracle_margins: np.ndarray, groups: Mapping[str, np.ndarray], unlearned_margins: np.ndarray,
@@ -223,21 +234,22 @@ def klom_interval(oracle_margins: np.ndarray, groups: Mapping[str, np.ndarray], 
 
 def diverged_evaluation(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, oracles: ModelBank,
                         unlearned: ModelBank, method: str, config: str, ulira_accuracy: float = math.nan,
-                        ulira_config: str = "", cause: str = "non-finite outputs") -> Evaluation:
-    """The evaluation of a configuration whose models diverged (`cause`, :func:`divergence`): status
+                        ulira_config: str = "") -> Evaluation:
+    """The evaluation of a configuration whose models output non-finite logits: status
     ``diverged``, NaN for every quality metric, the references' accuracies and the cost it
     took; the unlearned entropies are NaN and the attack's ROC curve empty."""
     row = {column: math.nan for column in ROW_COLUMNS}
     row.update(_identity(forget_set, oracles, unlearned, method, config, DIVERGED))
     test = _readouts(dataset, forget_set, originals, oracles, originals)
     row.update(acc_test_oracle=test["acc_test_oracle"], acc_test_original=test["acc_test_original"],
+               acc_retain_oracle=test["acc_retain_oracle"],
                ulira_accuracy=ulira_accuracy, ulira_config=ulira_config, **_cost(oracles, unlearned))
     forget = forget_set.indices
     arrays = {f"entropy/{name}": prediction_entropy(bank.logits["train"][:, forget])
               for name, bank in (("original", originals), ("oracle", oracles))}
     arrays["entropy/unlearned"] = np.full_like(arrays["entropy/oracle"], np.nan)
     arrays.update({"mia/fpr": np.zeros(0), "mia/tpr": np.zeros(0)})
-    return Evaluation(row=row, arrays=arrays, diverged=cause)
+    return Evaluation(row=row, arrays=arrays, diverged=NON_FINITE)
 
 
 def weight_distance(originals: ModelBank, oracles: ModelBank, unlearned: ModelBank) -> float:
@@ -332,6 +344,7 @@ def _readouts(dataset: Dataset, forget_set: ForgetSet, originals: ModelBank, ora
     return {
         "acc_forget": accuracy(unlearned.logits["train"][:, forget], labels[forget]).mean,
         "acc_retain": accuracy(remove_class_rows(unlearned.logits["train"][:, retain], removed), labels[retain]).mean,
+        "acc_retain_oracle": accuracy(remove_class_rows(oracles.logits["train"][:, retain], removed), labels[retain]).mean,
         "acc_val": accuracy(unlearned.logits["val"], dataset.y_val).mean,
         "acc_test": test_accuracy(unlearned),
         "acc_test_oracle": test_accuracy(oracles),

@@ -71,8 +71,14 @@ CERTIFICATE_COLUMNS = ("cert_certified", "cert_epsilon", "cert_delta", "cert_res
                        "true_retain_gradient_norm", "cert_residual_bound_violated", "paper_lemma1_claim",
                        "true_hessian_error", "paper_lemma1_violated", "paper_theorem1_claim", "paper_theorem1_violated",
                        "hessian_identified")
+#: The NeurIPS 2023 Machine Unlearning Challenge's forgetting quality F and final score against the
+#: oracles (:mod:`unlearnflow.metrics.challenge`).
+CHALLENGE_COLUMNS = ("challenge_forgetting", "challenge_score")
+#: The oracles' mean retain accuracy (the denominator of the challenge score's retain ratio).
+ORACLE_RETAIN_ACCURACY = "acc_retain_oracle"
 OPTIONAL_FLOAT_COLUMNS = (*(f"w1_{group}_mean" for group in GROUPS), "shift_corr_forget", "margin_mae_forget",
-                          "precompute_seconds", "weight_distance", *CERTIFICATE_COLUMNS)
+                          "precompute_seconds", "weight_distance", *CERTIFICATE_COLUMNS, *CHALLENGE_COLUMNS,
+                          ORACLE_RETAIN_ACCURACY)
 #: Columns of evaluations written before issue 23 and their names now: their selection score was KLOM's.
 LEGACY_COLUMNS = {"selection_score": "klom_score", "klom_ci_low": "klom_ci_low",
                   "klom_ci_high": "klom_ci_high", "floor_selection_score": "floor_klom_score"}
@@ -88,10 +94,10 @@ ROW_COLUMNS = (
     + ["klom_score", "klom_ci_low", "klom_ci_high"]
     + [f"floor_{g}_p95" for g in GROUPS] + ["floor_klom_score"]
     + [f"w1_{g}_mean" for g in GROUPS] + ["selection_metric", "selection_score", "floor_selection_score"]
-    + ["acc_forget", "acc_retain", "acc_val", "acc_test", "acc_test_oracle", "acc_test_original",
+    + ["acc_forget", "acc_retain", "acc_val", "acc_test", "acc_test_oracle", "acc_test_original", ORACLE_RETAIN_ACCURACY,
        "shift_corr_forget", "margin_mae_forget",
        "entropy_forget", "mia_simple", "mia_pgu_auc", "mia_attack_auc", "ulira_accuracy", "ulira_config",
-       "unlearn_seconds", "retrain_seconds", "compute_fraction", "precompute_seconds",
+       *CHALLENGE_COLUMNS, "unlearn_seconds", "retrain_seconds", "compute_fraction", "precompute_seconds",
        "weight_distance", *CERTIFICATE_COLUMNS, "status"]
 )
 #: Forget set names as the config schema allows them, ``@R`` for a sequence's first R requests;

@@ -322,7 +322,8 @@ def selection_rule_line(accuracy_guard: float, selection_set: str | None) -> str
 
 _TABLE_HEADER = ("method", "config (headline)", "chosen by", "KLOM-95 forget", "KLOM-95 retain", "KLOM-95 validation",
                  "KLOM score [CI]", "W1 selection score", "in-sample best (W1)", "default (W1)", "test acc",
-                 "forget margin MAE", "shift corr", "MIA AUC (PGU)", "U-LiRA acc", "compute", "suspicious")
+                 "forget margin MAE", "shift corr", "MIA AUC (PGU)", "U-LiRA acc", "challenge score", "compute",
+                 "suspicious")
 
 
 def forget_set_section(forget_set: str, rows: Sequence[Row], accuracy_guard: float = DEFAULT_ACCURACY_GUARD
@@ -413,7 +414,7 @@ def table_row(row: Row, configs: Sequence[Row], accuracy_guard: float = DEFAULT_
         config += f" ({len(configs)} configs" + (f"; diverged: {', '.join(diverged)}" if diverged else "") + ")"
         insample, default = insample_cell(configs, accuracy_guard), fmt(row["default_selection_score"], ".3f")
     if is_diverged(row):
-        config += " (diverged: non-finite, exploded or collapsed outputs)"
+        config += " (diverged: non-finite, exploded or collapsed outputs; never chosen)"
     klom_score = fmt(row["klom_score"], ".3f")
     if math.isfinite(row["klom_ci_low"]) and math.isfinite(row["klom_ci_high"]):
         klom_score += f" [{row['klom_ci_low']:.3f}, {row['klom_ci_high']:.3f}]"
@@ -421,7 +422,8 @@ def table_row(row: Row, configs: Sequence[Row], accuracy_guard: float = DEFAULT_
             *(fmt(row[f"klom_{group}_p95"], ".3f") for group in GROUPS), klom_score, fmt(row["selection_score"], ".3f"),
             insample, default, accuracy_cell(row, accuracy_guard), fmt(row["margin_mae_forget"], ".3f"),
             fmt(row["shift_corr_forget"], ".3f"), fmt(row["mia_pgu_auc"], ".3f"), ulira_cell(row, configs),
-            fmt(row["compute_fraction"], ".3g"), row.get("suspicious", "")]
+            fmt(row.get("challenge_score", math.nan), ".3f"), fmt(row["compute_fraction"], ".3g"),
+            row.get("suspicious", "")]
 
 
 def ulira_cell(row: Row, configs: Sequence[Row]) -> str:
@@ -462,12 +464,13 @@ def floor_row(rows: Sequence[Row]) -> list[str]:
     return [f"*noise floor ({per_side} vs {per_side} oracles)*", _MISSING, _MISSING, *floors,
             fmt(nan_median(row["floor_klom_score"] for row in rows), ".3f"),
             fmt(nan_median(row["floor_selection_score"] for row in rows), ".3f"), _MISSING, _MISSING,
-            fmt(nan_median(row["acc_test_oracle"] for row in rows), ".3f"), *[_MISSING] * 6]
+            fmt(nan_median(row["acc_test_oracle"] for row in rows), ".3f"), *[_MISSING] * 7]
 
 
 def explanation(rows: Sequence[Row], accuracy_guard: float = DEFAULT_ACCURACY_GUARD) -> list[str]:
     """Lines under a table saying what each column measures and what is ideal."""
     attack = nan_median(row["mia_attack_auc"] for row in rows)
+    per_side = int(nan_median(row["n_unlearned"] for row in rows))
     guard = points(accuracy_guard)
     return [
         "- KLOM-95: 95th percentile over the group's points of the KL divergence between oracle "
@@ -499,6 +502,11 @@ def explanation(rows: Sequence[Row], accuracy_guard: float = DEFAULT_ACCURACY_GU
         f"(the attack separates original from retrained models with AUC {fmt(attack, '.3f')}). "
         "U-LiRA acc: the attacker's accuracy against the configuration its shadows ran, ideal 0.5; where that "
         "is not the headline, a dash and the measured configuration's value, named.",
+        f"- Challenge score: the NeurIPS 2023 Machine Unlearning Challenge's score against the oracles, ideal 1: "
+        f"forgetting quality (per forget point, the best threshold attack's epsilon on the logit-scaled "
+        f"confidences, bucketed) times the retain and test accuracy ratios; at {per_side} models per side "
+        "two samples of one distribution score far below 1: the `retrain` row is its floor (the challenge used "
+        "512 models per side).",
         "- Compute: unlearning compute as a fraction of retraining (`do_nothing` 0, `retrain` 1).",
     ]
 
