@@ -6,8 +6,13 @@ import math
 import numpy as np
 import pytest
 
-from unlearnflow.metrics.challenge import (EPSILON_CAP, bucket_points, challenge_score, example_epsilon,
-                                           forgetting_quality)
+from unlearnflow.metrics.challenge import (
+    EPSILON_CAP,
+    bucket_points,
+    challenge_score,
+    example_epsilon,
+    forgetting_quality,
+)
 from unlearnflow.metrics.margins import margins
 
 
