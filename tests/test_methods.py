@@ -23,8 +23,8 @@ from unlearnflow.registry import EDITS_MODEL, METHODS, hyperparameters
 #: inputs or model family: tests/test_pgu.py, tests/test_sourcefree.py; JiT's loss is not a
 #: per-example loss of fit: tests/test_jit.py; adversarial, whose stopping rule is not fit's, at
 #: the end of this file).
-EDITING = ["dmm", "gradient_ascent", "gradient_descent", "neggrad_plus", "oracle_matching", "partial_retrain",
-           "random_labels", "random_labels_forget", "scrub"]
+EDITING = ["bad_teacher", "dmm", "gradient_ascent", "gradient_descent", "l1_sparse", "neggrad_plus", "noisy_descent",
+           "oracle_matching", "partial_retrain", "random_labels", "random_labels_forget", "salun", "scrub"]
 
 RECIPE = TrainConfig(lr=0.1, epochs=15, batch_size=32)
 ORACLE_SEED = 1
@@ -94,6 +94,11 @@ def expected_examples(method, n_forget, n_retain):
         "oracle_matching": lambda: (hp["forget_multiplier"] + int(hp["retain_multiplier"])) * n_forget,
     }
     passes["dmm"] = passes["oracle_matching"]
+    passes["l1_sparse"] = passes["noisy_descent"] = passes["gradient_descent"]
+    passes["salun"] = passes["neggrad_plus"]
+    sampled = -(-3 * n_retain // 10)  # bad teacher: 30% of the retain set, then one pass of each teacher
+    if method == "bad_teacher":
+        return hp["epochs"] * (n_forget + sampled) + sampled + n_forget
     if method == "scrub":  # retain passes, max-step forget passes, one teacher pass over both
         return hp["epochs"] * n_retain + min(hp["max_steps"], hp["epochs"]) * n_forget + n_retain + n_forget
     return hp["epochs"] * passes[method]()
@@ -221,7 +226,7 @@ def test_hyperparameters_fill_defaults_and_reject_unknown_keys():
 def test_this_file_covers_every_method_that_needs_nothing_but_a_model():
     assert {name for name, spec in METHODS.items() if spec.kind == EDITS_MODEL
             and not spec.needs_for({"targets": "oracle"}) or name == "oracle_matching"} - set(EDITING) <= {
-        "newton_certified", "newton_source_free", "jit", "adversarial"}
+        "newton_certified", "newton_source_free", "jit", "adversarial", "ssd"}  # ssd draws nothing: below
 
 
 def test_every_grid_value_is_a_valid_hyperparameter():
@@ -301,3 +306,92 @@ def test_adversarial_checks_its_hyperparameters():
     for message, change in refusals.items():
         with pytest.raises(UserError, match=message):
             hyperparameters("adversarial", change)
+
+
+# --- the peers' baselines (issue 21) ---------------------------------------------------------------
+
+def l1_norm(model):
+    return sum(parameter.abs().sum().item() for parameter in model.parameters())
+
+
+def test_l1_sparse_without_its_penalty_is_gradient_descent_and_its_penalty_sparsifies(setup):
+    recipe = {"lr": 0.05, "epochs": 3, "momentum": 0.9, "weight_decay": 5e-4}
+    plain = unlearned(setup, "l1_sparse", {**recipe, "alpha": 0.0})[0]
+    assert same_weights(plain, unlearned(setup, "gradient_descent", recipe)[0])
+    norms = [l1_norm(unlearned(setup, "l1_sparse", {**recipe, "alpha": alpha})[0]) for alpha in (0.0, 1e-3, 1e-2)]
+    assert norms[0] > norms[1] > norms[2]
+    assert summary(setup, unlearned(setup, "l1_sparse", {**recipe, "alpha": 1e-3})[0]).test_accuracy > 0.85
+
+
+def test_noisy_descent_without_noise_or_clipping_is_gradient_descent(setup):
+    recipe = {"lr": 0.05, "epochs": 3}
+    plain = unlearned(setup, "noisy_descent", {**recipe, "noise_std": 0.0, "max_grad_norm": 1e9})[0]
+    assert same_weights(plain, unlearned(setup, "gradient_descent", recipe)[0])
+    noisy = unlearned(setup, "noisy_descent", recipe)[0]
+    assert not same_weights(noisy, plain) and summary(setup, noisy).test_accuracy > 0.85
+
+
+def test_ssd_dampens_exactly_the_parameters_its_eq_3_selects_and_draws_nothing(setup):
+    from unlearnflow.methods.ssd import importances
+    r, hp = setup.request, {"alpha": 10.0, "dampening": 1.0, "batch_size": 64}
+    model, cost = unlearned(setup, "ssd", hp)
+    assert same_weights(model, unlearned(setup, "ssd", hp, seed=9)[0])
+    assert cost.examples == len(r.inputs) + len(r.forget)
+    original = copy.deepcopy(setup.original)
+    whole = importances(original, r.inputs[r.trained_on], r.labels[r.trained_on], 64)
+    forget = importances(original, r.forget_inputs, r.forget_labels, 64)
+    changed = 0
+    for before, after, on_whole, on_forget in zip(setup.original.parameters(), model.parameters(), whole, forget):
+        selected = on_forget > 10 * on_whole
+        expected = torch.where(selected, before * torch.clamp(on_whole / on_forget, max=1.0), before)
+        assert torch.allclose(after, expected)
+        changed += int((after != before).sum())
+    assert changed > 0
+
+
+def test_ssd_forgets_a_class_and_keeps_the_others(setup):
+    """SSD's claim (Foster et al., Sec. 5): forgetting a class with little loss on the others. On
+    this small MLP the paper's selection weighting (10, tuned on ResNet18) dampens too little to
+    forget it; 5, in the grid, does."""
+    r = setup.request
+    forget = torch.nonzero(r.labels == 3)[:, 0]
+    retain = torch.nonzero(r.labels != 3)[:, 0]
+    request = UnlearningRequest.of_training_set(r.inputs, r.labels, forget, retain, 10)
+    model, _ = unlearned(setup, "ssd", {"alpha": 5.0}, request=request)
+    others = setup.y_test != 3
+
+    def accuracy(net, rows):
+        return (predict_logits(net, setup.x_test[rows]).argmax(1) == setup.y_test[rows]).float().mean().item()
+    assert accuracy(setup.original, ~others) > 0.9 and accuracy(model, ~others) < 0.1
+    assert accuracy(model, others) > accuracy(setup.original, others) - 0.05
+
+
+def test_salun_changes_only_the_salient_weights_and_forgets(setup):
+    from unlearnflow.methods.salun import saliency_mask
+    r = setup.request
+    hp = {"lr": 0.1, "epochs": 5, "momentum": 0.0, "weight_decay": 0.0, "salient_fraction": 0.3}
+    masks = saliency_mask(copy.deepcopy(setup.original), r.forget_inputs, r.forget_labels, 0.3, 64)
+    total = sum(mask.numel() for mask in masks)
+    assert abs(sum(int(mask.sum()) for mask in masks) - 0.3 * total) <= 0.01 * total
+    model, _ = unlearned(setup, "salun", hp)
+    for before, after, mask in zip(setup.original.parameters(), model.parameters(), masks):
+        assert torch.equal(after[~mask], before[~mask])
+    # the 20 relabelled points are 2% of each epoch: their loss rises tenfold, the test accuracy holds
+    before, after = summary(setup, setup.original), summary(setup, model)
+    assert after.forget_loss > 5 * before.forget_loss and after.forget_accuracy < before.forget_accuracy
+    assert after.test_accuracy > before.test_accuracy - 0.02
+
+
+def test_bad_teacher_pulls_forget_outputs_to_the_random_teacher_and_keeps_the_rest(setup):
+    from unlearnflow.methods.bad_teacher import randomly_initialised
+    from unlearnflow.methods.scrub import kl_teacher_student
+    r = setup.request
+    model, _ = unlearned(setup, "bad_teacher", {"lr": 1e-2, "epochs": 3}, seed=2)
+    incompetent = predict_logits(randomly_initialised(setup.original, 2), r.forget_inputs)
+
+    def distance(net):
+        return kl_teacher_student(predict_logits(net, r.forget_inputs), incompetent, 1.0).mean().item()
+    assert distance(model) < distance(setup.original) / 3
+    before, after = summary(setup, setup.original), summary(setup, model)
+    assert after.forget_accuracy < before.forget_accuracy and after.test_accuracy > before.test_accuracy - 0.08
+    assert not same_weights(randomly_initialised(setup.original, 2), randomly_initialised(setup.original, 3))

@@ -314,6 +314,22 @@ register(MethodSpec("scrub", "Kurmanji et al. 2023; DMM paper, Appendix D.4 (IV)
 register(MethodSpec("partial_retrain", "DMM paper, Appendix D.4 (I)", EDITS_MODEL,
                     baselines.PARTIAL_RETRAIN_DEFAULTS, baselines.PARTIAL_RETRAIN_GRID,
                     unlearn=_implementation("methods.partial_retrain:unlearn")))
+register(MethodSpec("l1_sparse", "Jia et al. 2023, Model Sparsity Can Simplify Machine Unlearning (l1-sparse)",
+                    EDITS_MODEL, baselines.L1_SPARSE_DEFAULTS, baselines.L1_SPARSE_GRID,
+                    unlearn=_implementation("methods.l1_sparse:unlearn")))
+register(MethodSpec("ssd", "Foster et al. 2024, Selective Synaptic Dampening (SSD)", EDITS_MODEL,
+                    baselines.SSD_DEFAULTS, baselines.SSD_GRID, unlearn=_implementation("methods.ssd:unlearn"),
+                    check=baselines.check_ssd))
+register(MethodSpec("salun", "Fan et al. 2024, SalUn: weight saliency and random labels", EDITS_MODEL,
+                    baselines.SALUN_DEFAULTS, baselines.SALUN_GRID, unlearn=_implementation("methods.salun:unlearn"),
+                    check=baselines.check_fraction("salun", "salient_fraction")))
+register(MethodSpec("bad_teacher", "Chundawat et al. 2023, Can Bad Teaching Induce Forgetting? (Bad Teacher)",
+                    EDITS_MODEL, baselines.BAD_TEACHER_DEFAULTS, baselines.BAD_TEACHER_GRID,
+                    unlearn=_implementation("methods.bad_teacher:unlearn"),
+                    check=baselines.check_fraction("bad_teacher", "retain_fraction")))
+register(MethodSpec("noisy_descent", "the DMM authors' benchmark code (noisy descent: clipped, noised retain "
+                    "fine-tuning)", EDITS_MODEL, baselines.NOISY_DESCENT_DEFAULTS, baselines.NOISY_DESCENT_GRID,
+                    unlearn=_implementation("methods.noisy_descent:unlearn")))
 register(MethodSpec("oracle_matching", "DMM paper, Algorithm C.1", EDITS_MODEL, dmm.ORACLE_MATCHING_DEFAULTS,
                     dmm.ORACLE_MATCHING_GRID, unlearn=_implementation("dmm.oracle_matching:unlearn"),
                     needs=_oracle_matching_needs, prepare=_implementation("dmm.targets:true_targets"),

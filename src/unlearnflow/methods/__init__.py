@@ -11,10 +11,16 @@ in :mod:`.declarations`, which imports no torch):
 - ``scrub``: SCRUB (Kurmanji et al. 2023), Appendix D.4 (IV), max/min KL to a frozen teacher;
 - ``partial_retrain``: Appendix D.4 (I), train from scratch on the retain set for fewer epochs;
 - ``adversarial``: Cha et al. 2024, ascent on the forget samples held by adversarial anchors and weight
-  importance (source-free; the source-free paper's Table 5 "Adversarial").
+  importance (source-free; the source-free paper's Table 5 "Adversarial");
+- ``l1_sparse``: Jia et al. 2023, retain fine-tuning with a decaying l1 penalty;
+- ``ssd``: Foster et al. 2024, Selective Synaptic Dampening, no training;
+- ``salun``: Fan et al. 2024, random labels on the weights most salient to the forget loss;
+- ``bad_teacher``: Chundawat et al. 2023, distillation from the original on retain points and a random model on
+  forget points;
+- ``noisy_descent``: the DMM authors' benchmark baseline, retain fine-tuning with clipped, noised gradients.
 
-Every method but JiT (whose loss compares outputs on perturbed inputs) and Adversarial (its own
-loop with a stopping rule per step) trains through
+Every method but JiT (whose loss compares outputs on perturbed inputs), Adversarial (its own
+loop with a stopping rule per step) and SSD (no training) trains through
 :func:`unlearnflow.core.training.fit`; fine-tuning keeps BatchNorm
 statistics frozen (:mod:`.common`). The papers' own methods live in their packages
 (:mod:`unlearnflow.dmm`, ...); :mod:`unlearnflow.registry` lists them all.

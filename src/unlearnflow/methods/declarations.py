@@ -8,7 +8,7 @@ and ``*_GRID`` follow, in the order of :mod:`unlearnflow.methods`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from unlearnflow.core.recipe import TrainConfig
 from unlearnflow.errors import UserError
@@ -118,3 +118,48 @@ SCRUB_DEFAULTS = {**FINE_TUNING, "lr": 3e-3, "epochs": 5, "max_steps": 3, "forge
 #: Appendix D.4 (IV): lr x max-steps (maximisation epochs) x total epochs x forget batch.
 SCRUB_GRID = {"lr": [3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6],
               "max_steps": [1, 3, 5, 7, 9], "epochs": [5, 7, 10], "forget_batch_size": [32, 64]}
+
+
+#: l1-sparse (Jia et al. 2023; :mod:`unlearnflow.methods.l1_sparse`): the authors' CIFAR-10 fine-tuning
+#: (10 epochs at lr 0.01, SGD with momentum 0.9 and weight decay 5e-4) and penalty 5e-4.
+L1_SPARSE_DEFAULTS = {**FINE_TUNING, "lr": 1e-2, "epochs": 10, "momentum": 0.9, "weight_decay": 5e-4, "alpha": 5e-4}
+#: the penalty around the paper's (1e-4 is the SalUn authors' script) and the fine-tuning learning rate
+L1_SPARSE_GRID = {"alpha": [1e-4, 5e-4, 1e-3], "lr": [1e-3, 1e-2]}
+
+#: SSD (Foster et al. 2024; :mod:`unlearnflow.methods.ssd`): selection weighting alpha 10 and
+#: dampening constant lambda 1, the paper's; importances from batches of 64 (ours).
+SSD_DEFAULTS = {"alpha": 10.0, "dampening": 1.0, "batch_size": 64}
+SSD_GRID = {"alpha": [1.0, 5.0, 10.0, 50.0], "dampening": [0.1, 1.0]}
+
+#: SalUn (Fan et al. 2024; :mod:`unlearnflow.methods.salun`): the authors' CIFAR-10 random-label run
+#: (10 epochs at lr 0.013, SGD with momentum 0.9 and weight decay 5e-4) on the half of the weights
+#: most salient to the forget loss.
+SALUN_DEFAULTS = {**FINE_TUNING, "lr": 0.013, "epochs": 10, "momentum": 0.9, "weight_decay": 5e-4,
+                  "salient_fraction": 0.5}
+SALUN_GRID = {"lr": [1e-3, 1e-2], "salient_fraction": [0.1, 0.5, 0.9]}
+
+#: Bad Teacher (Chundawat et al. 2023; :mod:`unlearnflow.methods.bad_teacher`): one epoch of Adam at
+#: lr 1e-4, KL temperature 1, on the forget set and 30% of the retain set, the authors' defaults.
+BAD_TEACHER_DEFAULTS = {**FINE_TUNING, "optimizer": "adam", "lr": 1e-4, "epochs": 1, "temperature": 1.0,
+                        "retain_fraction": 0.3}
+BAD_TEACHER_GRID = {"lr": [1e-5, 1e-4, 1e-3], "epochs": [1, 3]}
+
+#: Noisy descent (a baseline of the DMM authors' benchmark code; :mod:`unlearnflow.methods.noisy_descent`):
+#: gradients clipped to norm 1, Gaussian noise of std 0.01 on each entry.
+NOISY_DESCENT_DEFAULTS = {**FINE_TUNING, "max_grad_norm": 1.0, "noise_std": 0.01}
+NOISY_DESCENT_GRID = {"lr": LR_GRID, "noise_std": [0.001, 0.01, 0.1]}
+
+
+def check_fraction(method: str, key: str) -> Callable[[Mapping[str, Any]], None]:
+    """A check that ``hp[key]`` lies in (0, 1] (one-line UserError otherwise)."""
+    def check(hp: Mapping[str, Any]) -> None:
+        if not 0 < hp[key] <= 1:
+            raise UserError(f"{method}: {key} must be in (0, 1], got {hp[key]!r}")
+    return check
+
+
+def check_ssd(hp: Mapping[str, Any]) -> None:
+    """Positive selection weighting, dampening constant and batch size (one-line UserError)."""
+    for key in ("alpha", "dampening", "batch_size"):
+        if not hp[key] > 0:
+            raise UserError(f"ssd: {key} must be > 0, got {hp[key]!r}")
