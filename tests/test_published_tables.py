@@ -21,6 +21,7 @@ from unlearnflow.report.published import (
     checkout_state,
     klom_below_retraining,
     make_snapshot,
+    headline_column,
     method_comparison,
     pairwise_wins,
     pgu_renderer,
@@ -163,6 +164,18 @@ def test_the_method_comparison_shows_the_headline_score_the_in_sample_best_and_t
         method_comparison([snapshot], {"SCRUB": "scrub"})
     with pytest.raises(UserError, match="method 'do_nothing' has two headline rows on forget set 'random_10'"):
         method_comparison([snapshot, snapshot], {"DMM": "dmm"})
+
+
+def test_a_headline_column_shows_one_column_of_each_methods_headline_configuration(tmp_path):
+    snapshot = read_snapshot(tmp_path / "repo", snapshot_of(tmp_path, tmp_path / "repo", "digits", digits_rows()).name)
+    text = headline_column([snapshot], {"DMM": "dmm", "GD": "gd"}, "compute_fraction", ["random_10", "cluster_60"],
+                           spec=".1%")
+    assert text.splitlines() == ["| forget set | DMM | GD |", "| --- | ---: | ---: |",
+                                 "| random_10 | 0.7% | 10.0% |", "| cluster_60 | 2.0% | 10.0% |"]
+    with pytest.raises(UserError, match="'scrub' is in no snapshot's summary"):
+        headline_column([snapshot], {"SCRUB": "scrub"}, "compute_fraction")
+    with pytest.raises(UserError, match="'nope' is in no snapshot's summary"):
+        headline_column([snapshot], {"DMM": "dmm"}, "nope")
 
 
 def test_the_optimism_of_in_sample_selection_and_pairwise_wins_come_from_the_headline_rows(tmp_path):
@@ -318,5 +331,5 @@ def test_the_readme_is_short_starts_with_the_two_commands_and_links_every_docs_p
     assert readme.split("\n")[2:6] == [
         "```bash", "pip install torch==2.13.0 && pip install -e . && snakemake --cores 2",
         'pip install torch==2.13.0 && pip install -e ".[test]" && python -m pytest -q -n 2', "```"]
-    for page in ("dmm.md", "pgu.md", "sourcefree.md", "operations.md", "klom-blind-spots.md"):
+    for page in ("dmm.md", "pgu.md", "sourcefree.md", "operations.md", "klom-blind-spots.md", "baselines.md"):
         assert f"(docs/{page})" in readme and (REPO / "docs" / page).is_file()

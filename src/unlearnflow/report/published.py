@@ -31,7 +31,8 @@ renderer's options::
 with ``check`` it changes nothing and names each block whose text differs. The renderers
 (:data:`RENDERERS`) are pure functions of snapshots and options to markdown: the source-free
 paper's tables, the PGU paper's tables, the method comparison of README's "Measured on digits",
-how optimistic in-sample selection is per method, and pairwise comparisons of methods.
+how optimistic in-sample selection is per method, pairwise comparisons of methods, and one
+column of each method's headline configuration (``headline-column``, e.g. the challenge score).
 """
 
 from __future__ import annotations
@@ -219,6 +220,24 @@ def method_comparison(snapshots: Sequence[Snapshot], methods: Mapping[str, str],
     return "\n".join([*lines, "", " ".join(notes)] if notes else lines)
 
 
+def headline_column(snapshots: Sequence[Snapshot], methods: Mapping[str, str], column: str,
+                    forget_sets: Sequence[str] | None = None, spec: str = ".3f") -> str:
+    """A line per forget set (`forget_sets` in their order, else all in the snapshots' order), a
+    column per method (`methods`: column title -> method) holding `column` of its headline
+    configuration (``selected``) formatted with `spec`; a dash where the method has none."""
+    headline = {(row["forget_set"], row["method"]): row
+                for row in headline_rows(read_summaries([snapshot.summary for snapshot in snapshots], "tables"))}
+    unknown = [method for method in methods.values() if all(key[1] != method for key in headline)]
+    if unknown or not headline or column not in next(iter(headline.values())):
+        raise UserError(f"tables: headline-column: '{unknown[0] if unknown else column}' is in no snapshot's summary")
+    lines = [markdown_line(("forget set", *methods)), markdown_line(("---", *["---:"] * len(methods)))]
+    for forget_set in forget_sets or list(dict.fromkeys(forget_set for forget_set, _ in headline)):
+        lines.append(markdown_line((forget_set, *(fmt(headline[forget_set, method][column], spec)
+                                                  if (forget_set, method) in headline else "–"
+                                                  for method in methods.values()))))
+    return "\n".join(lines)
+
+
 def _score_cell(row: Row, insample: bool, bold: bool, with_w1: bool) -> str:
     """A method's headline KLOM score, with `with_w1` its W1 selection score in parentheses (bold
     when `bold`), and, with `insample`, the in-sample best's selection score in brackets where it
@@ -345,6 +364,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
     "sourcefree-table": sourcefree_renderer,
     "pgu-table": pgu_renderer,
     "method-comparison": method_comparison,
+    "headline-column": headline_column,
     "selection-optimism": selection_optimism,
     "pairwise-wins": pairwise_wins,
     "klom-below-retraining": klom_below_retraining,
