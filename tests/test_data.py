@@ -470,3 +470,27 @@ def test_invalid_values(key: str, value: object) -> None:
 
 def test_missing_path() -> None:
     assert_user_error({"loader": "idx"}, "path")
+
+
+def test_a_users_loader_by_name_is_checked_in_one_line(tmp_path, monkeypatch):
+    """data.loader: package.module:function (issue 21): what it returns is checked, and a module
+    that fails to import or lacks the function is named."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loaders_under_test.py").write_text(
+        "import numpy as np\n"
+        "def good():\n    return {'x_train': np.eye(6)[np.arange(40) % 6], 'y_train': np.arange(40) % 2}\n"
+        "def a_list():\n    return [1, 2]\n"
+        "def bad_labels():\n    return {'x_train': np.zeros((4, 3)), 'y_train': np.array([0.5, 1, 0, 1])}\n")
+    (tmp_path / "broken_loader.py").write_text("raise RuntimeError('no data today')\n")
+    dataset = load_dataset({"loader": "loaders_under_test:good"})
+    assert dataset.x_train.shape[1:] == (6,) and len(dataset.y_train) + len(dataset.y_test) + len(dataset.y_val) == 40
+    for loader, message in [
+        ("loaders_under_test:a_list", "config: data.loader: loaders_under_test:a_list returned list, not a mapping"),
+        ("loaders_under_test:bad_labels", "returned y_train of float64 and shape (4,), not one integer label"),
+        ("loaders_under_test:missing", "config: data.loader: module loaders_under_test has no function missing"),
+        ("broken_loader:good", "config: data.loader: cannot import broken_loader for broken_loader:good "
+                               "(RuntimeError: no data today)"),
+    ]:
+        with pytest.raises(UserError) as error:
+            load_dataset({"loader": loader})
+        assert message in str(error.value)

@@ -19,9 +19,9 @@ from unlearnflow.evaluation.selection import select_configurations
 from unlearnflow.report.pgu_tables import pgu_tables, read_summaries
 from unlearnflow.report.published import (
     checkout_state,
+    headline_column,
     klom_below_retraining,
     make_snapshot,
-    headline_column,
     method_comparison,
     pairwise_wins,
     pgu_renderer,

@@ -776,3 +776,51 @@ def test_fashion_mnist_pgu_presets_run_the_digits_experiments_on_fashion_mnist(t
         sets = [config["forget_sets"], *(e["forget_sets"] for e in config.get("experiments", {}).values())]
         return {(spec["kind"], spec.get("requests"), spec.get("budget")) for fs in sets for spec in fs.values()}
     assert kinds(fmnist) == kinds(digits)
+
+
+#: a user's module in the working directory: a model factory and a data loader (issue 21)
+USER_MODULE = '''
+import numpy as np
+from sklearn.datasets import load_digits
+from torch import nn
+
+
+def tiny_net(input_shape, num_classes, hidden=16):
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes))
+
+
+def digits_split():
+    digits = load_digits()
+    x, y = digits.images[:, None] / 16.0, digits.target
+    return {"x_train": x[:1200], "y_train": y[:1200], "x_test": x[1200:], "y_test": y[1200:]}
+
+
+def not_a_model(input_shape, num_classes):
+    return 3
+'''
+
+
+def test_a_users_own_model_and_loader_by_name_run_through_the_workflow(tmp_path):
+    (tmp_path / "mine.py").write_text(USER_MODULE)
+    config = {**TINY, "model": {"arch": "mine:tiny_net", "options": {"hidden": 24}},
+              "data": {"loader": "mine:digits_split"}, "forget_sets": {"r5": TINY["forget_sets"]["r5"]}}
+    write_config(tmp_path, config)
+    snakemake(tmp_path)
+    results = tmp_path / "results" / "tiny"
+    data, originals = read_dataset(results / "data.h5"), read_bank(results / "originals.h5", with_weights=True)
+    assert len(data.y_train) == 1200 and len(data.y_test) + len(data.y_val) == 597
+    assert originals.attrs["arch"] == "mine:tiny_net" and originals.attrs["model_options"] == {"hidden": 24}
+    assert originals.weights["1.weight"].shape == (3, 24, 64)
+    assert (originals.logits["test"].argmax(-1) == data.y_test).mean() > 0.7
+    assert "| retrain |" in (results / "report" / "summary.md").read_text()
+    # a factory that returns no module, or a module that is not there: one line naming the key
+    write_config(tmp_path, {**config, "model": {"arch": "mine:not_a_model"}})
+    failed = snakemake(tmp_path, "--forcerun", "train_originals", check=False)
+    assert "unlearnflow: error: config: model.arch: mine:not_a_model returned int, not a torch.nn.Module" in (
+        failed.stdout + failed.stderr)
+    write_config(tmp_path, {**config, "data": {"loader": "theirs:digits_split"}})
+    failed = snakemake(tmp_path, "--dry-run", check=False)
+    assert failed.returncode != 0 and (
+        "unlearnflow: error: config: data.loader: no module 'theirs' on the Python path or in the working directory"
+        in failed.stderr)

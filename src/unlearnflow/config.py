@@ -20,11 +20,12 @@ import jsonschema
 import yaml
 
 from unlearnflow.core.forget_sets import check_spec
-from unlearnflow.core.recipe import ARCHITECTURES, TrainConfig
+from unlearnflow.core.recipe import ARCHITECTURES, DATA_LOADERS, TrainConfig
 from unlearnflow.core.stage_table import STAGES, resources_of
 from unlearnflow.dmm.dm_direct import OUTPUT_OF
 from unlearnflow.dmm.estimators import OUTPUTS, SPLITS, estimator_of, options, split_heldout
 from unlearnflow.errors import UserError
+from unlearnflow.lazy import check_findable, is_import_path
 from unlearnflow.metrics.declarations import MIN_MODELS
 from unlearnflow.registry import PREDICTS_OUTPUTS, REFERENCES, check_method_config, configurations, spec_of
 from unlearnflow.sourcefree.declarations import check_features_spec, is_linear_recipe, linear_recipe
@@ -121,8 +122,13 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
     if unknown_rules:
         raise UserError(f"config: resources: unknown rule(s) {', '.join(unknown_rules)} "
                         f"(rules: default, {', '.join(STAGES)})")
-    if config["model"]["arch"] not in ARCHITECTURES:
-        raise UserError(f"config: model.arch: unknown architecture {config['model']['arch']!r}")
+    for key, value, known in (("model.arch", config["model"]["arch"], ARCHITECTURES),
+                              ("data.loader", config["data"]["loader"], DATA_LOADERS)):
+        if is_import_path(value):
+            check_findable(value, key)
+        elif value not in known:
+            raise UserError(f"config: {key}: unknown {value!r} (known: {', '.join(known)}; or your own "
+                            "function as 'package.module:function')")
     _check_training(config)
     return config
 

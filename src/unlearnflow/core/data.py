@@ -3,7 +3,8 @@
 :func:`load_dataset` turns a ``data`` config slice into a :class:`Dataset` in five steps:
 
 1. **Read** the source with one of :data:`LOADERS` (``digits``, ``idx``, ``cifar``,
-   ``image_folder``, ``features``). Pixels are scaled to [0, 1]; labels become int64 0..C-1.
+   ``image_folder``, ``features``) or the user's function named ``package.module:function``
+   (:func:`_read_user_loader`). Pixels are scaled to [0, 1]; labels become int64 0..C-1.
 2. **Test split.** Sources with their own test split keep it. The others (``digits``, an image
    folder without ``train/`` and ``test/``, a features file without test arrays) move
    ``test_fraction`` of each class to the test set.
@@ -46,9 +47,11 @@ import h5py
 import numpy as np
 from PIL import Image
 
+from unlearnflow.core.recipe import DATA_LOADERS
 from unlearnflow.errors import UserError
+from unlearnflow.lazy import is_import_path, user_function
 
-LOADERS = ("digits", "idx", "cifar", "image_folder", "features")
+LOADERS = DATA_LOADERS
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -130,7 +133,7 @@ class _Source:
 def load_dataset(spec: Mapping[str, Any]) -> Dataset:
     """Load, split and normalise the data set that `spec` (a ``data`` config slice) describes."""
     parsed = _parse_spec(spec)
-    source = _READERS[parsed.loader](parsed)
+    source = (_read_user_loader if is_import_path(parsed.loader) else _READERS[parsed.loader])(parsed)
     _check_labels(source, parsed)
     return _split_and_normalise(source, parsed)
 
@@ -147,8 +150,9 @@ def _parse_spec(spec: Mapping[str, Any]) -> _Spec:
         raise UserError(f"data spec: unknown key(s) {', '.join(sorted(unknown))}; "
                         f"expected some of {', '.join(_SPEC_KEYS)}")
     loader = spec.get("loader")
-    if loader not in LOADERS:
-        raise UserError(f"data spec: loader must be one of {', '.join(LOADERS)}, found {loader!r}")
+    if loader not in LOADERS and not is_import_path(loader):
+        raise UserError(f"data spec: loader must be one of {', '.join(LOADERS)} or 'package.module:function', "
+                        f"found {loader!r}")
     if loader != "image_folder" and spec.get("image_size") is not None:
         raise UserError(f"data spec: image_size applies only to the image_folder loader, not {loader}")
     return _Spec(
@@ -165,7 +169,7 @@ def _parse_spec(spec: Mapping[str, Any]) -> _Spec:
 
 def _path(spec: Mapping[str, Any], loader: str) -> Path | None:
     path = spec.get("path")
-    if loader == "digits":
+    if loader == "digits" or is_import_path(loader):
         return None
     if not isinstance(path, (str, Path)) or not str(path):
         raise UserError(f"data spec: the {loader} loader needs a path, found {path!r}")
@@ -512,6 +516,37 @@ def _feature_class_names(file: h5py.File, path: Path) -> tuple[str, ...] | None:
 
 
 # --- splitting and normalising ----------------------------------------------------------------
+
+
+# --- a user's loader (package.module:function) ------------------------------------------------
+
+
+def _read_user_loader(spec: _Spec) -> _Source:
+    """The arrays the user's function returns (``data.loader: package.module:function``, called
+    with no argument): a mapping with ``x_train``, ``y_train`` and optionally ``x_test``,
+    ``y_test``; inputs finite numbers of shape (N, D) or (N, C, H, W), taken as they are (the
+    normalisation step scales them), labels integers."""
+    loaded = user_function(spec.loader, "data.loader")()
+
+    def wrong(problem: str) -> UserError:
+        return UserError(f"config: data.loader: {spec.loader} returned {problem}")
+    if not isinstance(loaded, Mapping) or not {"x_train", "y_train"} <= set(loaded):
+        raise wrong(f"{type(loaded).__name__}, not a mapping with x_train, y_train (and x_test, y_test)")
+    arrays = {}
+    for split in ("train", "test") if "x_test" in loaded or "y_test" in loaded else ("train",):
+        x, y = np.asarray(loaded.get(f"x_{split}")), np.asarray(loaded.get(f"y_{split}"))
+        if x.ndim not in (2, 4) or not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+            raise wrong(f"x_{split} of {x.dtype} and shape {x.shape}, not finite numbers (N, D) or (N, C, H, W)")
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.number) or not np.all(y == np.round(y)):
+            raise wrong(f"y_{split} of {y.dtype} and shape {y.shape}, not one integer label per row of x_{split}")
+        arrays[split] = (x.astype(np.float32), y.astype(np.int64))
+    x_test, y_test = arrays.get("test", (None, None))
+    if x_test is not None and x_test.shape[1:] != arrays["train"][0].shape[1:]:
+        raise wrong(f"x_test rows of shape {x_test.shape[1:]}, not x_train's {arrays['train'][0].shape[1:]}")
+    top = max(int(y.max(initial=0)) for _, y in arrays.values())
+    return _Source(name=spec.loader.partition(":")[2], x_train=arrays["train"][0], y_train=arrays["train"][1],
+                   x_test=x_test, y_test=y_test, classes=tuple(str(label) for label in range(top + 1)),
+                   pixel_max=1.0)
 
 
 _READERS: dict[str, Callable[[_Spec], _Source]] = {

@@ -44,6 +44,7 @@ from torch import nn
 
 from unlearnflow.core.recipe import ARCHITECTURES
 from unlearnflow.errors import UserError
+from unlearnflow.lazy import is_import_path, user_function
 
 __all__ = [
     "ARCHITECTURES",
@@ -469,7 +470,8 @@ def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, **opt
     """Build a freshly initialised classifier (uses the global torch RNG for initialisation).
 
     Args:
-        arch: one of :data:`ARCHITECTURES`.
+        arch: one of :data:`ARCHITECTURES`, or a user's factory ``package.module:function``
+            called as ``function(input_shape, num_classes, **options)`` (:func:`user_model`).
         input_shape: ``(C, H, W)`` for images (``H, W >= 8`` for conv nets) or ``(D,)``
             (``linear``/``mlp`` only).
         num_classes: number of output logits (>= 1).
@@ -481,6 +483,8 @@ def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, **opt
     Raises:
         UserError: unknown architecture, bad shape or class count, unknown option or bad value.
     """
+    if is_import_path(arch):
+        return user_model(arch, input_shape, num_classes, **options)
     if arch not in _CLASSES:
         raise UserError(f"unknown model architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     shape = _check_shape(arch, input_shape)
@@ -493,6 +497,17 @@ def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, **opt
         raise UserError(f"model {arch!r}: unknown option(s) {', '.join(unknown)} (known: {known})")
     cleaned = {name: allowed[name](arch, value) for name, value in options.items()}
     return _CLASSES[arch](shape, num_classes, **cleaned)
+
+
+def user_model(factory: str, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
+    """The model of a user's factory (``model.arch: package.module:function``), recording how it
+    was built as a :class:`Classifier` does (``arch``, ``input_shape``, ``num_classes``,
+    ``options``); a one-line UserError naming ``model.arch`` when it returns no module."""
+    model = user_function(factory, "model.arch")(tuple(input_shape), num_classes, **options)
+    if not isinstance(model, nn.Module):
+        raise UserError(f"config: model.arch: {factory} returned {type(model).__name__}, not a torch.nn.Module")
+    model.arch, model.input_shape, model.num_classes, model.options = factory, tuple(input_shape), num_classes, options
+    return model
 
 
 # --------------------------------------------------------------------------- introspection

@@ -13,8 +13,11 @@ from typing import Any, Mapping
 
 from unlearnflow.errors import UserError
 
-#: The architectures :func:`unlearnflow.core.models.build_model` builds, by config name.
+#: The architectures :func:`unlearnflow.core.models.build_model` builds, by config name (or a
+#: user's factory, ``package.module:function``).
 ARCHITECTURES = ("linear", "mlp", "smallvgg", "allcnn", "resnet9", "resnet18")
+#: The data loaders :func:`unlearnflow.core.data.load_dataset` knows (or a user's, by import path).
+DATA_LOADERS = ("digits", "idx", "cifar", "image_folder", "features")
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "onecycle", "exponential")
