@@ -277,11 +277,19 @@ def train_params(training, first_id, n_models, role="original", subset_fraction=
             parts.append(f"--models-per-pass {per_pass}")
         if input.labels:
             parts.append(f"--labels-from {input.labels}")
+        if "state_dicts" in input.keys() and input.state_dicts:
+            parts.append(f"--state-dicts {' '.join(input.state_dicts)}")
         return " ".join(part for part in parts if part)
 
     return dict(model=as_json(config["model"]), training=as_json(training), seed=config["seed"],
                 first_id=first_id, n_models=n_models, flags=flags, device=config["device"],
                 progress=PROGRESS, version=STAGE_VERSIONS["model_bank"])
+
+
+def chunk_state_dicts(wildcards):
+    """The files a chunk of imported originals loads (``originals.state_dicts``); none when trained."""
+    first, count = chunk_models(wildcards.chunk)
+    return config["originals"].get("state_dicts", [])[first : first + count]
 
 
 def chunk_first_id(wildcards):

@@ -16,10 +16,11 @@ GATHER_SHELL = (
 
 
 rule train_originals:
-    """Train one chunk of the original models (all training data)."""
+    """Train one chunk of the original models (all training data), or import it (``originals.state_dicts``)."""
     input:
         data=DATA,
         labels=poisoned_labels(),
+        state_dicts=chunk_state_dicts,
     output:
         path_of("train_originals"),
     log:

@@ -49,6 +49,40 @@ def test_data_forget_set_and_a_bank_chunk_from_the_command_line(tmp_path):
     assert not bank.train_masks[:, forget.indices].any()
 
 
+def test_import_bank_round_trips_models_trained_elsewhere(tmp_path):
+    """Issue 21: `unlearnflow import-bank` turns state-dict files into an original bank whose
+    logits are the files' models' logits, its attrs naming each file's SHA-256, beside the models
+    alone; a file of another architecture is one line naming it."""
+    import torch
+
+    from unlearnflow.core.models import build_model
+    from unlearnflow.core.store import file_checksum
+    from unlearnflow.core.training import init_model, predict_logits
+    assert run("prepare-data", "--spec", '{"loader": "digits"}', "--out", "d.h5", cwd=tmp_path).returncode == 0
+    data = read_dataset(tmp_path / "d.h5")
+    models = [init_model(lambda: build_model("mlp", data.input_shape, 10, hidden=[12]), seed) for seed in (5, 6, 7)]
+    files = [f"m{index}.pt" for index in range(3)]
+    for model, name in zip(models, files):
+        torch.save(model.state_dict(), tmp_path / name)
+    spec = '{"arch": "mlp", "options": {"hidden": [12]}}'
+    done = run("import-bank", "--data", "d.h5", "--model", spec, "--out", "originals.h5",
+               "--weights-out", "original_models.h5", *files, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    bank = read_bank(tmp_path / "originals.h5", role="original")
+    assert list(bank.model_ids) == [0, 1, 2] and bank.train_masks.all()
+    for index, model in enumerate(models):
+        for split in ("train", "val", "test"):
+            expected = predict_logits(model, torch.from_numpy(getattr(data, f"x_{split}"))).numpy()
+            np.testing.assert_allclose(bank.logits[split][index], expected, rtol=1e-5, atol=1e-6)
+        assert np.array_equal(bank.weights["classifier.weight"][index], model.state_dict()["classifier.weight"])
+    assert bank.attrs["imported_from"] == {name: file_checksum(tmp_path / name) for name in files}
+    assert read_bank(tmp_path / "original_models.h5", with_weights=True).weights.keys() == bank.weights.keys()
+    torch.save(build_model("mlp", data.input_shape, 10, hidden=[7]).state_dict(), tmp_path / "other.pt")
+    wrong = run("import-bank", "--data", "d.h5", "--model", spec, "--out", "x.h5", "other.pt", cwd=tmp_path)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("unlearnflow: error: other.pt: weights do not fit")
+    assert not (tmp_path / "x.h5").exists()
+
+
 @pytest.mark.slow
 def test_trak_datamodels_and_dm_direct_from_the_command_line(tmp_path):
     model = '{"arch": "mlp", "options": {"hidden": [8]}}'

@@ -814,6 +814,22 @@ def test_a_users_own_model_and_loader_by_name_run_through_the_workflow(tmp_path)
     assert originals.weights["1.weight"].shape == (3, 24, 64)
     assert (originals.logits["test"].argmax(-1) == data.y_test).mean() > 0.7
     assert "| retrain |" in (results / "report" / "summary.md").read_text()
+    # the same models as state dicts trained elsewhere (originals.state_dicts): imported, not trained
+    import torch
+    files = []
+    for index in range(3):
+        torch.save({name: torch.from_numpy(value[index]) for name, value in originals.weights.items()},
+                   tmp_path / f"model{index}.pt")
+        files.append(f"model{index}.pt")
+    write_config(tmp_path, {**config, "originals": {**config["originals"], "state_dicts": files[:2]}})
+    failed = snakemake(tmp_path, "--dry-run", check=False)
+    assert "config: originals.state_dicts: 2 file(s) for originals.models 3: give one per model" in failed.stderr
+    write_config(tmp_path, {**config, "originals": {**config["originals"], "state_dicts": files}})
+    snakemake(tmp_path, "results/tiny/originals.h5")
+    imported = read_bank(results / "originals.h5", with_weights=True)
+    assert sorted(imported.attrs["imported_from"]) == files and imported.attrs["training"] == "imported"
+    for split in ("train", "test"):
+        np.testing.assert_allclose(imported.logits[split], originals.logits[split], rtol=1e-5, atol=1e-6)
     # a factory that returns no module, or a module that is not there: one line naming the key
     write_config(tmp_path, {**config, "model": {"arch": "mine:not_a_model"}})
     failed = snakemake(tmp_path, "--forcerun", "train_originals", check=False)

@@ -113,8 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--count", type=int, required=True)
     sub.add_argument("--models-per-pass", type=int, default=0,
                      help="train at most this many models at once on the device (0: all of them)")
+    sub.add_argument("--state-dicts", nargs="+", default=(), metavar="PATH",
+                     help="import these trained models (one state-dict file per model) instead of training")
     torch_options(sub)
     sub.add_argument("--out", required=True)
+
+    sub = command("import-bank", "import_originals", "an original bank from models you trained (state-dict files)",
+                  "model_bank")
+    sub.add_argument("--data", required=True, help="dataset artifact (results/EXPERIMENT/data.h5)")
+    labels_option(sub)
+    sub.add_argument("--model", type=json_value, required=True,
+                     help='JSON model config slice, e.g. \'{"arch": "mlp", "options": {"hidden": [64]}}\'')
+    sub.add_argument("--seed", type=int, default=0, help="global seed (the models' recorded seeds)")
+    sub.add_argument("--out", required=True, help="the bank (results/EXPERIMENT/originals.h5)")
+    sub.add_argument("--weights-out", help="also the models alone (results/EXPERIMENT/original_models.h5)")
+    sub.add_argument("state_dicts", nargs="+", metavar="STATE_DICT", help="one .pt file per model, in model-id order")
 
     sub = command("gather", "gather", "concatenate model-bank chunks", "model_bank")
     sub.add_argument("--out", required=True)

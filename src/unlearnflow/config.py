@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -122,6 +123,7 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
     if unknown_rules:
         raise UserError(f"config: resources: unknown rule(s) {', '.join(unknown_rules)} "
                         f"(rules: default, {', '.join(STAGES)})")
+    _check_imported_originals(config)
     for key, value, known in (("model.arch", config["model"]["arch"], ARCHITECTURES),
                               ("data.loader", config["data"]["loader"], DATA_LOADERS)):
         if is_import_path(value):
@@ -131,6 +133,23 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
                             "function as 'package.module:function')")
     _check_training(config)
     return config
+
+
+def _check_imported_originals(config: Mapping[str, Any]) -> None:
+    """Imported originals (``originals.state_dicts``): one existing file per model; the oracles
+    are always retrained."""
+    if "state_dicts" in config["oracles"]:
+        raise UserError("config: oracles.state_dicts: only the original models are imported; the oracles are "
+                        "retrained (KLOM's reference)")
+    files = config["originals"].get("state_dicts")
+    if files is None:
+        return
+    if len(files) != config["originals"]["models"]:
+        raise UserError(f"config: originals.state_dicts: {len(files)} file(s) for originals.models "
+                        f"{config['originals']['models']}: give one per model")
+    missing = [path for path in files if not os.path.isfile(path)]
+    if missing:
+        raise UserError(f"config: originals.state_dicts: no file {missing[0]}")
 
 
 def _check_training(config: Mapping[str, Any]) -> None:

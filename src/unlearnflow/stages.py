@@ -29,6 +29,7 @@ from unlearnflow.core.artifacts import (
     SPLITS,
     ModelBank,
     concatenate_banks,
+    import_bank,
     read_bank,
     read_dataset,
     read_forget_samples,
@@ -147,8 +148,10 @@ def make_forget_samples(*, data: str, forget_set: str, labels_from: str | None, 
 def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[str, Any], seed: int, first_id: int,
           count: int, out: str, forget_set: str | None = None, requests: int | None = None,
           labels_from: str | None = None, subset_fraction: float | None = None, device: str = "auto",
-          threads: int = 0, progress: bool = False, models_per_pass: int = 0) -> None:
-    """Train models ``first_id .. first_id + count - 1`` of a role into one bank chunk.
+          threads: int = 0, progress: bool = False, models_per_pass: int = 0, state_dicts: Sequence[str] = ()) -> None:
+    """Train models ``first_id .. first_id + count - 1`` of a role into one bank chunk; with
+    `state_dicts` (one file per model), import models trained elsewhere instead
+    (:func:`~unlearnflow.core.artifacts.import_bank`; the config's ``originals.state_dicts``).
 
     The vectorised trainer holds every model of a pass on the device at once; `models_per_pass`
     (0: all) splits the chunk into passes of at most that many models, trained one after the
@@ -174,7 +177,17 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
     else:
         retain = np.ones(n_train, dtype=bool)
     model_ids = list(range(first_id, first_id + count))
-    if linear:
+    if state_dicts and linear:
+        raise UserError("train: linear models (optimizer lbfgs) are trained here, not imported")
+    if state_dicts and len(state_dicts) != count:
+        raise UserError(f"train: {len(state_dicts)} state dict(s) for {count} model(s)")
+    if state_dicts:
+        options = model.get("options", {})
+        seeds = [model_seed(seed, role, model_id) for model_id in model_ids]
+        bank = import_bank(lambda: build_model(model["arch"], dataset.input_shape, dataset.num_classes, **options),
+                           model["arch"], options, role, model_ids, seeds, dataset, state_dicts,
+                           np.tile(retain, (count, 1)))
+    elif linear:
         if subset_fraction:
             raise UserError("linear models (optimizer lbfgs) are not trained on subsets")
         bank, seeds = train_linear_chunk(dataset, labels, retain, training, seed, role, model_ids)
@@ -191,13 +204,24 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
         banks = [train_bank(build, model["arch"], options, role, model_ids[part], seeds[part], dataset, labels,
                             masks[part], config, resolve_device(device), progress=progress) for part in passes]
         bank = banks[0] if len(banks) == 1 else concatenate_banks(banks)
-    inputs = [data] + [path for path in (forget_set, labels_from) if path]
+    inputs = [data] + [path for path in (forget_set, labels_from) if path] + list(state_dicts)
     write_bank(out, bank, provenance({"model": model, "training": dict(training) if linear else config.to_dict()},
                                      {"global_seed": seed, "model_seeds": seeds}, inputs,
                                      model_lineage(data, labels_from, forget_set)))
     accuracy = (bank.logits["test"].argmax(-1) == dataset.y_test).mean()
-    print(f"{role}: models {model_ids[0]}..{model_ids[-1]} trained in {bank.attrs['train_seconds']:.1f} s "
-          f"on {bank.attrs['device']}; mean test accuracy {accuracy:.4f}")
+    print(f"{role}: models {model_ids[0]}..{model_ids[-1]} " + (f"imported from {len(state_dicts)} file(s)" if state_dicts
+          else f"trained in {bank.attrs['train_seconds']:.1f} s on {bank.attrs['device']}")
+          + f"; mean test accuracy {accuracy:.4f}")
+
+
+def import_originals(*, data: str, model: Mapping[str, Any], state_dicts: Sequence[str], out: str,
+                     weights_out: str | None = None, labels_from: str | None = None, seed: int = 0) -> None:
+    """``unlearnflow import-bank``: the original bank of models trained elsewhere, model i from
+    ``state_dicts[i]``, and with `weights_out` the models alone, as ``gather_originals`` writes
+    them (the config's ``originals.state_dicts`` does the same inside the workflow)."""
+    train(data=data, role="original", model=model, training={}, seed=seed, first_id=0, count=len(state_dicts),
+          out=out, labels_from=labels_from, state_dicts=state_dicts)
+    gather(chunks=[out], out=out, weights_out=weights_out)
 
 
 def gather(*, chunks: Sequence[str], out: str, weights_out: str | None = None) -> None:

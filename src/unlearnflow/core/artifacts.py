@@ -28,8 +28,8 @@ from torch import nn
 from unlearnflow.core.data import Dataset
 from unlearnflow.core.ensemble import fit_many, predict_logits_many
 from unlearnflow.core.forget_sets import ForgetSamples, ForgetSet
-from unlearnflow.core.models import build_model
-from unlearnflow.core.store import expect, read_artifact, write_artifact
+from unlearnflow.core.models import build_model, load_pretrained
+from unlearnflow.core.store import expect, file_checksum, read_artifact, write_artifact
 from unlearnflow.core.training import TrainConfig
 from unlearnflow.errors import UserError
 
@@ -170,6 +170,8 @@ def concatenate_banks(banks: Sequence[ModelBank]) -> ModelBank:
                         "(their recorded lineage differs); rerun the chunks' training")
     attrs = dict(first)
     attrs["train_seconds"] = float(sum(bank.attrs["train_seconds"] for bank in banks))
+    if "imported_from" in first:
+        attrs["imported_from"] = {path: digest for bank in banks for path, digest in bank.attrs["imported_from"].items()}
     return ModelBank(
         weights={name: stack([bank.weights[name] for bank in banks]) for name in banks[0].weights},
         model_ids=model_ids, seeds=stack([bank.seeds for bank in banks]),
@@ -187,12 +189,42 @@ def train_bank(build: Callable[[], nn.Module], arch: str, model_options: Mapping
     targets = torch.from_numpy(labels).to(device)
     models, stats = fit_many(build, list(seeds), inputs["train"], targets, masks, config, progress=progress,
                              description=role)
+    return bank_of_models(models, dataset, model_ids, seeds, masks, {
+        "role": role, "arch": arch, "model_options": dict(model_options), "training": config.to_dict(),
+        "train_seconds": stats.seconds, "steps_per_model": stats.steps,
+        "examples_per_model": stats.examples // len(models), "device": str(device)})
+
+
+def import_bank(build: Callable[[], nn.Module], arch: str, model_options: Mapping[str, Any], role: str,
+                model_ids: Sequence[int], seeds: Sequence[int], dataset: Dataset, state_dicts: Sequence[str],
+                masks: np.ndarray) -> ModelBank:
+    """A bank of models trained elsewhere: model `model_ids[i]` gets the state dict in file
+    `state_dicts[i]` (every tensor of the architecture, the classifier included; a one-line
+    UserError naming the file otherwise) and its logits are recorded as a trained bank's. The
+    attrs ``imported_from`` map each file to its SHA-256; the bank cost nothing to train."""
+    models = []
+    for path in state_dicts:
+        model = build()
+        report = load_pretrained(model, path)
+        if report.kept_fresh:
+            raise UserError(f"{path}: its classifier does not fit {arch} with {dataset.num_classes} classes "
+                            f"({', '.join(report.kept_fresh)}): import trained models of this data set")
+        models.append(model)
+    return bank_of_models(models, dataset, model_ids, seeds, masks, {
+        "role": role, "arch": arch, "model_options": dict(model_options), "training": "imported",
+        "imported_from": {str(path): file_checksum(path) for path in state_dicts},
+        "train_seconds": 0.0, "steps_per_model": 0, "examples_per_model": 0, "device": "cpu"})
+
+
+def bank_of_models(models: Sequence[nn.Module], dataset: Dataset, model_ids: Sequence[int], seeds: Sequence[int],
+                   masks: np.ndarray, attrs: Mapping[str, Any]) -> ModelBank:
+    """The bank of trained `models`: their logits on every split of `dataset`, their weights
+    stacked over models, and `attrs`."""
+    device = next(models[0].parameters()).device
+    inputs = {split: torch.from_numpy(getattr(dataset, f"x_{split}")).to(device) for split in SPLITS}
     logits = {split: predict_logits_many(models, x).cpu().numpy() for split, x in inputs.items()}
     weights = {name: torch.stack([model.state_dict()[name] for model in models]).cpu().numpy()
                for name in models[0].state_dict()}
-    attrs = {"role": role, "arch": arch, "model_options": dict(model_options), "training": config.to_dict(),
-             "train_seconds": stats.seconds, "steps_per_model": stats.steps,
-             "examples_per_model": stats.examples // len(models), "device": str(device)}
     return ModelBank(weights=weights, model_ids=np.asarray(model_ids, dtype=np.int64),
                      seeds=np.asarray(seeds, dtype=np.int64), train_masks=np.asarray(masks, dtype=bool),
-                     logits=logits, attrs=attrs)
+                     logits=logits, attrs=dict(attrs))
