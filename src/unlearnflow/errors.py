@@ -64,15 +64,21 @@ def last_error_line(log: Path) -> str | None:
     return next((line.strip() for line in reversed(lines) if line.startswith(ERROR_PREFIX)), None)
 
 
+def log_texts(snakemake_logs: Iterable[str]) -> list[str]:
+    """The texts of those of Snakemake's log files (an ``onerror`` handler's ``log``) that can be read."""
+    texts = []
+    for path in snakemake_logs:
+        try:
+            texts.append(Path(path).read_text(errors="replace"))
+        except OSError:
+            continue
+    return texts
+
+
 def report_failed_jobs(snakemake_logs: Iterable[str], stream: TextIO | None = None) -> list[str]:
     """Print the cause of every failed job named in Snakemake's log files (the ``log`` of an
     ``onerror`` handler) to `stream` (stderr); return the printed lines."""
-    causes = []
-    for path in snakemake_logs:
-        try:
-            causes += failed_job_causes(Path(path).read_text(errors="replace"))
-        except OSError:
-            continue
+    causes = [cause for text in log_texts(snakemake_logs) for cause in failed_job_causes(text)]
     stream = stream or sys.stderr
     for cause in dict.fromkeys(causes):
         print(cause, file=stream)

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 from unlearnflow.config import CALIBRATION_SET
 from unlearnflow.core.forget_sets import step_name
 from unlearnflow.core.stage_table import output_wildcards
-from unlearnflow.errors import FAILED_JOB
+from unlearnflow.errors import FAILED_JOB, log_texts
 from unlearnflow.registry import REFERENCES
 
 #: The outputs of the jobs that failed, relative to the working directory (a JSON list).
@@ -65,12 +65,7 @@ def _write(paths: list[str]) -> None:
 def record_failed_outputs(snakemake_logs: Iterable[str]) -> None:
     """``onerror``: add the outputs of the jobs Snakemake's log files name as failed to the record
     (keeping the earlier entries still missing)."""
-    failed = []
-    for path in snakemake_logs:
-        try:
-            failed += failed_outputs(Path(path).read_text(errors="replace"))
-        except OSError:
-            continue
+    failed = [output for text in log_texts(snakemake_logs) for output in failed_outputs(text)]
     _write([path for path in dict.fromkeys(recorded() + failed) if not os.path.exists(path)])
 
 
