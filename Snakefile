@@ -51,18 +51,20 @@ for index, (experiment_name, experiment_config) in enumerate(EXPERIMENTS.items()
 # recorded, so that the next run redoes it and what is downstream of it (unlearnflow.ops.reruns).
 onerror:
     report_failed_jobs(log)
-    record_failed_outputs(log)
+    record_failed_outputs(log, EXPERIMENTS)
 
 
 onsuccess:
-    forget_rebuilt_outputs()
+    forget_rebuilt_outputs(EXPERIMENTS)
 
 
-REDO = outputs_to_redo(EXPERIMENTS)
-if REDO:
-    shown = ", ".join(REDO[:3]) + (f" and {len(REDO) - 3} more" if len(REDO) > 3 else "")
-    print(f"unlearnflow: {len(REDO)} output(s) of jobs that failed in an earlier run are missing ({shown}); "
-          "this run rebuilds them", file=sys.stderr)
+REDO, NOT_REDONE = outputs_to_redo(EXPERIMENTS)
+for paths, what in ((REDO, "this run rebuilds them"),
+                    (NOT_REDONE, "the config changed since, so this run rebuilds only what the change asks for")):
+    if paths:
+        shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        print(f"unlearnflow: {len(paths)} output(s) of jobs that failed in an earlier run are missing ({shown}); "
+              f"{what}", file=sys.stderr)
 
 
 rule all:

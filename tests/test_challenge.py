@@ -64,3 +64,12 @@ def test_two_samples_of_one_distribution_score_far_below_one_at_small_n_and_shif
     shifted = [forgetting_quality(rng.normal(size=(64, 200)), rng.normal(shift, 1, size=(64, 200)))
                for shift in (0.5, 1.0, 2.0)]
     assert floor > shifted[0] > shifted[1] > shifted[2]
+
+
+def test_confidences_are_capped_as_the_challenges_so_exploded_models_score_worst_at_once():
+    """The challenge's 1e-45 caps a confidence at about 103.6: logits of 1e12 neither blow up the
+    threshold grid nor score better than a separated sample does."""
+    rng = np.random.default_rng(3)
+    exploded = 1e12 + rng.normal(0, 5, size=(16, 4))
+    assert forgetting_quality(exploded, rng.normal(0, 5, size=(16, 4))) == 0.0
+    assert math.isnan(challenge_score(1.0, (0.9, 0.0), (0.8, 0.8)))

@@ -480,13 +480,17 @@ def test_a_users_loader_by_name_is_checked_in_one_line(tmp_path, monkeypatch):
         "import numpy as np\n"
         "def good():\n    return {'x_train': np.eye(6)[np.arange(40) % 6], 'y_train': np.arange(40) % 2}\n"
         "def a_list():\n    return [1, 2]\n"
-        "def bad_labels():\n    return {'x_train': np.zeros((4, 3)), 'y_train': np.array([0.5, 1, 0, 1])}\n")
+        "def bad_labels():\n    return {'x_train': np.zeros((4, 3)), 'y_train': np.array([0.5, 1, 0, 1])}\n"
+        "def gapped():\n    return {'x_train': np.zeros((4, 3)), 'y_train': np.array([0, 5, 0, 5])}\n"
+        "def ragged():\n    return {'x_train': [[1, 2], [3]], 'y_train': [0, 1]}\n")
     (tmp_path / "broken_loader.py").write_text("raise RuntimeError('no data today')\n")
     dataset = load_dataset({"loader": "loaders_under_test:good"})
     assert dataset.x_train.shape[1:] == (6,) and len(dataset.y_train) + len(dataset.y_test) + len(dataset.y_val) == 40
     for loader, message in [
         ("loaders_under_test:a_list", "config: data.loader: loaders_under_test:a_list returned list, not a mapping"),
         ("loaders_under_test:bad_labels", "returned y_train of float64 and shape (4,), not one integer label"),
+        ("loaders_under_test:gapped", "returned labels 0..5 with 2 distinct values, not every class of 0..C-1"),
+        ("loaders_under_test:ragged", "returned x_train or y_train that is no array"),
         ("loaders_under_test:missing", "config: data.loader: module loaders_under_test has no function missing"),
         ("broken_loader:good", "config: data.loader: cannot import broken_loader for broken_loader:good "
                                "(RuntimeError: no data today)"),

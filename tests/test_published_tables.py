@@ -172,10 +172,24 @@ def test_a_headline_column_shows_one_column_of_each_methods_headline_configurati
                            spec=".1%")
     assert text.splitlines() == ["| forget set | DMM | GD |", "| --- | ---: | ---: |",
                                  "| random_10 | 0.7% | 10.0% |", "| cluster_60 | 2.0% | 10.0% |"]
-    with pytest.raises(UserError, match="'scrub' is in no snapshot's summary"):
-        headline_column([snapshot], {"SCRUB": "scrub"}, "compute_fraction")
-    with pytest.raises(UserError, match="'nope' is in no snapshot's summary"):
-        headline_column([snapshot], {"DMM": "dmm"}, "nope")
+    for method, column, forget_sets, name in [("scrub", "compute_fraction", None, "scrub"),
+                                              ("dmm", "nope", None, "nope"), ("dmm", "config", None, "config"),
+                                              ("dmm", "compute_fraction", ["random_11"], "random_11")]:
+        with pytest.raises(UserError, match=f"'{name}' is no forget set, method or numeric column"):
+            headline_column([snapshot], {"X": method}, column, forget_sets)
+    with pytest.raises(UserError, match="method 'do_nothing' has two headline rows"):
+        headline_column([snapshot, snapshot], {"DMM": "dmm"}, "compute_fraction")
+
+
+def test_a_diverged_headline_is_marked_and_is_neither_bold_nor_a_win(tmp_path):
+    """Issue 19, item 9: a diverged configuration keeps its numbers, so the tables must not rank it."""
+    rows = [{**row, "status": "diverged"} if row["method"] == "gd" else row for row in digits_rows()]
+    snapshot = read_snapshot(tmp_path / "repo", snapshot_of(tmp_path, tmp_path / "repo", "digits", rows).name)
+    table = method_comparison([snapshot], {"DMM": "dmm", "GD": "gd"}, insample=False).splitlines()
+    assert table[2] == "| random_10 | **1.600** | 1.550 (diverged) |"
+    assert pairwise_wins([snapshot], [["gd", "dmm"]]) == "- `gd` scores below `dmm` on 0 of 2 forget sets."
+    assert headline_column([snapshot], {"GD": "gd"}, "compute_fraction", spec=".1%").splitlines()[2] == (
+        "| random_10 | 10.0% (diverged) |")
 
 
 def test_the_optimism_of_in_sample_selection_and_pairwise_wins_come_from_the_headline_rows(tmp_path):

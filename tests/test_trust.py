@@ -314,38 +314,39 @@ def test_6_the_cause_of_each_failed_job_is_read_from_its_log(tmp_path, monkeypat
         "rule report failed without a one-line cause (a bug or a crash); see logs/b.log"]
 
 
-def test_6_failed_outputs_are_recorded_and_redone_while_the_config_still_plans_them(tmp_path, monkeypatch):
-    """Issue 19, item 6 (unlearnflow.ops.reruns): the onerror handler records a failed job's outputs;
-    the default target asks for those still missing whose method and forget set the config plans;
-    onsuccess forgets those rebuilt."""
+def test_6_failed_outputs_are_recorded_and_redone_while_their_experiments_config_is_unchanged(tmp_path,
+                                                                                             monkeypatch):
+    """Issue 19, item 6 (unlearnflow.ops.reruns): the onerror handler records a failed job's outputs
+    with its experiment's config fingerprint; the default target asks for those still missing while
+    that config is unchanged, and names the others; outputs of other targets are not recorded;
+    onsuccess forgets what exists again or will not be redone."""
     from unlearnflow.config import experiments
     from unlearnflow.ops import reruns
     monkeypatch.chdir(tmp_path)
     log = tmp_path / "snakemake.log"
     log.write_text("Error in rule unlearn:\n    jobid: 1\n    output: results/digits/unlearned/gradient_descent/r5.h5\n"
-                   "    log: a.log (check log file(s) for error details)\nError in rule evaluate:\n"
-                   "    output: results/digits/evaluation/jit/r5.h5, results/digits/evaluation/jit/r5.csv\n"
+                   "    log: a.log (check log file(s) for error details)\n"
                    "Error in rule deletion_request:\n    output: results/digits/ledger/model_0/a.receipt.json\n"
-                   "Error in rule train_originals:\n    output: results/digits/originals/chunk_0-24.h5\n")
-    reruns.record_failed_outputs([str(log)])
-    assert len(reruns.recorded()) == 5
+                   "Error in rule request_samples:\n    output: results/digits/request_samples/a.h5\n"
+                   "Error in rule train_originals:\n    output: results/digits/originals/chunk_0-24.h5\n"
+                   "Error in rule prepare_data:\n    output: results/elsewhere/data.h5\n")
     config = {"experiment": "digits", "methods": {"gradient_descent": {}}, "forget_sets": {"r5": {"kind": "random", "size": 5}}}
     planned = experiments(validate_config(config, load_schema(SCHEMA)))
-    # jit is not configured and a receipt is only asked for by `snakemake requests`
-    assert reruns.outputs_to_redo(planned) == ["results/digits/unlearned/gradient_descent/r5.h5",
-                                                "results/digits/originals/chunk_0-24.h5"]
-    assert reruns.outputs_to_redo({}) == []
+    reruns.record_failed_outputs([str(log)], planned)
+    # receipts and request samples belong to `snakemake requests`; another experiment's file to no rule here
+    assert sorted(reruns.recorded()) == ["results/digits/originals/chunk_0-24.h5",
+                                         "results/digits/unlearned/gradient_descent/r5.h5"]
+    assert reruns.outputs_to_redo(planned) == (["results/digits/unlearned/gradient_descent/r5.h5",
+                                                 "results/digits/originals/chunk_0-24.h5"], [])
     chunk = tmp_path / "results/digits/originals/chunk_0-24.h5"
     chunk.parent.mkdir(parents=True)
     chunk.write_bytes(b"")
-    assert reruns.outputs_to_redo(planned) == ["results/digits/unlearned/gradient_descent/r5.h5"]
-    reruns.forget_rebuilt_outputs()
-    assert "results/digits/originals/chunk_0-24.h5" not in reruns.recorded()
-    (tmp_path / "results/digits/unlearned/gradient_descent").mkdir(parents=True)
-    for path in reruns.recorded():
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_bytes(b"")
-    reruns.forget_rebuilt_outputs()
+    assert reruns.outputs_to_redo(planned) == (["results/digits/unlearned/gradient_descent/r5.h5"], [])
+    changed = experiments(validate_config({**config, "seed": 3}, load_schema(SCHEMA)))
+    assert reruns.outputs_to_redo(changed) == ([], ["results/digits/unlearned/gradient_descent/r5.h5"])
+    reruns.forget_rebuilt_outputs(planned)
+    assert list(reruns.recorded()) == ["results/digits/unlearned/gradient_descent/r5.h5"]
+    reruns.forget_rebuilt_outputs(changed)
     assert not reruns.RECORD.exists()
 
 

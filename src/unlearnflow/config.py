@@ -144,6 +144,9 @@ def _check_imported_originals(config: Mapping[str, Any]) -> None:
     files = config["originals"].get("state_dicts")
     if files is None:
         return
+    if is_linear_experiment(config):
+        raise UserError("config: originals.state_dicts: linear models (optimizer lbfgs) are trained to optimum here, "
+                        "not imported")
     if len(files) != config["originals"]["models"]:
         raise UserError(f"config: originals.state_dicts: {len(files)} file(s) for originals.models "
                         f"{config['originals']['models']}: give one per model")

@@ -71,7 +71,7 @@ def user_function(path: str, key: str) -> Callable[..., Any]:
     cannot be imported (whatever it raised) or has no such function."""
     module_name, _, name = path.partition(":")
     if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
+        sys.path.insert(0, os.getcwd())  # the working directory's module first, as `python -m` does
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # noqa: BLE001 - a user's module may raise anything as it loads

@@ -221,7 +221,9 @@ def import_originals(*, data: str, model: Mapping[str, Any], state_dicts: Sequen
     them (the config's ``originals.state_dicts`` does the same inside the workflow)."""
     train(data=data, role="original", model=model, training={}, seed=seed, first_id=0, count=len(state_dicts),
           out=out, labels_from=labels_from, state_dicts=state_dicts)
-    gather(chunks=[out], out=out, weights_out=weights_out)
+    if weights_out:
+        bank = read_bank(out)
+        write_bank(weights_out, weights_only(bank), provenance({"role": bank.attrs["role"]}, {}, [out], bank.lineage))
 
 
 def gather(*, chunks: Sequence[str], out: str, weights_out: str | None = None) -> None:

@@ -534,7 +534,10 @@ def _read_user_loader(spec: _Spec) -> _Source:
         raise wrong(f"{type(loaded).__name__}, not a mapping with x_train, y_train (and x_test, y_test)")
     arrays = {}
     for split in ("train", "test") if "x_test" in loaded or "y_test" in loaded else ("train",):
-        x, y = np.asarray(loaded.get(f"x_{split}")), np.asarray(loaded.get(f"y_{split}"))
+        try:
+            x, y = np.asarray(loaded.get(f"x_{split}")), np.asarray(loaded.get(f"y_{split}"))
+        except ValueError as error:  # ragged nested lists
+            raise wrong(f"x_{split} or y_{split} that is no array ({error})") from None
         if x.ndim not in (2, 4) or not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
             raise wrong(f"x_{split} of {x.dtype} and shape {x.shape}, not finite numbers (N, D) or (N, C, H, W)")
         if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.number) or not np.all(y == np.round(y)):
@@ -543,7 +546,11 @@ def _read_user_loader(spec: _Spec) -> _Source:
     x_test, y_test = arrays.get("test", (None, None))
     if x_test is not None and x_test.shape[1:] != arrays["train"][0].shape[1:]:
         raise wrong(f"x_test rows of shape {x_test.shape[1:]}, not x_train's {arrays['train'][0].shape[1:]}")
-    top = max(int(y.max(initial=0)) for _, y in arrays.values())
+    present = np.unique(np.concatenate([y for _, y in arrays.values()]))
+    if present[0] != 0 or present[-1] != len(present) - 1:
+        raise wrong(f"labels {present[0]}..{present[-1]} with {len(present)} distinct values, not every class "
+                    f"of 0..C-1 present")
+    top = int(present[-1])
     return _Source(name=spec.loader.partition(":")[2], x_train=arrays["train"][0], y_train=arrays["train"][1],
                    x_test=x_test, y_test=y_test, classes=tuple(str(label) for label in range(top + 1)),
                    pixel_max=1.0)

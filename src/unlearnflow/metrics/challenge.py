@@ -2,8 +2,8 @@
 progress in unlearning?", arXiv 2406.09073, Sec. 3; the challenge's evaluation code).
 
 Per forget example, the *logit-scaled confidence* of its label, ``log p_y - log(1 - p_y)``, which
-is the DMM paper's margin (:func:`unlearnflow.metrics.margins.margins`; the challenge's code adds
-1e-45 to both probabilities, which caps it at about ±103), is drawn N times from unlearned models and N times from retrained ones. The best attack of two
+is the DMM paper's margin (:func:`unlearnflow.metrics.margins.margins`, clipped to ±45 ln 10 ~ ±103.6
+as the challenge's code does by adding 1e-45 to both probabilities), is drawn N times from unlearned models and N times from retrained ones. The best attack of two
 families tells the two samples apart: one threshold (the sample of larger median above it) and
 two thresholds (the sample of smaller range between them). Each attack's false positive and
 false negative rates give a privacy epsilon at ``delta = 1e-5``,
@@ -39,6 +39,8 @@ THRESHOLDS_PER_UNIT = 100
 BUFFER = 2.0
 #: a sample whose range is below this fraction of the other's counts as separated from it
 PEAKY_RATIO = 0.01
+#: the largest |confidence| (log(1 / 1e-45)): the challenge's code adds 1e-45 to both probabilities
+CONFIDENCE_CAP = 45 * math.log(10)
 
 
 def _single_threshold_errors(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,12 +111,16 @@ def bucket_points(epsilons: np.ndarray, models: int) -> np.ndarray:
 
 def forgetting_quality(unlearned: np.ndarray, retrained: np.ndarray) -> float:
     """F: the mean points of the forget examples, from the confidences (models, examples) of the
-    unlearned and the retrained models; N, which sets the buckets, is the unlearned models'
-    count (the challenge had as many of each)."""
+    unlearned and the retrained models (clipped to ±CONFIDENCE_CAP); N, which sets the buckets,
+    is the unlearned models' count (the challenge had as many of each)."""
+    unlearned, retrained = (np.clip(sample, -CONFIDENCE_CAP, CONFIDENCE_CAP) for sample in (unlearned, retrained))
     epsilons = [example_epsilon(unlearned[:, i], retrained[:, i]) for i in range(unlearned.shape[1])]
     return float(bucket_points(np.array(epsilons), len(unlearned)).mean())
 
 
 def challenge_score(forgetting: float, retain_accuracy: tuple[float, float], test_accuracy: tuple[float, float]) -> float:
-    """The final score: F times the (unlearned, retrained) ratios of mean retain and test accuracy."""
+    """The final score: F times the (unlearned, retrained) ratios of mean retain and test accuracy
+    (NaN when a retrained accuracy is 0)."""
+    if not retain_accuracy[1] > 0 or not test_accuracy[1] > 0:
+        return math.nan
     return forgetting * (retain_accuracy[0] / retain_accuracy[1]) * (test_accuracy[0] / test_accuracy[1])

@@ -60,7 +60,7 @@ from unlearnflow.evaluation.rows import Row, chosen_by_w1
 from unlearnflow.evaluation.selection import ONLY_CONFIG, describe_rule, headline_rows
 from unlearnflow.report.pgu_tables import pgu_tables, read_summaries
 from unlearnflow.report.sourcefree_tables import experiment_cost, experiment_of, experiment_tables
-from unlearnflow.report.summary import DO_NOTHING, RETRAIN, fmt, markdown_line
+from unlearnflow.report.summary import DO_NOTHING, RETRAIN, fmt, is_diverged, markdown_line
 
 #: Where snapshots and the manifest live, relative to the repository root.
 RESULTS_DIR = Path("docs") / "results"
@@ -204,7 +204,7 @@ def method_comparison(snapshots: Sequence[Snapshot], methods: Mapping[str, str],
     for forget_set in shown:
         rows = [headline.get((forget_set, method)) for method in methods.values()]
         contenders = [row for row in rows if row and row["method"] not in (DO_NOTHING, RETRAIN, *unranked)
-                      and math.isfinite(row["selection_score"])]
+                      and math.isfinite(row["selection_score"]) and not is_diverged(row)]
         best = min(contenders, key=lambda row: row["selection_score"], default=None)
         cells = [_score_cell(row, insample, bold=row is best, with_w1=by_w1) if row else "–" for row in rows]
         computes = [fmt(headline[forget_set, method]["compute_fraction"], ".1%") if (forget_set, method) in headline
@@ -225,17 +225,30 @@ def headline_column(snapshots: Sequence[Snapshot], methods: Mapping[str, str], c
     """A line per forget set (`forget_sets` in their order, else all in the snapshots' order), a
     column per method (`methods`: column title -> method) holding `column` of its headline
     configuration (``selected``) formatted with `spec`; a dash where the method has none."""
-    headline = {(row["forget_set"], row["method"]): row
-                for row in headline_rows(read_summaries([snapshot.summary for snapshot in snapshots], "tables"))}
-    unknown = [method for method in methods.values() if all(key[1] != method for key in headline)]
-    if unknown or not headline or column not in next(iter(headline.values())):
-        raise UserError(f"tables: headline-column: '{unknown[0] if unknown else column}' is in no snapshot's summary")
+    headline: dict[tuple[str, str], Row] = {}
+    for row in headline_rows(read_summaries([snapshot.summary for snapshot in snapshots], "tables")):
+        if (row["forget_set"], row["method"]) in headline:
+            raise UserError(f"tables: headline-column: method '{row['method']}' has two headline rows on forget set "
+                            f"'{row['forget_set']}' (snapshots with the same forget set?)")
+        headline[row["forget_set"], row["method"]] = row
+    present = list(dict.fromkeys(forget_set for forget_set, _ in headline))
+    unknown = [name for name in (*(forget_sets or ()), *methods.values()) if name not in present
+               and all(key[1] != name for key in headline)]
+    if unknown or not headline or not isinstance(next(iter(headline.values())).get(column), float):
+        raise UserError(f"tables: headline-column: '{unknown[0] if unknown else column}' is no forget set, method "
+                        "or numeric column of the snapshots' summaries")
     lines = [markdown_line(("forget set", *methods)), markdown_line(("---", *["---:"] * len(methods)))]
-    for forget_set in forget_sets or list(dict.fromkeys(forget_set for forget_set, _ in headline)):
-        lines.append(markdown_line((forget_set, *(fmt(headline[forget_set, method][column], spec)
+    for forget_set in forget_sets or present:
+        lines.append(markdown_line((forget_set, *(_marked(fmt(headline[forget_set, method][column], spec),
+                                                          headline[forget_set, method])
                                                   if (forget_set, method) in headline else "–"
                                                   for method in methods.values()))))
     return "\n".join(lines)
+
+
+def _marked(cell: str, row: Row) -> str:
+    """A cell of a diverged configuration says so."""
+    return cell + " (diverged)" if is_diverged(row) else cell
 
 
 def _score_cell(row: Row, insample: bool, bold: bool, with_w1: bool) -> str:
@@ -243,7 +256,7 @@ def _score_cell(row: Row, insample: bool, bold: bool, with_w1: bool) -> str:
     when `bold`), and, with `insample`, the in-sample best's selection score in brackets where it
     is another configuration."""
     cell = fmt(row["klom_score"], ".3f") + (f" ({fmt(row['selection_score'], '.3f')})" if with_w1 else "")
-    cell = f"**{cell}**" if bold else cell
+    cell = f"**{cell}**" if bold else _marked(cell, row)
     if insample and row["insample_config"] != row["config"]:
         cell += f" [{fmt(row['insample_selection_score'], '.3f')}]"
     return cell
@@ -291,7 +304,7 @@ def selection_optimism(snapshots: Sequence[Snapshot], methods: Sequence[str] | N
 def pairwise_wins(snapshots: Sequence[Snapshot], pairs: Sequence[Sequence[str]]) -> str:
     """One line per pair ``[A, B]`` of methods: on how many forget sets A's headline selection
     score (the W1 of margins', or KLOM's in snapshots made before issue 23) is below B's (ties
-    count for neither), and which."""
+    count for neither; a diverged headline of A wins nothing), and which."""
     headline = {method: {row["forget_set"]: row for row in rows}
                 for method, rows in _headline_by_method(snapshots).items()}
     by_w1 = chosen_by_w1(row for rows in headline.values() for row in rows.values())
@@ -301,8 +314,8 @@ def pairwise_wins(snapshots: Sequence[Snapshot], pairs: Sequence[Sequence[str]])
             raise UserError(f"tables: pairwise-wins: pair {list(pair)} should name two methods of the snapshots")
         first, second = pair
         common = [name for name in headline[first] if name in headline[second]]
-        wins = [name for name in common
-                if headline[first][name]["selection_score"] < headline[second][name]["selection_score"]]
+        wins = [name for name in common if not is_diverged(headline[first][name])
+                and headline[first][name]["selection_score"] < headline[second][name]["selection_score"]]
         where = f" ({', '.join(f'`{name}`' for name in wins)})" if wins and len(wins) < len(common) else ""
         scores = f"'s W1 selection score is below `{second}`'s" if by_w1 else f" scores below `{second}`"
         lines.append(f"- `{first}`{scores} on {len(wins)} of {len(common)} forget sets{where}.")
