@@ -181,20 +181,17 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
         raise UserError("train: linear models (optimizer lbfgs) are trained here, not imported")
     if state_dicts and len(state_dicts) != count:
         raise UserError(f"train: {len(state_dicts)} state dict(s) for {count} model(s)")
-    if state_dicts:
-        options = model.get("options", {})
-        seeds = [model_seed(seed, role, model_id) for model_id in model_ids]
-        bank = import_bank(lambda: build_model(model["arch"], dataset.input_shape, dataset.num_classes, **options),
-                           model["arch"], options, role, model_ids, seeds, dataset, state_dicts,
-                           np.tile(retain, (count, 1)))
-    elif linear:
+    seeds = [model_seed(seed, role, model_id) for model_id in model_ids]
+    options = model.get("options", {})
+    build = lambda: build_model(model["arch"], dataset.input_shape, dataset.num_classes, **options)  # noqa: E731
+    if linear:
         if subset_fraction:
             raise UserError("linear models (optimizer lbfgs) are not trained on subsets")
         bank, seeds = train_linear_chunk(dataset, labels, retain, training, seed, role, model_ids)
+    elif state_dicts:
+        bank = import_bank(build, model["arch"], options, role, model_ids, seeds, dataset, state_dicts,
+                           np.tile(retain, (count, 1)))
     else:
-        seeds = [model_seed(seed, role, model_id) for model_id in model_ids]
-        options = model.get("options", {})
-        build = lambda: build_model(model["arch"], dataset.input_shape, dataset.num_classes, **options)  # noqa: E731
         build()  # fail early, with a clear message, on bad model options
         masks = np.tile(retain, (len(model_ids), 1))
         if subset_fraction:

@@ -8,12 +8,12 @@ Every method trains through :func:`unlearnflow.core.training.fit`; the pieces he
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 
-from unlearnflow.core.training import FitStats, PerExampleLoss, TrainConfig
+from unlearnflow.core.training import FitStats, PerExampleLoss, TrainConfig, cross_entropy_loss
 from unlearnflow.methods.declarations import FINE_TUNING
 
 
@@ -43,6 +43,20 @@ def with_labels(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def split_labels(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of :func:`with_labels`: (values (B, k), labels (B,) int64)."""
     return targets[:, :-1], targets[:, -1].long()
+
+
+def batch_gradients(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                    reduce: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+    """Per batch of `batch_size` rows (in order; eval mode, no update), the gradient of
+    ``reduce(per-example cross-entropy)`` with respect to every parameter (zeros where unused):
+    what weight-importance methods (SSD, SalUn) accumulate."""
+    model.eval()
+    parameters = list(model.parameters())
+    loss = cross_entropy_loss()
+    for x, y in zip(inputs.split(batch_size), labels.split(batch_size)):
+        gradients = torch.autograd.grad(reduce(loss(model(x), y)), parameters, allow_unused=True)
+        yield [torch.zeros_like(parameter) if gradient is None else gradient.detach()
+               for parameter, gradient in zip(parameters, gradients)]
 
 
 def total(stats: list[FitStats], start: float, extra_examples: int = 0) -> FitStats:

@@ -1,4 +1,6 @@
-"""Noisy descent, a baseline of the DMM authors' benchmark code: gradient descent on the retain
+"""Noisy descent, the baseline the DMM authors' benchmark code calls ``noisy_descent`` (its
+definition as a public copy of that benchmark file states it; the authors' repository itself was
+not available to check against): gradient descent on the retain
 set in which every step's gradient is clipped to a global norm of ``max_grad_norm`` and then
 perturbed by independent Gaussian noise of standard deviation ``noise_std`` on each entry
 (DP-SGD's two operations applied to the batch gradient). ``noise_std = 0`` with a large

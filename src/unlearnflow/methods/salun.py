@@ -16,26 +16,20 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from unlearnflow.core.training import cross_entropy_loss, fit
-from unlearnflow.methods.common import fine_tune_config, rng
+from unlearnflow.core.training import fit
+from unlearnflow.methods.common import batch_gradients, fine_tune_config, rng
 from unlearnflow.methods.declarations import SALUN_DEFAULTS, check_fraction, resolve
 from unlearnflow.methods.request import MethodResult, UnlearningRequest
-
-_CROSS_ENTROPY = cross_entropy_loss()
 
 
 def saliency_mask(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, fraction: float,
                   batch_size: int) -> list[torch.Tensor]:
     """Per parameter, whether its |gradient of the mean forget CE| (eval mode) is among the
     largest `fraction` of all entries (Eq. 4)."""
-    model.eval()
-    parameters = list(model.parameters())
-    gradients = [torch.zeros_like(parameter) for parameter in parameters]
-    for x, y in zip(inputs.split(batch_size), labels.split(batch_size)):
-        for total, gradient in zip(gradients, torch.autograd.grad(_CROSS_ENTROPY(model(x), y).sum() / len(inputs),
-                                                                   parameters, allow_unused=True)):
-            if gradient is not None:
-                total += gradient
+    gradients = [torch.zeros_like(parameter) for parameter in model.parameters()]
+    for batch in batch_gradients(model, inputs, labels, batch_size, lambda losses: losses.sum() / len(inputs)):
+        for total, gradient in zip(gradients, batch):
+            total += gradient
     magnitudes = torch.cat([gradient.abs().flatten() for gradient in gradients])
     kept = max(1, math.ceil(fraction * magnitudes.numel()))
     threshold = torch.topk(magnitudes, kept).values[-1]

@@ -15,25 +15,21 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from unlearnflow.core.training import FitStats, cross_entropy_loss
+from unlearnflow.core.training import FitStats
+from unlearnflow.methods.common import batch_gradients
 from unlearnflow.methods.declarations import SSD_DEFAULTS, check_ssd, resolve
 from unlearnflow.methods.request import MethodResult, UnlearningRequest
-
-_CROSS_ENTROPY = cross_entropy_loss()
 
 
 def importances(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """Per parameter, the mean over batches of the squared gradient of the batch's mean CE (eval mode)."""
-    model.eval()
-    parameters = list(model.parameters())
-    squares = [torch.zeros_like(parameter) for parameter in parameters]
-    batches = list(zip(inputs.split(batch_size), labels.split(batch_size)))
-    for x, y in batches:
-        gradients = torch.autograd.grad(_CROSS_ENTROPY(model(x), y).mean(), parameters, allow_unused=True)
+    squares = [torch.zeros_like(parameter) for parameter in model.parameters()]
+    batches = 0
+    for gradients in batch_gradients(model, inputs, labels, batch_size, torch.mean):
+        batches += 1
         for square, gradient in zip(squares, gradients):
-            if gradient is not None:
-                square += gradient.detach() ** 2
-    return [square / len(batches) for square in squares]
+            square += gradient ** 2
+    return [square / batches for square in squares]
 
 
 def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any], seed: int) -> MethodResult:
