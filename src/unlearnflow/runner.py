@@ -27,6 +27,7 @@ import copy
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -37,6 +38,7 @@ from unlearnflow.core.artifacts import SPLITS, ModelBank
 from unlearnflow.core.data import Dataset
 from unlearnflow.core.ensemble import predict_logits_many
 from unlearnflow.core.forget_sets import ForgetSamples, ForgetSet
+from unlearnflow.core.lockstep import run_lockstep
 from unlearnflow.core.store import read_artifact, write_artifact
 from unlearnflow.core.training import model_seed, progress_bar
 from unlearnflow.errors import UserError
@@ -179,9 +181,11 @@ def precompute_seconds(side: Mapping[str, Any]) -> float:
 
 def unlearn_bank(spec: MethodSpec, configs: Sequence[Configuration], originals: ModelBank, source: RequestSource,
                  side_by_step: Sequence[Mapping[str, Any]], seed: int, device: torch.device,
-                 progress: bool = False) -> dict[str, list[StepResult]]:
+                 progress: bool = False, vectorised: bool = True) -> dict[str, list[StepResult]]:
     """Apply `spec` to every original model, under each configuration, request after request,
     after the method's input check (``check_inputs``: its warnings printed, a UserError raised).
+    With `vectorised` (the default) the models' training loops run as one
+    (:mod:`unlearnflow.core.lockstep`); without, one model after the other.
 
     Returns configuration label -> one :class:`StepResult` per request.
     """
@@ -193,13 +197,15 @@ def unlearn_bank(spec: MethodSpec, configs: Sequence[Configuration], originals: 
         for line in spec.check_inputs(configs, tuple(source.samples.inputs.shape[1:]), source.samples.num_classes):
             print(f"warning: {line}")
     if spec.kind == EDITS_MODEL:
-        return _edit_models(spec, configs, originals, source, sides, seed, device, progress)
+        return _edit_models(spec, configs, originals, source, sides, seed, device, progress, vectorised)
     return _predict_outputs(spec, configs, originals, source, sides)
 
 
 def _edit_models(spec: MethodSpec, configs: Sequence[Configuration], originals: ModelBank, source: RequestSource,
                  sides: Sequence[Mapping[str, Any]], seed: int, device: torch.device,
-                 progress: bool) -> dict[str, list[StepResult]]:
+                 progress: bool, vectorised: bool) -> dict[str, list[StepResult]]:
+    """Per configuration, every model's requests as one lockstep task (:mod:`unlearnflow.core.lockstep`):
+    the method runs per model, its training loops over the whole bank at once."""
     shape, num_classes = tuple(source.samples.inputs.shape[1:]), source.samples.num_classes
     models = [model.to(device) for model in originals.load_models(shape, num_classes)]
     parts = [source.parts(step, device) for step in range(source.n_requests)]
@@ -209,24 +215,32 @@ def _edit_models(spec: MethodSpec, configs: Sequence[Configuration], originals: 
         for config in configs:
             prepared = [side_inputs(spec, sides[step], config.hyperparameters, source.context(step, originals.logits))
                         for step in range(source.n_requests)]
-            steps = [StepResult(n_models=len(models)) for _ in range(source.n_requests)]
-            snapshots: list[list[dict[str, torch.Tensor]]] = [[] for _ in range(source.n_requests)]
-            for index, (model_id, original) in enumerate(zip(originals.model_ids, models)):
-                model, state = copy.deepcopy(original), None
+
+            def requests_of(index: int, model_id: int, original: torch.nn.Module) -> list[tuple[Any, dict]]:
+                """One model's requests in order: each one's result and the weights it left."""
+                model, state, done = copy.deepcopy(original), None, []
                 for step, step_parts in enumerate(parts):
                     stream = f"unlearn/{spec.name}" + (f"/step{step}" if step else "")
                     result = unlearn_request(spec, model, step_parts, prepared[step](index), state,
-                                             config.hyperparameters, model_seed(seed, stream, int(model_id)))
+                                             config.hyperparameters, model_seed(seed, stream, model_id))
                     state = result.state
-                    steps[step].seconds += result.cost.seconds
-                    steps[step].examples += result.cost.examples
-                    if result.certificate is not None:
-                        steps[step].certificates = (steps[step].certificates or []) + [dict(result.certificate)]
-                    snapshots[step].append({name: value.detach().cpu().clone()
-                                            for name, value in model.state_dict().items()})
+                    done.append((result, {name: value.detach().cpu().clone()
+                                          for name, value in model.state_dict().items()}))
                     bar.update()
-            for step, states in zip(steps, snapshots):
-                step.weights = {name: torch.stack([s[name] for s in states]).numpy() for name in states[0]}
+                return done
+
+            per_model = run_lockstep([partial(requests_of, index, int(model_id), original) for index, (model_id, original)
+                                      in enumerate(zip(originals.model_ids, models))], vectorised)
+            steps = []
+            for step in range(source.n_requests):
+                outcomes = [done[step] for done in per_model]
+                certificates = [dict(result.certificate) for result, _ in outcomes if result.certificate is not None]
+                steps.append(StepResult(
+                    weights={name: torch.stack([weights[name] for _, weights in outcomes]).numpy()
+                             for name in outcomes[0][1]},
+                    seconds=sum(result.cost.seconds for result, _ in outcomes),
+                    examples=sum(result.cost.examples for result, _ in outcomes), n_models=len(models),
+                    certificates=certificates or None))
             results[config.label] = steps
     return results
 
@@ -266,7 +280,7 @@ def step_bank(originals: ModelBank, step: StepResult, attrs: Mapping[str, Any]) 
 def apply_method(method: str, originals: ModelBank, dataset: Dataset, forget_set: ForgetSet,
                  method_config: Mapping[str, Any] | None = None, side: Mapping[str, Any] | None = None,
                  seed: int = 0, device: torch.device = torch.device("cpu"),
-                 progress: bool = False) -> dict[str, list[ModelBank]]:
+                 progress: bool = False, vectorised: bool = True) -> dict[str, list[ModelBank]]:
     """The library's way to unlearn in memory: configuration label -> the bank after each request,
     with logits on every split. `side` holds the loaded side artifacts the method needs; a
     source-free method is given the forget samples only, as in the workflow. Hyper-parameters a
@@ -276,7 +290,7 @@ def apply_method(method: str, originals: ModelBank, dataset: Dataset, forget_set
     configs = configurations(method, method_config or {}, originals.attrs.get("training"))
     samples = ForgetSamples.of(forget_set, dataset.x_train, dataset.x_val, dataset.y_val, dataset.num_classes)
     source = RequestSource(samples) if spec.source_free else RequestSource(samples, dataset, forget_set)
-    results = unlearn_bank(spec, configs, originals, source, [dict(side or {})], seed, device, progress)
+    results = unlearn_bank(spec, configs, originals, source, [dict(side or {})], seed, device, progress, vectorised)
     return {config.label: [with_logits(step_bank(originals, step, {"method": method, "config": config.label,
                                                                     "hyperparameters": config.hyperparameters,
                                                                     "step": index}), dataset, device)

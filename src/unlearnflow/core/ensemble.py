@@ -122,6 +122,8 @@ class _StackedLinear(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         transposed = weight.transpose(1, 2)
+        if x.shape[1] == 1 and bias is not None:  # one row: nn.Linear's addmm takes another (gemv) kernel
+            return torch.stack([torch.addmm(b, row, w) for b, row, w in zip(bias, x, transposed)])
         return torch.bmm(x, transposed) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, transposed)
 
     @staticmethod
@@ -175,30 +177,64 @@ def fit_many(build: Callable[[], nn.Module], seeds: Sequence[int], inputs: torch
     masks = np.asarray(masks, dtype=bool)
     if masks.shape != (len(seeds), len(inputs)):
         raise ValueError(f"masks must have shape ({len(seeds)}, {len(inputs)}), got {masks.shape}")
-    sizes = masks.sum(axis=1)
-    if len(set(sizes.tolist())) != 1:
-        raise UserError(f"vectorised training needs equal training-set sizes per model, got {sorted(set(sizes.tolist()))}")
-    if config.batchnorm != "recalibrate":
-        raise UserError("vectorised training supports batchnorm: recalibrate only")
-    device = inputs.device
+    if len(set(masks.sum(axis=1).tolist())) != 1:
+        raise UserError("vectorised training needs equal training-set sizes per model, got "
+                        f"{sorted(set(masks.sum(axis=1).tolist()))}")
+    models = [init_model(build, seed).to(inputs.device) for seed in seeds]
+    subsets = [torch.from_numpy(np.flatnonzero(row)).to(inputs.device) for row in masks]
+    stats = fit_stacked(models, inputs, [targets] * len(models), config, seeds, subsets, loss,
+                        progress=progress, description=description)
+    return models, FitStats(seconds=stats.seconds * len(models), steps=stats.steps, examples=stats.examples * len(models))
+
+
+def fit_stacked(models: Sequence[nn.Module], inputs: torch.Tensor, targets: Sequence[torch.Tensor],
+                config: TrainConfig, seeds: Sequence[int], subsets: Sequence[torch.Tensor],
+                loss: PerExampleLoss | Sequence[PerExampleLoss] | None = None,
+                after_backward: Sequence[Callable[[nn.Module], None]] | None = None,
+                progress: bool = False, description: str = "train") -> FitStats:
+    """:func:`~unlearnflow.core.training.fit` of E models of one architecture at once, in place:
+    model e on ``inputs[subsets[e]]`` (equal sizes; indices may repeat) towards ``targets[e]``,
+    with its own seed, and ``after_backward[e]`` run on it after every backward pass.
+
+    `loss` is one per-example loss for all models (computed once over the stacked batch) or one
+    per model (each on its own rows). Only parameters with ``requires_grad`` are trained, as in
+    ``fit``. While the loop runs, every model's trained parameters are views of the stacked
+    parameters, with their gradients as views of the stacked gradients, so `after_backward` reads
+    and edits exactly what ``fit`` would give it; afterwards each model owns its parameters again.
+    Returns the cost per model: the whole run's wall time shared equally, and each model's own
+    steps and examples.
+    """
+    if len({len(subset) for subset in subsets}) != 1:
+        raise UserError(f"vectorised training needs equal training-set sizes per model, got "
+                        f"{sorted({len(subset) for subset in subsets})}")
+    device, n_models, n_subset = inputs.device, len(models), len(subsets[0])
     loss = loss or cross_entropy_loss(config.label_smoothing)
-    models = [init_model(build, seed) for seed in seeds]
     for model in models:
-        use_batch_statistics(model)
-        model.to(device).train()
-    params, buffers = stack_module_state(models)
+        if config.batchnorm == "frozen":
+            model.eval()
+        else:
+            use_batch_statistics(model)
+            model.train()
+    named = [dict(model.named_parameters()) for model in models]
+    params = {name: torch.stack([parameters[name].detach() for parameters in named]).requires_grad_(p.requires_grad)
+              for name, p in named[0].items()}
+    buffers = {name: torch.stack([dict(model.named_buffers())[name] for model in models])
+               for name, _ in models[0].named_buffers()}
+    trained = [name for name, p in named[0].items() if p.requires_grad]
+    for e, parameters in enumerate(named):
+        for name in trained:
+            parameters[name].data = params[name].data[e]
     forward = _ensemble_forward(models[0])
-    optimizer = make_optimizer(list(params.values()), config)
+    optimizer = make_optimizer([params[name] for name in trained], config)
     generators = [data_generator(seed) for seed in seeds]
-    subsets = [torch.from_numpy(np.flatnonzero(row)) for row in masks]
-    n_models, n_subset = len(seeds), int(sizes[0])
     slices = batch_slices(n_subset, config)
+    rows_of = _target_rows(targets, device)
     augmenting = bool(config.crop_padding or config.flip)
     step = examples = 0
     start = time.perf_counter()
-    with progress_bar(config.epochs * len(slices), f"{description} x{n_models}", progress) as bar:
+    with torch.enable_grad(), progress_bar(config.epochs * len(slices), f"{description} x{n_models}", progress) as bar:
         for _ in range(config.epochs):
-            orders = torch.stack([epoch_order(g, s) for g, s in zip(generators, subsets)]).to(device)
+            orders = torch.stack([epoch_order(g, s.cpu()) for g, s in zip(generators, subsets)]).to(device)
             for positions in slices:
                 indices = orders[:, positions]
                 size, batch = indices.shape[1], indices.reshape(-1)
@@ -208,17 +244,69 @@ def fit_many(build: Callable[[], nn.Module], seeds: Sequence[int], inputs: torch
                     x = augment(x, *_stack_draws(draws), config.crop_padding)
                 set_lr(optimizer, config.lr_at(step, len(slices)))
                 logits = forward(params, buffers, x)
-                per_example = loss(logits.flatten(0, 1), targets.index_select(0, batch)).view(n_models, size)
+                per_example = _stacked_loss(loss, logits, rows_of(indices))
                 optimizer.zero_grad(set_to_none=True)
                 per_example.mean(dim=1).sum().backward()
+                if after_backward is not None:
+                    _edit_gradients(named, params, trained, after_backward, models)
                 optimizer.step()
                 step += 1
                 examples += size
                 bar.update()
-    for index, (model, subset) in enumerate(zip(models, subsets)):
-        model.load_state_dict({name: value[index].detach() for name, value in params.items()}, strict=False)
-        recalibrate_batchnorm(model, inputs[subset.to(device)], config.batch_size)
-    return models, FitStats(seconds=time.perf_counter() - start, steps=step, examples=examples * n_models)
+    for parameters in named:
+        for name in trained:
+            parameters[name].data = parameters[name].data.clone()
+    for model, subset in zip(models, subsets):
+        if config.batchnorm == "recalibrate":
+            recalibrate_batchnorm(model, inputs[subset.to(device)], config.batch_size)
+        model.eval()
+    return FitStats(seconds=(time.perf_counter() - start) / n_models, steps=step, examples=examples)
+
+
+def _stacked_loss(loss: PerExampleLoss | Sequence[PerExampleLoss], logits: torch.Tensor,
+                  targets: torch.Tensor) -> torch.Tensor:
+    """(E, B) per-example losses of the stacked logits (E, B, C) and targets (E * B, ...), each
+    model's row rounded as the model's own batch would round it in ``fit``: one call over the
+    flattened batch when B is a multiple of 64 (every training recipe's batch; at such widths the
+    vectorised kernels split each model's rows the same way), else ``vmap`` over the models, whose
+    kernels run each model's rows as one call of their own (bitwise for every B from 1 to 129,
+    measured; the flattened call differs in the last bits for most B that are not multiples of
+    16). A list of losses, one per model, is applied model by model."""
+    n_models, size = logits.shape[:2]
+    targets = targets.view(n_models, size, *targets.shape[1:])
+    if not callable(loss):
+        return torch.stack([own(out, target) for own, out, target in zip(loss, logits, targets)])
+    if size % 64 == 0:
+        return loss(logits.flatten(0, 1), targets.flatten(0, 1)).view(n_models, size)
+    return vmap(loss)(logits, targets)
+
+
+def _target_rows(targets: Sequence[torch.Tensor], device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(E, B) row indices -> the (E * B, ...) targets of each model's rows: one gather from a
+    tensor all models share, else from the models' stacked targets."""
+    if all(target is targets[0] for target in targets):
+        shared = targets[0].to(device)
+        return lambda indices: shared.index_select(0, indices.reshape(-1))
+    stacked = torch.cat([target.to(device) for target in targets])
+    offsets = torch.arange(len(targets), device=device)[:, None] * len(targets[0])
+    return lambda indices: stacked.index_select(0, (indices + offsets).reshape(-1))
+
+
+def _edit_gradients(named: list[dict[str, nn.Parameter]], params: dict[str, torch.Tensor], trained: list[str],
+                    after_backward: Sequence[Callable[[nn.Module], None]], models: Sequence[nn.Module]) -> None:
+    """Run each model's `after_backward` on its slice of the stacked gradients (in place, or
+    written back when it replaced a gradient)."""
+    for e, (parameters, edit, model) in enumerate(zip(named, after_backward, models)):
+        views = {name: params[name].grad[e] for name in trained}
+        for name in trained:
+            parameters[name].grad = views[name]
+        edit(model)
+        for name in trained:
+            if parameters[name].grad is None:
+                raise RuntimeError(f"after_backward removed the gradient of {name}; a vectorised fit needs one")
+            if parameters[name].grad is not views[name]:
+                views[name].copy_(parameters[name].grad)
+            parameters[name].grad = None
 
 
 def _stack_draws(draws: list[tuple[torch.Tensor | None, torch.Tensor | None]]) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -23,6 +23,7 @@ methods that must keep statistics fixed (PGU) use ``batchnorm="frozen"`` (eval m
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -37,6 +38,24 @@ from unlearnflow.errors import UserError
 
 #: Per-example loss: (logits (B, C), targets (B, ...)) -> losses (B,).
 PerExampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class _Lockstep(threading.local):
+    """What a task of :func:`unlearnflow.core.lockstep.run_lockstep` installs in its thread: where
+    :func:`fit` hands its call over, and the task's own clock. Elsewhere :func:`fit` trains and
+    :func:`clock` is ``time.perf_counter``."""
+
+    fit: Callable[..., "FitStats"] | None = None
+    clock: Callable[[], float] = staticmethod(time.perf_counter)
+
+
+LOCKSTEP = _Lockstep()
+
+
+def clock() -> float:
+    """Seconds, for a method to time its own cost: ``time.perf_counter()``, or inside a lockstep
+    task the task's own time (its share of the vectorised training loops included)."""
+    return LOCKSTEP.clock()
 
 @dataclass(frozen=True)
 class FitStats:
@@ -208,8 +227,12 @@ def fit(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, config: T
 
     `targets` are labels for the default cross-entropy loss, or whatever `loss` expects (target
     logits for Oracle Matching). `after_backward` may edit gradients before the optimizer step
-    (PGU projects them). Inputs and targets must already be on the model's device.
+    (PGU projects them). Inputs and targets must already be on the model's device. Inside a task of
+    :func:`unlearnflow.core.lockstep.run_lockstep` the call is handed over, to run vectorised with
+    the other models' calls.
     """
+    if LOCKSTEP.fit is not None:
+        return LOCKSTEP.fit(model, inputs, targets, config, seed, subset, loss, after_backward)
     device = inputs.device
     subset = torch.arange(len(inputs), device=device) if subset is None else subset.to(device)
     loss = loss or cross_entropy_loss(config.label_smoothing)

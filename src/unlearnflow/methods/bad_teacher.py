@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from unlearnflow.core.training import fit, predict_logits
+from unlearnflow.core.training import clock, fit, predict_logits
 from unlearnflow.methods.common import fine_tune_config, rng, total
 from unlearnflow.methods.declarations import BAD_TEACHER_DEFAULTS, check_fraction, resolve
 from unlearnflow.methods.request import MethodResult, UnlearningRequest
@@ -43,7 +42,7 @@ def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any],
     forget set for ``epochs`` epochs (BatchNorm frozen)."""
     hp = resolve("bad_teacher", BAD_TEACHER_DEFAULTS, hp)
     check_fraction("bad_teacher", "retain_fraction")(hp)
-    start = time.perf_counter()
+    start = clock()
     retain = request.retain.cpu().numpy()
     sampled = rng(seed, "bad_teacher_retain").choice(retain, math.ceil(hp["retain_fraction"] * len(retain)),
                                                       replace=False)

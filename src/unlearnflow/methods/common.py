@@ -7,13 +7,12 @@ Every method trains through :func:`unlearnflow.core.training.fit`; the pieces he
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 
-from unlearnflow.core.training import FitStats, PerExampleLoss, TrainConfig, cross_entropy_loss
+from unlearnflow.core.training import FitStats, PerExampleLoss, TrainConfig, clock, cross_entropy_loss
 from unlearnflow.methods.declarations import FINE_TUNING
 
 
@@ -61,5 +60,5 @@ def batch_gradients(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.
 
 def total(stats: list[FitStats], start: float, extra_examples: int = 0) -> FitStats:
     """The cost of several fits since `start`, plus examples processed outside them."""
-    return FitStats(seconds=time.perf_counter() - start, steps=sum(s.steps for s in stats),
+    return FitStats(seconds=clock() - start, steps=sum(s.steps for s in stats),
                     examples=sum(s.examples for s in stats) + extra_examples)

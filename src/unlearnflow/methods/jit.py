@@ -19,13 +19,12 @@ isotropically in expectation: a baseline that the Newton methods should beat on 
 
 from __future__ import annotations
 
-import time
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from unlearnflow.core.training import FitStats, make_optimizer
+from unlearnflow.core.training import FitStats, clock, make_optimizer
 from unlearnflow.methods.common import fine_tune_config, rng
 from unlearnflow.methods.declarations import JIT_DEFAULTS, check_jit, resolve
 from unlearnflow.methods.request import ForgetRequest, MethodResult
@@ -48,7 +47,7 @@ def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], see
     ``batch_size``, BatchNorm frozen (eval mode); source-free."""
     hp = resolve("jit", JIT_DEFAULTS, hp)
     check_jit(hp)
-    start = time.perf_counter()
+    start = clock()
     x_forget = request.forget_inputs
     generator = torch.Generator(device="cpu").manual_seed(int(rng(seed, "jit").integers(2 ** 62)))
     model.eval()
@@ -65,4 +64,4 @@ def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], see
             optimizer.step()
             steps += 1
     examples = hp["epochs"] * len(x_forget) * (1 + hp["n_perturbations"])
-    return MethodResult(FitStats(time.perf_counter() - start, steps, examples))
+    return MethodResult(FitStats(clock() - start, steps, examples))

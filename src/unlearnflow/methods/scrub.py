@@ -31,7 +31,6 @@ frozen as in every fine-tuning method, so small learning rates with plain SGD ba
 
 from __future__ import annotations
 
-import time
 from typing import Any, Mapping
 
 import torch
@@ -40,6 +39,7 @@ from torch import nn
 from unlearnflow.core.training import (
     FitStats,
     PerExampleLoss,
+    clock,
     cross_entropy_loss,
     fit,
     model_seed,
@@ -97,7 +97,7 @@ def scrub(student: nn.Module, teacher: nn.Module, request: UnlearningRequest, hp
     """Run SCRUB on `student` in place; `teacher` is only evaluated, once, before the first step
     (so it may be the student itself). The cost counts the teacher's forward passes as examples."""
     hp = resolve("scrub", SCRUB_DEFAULTS, hp)
-    start = time.perf_counter()
+    start = clock()
     targets = teacher_targets(teacher, request)
     max_loss = max_step_loss(hp["temperature"])
     min_loss = min_step_loss(hp["temperature"], hp["alpha"], hp["gamma"])

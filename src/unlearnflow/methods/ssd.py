@@ -9,13 +9,12 @@ constant); the others keep their value. Not source-free: it reads D.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from unlearnflow.core.training import FitStats
+from unlearnflow.core.training import FitStats, clock
 from unlearnflow.methods.common import batch_gradients
 from unlearnflow.methods.declarations import SSD_DEFAULTS, check_ssd, resolve
 from unlearnflow.methods.request import MethodResult, UnlearningRequest
@@ -36,7 +35,7 @@ def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any],
     """Dampen the parameters selected by Eq. 3 as Eq. 4 says (`seed` is unused: SSD draws nothing)."""
     hp = resolve("ssd", SSD_DEFAULTS, hp)
     check_ssd(hp)
-    start = time.perf_counter()
+    start = clock()
     trained_on = request.trained_on
     whole = importances(model, request.inputs[trained_on], request.labels[trained_on], hp["batch_size"])
     forget = importances(model, request.forget_inputs, request.forget_labels, hp["batch_size"])
@@ -46,5 +45,5 @@ def unlearn(model: nn.Module, request: UnlearningRequest, hp: Mapping[str, Any],
             factor = torch.clamp(hp["dampening"] * on_whole / torch.where(selected, on_forget, 1.0), max=1.0)
             parameter.mul_(torch.where(selected, factor, 1.0))
     batches = -(-len(trained_on) // hp["batch_size"]) - (-len(request.forget) // hp["batch_size"])
-    return MethodResult(FitStats(seconds=time.perf_counter() - start, steps=batches,
+    return MethodResult(FitStats(seconds=clock() - start, steps=batches,
                                  examples=len(trained_on) + len(request.forget)))

@@ -53,7 +53,6 @@ raises it (and lambda < 0 lowers it for de-poisoning), and the authors' code add
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -61,7 +60,7 @@ import torch
 from torch import nn
 
 from unlearnflow.core.models import weight_layers
-from unlearnflow.core.training import FitStats, PerExampleLoss, fit
+from unlearnflow.core.training import FitStats, PerExampleLoss, clock, fit
 from unlearnflow.errors import UserError
 from unlearnflow.methods.common import fine_tune_config
 from unlearnflow.methods.declarations import resolve
@@ -249,7 +248,7 @@ def run(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: i
     installs a trainable re-parametrisation after the core spaces are known (TRGP,
     :mod:`unlearnflow.pgu.trgp`); it must have ``fold()``, which writes it into the weights and
     removes it, and ``certificate()``."""
-    start = time.perf_counter()
+    start = clock()
     cached = request.side.get("gradient_space")
     if request.state is not None:  # the previous request's downdated factorisation, as arrays
         cached = Factorisation.from_arrays(request.state)
@@ -260,7 +259,7 @@ def run(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: i
     names = list(retain.layers)
     gammas = gammas_of(hp, names)
     bases = {name: retain.layers[name].core_basis(gammas[name], hp["criterion"]) for name in names}
-    downdate_seconds = time.perf_counter() - start
+    downdate_seconds = clock() - start
 
     projection = Projection(model, bases)
     weights = {id(layer.weight) for _, layer in weight_layers(model)}
@@ -298,5 +297,5 @@ def run(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], seed: i
         "validation_accuracy": stopper.validation_accuracy, "downdate_seconds": downdate_seconds,
         **(region.certificate() if region is not None else {}),
     }
-    return MethodResult(FitStats(seconds=time.perf_counter() - start, steps=steps, examples=examples),
+    return MethodResult(FitStats(seconds=clock() - start, steps=steps, examples=examples),
                         certificate=certificate, state=retain.arrays())
