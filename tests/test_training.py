@@ -14,8 +14,10 @@ from unlearnflow.core.training import (
     cross_entropy_loss,
     fit,
     init_model,
+    make_optimizer,
     model_seed,
     predict_logits,
+    set_lr,
     subset_mask,
     use_batch_statistics,
 )
@@ -198,3 +200,33 @@ def test_unequal_subsets_rejected():
     masks[1, 0] = False
     with pytest.raises(UserError, match="equal training-set sizes"):
         fit_many(_mlp, [1, 2], x, y, masks, TrainConfig(batch_size=4, epochs=1))
+
+
+@pytest.mark.parametrize("config", [
+    TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4),
+    TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True),
+    TrainConfig(optimizer="sgd", lr=0.1),
+    TrainConfig(optimizer="adam", lr=1e-2, weight_decay=1e-4),
+])
+def test_the_optimizer_steps_bitwise_as_torch_optim(config):
+    """make_optimizer's SGD and Adam equal torch.optim's foreach SGD and Adam step for step,
+    including a learning-rate change and a parameter without a gradient on some steps."""
+    torch.manual_seed(0)
+    ours = [torch.randn(7, 5), torch.randn(5), torch.randn(3)]
+    theirs, initial = [p.clone() for p in ours], [p.clone() for p in ours]
+    optimizer = make_optimizer(ours, config)
+    reference = (torch.optim.SGD(theirs, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                                 weight_decay=config.weight_decay, foreach=True) if config.optimizer == "sgd" else
+                 torch.optim.Adam(theirs, lr=config.lr, weight_decay=config.weight_decay, foreach=True))
+    for step in range(6):
+        gradients = [torch.randn_like(p) for p in ours]
+        for group in (ours, theirs):
+            for index, (p, g) in enumerate(zip(group, gradients)):
+                p.grad = None if (index == 2 and step % 3 == 1) else g.clone()
+        set_lr(optimizer, config.lr / (step + 1))
+        for group in reference.param_groups:
+            group["lr"] = config.lr / (step + 1)
+        optimizer.step()
+        reference.step()
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs)), step
+    assert all(not torch.equal(p, q) for p, q in zip(ours, initial))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Sequence
 
 import torch
@@ -55,6 +56,16 @@ class FitCall:
     def rows(self) -> torch.Tensor:
         return torch.arange(len(self.inputs), device=self.inputs.device) if self.subset is None \
             else self.subset.to(self.inputs.device)
+
+    @cached_property
+    def signature(self) -> tuple:
+        """What two calls must share, beyond inputs and loss, to train in one loop (:func:`_shares_a_loop`)."""
+        return (self.config, len(self.inputs) if self.subset is None else len(self.subset), self.targets.shape,
+                self.targets.dtype, self.after_backward is None, _architecture(self.model))
+
+    @cached_property
+    def stackable(self) -> bool:
+        return _stackable(self.model)
 
 
 class _Aborted(Exception):
@@ -174,13 +185,8 @@ def _shares_a_loop(first: FitCall, other: FitCall) -> bool:
     shape, architecture (parameter names, shapes and which are trained; module types), the same
     loss (:func:`same_function`) and both or neither editing gradients; and whether their models
     compute what their modules say (:func:`_stackable`)."""
-    return (_same_tensor(first.inputs, other.inputs) and first.config == other.config
-            and len(first.rows()) == len(other.rows())
-            and first.targets.shape == other.targets.shape and first.targets.dtype == other.targets.dtype
-            and _stackable(first.model) and _stackable(other.model)
-            and _architecture(first.model) == _architecture(other.model)
-            and (first.after_backward is None) == (other.after_backward is None)
-            and same_function(first.loss, other.loss))
+    return (first.stackable and other.stackable and first.signature == other.signature
+            and _same_tensor(first.inputs, other.inputs) and same_function(first.loss, other.loss))
 
 
 def _same_tensor(first: torch.Tensor, other: torch.Tensor) -> bool:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -34,6 +35,7 @@ import torch
 from unlearnflow.core.artifacts import ModelBank
 from unlearnflow.core.data import Dataset
 from unlearnflow.core.ensemble import fit_many, predict_logits_many
+from unlearnflow.core.lockstep import run_lockstep
 from unlearnflow.core.training import (
     TrainConfig,
     model_seed,
@@ -121,7 +123,8 @@ def _predicted(spec: MethodSpec, hp: Mapping[str, Any],
 
 def _edited(spec: MethodSpec, hp: Mapping[str, Any],
             side: Mapping[str, Any]) -> Callable[..., tuple[np.ndarray, float, int]]:
-    """A method that edits models, applied to each base model for each of its forget sets; a
+    """A method that edits models, applied to each base model for each of its forget sets, every
+    shadow a lockstep task (their training loops run as one, :mod:`unlearnflow.core.lockstep`); a
     source-free one sees the forget samples and the validation split only."""
     def unlearner(base: ModelBank, design: ShadowDesign, dataset: Dataset, labels: np.ndarray, seed: int,
                   device: torch.device, progress: bool, **_: Any) -> tuple[np.ndarray, float, int]:
@@ -131,23 +134,29 @@ def _edited(spec: MethodSpec, hp: Mapping[str, Any],
                           validation_labels=torch.from_numpy(dataset.y_val).to(device))
         models = [model.to(device) for model in base.load_models(dataset.input_shape, dataset.num_classes)]
         n_base, n_sets, _ = design.forget_sets.shape
-        logits, seconds, examples = [], 0.0, 0
+
+        def shadow(index: int, set_index: int) -> tuple[np.ndarray, Any]:
+            """Base model `index` unlearning its forget set `set_index`: its logits and cost."""
+            forget = design.forget_sets[index][set_index]
+            model = copy.deepcopy(models[index])
+            context = RequestContext(forget, labels, {"train": base.logits["train"]})
+            rows = torch.tensor(forget, device=device)
+            training = None if spec.source_free else TrainingRows(
+                inputs=inputs, labels=label_tensor, forget=rows,
+                retain=torch.tensor(np.setdiff1d(np.flatnonzero(base.train_masks[index]), forget), device=device))
+            parts = RequestParts(forget_inputs=inputs[rows], forget_labels=label_tensor[rows],
+                                 num_classes=dataset.num_classes, training=training, **validation)
+            result = unlearn_request(spec, model, parts, side_inputs(spec, side, hp, context)(index), None, hp,
+                                     model_seed(seed, f"ulira/{spec.name}", index * n_sets + set_index))
+            bar.update()
+            return predict_logits(model, inputs).cpu().numpy(), result.cost
+
         with progress_bar(n_base * n_sets, f"ulira {spec.name}", progress) as bar:
-            for index, (original, mask) in enumerate(zip(models, base.train_masks)):
-                for set_index, forget in enumerate(design.forget_sets[index]):
-                    model = copy.deepcopy(original)
-                    context = RequestContext(forget, labels, {"train": base.logits["train"]})
-                    rows = torch.tensor(forget, device=device)
-                    training = None if spec.source_free else TrainingRows(
-                        inputs=inputs, labels=label_tensor, forget=rows,
-                        retain=torch.tensor(np.setdiff1d(np.flatnonzero(mask), forget), device=device))
-                    parts = RequestParts(forget_inputs=inputs[rows], forget_labels=label_tensor[rows],
-                                         num_classes=dataset.num_classes, training=training, **validation)
-                    result = unlearn_request(spec, model, parts, side_inputs(spec, side, hp, context)(index), None, hp,
-                                             model_seed(seed, f"ulira/{spec.name}", index * n_sets + set_index))
-                    seconds, examples = seconds + result.cost.seconds, examples + result.cost.examples
-                    logits.append(predict_logits(model, inputs).cpu().numpy())
-                    bar.update()
+            shadows = run_lockstep([partial(shadow, index, set_index) for index in range(n_base)
+                                    for set_index in range(n_sets)])
+        logits = [shadow_logits for shadow_logits, _ in shadows]
+        seconds = sum(cost.seconds for _, cost in shadows)
+        examples = sum(cost.examples for _, cost in shadows)
         return np.stack(logits).reshape(n_base, n_sets, *logits[0].shape), seconds, examples
     return unlearner
 
