@@ -44,8 +44,8 @@ def unlearn_commands(workdir: Path) -> list[str]:
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
                              str(workdir), "--cores", "2", "--dry-run", "--forcerun", "unlearn", "--printshellcmds"],
                             capture_output=True, text=True, check=True)
-    commands = [line.strip() for line in result.stdout.splitlines()
-                if line.strip().startswith("python -m unlearnflow unlearn ")]
+    shell = (line.strip().removeprefix("Shell command: ") for line in result.stdout.splitlines())
+    commands = [line.split(" > ")[0] for line in shell if line.startswith("python -m unlearnflow unlearn ")]
     if not commands:
         sys.exit(f"bench_unlearn: no unlearn job planned in {workdir}; run the default workflow there first")
     return commands

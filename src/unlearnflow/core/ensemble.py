@@ -266,19 +266,37 @@ def fit_stacked(models: Sequence[nn.Module], inputs: torch.Tensor, targets: Sequ
 def _stacked_loss(loss: PerExampleLoss | Sequence[PerExampleLoss], logits: torch.Tensor,
                   targets: torch.Tensor) -> torch.Tensor:
     """(E, B) per-example losses of the stacked logits (E, B, C) and targets (E * B, ...), each
-    model's row rounded as the model's own batch would round it in ``fit``: one call over the
-    flattened batch when B is a multiple of 64 (every training recipe's batch; at such widths the
-    vectorised kernels split each model's rows the same way), else ``vmap`` over the models, whose
-    kernels run each model's rows as one call of their own (bitwise for every B from 1 to 129,
-    measured; the flattened call differs in the last bits for most B that are not multiples of
-    16). A list of losses, one per model, is applied model by model."""
+    model's row rounded as the model's own batch rounds it in ``fit``: one call over the flattened
+    batch when B is a multiple of 64 (every training recipe's batch: at such widths the vectorised
+    kernels split each model's rows as they split one model's batch), else one call per model on
+    its own rows (the flattened call differs in the last bits for most B that are not multiples
+    of 16, measured for B = 1..129; ``vmap`` over the models would be exact too, but its first call
+    imports sympy, 0.3 s, more than most unlearning jobs spend in their losses). A list of losses,
+    one per model, is always applied model by model."""
     n_models, size = logits.shape[:2]
+    if callable(loss) and size % 64 == 0:
+        return loss(logits.flatten(0, 1), targets).view(n_models, size)
+    losses = [loss] * n_models if callable(loss) else loss
     targets = targets.view(n_models, size, *targets.shape[1:])
-    if not callable(loss):
-        return torch.stack([own(out, target) for own, out, target in zip(loss, logits, targets)])
-    if size % 64 == 0:
-        return loss(logits.flatten(0, 1), targets.flatten(0, 1)).view(n_models, size)
-    return vmap(loss)(logits, targets)
+    return torch.stack([own(out, target) for own, out, target in zip(losses, _Unstack.apply(logits), targets)])
+
+
+class _Unstack(torch.autograd.Function):
+    """(E, B, C) -> E tensors (B, C), whose gradients are stacked back in the memory layout each
+    model's loss produced them in (the cross-entropy's transposed ``log_softmax`` gives its
+    gradient class-major). The layers' backward then reduces each model's rows in the order
+    ``nn.Linear`` reduces one model's batch: summing a class-major gradient over the batch adds
+    contiguous numbers, a row-major one strided numbers, and the two round differently."""
+
+    @staticmethod
+    def forward(ctx, stacked: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(row.clone() for row in stacked.unbind(0))
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor) -> torch.Tensor:
+        if all(g.dim() == 2 and not g.is_contiguous() and g.t().is_contiguous() for g in grads):
+            return torch.stack([g.t() for g in grads]).transpose(1, 2)  # class-major, like each model's gradient
+        return torch.stack(grads)
 
 
 def _target_rows(targets: Sequence[torch.Tensor], device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
