@@ -75,9 +75,9 @@ class _Aborted(Exception):
 class _Task(threading.Thread):
     """One model's task; runs only between :meth:`step`'s resume and its next hand-over."""
 
-    def __init__(self, work: Callable[[], Any], handed_over: threading.Semaphore):
+    def __init__(self, work: Callable[[], Any], handed_over: threading.Semaphore, threads: int):
         super().__init__(daemon=True)
-        self.work, self.handed_over = work, handed_over
+        self.work, self.handed_over, self.threads = work, handed_over, threads
         self.resume = threading.Semaphore(0)
         self.call: FitCall | None = None
         self.done, self.result, self.error = False, None, None
@@ -85,6 +85,9 @@ class _Task(threading.Thread):
 
     def run(self) -> None:
         LOCKSTEP.fit, LOCKSTEP.clock = self.defer, self.clock
+        # the caller's intra-op threads: a new thread's OpenMP default (every core) makes MKL pick
+        # other kernels for small matrix products, which round differently from the caller's
+        torch.set_num_threads(self.threads)
         self.wait_for_turn()
         try:
             self.result = self.work()
@@ -127,7 +130,7 @@ def run_lockstep(work: Sequence[Callable[[], Any]], vectorised: bool = True) -> 
     if not vectorised:
         return [item() for item in work]
     handed_over = threading.Semaphore(0)
-    tasks = [_Task(item, handed_over) for item in work]
+    tasks = [_Task(item, handed_over, torch.get_num_threads()) for item in work]
     for task in tasks:
         task.start()
     running = list(tasks)

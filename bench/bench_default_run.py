@@ -1,0 +1,126 @@
+"""Benchmark: the default run from empty ``results/``, this commit against a baseline commit.
+
+Both commits are checked out as temporary git worktrees and run ``snakemake --cores 2`` with the
+default config.yaml, one after the other (baseline first), each from empty ``results/``. The table
+gives each run's wall time and its job-seconds per stage (the rules' ``benchmarks/``, summed over
+both experiments); below it, every non-timing cell of the two runs' ``summary.csv`` files is
+compared (keyed by forget set, method and configuration; the timing columns ``unlearn_seconds``,
+``retrain_seconds`` and ``precompute_seconds`` excluded): a refactor or a speed-up must move none.
+
+    python bench/bench_default_run.py [--baseline 0a0138e] [--keep DIR]
+
+Writes bench/RESULTS.md (section "default_run"); exits with status 1 when a cell moved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.results import machine_note, write_section  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING = {"unlearn_seconds", "retrain_seconds", "precompute_seconds"}
+TARGET_SECONDS = 360
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def default_run(commit: str, where: Path) -> float:
+    """Run the default workflow of `commit` in a worktree at `where`; its wall seconds."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(where), commit], check=True,
+                   capture_output=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2"], cwd=where, check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(where / "src")})
+    return time.perf_counter() - start
+
+
+def stage_seconds(results: Path) -> dict[str, float]:
+    """Job-seconds per stage (the first folder or file name under each experiment's benchmarks/)."""
+    stages: dict[str, float] = defaultdict(float)
+    for tsv in results.glob("*/benchmarks/**/*.tsv"):
+        stage = tsv.relative_to(results).parts[2].removesuffix(".tsv")
+        with open(tsv) as handle:
+            stages[stage] += float(list(csv.reader(handle, delimiter="\t"))[1][0])
+    return stages
+
+
+def moved_cells(first: Path, second: Path) -> tuple[int, list[str]]:
+    """(cells compared, descriptions of the cells that differ) over every experiment's summary.csv."""
+    compared, moved = 0, []
+    for path in sorted(first.glob("*/report/summary.csv")):
+        def rows(where: Path) -> dict[tuple, dict]:
+            with open(where) as handle:
+                return {(r["forget_set"], r["method"], r["config"]): r for r in csv.DictReader(handle)}
+        a, b = rows(path), rows(second / path.relative_to(first))
+        if a.keys() != b.keys():
+            moved.append(f"{path.parts[-3]}: rows differ")
+        for key in sorted(a.keys() & b.keys()):
+            for column, value in a[key].items():
+                if column not in TIMING:
+                    compared += 1
+                    if value != b[key].get(column):
+                        moved.append(f"{path.parts[-3]} {key} {column}: {value} -> {b[key].get(column)}")
+    return compared, moved
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default="0a0138e", help="the commit to compare with")
+    parser.add_argument("--keep", type=Path, help="keep the two worktrees under this folder")
+    args = parser.parse_args()
+    head = git("rev-parse", "--short", "HEAD")
+    baseline = git("rev-parse", "--short", args.baseline)
+    load = os.getloadavg()[0]
+    scratch = args.keep or Path(tempfile.mkdtemp(prefix="bench_default_run_"))
+    walls, stages = {}, {}
+    try:
+        for label, commit in (("baseline", baseline), ("this", head)):
+            where = scratch / label
+            walls[label] = default_run(commit, where)
+            stages[label] = stage_seconds(where / "results")
+            print(f"{label} ({commit}): {walls[label]:.0f} s", file=sys.stderr)
+        compared, moved = moved_cells(scratch / "baseline" / "results", scratch / "this" / "results")
+    finally:
+        if not args.keep:
+            for label in ("baseline", "this"):
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(scratch / label)],
+                               capture_output=True)
+    names = sorted(set(stages["baseline"]) | set(stages["this"]), key=lambda name: -stages["baseline"].get(name, 0))
+    rows = [f"| | baseline {baseline} | this commit {head} | ratio |", "|---|---:|---:|---:|",
+            f"| wall time, empty results/ | {walls['baseline']:.0f} s | {walls['this']:.0f} s | "
+            f"{walls['baseline'] / walls['this']:.2f}x |"]
+    for name in names:
+        before, after = stages["baseline"].get(name, 0.0), stages["this"].get(name, 0.0)
+        rows.append(f"| {name} (job-s) | {before:.1f} | {after:.1f} | "
+                    f"{before / after:.2f}x |" if after else f"| {name} (job-s) | {before:.1f} | {after:.1f} | |")
+    total = {label: sum(stages[label].values()) for label in stages}
+    rows.append(f"| **all stages (job-s)** | {total['baseline']:.1f} | {total['this']:.1f} | "
+                f"{total['baseline'] / total['this']:.2f}x |")
+    cells = (f"all {compared:,} non-timing cells of both experiments' summary.csv are equal" if not moved else
+             f"{len(moved)} of {compared:,} non-timing cells moved, e.g. {moved[:3]}")
+    section = (f"## Default run: this commit against {baseline}, from empty results/\n\n" + "\n".join(rows) + "\n\n"
+               f"`snakemake --cores 2` with the default config.yaml, each commit in its own worktree, baseline "
+               f"first; {cells}. Target (issue 20): <= {TARGET_SECONDS // 60} minutes, "
+               f"{'met' if walls['this'] <= TARGET_SECONDS else 'missed'} ({walls['this'] / 60:.1f} min). "
+               f"{machine_note((load, os.getloadavg()[0]))}; `python bench/bench_default_run.py` to rerun.")
+    print(section)
+    write_section("default_run", section)
+    if moved:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
