@@ -104,6 +104,7 @@ def main() -> None:
                   f"{seconds[method][False]:.1f} s at once", file=sys.stderr)
     total = {sequential: sum(row[sequential] for row in seconds.values()) for sequential in (False, True)}
     imports = min(run_import() for _ in range(3))
+    startup = imports * len(commands)
     jobs = defaultdict(int)
     for command in commands:
         jobs[re.search(r"--method (\S+)", command).group(1)] += 1
@@ -121,7 +122,8 @@ def main() -> None:
                f"{len(commands)} jobs of the default config (50 digits MLPs per bank, every configuration of each "
                f"method's grid), each run as the workflow runs it (its own process, 1 torch thread, artifacts read and "
                f"written) both ways, order alternating; {verdict}. Starting Python and importing torch and the runner "
-               f"alone takes {imports:.2f} s per job ({imports * len(commands):.0f} job-s of the total both ways). "
+               f"alone takes {imports:.2f} s per job ({imports * len(commands):.0f} job-s of the total both ways; "
+               f"without it the ratio is {(total[True] - startup) / (total[False] - startup):.2f}x). "
                f"Target (issue 20): the stage's job-seconds fall "
                f">= 4x. Whole benchmark {time.perf_counter() - started:.0f} s. "
                f"{machine_note((load, os.getloadavg()[0]))}; `python bench/bench_unlearn.py` to rerun (needs the "
