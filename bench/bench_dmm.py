@@ -126,7 +126,7 @@ def measure(name: str, spec: dict, dataset: Dataset, originals: ModelBank, datam
     dmm = [apply_method("dmm", originals, dataset, forget_set, {"hyperparameters": dmm_hp}, side=side,
                         device=CPU)["default"][0] for _ in range(repeats)]
     alone = [apply_method("dmm", originals, dataset, forget_set, {"hyperparameters": dmm_hp}, side=side,
-                          device=CPU, vectorised=False)["default"][0] for _ in range(repeats)]
+                          device=CPU, models_per_pass=1)["default"][0] for _ in range(repeats)]
     row = Row(name, len(forget_set.indices), min(b.attrs["train_seconds"] for b in vectorised) / models,
               float(np.median(sequential)), vectorised[0].attrs["examples_per_model"],
               min(b.attrs["unlearn_seconds"] for b in dmm) / models,
@@ -185,7 +185,7 @@ def markdown(rows: list[Row], args: argparse.Namespace, config: TrainConfig, dmm
         f"DMM: `apply_method` with the config's hyper-parameters (forget x{dmm_hp['forget_multiplier']}, retain "
         f"x{dmm_hp['retain_multiplier']}, {dmm_hp['epochs']} epochs, batch {dmm_hp['batch_size']}, Adam lr "
         f"{dmm_hp['lr']}), the bank at once through the lockstep as the workflow runs it (and one model after the "
-        "other: `apply_method(..., vectorised=False)`); DMM / retrain uses the former. Seconds: the training "
+        "other: `apply_method(..., models_per_pass=1)`); DMM / retrain uses the former. Seconds: the training "
         f"loops' own timers, per model; fastest of {args.repeats} runs (sequential: median over models of each one's fastest). Break-even: "
         "precompute / (N x (retrain - DMM) s per model), in requests that each unlearn all N models; DM-DIRECT "
         "targets are a per-request cost outside the fine-tuning, not counted (as in the paper).",

@@ -86,6 +86,8 @@ def main() -> None:
     subset_steps = EPOCHS * (N_TRAIN // 2 // batch)
     rows = []
     for n_models in sizes:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         seeds = [model_seed(0, "bench_gpu", i) for i in range(n_models)]
         masks = np.ones((n_models, len(x)), bool)
         fit_many(build, seeds, x, y, masks, train_config)  # warm-up (cuDNN autotuning, allocations)
@@ -101,15 +103,19 @@ def main() -> None:
         targets = [torch.randn(len(x), CLASSES, device=device) for _ in models]
         rows_per_model = torch.arange(om_rows, device=device)
 
-        def unlearn(together: bool) -> None:
-            copies = [copy.deepcopy(model) for model in models]
+        def unlearn(copies: list[torch.nn.Module], together: bool) -> None:
             run_lockstep([lambda k=k: fit(copies[k], x, targets[k], om_config, seeds[k], subset=rows_per_model,
-                                          loss=squared_error) for k in range(n_models)], together)
+                                          loss=squared_error) for k in range(n_models)], 0 if together else 1)
 
-        unlearn(True)
+        def copies() -> list[torch.nn.Module]:
+            return [copy.deepcopy(model) for model in models]
+
+        unlearn(copies(), True)
         om_steps = math.ceil(om_rows / FINE_TUNING["batch_size"])
-        stacked_unlearn = timed(lambda: unlearn(True), device) / om_steps
-        alone_unlearn = timed(lambda: unlearn(False), device) / om_steps
+        fresh = copies()
+        stacked_unlearn = timed(lambda: unlearn(fresh, True), device) / om_steps
+        fresh = copies()
+        alone_unlearn = timed(lambda: unlearn(fresh, False), device) / om_steps
         request_steps = OM_EPOCHS * math.ceil((FORGET_X + RETAIN_X) * FORGET / FINE_TUNING["batch_size"])
         memory = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
         rows.append((n_models, sequential, vectorised, 3600 / (vectorised / n_models * full_steps),

@@ -108,7 +108,7 @@ def main() -> None:
                 models = [copy.deepcopy(original) for original in originals]
                 start = time.perf_counter()
                 results = run_lockstep([lambda k=k: spec_of(method).unlearn(models[k], request[k], hp, seeds[k])
-                                        for k in range(len(models))], together)
+                                        for k in range(len(models))], 0 if together else 1)
                 seconds[method, together] = (time.perf_counter() - start) / len(models)
             rows[method] = list(zip(models, [result.certificate for result in results]))
         retrain = float(np.median(retrain_seconds))

@@ -18,9 +18,12 @@ by up to 10x (this makes the sequential baseline, hence the ratio, slightly cons
 Vectorised runs are repeated and the fastest kept, and every measurement first waits (up to
 ``--wait-idle`` seconds) for the CPUs to be idle.
 
-Both ways must give the same models: the benchmark fails if the MLPs' test-set logits differ by
-more than 1e-2 (on this machine they are bitwise equal; the margin is for BLAS libraries whose
-batched and single matrix products round differently). SmallVGG's differ after full training
+Both ways must give the same models at one thread, as the workflow trains: the benchmark fails
+if the MLPs' test-set logits differ by more than 1e-2 there (they are bitwise equal on the
+machines measured so far; the margin is for BLAS libraries whose batched and single matrix
+products round differently). With more threads the two may split their matrix products over
+the threads differently (measured on a 2-core AVX-512 AMD EPYC VM: the 2-thread MLPs differ
+after training); the table reports it. SmallVGG's differ after full training
 although both trainers compute the same function: ``vmap`` runs its convolutions as
 one grouped convolution, whose 1e-7 rounding differences are amplified by max-pool ties and
 BatchNorm at lr 0.1 within a few dozen steps. For it the benchmark checks a short run (4 steps,
@@ -163,7 +166,7 @@ def _run_case(case: Case, counts: list[int], threads: int, x: torch.Tensor, y: t
         per_model_diff = (logits - reference[:count]).abs().amax(dim=(1, 2))
         diff, median_diff = float(per_model_diff.max()), float(per_model_diff.median())
         same = float((logits.argmax(-1) == reference[:count].argmax(-1)).float().mean())
-        if diff > MAX_LOGIT_DIFF and case.arch == "mlp":
+        if diff > MAX_LOGIT_DIFF and case.arch == "mlp" and threads == 1:
             raise SystemExit(f"{case.name}, {count} models: vectorised and sequential logits differ by {diff:.2e}")
         rows.append(Row(case, threads, count, count * float(np.median(per_model[:count])), best, median_diff, diff,
                         same))

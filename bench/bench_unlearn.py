@@ -4,7 +4,7 @@ lockstep, :mod:`unlearnflow.core.lockstep`) against one model after the other.
 Every ``unlearn`` job of a finished run of the default config (its exact command, from
 ``snakemake --dry-run --forcerun unlearn --printshellcmds``) runs twice, as the workflow runs it
 (a process with one torch thread, reading and writing its artifacts), once as it is and once with
-``--sequential``, alternating which goes first; outputs go to a temporary folder. Both outputs
+``--models-per-pass 1`` (one model after the other), alternating which goes first; outputs go to a temporary folder. Both outputs
 must hold the same numbers (the benchmark fails otherwise). The table gives job-seconds per
 method summed over the forget sets, and the total; the fixed cost of a job (starting Python,
 importing torch and the runner, reading the bank, writing the artifact) is in both columns; the
@@ -56,7 +56,7 @@ def run(command: str, out: Path, sequential: bool, workdir: Path) -> float:
     words = shlex.split(command)
     words[words.index("--out") + 1] = str(out)
     if sequential:
-        words.append("--sequential")
+        words += ["--models-per-pass", "1"]
     start = time.perf_counter()
     subprocess.run([sys.executable, *words[1:]], cwd=workdir, check=True, capture_output=True,
                    env={**os.environ, "PYTHONPATH": str(REPO / "src")})
@@ -71,7 +71,7 @@ def run_import() -> float:
 
 
 def same_numbers(first: Path, second: Path) -> bool:
-    """Every weight, logit and certificate of two unlearned artifacts equal."""
+    """Every weight and logit of two unlearned artifacts equal (certificates hold timings)."""
     def arrays(path: Path) -> dict[str, np.ndarray]:
         found = {}
         with h5py.File(path) as handle:

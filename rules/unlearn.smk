@@ -55,6 +55,7 @@ rule unlearn:
         seed=config["seed"],
         device=config["device"],
         progress=PROGRESS,
+        per_pass=config["originals"]["chunk_size"],
         version=version_of("unlearn"),
     threads: threads_of("unlearn")
     resources:
@@ -66,4 +67,5 @@ rule unlearn:
     shell:
         "python -m unlearnflow unlearn --stage-version {params.version} --method {wildcards.method} "
         "{params.inputs} {params.labels} {params.side} --method-config {params.method_config:q} --seed {params.seed} "
-        "--device {params.device} --threads {threads} {params.progress} --out {output} > {log} 2>&1"
+        "--models-per-pass {params.per_pass} --device {params.device} --threads {threads} {params.progress} "
+        "--out {output} > {log} 2>&1"

@@ -4,6 +4,7 @@ of models at once gives each model exactly what running the method on that model
 training really runs stacked, per-model early stopping is kept, and errors reach the caller."""
 
 import copy
+import threading
 
 import numpy as np
 import pytest
@@ -57,13 +58,14 @@ def bank():
 
 
 def run(bank, method, vectorised, hp=None):
+    """`vectorised`: the bank at once, else one model after the other (models_per_pass 1)."""
     """The method on every model of the bank; (models, results)."""
     models, seeds, requests, _ = bank
     copies = [copy.deepcopy(model) for model in models]
     spec = METHODS[method]
     work = [lambda k=k: spec.unlearn(copies[k], requests[k][spec.source_free], hp or {}, seeds[k])
             for k in range(len(copies))]
-    return copies, lockstep.run_lockstep(work, vectorised)
+    return copies, lockstep.run_lockstep(work, 0 if vectorised else 1)
 
 
 @pytest.mark.parametrize("method", THROUGH_FIT)
@@ -88,11 +90,17 @@ def test_every_fine_tuning_method_over_the_bank_equals_the_per_model_loop_bitwis
                    {k: v for k, v in b.certificate.items() if k not in drop}
 
 
-def test_pgu_keeps_each_models_own_early_stop(bank):
+def test_pgu_keeps_each_models_own_early_stop(bank, monkeypatch):
     """pgu_tuned stops models at different epochs; stacked loops run only the models still going."""
+    stacked = []
+    monkeypatch.setattr(lockstep, "fit_stacked", lambda models, *args: stacked.append(len(models))
+                        or ensemble.fit_stacked(models, *args))
     _, results = run(bank, "pgu_tuned", vectorised=True, hp={"lr": 3.0})
-    epochs = [result.certificate["epochs"] for result in results]
+    epochs = sorted(result.certificate["epochs"] for result in results)
     assert len(set(epochs)) > 1, epochs
+    # epoch e's loop stacks the models that ran more than e epochs (a last one alone runs through fit)
+    going = [sum(epoch > e for epoch in epochs) for e in range(max(epochs))]
+    assert stacked == [n for n in going if n > 1], (stacked, epochs)
 
 
 def test_the_workflows_runner_gives_the_same_banks_both_ways(bank):
@@ -105,13 +113,15 @@ def test_the_workflows_runner_gives_the_same_banks_both_ways(bank):
                           attrs={"arch": "mlp", "model_options": {"hidden": [32]}})
     forget_set = build_forget_set("seq", {"kind": "incremental", "size": 20, "requests": 2}, ds.x_train, ds.y_train, seed=0)
     method_config = {"grid": {"lr": [0.01, 0.05]}}
-    alone = apply_method("gradient_descent", originals, ds, forget_set, method_config, vectorised=False)
-    together = apply_method("gradient_descent", originals, ds, forget_set, method_config, vectorised=True)
+    alone = apply_method("gradient_descent", originals, ds, forget_set, method_config, models_per_pass=1)
+    together = apply_method("gradient_descent", originals, ds, forget_set, method_config)
+    in_passes = apply_method("gradient_descent", originals, ds, forget_set, method_config, models_per_pass=3)
     assert set(alone) == set(together) and len(alone) == 3
     for label in alone:
         assert len(alone[label]) == 2
-        for a, b in zip(alone[label], together[label]):
+        for a, b, c in zip(alone[label], together[label], in_passes[label]):
             assert all(np.array_equal(a.weights[name], b.weights[name]) for name in a.weights)
+            assert all(np.array_equal(a.weights[name], c.weights[name]) for name in a.weights)
             assert all(np.array_equal(a.logits[split], b.logits[split]) for split in a.logits)
             assert a.attrs["unlearn_examples_per_model"] == b.attrs["unlearn_examples_per_model"]
 
@@ -129,7 +139,7 @@ def test_a_conv_net_matches_within_tolerance():
     for vectorised in (False, True):
         copies = [copy.deepcopy(m) for m in models]
         lockstep.run_lockstep([lambda k=k: METHODS["scrub"].unlearn(copies[k], request, {"epochs": 3, "lr": 0.05}, seeds[k])
-                               for k in range(3)], vectorised)
+                               for k in range(3)], 0 if vectorised else 1)
         results[vectorised] = copies
     for a, b, original in zip(results[False], results[True], models):
         moved = max(float((p - q).abs().max()) for p, q in zip(a.state_dict().values(), original.state_dict().values()))
@@ -151,6 +161,18 @@ def test_calls_that_cannot_share_a_loop_run_alone_and_losses_are_compared_by_val
     assert lockstep.same_function(ce, other)
     assert not lockstep.same_function(ce, cross_entropy_loss())
     assert not lockstep.same_function(negated(cross_entropy_loss(0.1)), other)
+
+    class Scaled:
+        def __init__(self, factor):
+            self.factor = factor
+
+        def loss(self, logits, targets):
+            return self.factor * cross_entropy_loss()(logits, targets)
+
+    assert not lockstep.same_function(Scaled(1.0).loss, Scaled(2.0).loss)  # bound to different objects
+    one = Scaled(1.0)
+    assert lockstep.same_function(one.loss, one.loss)
+    assert not lockstep.same_function(lambda a, b, *, w=1.0: w * a.sum(), lambda a, b, *, w=2.0: w * a.sum())
     x, y = torch.randn(40, 5), torch.randint(0, 3, (40,))
     models = [torch.nn.Sequential(torch.nn.Linear(5, 3)) for _ in range(3)]
     config = TrainConfig(lr=0.1, epochs=2, batch_size=8, batchnorm="frozen", schedule="constant")
@@ -175,9 +197,23 @@ def test_an_error_in_one_task_reaches_the_caller_and_the_others_end():
         fit(model, x, y, config, k)
         return k
 
+    threads = threading.active_count()
     with pytest.raises(ValueError, match="model 1 failed"):
         lockstep.run_lockstep([lambda k=k: task(k) for k in range(3)])
+    assert threading.active_count() == threads  # every task ended
     assert lockstep.run_lockstep([lambda k=k: k for k in range(3)]) == [0, 1, 2]
+    assert lockstep.run_lockstep([lambda k=k: k for k in range(5)], models_per_pass=2) == [0, 1, 2, 3, 4]
+    assert lockstep.run_lockstep([]) == []
+
+
+def test_a_grouping_error_unwinds_every_task(monkeypatch):
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    config = TrainConfig(lr=0.1, epochs=1, batch_size=8, batchnorm="frozen", schedule="constant")
+    monkeypatch.setattr(lockstep, "_groups", lambda calls: 1 / 0)
+    threads = threading.active_count()
+    with pytest.raises(ZeroDivisionError):
+        lockstep.run_lockstep([lambda k=k: fit(torch.nn.Linear(4, 2), x, y, config, k) for k in range(3)])
+    assert threading.active_count() == threads
 
 
 def test_a_tasks_clock_counts_its_share_of_the_stacked_loop():

@@ -205,7 +205,7 @@ def test_unequal_subsets_rejected():
 @pytest.mark.parametrize("config", [
     TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4),
     TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True),
-    TrainConfig(optimizer="sgd", lr=0.1),
+    TrainConfig(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0),
     TrainConfig(optimizer="adam", lr=1e-2, weight_decay=1e-4),
 ])
 def test_the_optimizer_steps_bitwise_as_torch_optim(config):

@@ -145,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     labels_option(sub)
     side_option(sub)
     sub.add_argument("--seed", type=int, required=True)
-    sub.add_argument("--sequential", dest="vectorised", action="store_false",
-                     help="unlearn one model after the other instead of the whole bank's training loops at once "
-                          "(the same models, bitwise for Linear chains; for benchmarks and debugging)")
+    sub.add_argument("--models-per-pass", type=int, default=0,
+                     help="most models whose training loops run as one (0: all; 1: one model after the other, "
+                          "the same models, bitwise for Linear chains)")
     torch_options(sub)
     sub.add_argument("--out", required=True)
 

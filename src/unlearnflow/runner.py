@@ -181,11 +181,11 @@ def precompute_seconds(side: Mapping[str, Any]) -> float:
 
 def unlearn_bank(spec: MethodSpec, configs: Sequence[Configuration], originals: ModelBank, source: RequestSource,
                  side_by_step: Sequence[Mapping[str, Any]], seed: int, device: torch.device,
-                 progress: bool = False, vectorised: bool = True) -> dict[str, list[StepResult]]:
+                 progress: bool = False, models_per_pass: int = 0) -> dict[str, list[StepResult]]:
     """Apply `spec` to every original model, under each configuration, request after request,
     after the method's input check (``check_inputs``: its warnings printed, a UserError raised).
-    With `vectorised` (the default) the models' training loops run as one
-    (:mod:`unlearnflow.core.lockstep`); without, one model after the other.
+    The models' training loops run as one (:mod:`unlearnflow.core.lockstep`), by passes of at most
+    `models_per_pass` models (0: all at once; 1: one model after the other).
 
     Returns configuration label -> one :class:`StepResult` per request.
     """
@@ -197,13 +197,13 @@ def unlearn_bank(spec: MethodSpec, configs: Sequence[Configuration], originals: 
         for line in spec.check_inputs(configs, tuple(source.samples.inputs.shape[1:]), source.samples.num_classes):
             print(f"warning: {line}")
     if spec.kind == EDITS_MODEL:
-        return _edit_models(spec, configs, originals, source, sides, seed, device, progress, vectorised)
+        return _edit_models(spec, configs, originals, source, sides, seed, device, progress, models_per_pass)
     return _predict_outputs(spec, configs, originals, source, sides)
 
 
 def _edit_models(spec: MethodSpec, configs: Sequence[Configuration], originals: ModelBank, source: RequestSource,
                  sides: Sequence[Mapping[str, Any]], seed: int, device: torch.device,
-                 progress: bool, vectorised: bool) -> dict[str, list[StepResult]]:
+                 progress: bool, models_per_pass: int) -> dict[str, list[StepResult]]:
     """Per configuration, every model's requests as one lockstep task (:mod:`unlearnflow.core.lockstep`):
     the method runs per model, its training loops over the whole bank at once."""
     shape, num_classes = tuple(source.samples.inputs.shape[1:]), source.samples.num_classes
@@ -230,7 +230,7 @@ def _edit_models(spec: MethodSpec, configs: Sequence[Configuration], originals: 
                 return done
 
             per_model = run_lockstep([partial(requests_of, index, int(model_id), original) for index, (model_id, original)
-                                      in enumerate(zip(originals.model_ids, models))], vectorised)
+                                      in enumerate(zip(originals.model_ids, models))], models_per_pass)
             steps = []
             for step in range(source.n_requests):
                 outcomes = [done[step] for done in per_model]
@@ -280,7 +280,7 @@ def step_bank(originals: ModelBank, step: StepResult, attrs: Mapping[str, Any]) 
 def apply_method(method: str, originals: ModelBank, dataset: Dataset, forget_set: ForgetSet,
                  method_config: Mapping[str, Any] | None = None, side: Mapping[str, Any] | None = None,
                  seed: int = 0, device: torch.device = torch.device("cpu"),
-                 progress: bool = False, vectorised: bool = True) -> dict[str, list[ModelBank]]:
+                 progress: bool = False, models_per_pass: int = 0) -> dict[str, list[ModelBank]]:
     """The library's way to unlearn in memory: configuration label -> the bank after each request,
     with logits on every split. `side` holds the loaded side artifacts the method needs; a
     source-free method is given the forget samples only, as in the workflow. Hyper-parameters a
@@ -290,7 +290,8 @@ def apply_method(method: str, originals: ModelBank, dataset: Dataset, forget_set
     configs = configurations(method, method_config or {}, originals.attrs.get("training"))
     samples = ForgetSamples.of(forget_set, dataset.x_train, dataset.x_val, dataset.y_val, dataset.num_classes)
     source = RequestSource(samples) if spec.source_free else RequestSource(samples, dataset, forget_set)
-    results = unlearn_bank(spec, configs, originals, source, [dict(side or {})], seed, device, progress, vectorised)
+    results = unlearn_bank(spec, configs, originals, source, [dict(side or {})], seed, device, progress,
+                           models_per_pass)
     return {config.label: [with_logits(step_bank(originals, step, {"method": method, "config": config.label,
                                                                     "hyperparameters": config.hyperparameters,
                                                                     "step": index}), dataset, device)

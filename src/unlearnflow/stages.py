@@ -261,10 +261,11 @@ def parse_side(side: Sequence[str]) -> dict[str, list[str]]:
 def unlearn(*, method: str, method_config: Mapping[str, Any], originals: str, seed: int, out: str,
             data: str | None = None, forget_set: str | None = None, forget_samples: str | None = None,
             labels_from: str | None = None, side: Sequence[str] = (), device: str = "auto", threads: int = 0,
-            progress: bool = False, vectorised: bool = True) -> None:
+            progress: bool = False, models_per_pass: int = 0) -> None:
     """Unlearn a forget set from every original model, for every configuration of a method and
-    every request; a source-free method reads the forget samples, every other one the data. With
-    `vectorised` the bank's training loops run as one (:mod:`unlearnflow.core.lockstep`)."""
+    every request; a source-free method reads the forget samples, every other one the data. The
+    bank's training loops run as one (:mod:`unlearnflow.core.lockstep`), at most `models_per_pass`
+    models at once (0: all; 1: one model after the other)."""
     from unlearnflow.registry import EDITS_MODEL, configurations, spec_of
     from unlearnflow.runner import (
         RequestSource,
@@ -301,7 +302,7 @@ def unlearn(*, method: str, method_config: Mapping[str, Any], originals: str, se
     check_side_lineage(side_paths, lineage, originals_lineage)
     side_by_step = load_side(side_paths)
     results = unlearn_bank(spec, configs, bank, source, side_by_step, seed, resolve_device(device), progress,
-                           vectorised)
+                           models_per_pass)
     inputs = [path for path in (data, forget_set, forget_samples, originals) if path] + [
         path for paths in side_paths.values() for path in paths]
     write_unlearned(out, method, source.samples.name, bank, configs, results,

@@ -1,7 +1,11 @@
-"""Train E models at once with ``torch.func`` (stack_module_state + functional_call + vmap).
+"""Train E models at once: stacked parameters, one forward and backward over all of them.
 
-Each model has its own seed (initial weights, batch order, augmentation) and its own training
-subset, given as a row of a boolean mask; all subsets must have the same size so that the
+:func:`fit_stacked` is the loop: E existing models, each with its seed, subset, targets and
+gradient edit, trained as :func:`~unlearnflow.core.training.fit` would train each alone; it
+serves :func:`fit_many` (fresh banks) and the lockstep (:mod:`unlearnflow.core.lockstep`, every
+unlearning method's fine-tuning over a bank). Each model has its own seed (initial weights, batch
+order, augmentation) and its own training subset (a row of a boolean mask for :func:`fit_many`);
+all subsets must have the same size so that the
 models take the same number of steps under the same learning-rate schedule. The forward pass
 runs over the stacked parameters (``vmap`` of ``functional_call``, or batched matrix products
 for plain Linear chains, see below); the loss is the *sum over models* of each model's mean
@@ -28,7 +32,7 @@ kernels over all E models, so what counts is their number and their memory traff
   the long dimension of the (models x batch, classes) logits (~20% of an MLP step).
 
 Measured and not used: the fused optimizer (~10% faster, but see
-:func:`~unlearnflow.core.training.make_optimizer`); splitting the ensemble into cache-sized groups
+:class:`~unlearnflow.core.training.Optimizer`); splitting the ensemble into cache-sized groups
 (the cost per model only falls as E grows, up to 256 MLPs on digits); feature-major activations
 (as fast, not bitwise equal); ``torch.compile`` of the forward and loss (~1.8x faster MLP steps
 at E=256, but a 20 s compilation per shape, more than most training runs here take);
@@ -122,7 +126,9 @@ class _StackedLinear(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         transposed = weight.transpose(1, 2)
-        if x.shape[1] == 1 and bias is not None:  # one row: nn.Linear's addmm takes another (gemv) kernel
+        if x.shape[1] == 1:  # one row: nn.Linear's addmm / mm takes another (gemv) kernel than bmm
+            if bias is None:
+                return torch.stack([row.mm(w) for row, w in zip(x, transposed)])
             return torch.stack([torch.addmm(b, row, w) for b, row, w in zip(bias, x, transposed)])
         return torch.bmm(x, transposed) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, transposed)
 
@@ -172,19 +178,20 @@ def fit_many(build: Callable[[], nn.Module], seeds: Sequence[int], inputs: torch
     """Train ``len(seeds)`` fresh models from `build`, model e on ``inputs[masks[e]]``.
 
     Returns the trained models (eval mode, BatchNorm recalibrated) and the cost of the whole
-    vectorised run (``seconds`` covers all models together).
+    vectorised run (``seconds`` covers all models together). A recipe whose batches are not all
+    multiples of 64 rows (a partial last batch, say) computes those batches' losses per model
+    (:func:`_stacked_loss`), which rounds as ``fit`` does; before fine-tuning shared this loop
+    (0a0138e) such batches were computed over the flattened batch and could differ in the last bits.
     """
     masks = np.asarray(masks, dtype=bool)
     if masks.shape != (len(seeds), len(inputs)):
         raise ValueError(f"masks must have shape ({len(seeds)}, {len(inputs)}), got {masks.shape}")
-    if len(set(masks.sum(axis=1).tolist())) != 1:
-        raise UserError("vectorised training needs equal training-set sizes per model, got "
-                        f"{sorted(set(masks.sum(axis=1).tolist()))}")
     models = [init_model(build, seed).to(inputs.device) for seed in seeds]
     subsets = [torch.from_numpy(np.flatnonzero(row)).to(inputs.device) for row in masks]
     stats = fit_stacked(models, inputs, [targets] * len(models), config, seeds, subsets, loss,
                         progress=progress, description=description)
-    return models, FitStats(seconds=stats.seconds * len(models), steps=stats.steps, examples=stats.examples * len(models))
+    return models, FitStats(seconds=stats.seconds * len(models), steps=stats.steps,
+                            examples=stats.examples * len(models))
 
 
 def fit_stacked(models: Sequence[nn.Module], inputs: torch.Tensor, targets: Sequence[torch.Tensor],
@@ -232,30 +239,34 @@ def fit_stacked(models: Sequence[nn.Module], inputs: torch.Tensor, targets: Sequ
     augmenting = bool(config.crop_padding or config.flip)
     step = examples = 0
     start = time.perf_counter()
-    with torch.enable_grad(), progress_bar(config.epochs * len(slices), f"{description} x{n_models}", progress) as bar:
-        for _ in range(config.epochs):
-            orders = torch.stack([epoch_order(g, s.cpu()) for g, s in zip(generators, subsets)]).to(device)
-            for positions in slices:
-                indices = orders[:, positions]
-                size, batch = indices.shape[1], indices.reshape(-1)
-                x = inputs.index_select(0, batch).view(n_models, size, *inputs.shape[1:])
-                if augmenting:
-                    draws = [augmentation_draws(g, size, config) for g in generators]
-                    x = augment(x, *_stack_draws(draws), config.crop_padding)
-                set_lr(optimizer, config.lr_at(step, len(slices)))
-                logits = forward(params, buffers, x)
-                per_example = _stacked_loss(loss, logits, rows_of(indices))
-                optimizer.zero_grad(set_to_none=True)
-                per_example.mean(dim=1).sum().backward()
-                if after_backward is not None:
-                    _edit_gradients(named, params, trained, after_backward, models)
-                optimizer.step()
-                step += 1
-                examples += size
-                bar.update()
-    for parameters in named:
-        for name in trained:
-            parameters[name].data = parameters[name].data.clone()
+    try:
+        with torch.enable_grad(), progress_bar(config.epochs * len(slices), f"{description} x{n_models}",
+                                               progress) as bar:
+            for _ in range(config.epochs):
+                orders = torch.stack([epoch_order(g, s.cpu()) for g, s in zip(generators, subsets)]).to(device)
+                for positions in slices:
+                    indices = orders[:, positions]
+                    size, batch = indices.shape[1], indices.reshape(-1)
+                    x = inputs.index_select(0, batch).view(n_models, size, *inputs.shape[1:])
+                    if augmenting:
+                        draws = [augmentation_draws(g, size, config) for g in generators]
+                        x = augment(x, *_stack_draws(draws), config.crop_padding)
+                    set_lr(optimizer, config.lr_at(step, len(slices)))
+                    logits = forward(params, buffers, x)
+                    per_example = _stacked_loss(loss, logits, rows_of(indices))
+                    optimizer.zero_grad()
+                    per_example.mean(dim=1).sum().backward()
+                    if after_backward is not None:
+                        _edit_gradients(named, params, trained, after_backward, models)
+                    optimizer.step()
+                    step += 1
+                    examples += size
+                    bar.update()
+    finally:  # every model owns its parameters again, also after an error
+        for parameters in named:
+            for name in trained:
+                parameters[name].data = parameters[name].data.clone()
+                parameters[name].grad = None
     for model, subset in zip(models, subsets):
         if config.batchnorm == "recalibrate":
             recalibrate_batchnorm(model, inputs[subset.to(device)], config.batch_size)

@@ -19,7 +19,8 @@ grouped convolutions for conv nets (tested per method in ``tests/test_lockstep.p
 
 Costs. A task's clock (:func:`unlearnflow.core.training.clock`) counts the time the task itself
 ran plus its share (1/E) of each vectorised loop it took part in, so a method that times itself
-reports its own cost, and the costs of a bank's models add up to the bank's wall time.
+reports its own cost; the scheduling between them (handing calls over, grouping) is counted in
+no model's. ``fit``'s progress bar is not shown for handed-over calls.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from torch import nn
 from unlearnflow.core.ensemble import fit_stacked
 from unlearnflow.core.recipe import TrainConfig
 from unlearnflow.core.training import LOCKSTEP, FitStats, PerExampleLoss, fit
+from unlearnflow.errors import UserError
 
 
 @dataclass
@@ -85,11 +87,11 @@ class _Task(threading.Thread):
 
     def run(self) -> None:
         LOCKSTEP.fit, LOCKSTEP.clock = self.defer, self.clock
-        # the caller's intra-op threads: a new thread's OpenMP default (every core) makes MKL pick
-        # other kernels for small matrix products, which round differently from the caller's
-        torch.set_num_threads(self.threads)
         self.wait_for_turn()
         try:
+            # the caller's intra-op threads: a new thread's OpenMP default (every core) makes MKL
+            # take other kernels for small matrix products, which round differently
+            torch.set_num_threads(self.threads)
             self.result = self.work()
         except BaseException as error:  # re-raised by run_lockstep in the caller's thread
             self.error = error
@@ -123,33 +125,46 @@ class _Task(threading.Thread):
         self.handed_over.acquire()
 
 
-def run_lockstep(work: Sequence[Callable[[], Any]], vectorised: bool = True) -> list[Any]:
+def run_lockstep(work: Sequence[Callable[[], Any]], models_per_pass: int = 0) -> list[Any]:
     """Run every callable of `work` (one model's unlearning each) and return their results in
-    order; with `vectorised`, their ``fit`` calls run together (module docstring), else each
-    callable runs alone in turn. The first error of a task is raised here, once every task ended."""
-    if not vectorised:
+    order, their ``fit`` calls run together (module docstring) by passes of at most
+    `models_per_pass` tasks (0: all at once; 1: one callable after the other, no threads), which
+    bounds the models a stacked loop holds. The first error of a task is raised here, once every
+    task of its pass ended."""
+    if models_per_pass < 0:
+        raise UserError(f"models per pass must be >= 0 (0: all at once), got {models_per_pass}")
+    if models_per_pass == 1:
         return [item() for item in work]
+    per_pass = models_per_pass or max(len(work), 1)
+    return [result for start in range(0, len(work), per_pass) for result in _one_pass(work[start:start + per_pass])]
+
+
+def _one_pass(work: Sequence[Callable[[], Any]]) -> list[Any]:
     handed_over = threading.Semaphore(0)
     tasks = [_Task(item, handed_over, torch.get_num_threads()) for item in work]
     for task in tasks:
         task.start()
-    running = list(tasks)
+    running, scheduler_error = list(tasks), None
     while running:
         for task in running:
             task.step()
         running = [task for task in running if not task.done]
-        failed = any(task.error is not None for task in tasks)
-        for group in _groups([task.call for task in running]):
-            if failed:
-                for call in group:
-                    call.error = _Aborted()
-            else:
+        calls = [task.call for task in running]
+        if scheduler_error is None and not any(task.error is not None for task in tasks):
+            try:
+                groups = _groups(calls)
+            except BaseException as error:  # grouping failed: unwind every task, then raise it
+                scheduler_error, groups = error, []
+            for group in groups:
                 _run_group(group)
+        for call in calls:
+            if call.stats is None and call.error is None:
+                call.error = _Aborted()
     for task in tasks:
         task.join()
     errors = [task.error for task in tasks if task.error is not None and not isinstance(task.error, _Aborted)]
-    if errors:
-        raise errors[0]
+    if scheduler_error is not None or errors:
+        raise scheduler_error or errors[0]
     return [task.result for task in tasks]
 
 
@@ -168,9 +183,9 @@ def _groups(calls: list[FitCall]) -> list[list[FitCall]]:
 def _run_group(group: list[FitCall]) -> None:
     try:
         if len(group) == 1:
-            for call in group:
-                call.stats = fit(call.model, call.inputs, call.targets, call.config, call.seed, call.subset,
-                                 call.loss, call.after_backward)
+            call = group[0]
+            call.stats = fit(call.model, call.inputs, call.targets, call.config, call.seed, call.subset, call.loss,
+                             call.after_backward)
             return
         edits = [call.after_backward for call in group] if group[0].after_backward is not None else None
         stats = fit_stacked([call.model for call in group], group[0].inputs, [call.targets for call in group],
@@ -199,32 +214,37 @@ def _same_tensor(first: torch.Tensor, other: torch.Tensor) -> bool:
 
 
 def _stackable(model: nn.Module) -> bool:
-    """No hooks on modules or parameters: the stacked forward evaluates the architecture from its
-    weights alone, so a model whose hooks change what it computes (TRGP's trust region,
-    :mod:`unlearnflow.pgu.trgp`) trains alone."""
+    """No hooks on modules or parameters and no forward replaced on a module: the stacked forward
+    evaluates the architecture from its weights alone, so a model whose hooks change what it
+    computes (TRGP's trust region, :mod:`unlearnflow.pgu.trgp`) trains alone."""
     return not any(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                   for module in model.modules()) and not any(p._backward_hooks for p in model.parameters())
+                   or module._backward_pre_hooks or "forward" in vars(module) for module in model.modules()) \
+        and not any(p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None) for p in model.parameters())
 
 
 def _architecture(model: nn.Module) -> tuple:
-    return (tuple(type(module) for module in model.modules()),
+    return (tuple((type(module), module.extra_repr()) for module in model.modules()),
             tuple((name, p.shape, p.dtype, p.requires_grad) for name, p in model.named_parameters()),
             tuple((name, b.shape) for name, b in model.named_buffers()))
 
 
 def same_function(first: Any, other: Any) -> bool:
     """Whether two per-example losses compute the same function: the same object, or closures of
-    the same code whose captured values are equal (numbers, strings, and tuples, lists and dicts of
-    them) or are themselves the same function, e.g. two ``negated(cross_entropy_loss())`` built by
-    two models' requests. Anything else (a tensor, say) counts as different."""
+    the same code, bound to the same object if methods, whose defaults and captured values are
+    equal (numbers, strings, and tuples, lists and dicts of them) or are themselves the same
+    function, e.g. two ``negated(cross_entropy_loss())`` built by two models' requests. Anything
+    else (a tensor, say) counts as different."""
     if first is other:
         return True
     code = getattr(first, "__code__", None)
-    if code is None or code is not getattr(other, "__code__", None) or first.__defaults__ != other.__defaults__:
+    if code is None or code is not getattr(other, "__code__", None):
+        return False
+    if getattr(first, "__self__", None) is not getattr(other, "__self__", None):
         return False
     cells, other_cells = first.__closure__ or (), other.__closure__ or ()
-    return len(cells) == len(other_cells) and all(
-        _same_value(a.cell_contents, b.cell_contents) for a, b in zip(cells, other_cells))
+    return (_same_value(first.__defaults__, other.__defaults__)
+            and _same_value(first.__kwdefaults__, other.__kwdefaults__) and len(cells) == len(other_cells)
+            and all(_same_value(a.cell_contents, b.cell_contents) for a, b in zip(cells, other_cells)))
 
 
 def _same_value(first: Any, other: Any) -> bool:

@@ -185,10 +185,16 @@ class Optimizer:
     """
 
     def __init__(self, params: Sequence[torch.Tensor], config: TrainConfig):
+        if config.lr < 0 or config.momentum < 0 or config.weight_decay < 0:
+            raise UserError(f"training: lr, momentum and weight_decay must be >= 0, got {config.lr}, "
+                            f"{config.momentum} and {config.weight_decay}")
+        if config.optimizer == "sgd" and config.nesterov and config.momentum <= 0:
+            raise UserError("training: nesterov needs momentum > 0")
         self.params, self.config, self.lr = list(params), config, config.lr
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
+    def zero_grad(self) -> None:
+        """Set every gradient to None (torch.optim's default)."""
         for p in self.params:
             p.grad = None
 
@@ -208,7 +214,8 @@ class Optimizer:
             return
         for p, state in zip(params, states):
             if not state:
-                state.update(step=torch.tensor(0.0, dtype=torch.get_default_dtype()),
+                state.update(step=torch.tensor(0.0, dtype=torch.float64 if torch.get_default_dtype() == torch.float64
+                                               else torch.float32),  # torch.optim's scalar dtype
                              exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
                              exp_avg_sq=torch.zeros_like(p, memory_format=torch.preserve_format))
         adam(params, grads, [state["exp_avg"] for state in states], [state["exp_avg_sq"] for state in states], [],
@@ -296,7 +303,7 @@ def fit(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, config: T
                 x = augment(inputs.index_select(0, batch), offsets, flips, config.crop_padding)
                 set_lr(optimizer, config.lr_at(step, steps_per_epoch))
                 batch_loss = loss(model(x), targets.index_select(0, batch)).mean()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()
                 batch_loss.backward()
                 if after_backward is not None:
                     after_backward(model)

@@ -124,10 +124,12 @@ def _predicted(spec: MethodSpec, hp: Mapping[str, Any],
 def _edited(spec: MethodSpec, hp: Mapping[str, Any],
             side: Mapping[str, Any]) -> Callable[..., tuple[np.ndarray, float, int]]:
     """A method that edits models, applied to each base model for each of its forget sets, every
-    shadow a lockstep task (their training loops run as one, :mod:`unlearnflow.core.lockstep`); a
+    shadow a lockstep task (their training loops run as one, `models_per_pass` shadows at most,
+    :mod:`unlearnflow.core.lockstep`); a
     source-free one sees the forget samples and the validation split only."""
     def unlearner(base: ModelBank, design: ShadowDesign, dataset: Dataset, labels: np.ndarray, seed: int,
-                  device: torch.device, progress: bool, **_: Any) -> tuple[np.ndarray, float, int]:
+                  device: torch.device, progress: bool, models_per_pass: int = 0,
+                  **_: Any) -> tuple[np.ndarray, float, int]:
         inputs = torch.from_numpy(dataset.x_train).to(device)
         label_tensor = torch.tensor(labels, device=device)
         validation = dict(validation_inputs=torch.from_numpy(dataset.x_val).to(device),
@@ -153,7 +155,7 @@ def _edited(spec: MethodSpec, hp: Mapping[str, Any],
 
         with progress_bar(n_base * n_sets, f"ulira {spec.name}", progress) as bar:
             shadows = run_lockstep([partial(shadow, index, set_index) for index in range(n_base)
-                                    for set_index in range(n_sets)])
+                                    for set_index in range(n_sets)], models_per_pass)
         logits = [shadow_logits for shadow_logits, _ in shadows]
         seconds = sum(cost.seconds for _, cost in shadows)
         examples = sum(cost.examples for _, cost in shadows)

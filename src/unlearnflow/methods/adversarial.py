@@ -150,7 +150,7 @@ def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], see
         losses = _CROSS_ENTROPY(logits, torch.cat([y_forget, targets[anchor_batch]]))
         loss = (losses[len(forget_batch):].sum() - losses[:len(forget_batch)].sum()) / len(losses)
         penalty = sum((weight * (p - p0).square()).sum() for weight, p, p0 in zip(held, parameters, originals))
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         (loss + hp["reg_lambda"] * penalty / 2).backward()
         optimizer.step()
         steps += 1

@@ -59,7 +59,7 @@ def unlearn(model: nn.Module, request: ForgetRequest, hp: Mapping[str, Any], see
             x = x_forget[order[first:first + hp["batch_size"]].to(x_forget.device)]
             noise = hp["sigma"] * torch.randn((hp["n_perturbations"], *x.shape), generator=generator)
             loss = lipschitz_loss(model, x, noise.to(device=x.device, dtype=x.dtype), hp["outputs"])
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             steps += 1
