@@ -10,6 +10,12 @@ compared (keyed by forget set, method and configuration; the timing columns ``un
     python bench/bench_default_run.py [--baseline 0a0138e] [--keep DIR]
 
 Writes bench/RESULTS.md (section "default_run"); exits with status 1 when a cell moved.
+
+``--at-4000`` runs the default config with only ``data:`` changed, to a 4,000-point 10-class
+image set (Fashion-MNIST from Debian's ``dataset-fashion-mnist``: 2,800 training points, 600
+validation, 600 test), this commit alone (the issue's before took over an hour), and writes
+section "default_4000": wall time, job-seconds per stage, the slowest jobs and the fit jobs'
+peak memory (the rules' benchmark files), against issue 22's 20 minutes.
 """
 
 from __future__ import annotations
@@ -31,29 +37,50 @@ from bench.results import machine_note, write_section  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"unlearn_seconds", "retrain_seconds", "precompute_seconds"}
 TARGET_SECONDS = 360
+#: issue 22: the default plan at 4,000 points in 20 minutes, a fit job's peak RSS <= 3 GB
+TARGET_4000_SECONDS, TARGET_FIT_RSS_MB = 1200, 3000
+FASHION_4000 = {"loader": "idx", "path": "/usr/share/datasets/fashion-mnist", "validation_fraction": 0.5,
+                "max_train": 2800, "max_test": 1200, "seed": 0}
 
 
 def git(*args: str) -> str:
     return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def default_run(commit: str, where: Path) -> float:
-    """Run the default workflow of `commit` in a worktree at `where`; its wall seconds."""
+def default_run(commit: str, where: Path, data: dict | None = None) -> float:
+    """Run the default workflow of `commit` in a worktree at `where` (its config's ``data:``
+    replaced by `data` if given); its wall seconds."""
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(where), commit], check=True,
                    capture_output=True)
+    if data is not None:
+        import yaml
+        config = yaml.safe_load((where / "config.yaml").read_text())
+        (where / "config.yaml").write_text(yaml.safe_dump({**config, "data": data}, sort_keys=False))
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2"], cwd=where, check=True, capture_output=True,
                    env={**os.environ, "PYTHONPATH": str(where / "src")})
     return time.perf_counter() - start
 
 
-def stage_seconds(results: Path) -> dict[str, float]:
-    """Job-seconds per stage (the first folder or file name under each experiment's benchmarks/)."""
-    stages: dict[str, float] = defaultdict(float)
+def job_benchmarks(results: Path) -> list[tuple[str, str, float, float]]:
+    """(stage, job, seconds, peak RSS in MB) of every job: the rules' benchmark files (the stage is
+    the first folder or file name under each experiment's benchmarks/)."""
+    jobs = []
     for tsv in results.glob("*/benchmarks/**/*.tsv"):
-        stage = tsv.relative_to(results).parts[2].removesuffix(".tsv")
         with open(tsv) as handle:
-            stages[stage] += float(list(csv.reader(handle, delimiter="\t"))[1][0])
+            header, values = list(csv.reader(handle, delimiter="\t"))[:2]
+        row = dict(zip(header, values))
+        rss = float(row["max_rss"]) if row.get("max_rss", "NA") != "NA" else float("nan")
+        job = str(tsv.relative_to(results)).removesuffix(".tsv")
+        jobs.append((tsv.relative_to(results).parts[2].removesuffix(".tsv"), job, float(row["s"]), rss))
+    return jobs
+
+
+def stage_seconds(results: Path) -> dict[str, float]:
+    """Job-seconds per stage."""
+    stages: dict[str, float] = defaultdict(float)
+    for stage, _, seconds, _ in job_benchmarks(results):
+        stages[stage] += seconds
     return stages
 
 
@@ -76,12 +103,51 @@ def moved_cells(first: Path, second: Path) -> tuple[int, list[str]]:
     return compared, moved
 
 
+def at_4000(args: argparse.Namespace, head: str) -> None:
+    """Section "default_4000": this commit's default plan on the 4,000-point set (module docstring)."""
+    load = os.getloadavg()[0]
+    scratch = args.keep or Path(tempfile.mkdtemp(prefix="bench_default_4000_"))
+    try:
+        wall = default_run(head, scratch / "this", FASHION_4000)
+        jobs = job_benchmarks(scratch / "this" / "results")
+    finally:
+        if not args.keep:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(scratch / "this")],
+                           capture_output=True)
+    stages: dict[str, float] = defaultdict(float)
+    for stage, _, seconds, _ in jobs:
+        stages[stage] += seconds
+    rows = ["| stage | job-s | share | slowest job (s) |", "|---|---:|---:|---:|"]
+    total = sum(stages.values())
+    for name in sorted(stages, key=lambda name: -stages[name])[:8]:
+        slowest = max(seconds for stage, _, seconds, _ in jobs if stage == name)
+        rows.append(f"| {name} | {stages[name]:.0f} | {stages[name] / total:.0%} | {slowest:.0f} |")
+    rows.append(f"| **all stages** | {total:.0f} | | |")
+    fit_rss = max(rss for stage, _, _, rss in jobs if stage == "fit_datamodels")
+    section = (
+        "## The default plan at 4,000 points (issue 22)\n\n"
+        f"Wall time from empty results/: **{wall / 60:.1f} min** (target {TARGET_4000_SECONDS // 60} min: "
+        f"{'met' if wall <= TARGET_4000_SECONDS else 'missed'}); {total:.0f} job-seconds on 2 cores. "
+        f"Peak RSS of a datamodel fit job: **{fit_rss / 1000:.2f} GB** (target {TARGET_FIT_RSS_MB / 1000:.0f} GB: "
+        f"{'met' if fit_rss <= TARGET_FIT_RSS_MB else 'missed'}). The eight largest stages:\n\n" + "\n".join(rows) + "\n\n"
+        f"The default config.yaml at {head} with only `data:` changed to Fashion-MNIST (2,800 training, 600 "
+        "validation, 600 test points: 4,000 points, 10 classes; IDX files of Debian's dataset-fashion-mnist), "
+        f"`snakemake --cores 2` in a worktree. {machine_note((load, os.getloadavg()[0]))}; "
+        "`python bench/bench_default_run.py --at-4000` to rerun.")
+    print(section)
+    write_section("default_4000", section)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="0a0138e", help="the commit to compare with")
     parser.add_argument("--keep", type=Path, help="keep the two worktrees under this folder")
+    parser.add_argument("--at-4000", action="store_true", help="this commit's default plan on 4,000 points")
     args = parser.parse_args()
     head = git("rev-parse", "--short", "HEAD")
+    if args.at_4000:
+        at_4000(args, head)
+        return
     baseline = git("rev-parse", "--short", args.baseline)
     load = os.getloadavg()[0]
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="bench_default_run_"))

@@ -21,16 +21,28 @@ descent, among the fastest single-target lasso solvers; skipped with a note when
 installed) on the same lambda grid, split and selection, timed on a few targets and compared at
 held-out LDS on those targets. Writes section "lasso_sizes".
 
+``--at-4000 RESULTS``: issue 22's target, on real subset models. RESULTS is an experiment's
+results folder holding the default plan's 2,000 subset models on a 4,000-point set (e.g. kept by
+``bench/bench_default_run.py --at-4000 --keep DIR``: ``DIR/this/results/digits``). The solver
+of commit 7f17e80 (``git show``; the path solved to tol 1e-4, patience 3) and today's (path to
+3e-3, patience 2, chosen on 204 random points of this set) fit the same per-logit and margin
+targets of other points, drawn at random, on the first 1,800 models; LDS on the last 200.
+Writes section "lasso_4000".
+
     python bench/bench_lasso.py [--quick] [--threads 1]
     python bench/bench_lasso.py --sizes [--threads 1]
+    python bench/bench_lasso.py --at-4000 RESULTS [--points 300]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,7 +137,7 @@ def bench_lasso(args: argparse.Namespace) -> tuple[list[str], str]:
     )
     note = (
         f"Lasso: 20 lambdas per target from lambda_max down to 0.01 lambda_max, 20% of the models for validation, "
-        f"path stopped after 3 non-improving lambdas, tol 1e-4 (duality gap / (||y||^2/m)), refit on all models. "
+        f"path stopped after 2 non-improving lambdas, tol 3e-3 along the path and 1e-4 for the refit on all models (duality gap / (||y||^2/m)). "
         f"scikit-learn timed on {len(cols)} random targets ({ref_s:.1f} s) and extrapolated linearly to {args.targets:,}; "
         f"LDS (mean Spearman over targets, {HELD_OUT} held-out models) compared on those targets "
         f"(difference {abs(lds_fast - lds_ref):.4f}; same lambda chosen for {same:.0%} of them; max coefficient "
@@ -169,8 +181,8 @@ def skglm_lasso():
     except ImportError:
         return None
 
-    def make(tol: float):
-        return lambda alpha: Lasso(alpha=alpha, tol=tol, warm_start=True)
+    def make(alpha: float, tol: float):
+        return Lasso(alpha=alpha, tol=tol, warm_start=True)
 
     return make
 
@@ -180,7 +192,7 @@ def bench_sizes(args: argparse.Namespace) -> str:
     make_skglm = skglm_lasso()
     if make_skglm is not None:  # compile skglm's numba kernels before timing
         masks, outputs = soft_knn_outputs(60, 0.1, 0, 40)
-        lasso_reference(masks, outputs[:, :2], np.full((2, 2), 0.05), estimator=make_skglm(1e-4))
+        lasso_reference(masks, outputs[:, :2], np.full((2, 2), 0.05), estimator=make_skglm)
     rows = []
     for models, features in SIZES:
         masks, outputs = soft_knn_outputs(models + HELD_OUT, 0.1, args.seed, features)
@@ -194,7 +206,7 @@ def bench_sizes(args: argparse.Namespace) -> str:
         lds_fast = lds(sub(fast, few), held_m, held_y[:, few])
         cells = [f"{models:,}", f"{features:,}", f"{fast_s / len(cols) * 1e3:.2f}",
                  f"{lds(fast, held_m, held_y):.4f}", f"{lds_fast:.4f}"]
-        libraries = {"scikit-learn": None, "skglm": make_skglm(1e-4) if make_skglm else False}
+        libraries = {"scikit-learn": None, "skglm": make_skglm or False}
         for name, estimator in libraries.items():
             if estimator is False:
                 cells += ["not installed", ""]
@@ -210,8 +222,9 @@ def bench_sizes(args: argparse.Namespace) -> str:
         f"Soft-kNN outputs on digits (the `lasso` section's problem) with as many training points as features; "
         f"{args.size_targets:,} random targets (point x class) for the batched lasso, the first {args.ref_targets} "
         f"of them for the per-target loops (timed and compared on those); {HELD_OUT} held-out models for the LDS. "
-        "Every solver walks the same 20-lambda grid with the same split, validation rule (3 non-improving "
-        "lambdas stop a path) and refit; tol 1e-4 (scikit-learn and ours: duality gap relative to ||y||^2/m; "
+        "Every solver walks the same 20-lambda grid with the same split, validation rule (2 non-improving "
+        "lambdas stop a path) and refit; tol 3e-3 along the path, 1e-4 for the refit (scikit-learn and ours: "
+        "duality gap relative to ||y||^2/m; "
         "skglm: its own optimality criterion). ms/target: wall time over targets; the ratio is the loop's cost "
         "per target over the batched one's.",
         "",
@@ -229,6 +242,77 @@ def bench_sizes(args: argparse.Namespace) -> str:
     ])
 
 
+#: the solver before issue 22 (its module at that commit) and the points its new defaults were chosen on
+BEFORE_COMMIT = "7f17e80"
+SELECTION_POINTS = 204
+LASSO_TARGET_MS = 10.0
+
+
+def solver_at(commit: str):
+    """The regression module of `commit`, imported from ``git show`` (its own copy)."""
+    repo = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:src/unlearnflow/dmm/regression.py"],
+                            capture_output=True, text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp()) / f"regression_{commit}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_at_4000(args: argparse.Namespace) -> str:
+    """Section "lasso_4000" (module docstring): ms per target and LDS, before and now."""
+    from unlearnflow.core.artifacts import concatenate_banks, read_bank, read_dataset
+    from unlearnflow.dmm.datamodel_set import subset_outputs
+
+    results = Path(args.at_4000)
+    chunks = sorted(results.glob("subset_models/chunk_*.h5"))
+    if not chunks or not (results / "data.h5").is_file():
+        raise SystemExit(f"{results}: no data.h5 and subset_models/ (run bench/bench_default_run.py --at-4000 --keep DIR)")
+    dataset = read_dataset(results / "data.h5")
+    bank = concatenate_banks([read_bank(path, with_weights=False, role="subset") for path in chunks])
+    logits = np.concatenate([bank.logits[split] for split in ("train", "val", "test")], axis=1)
+    labels = np.concatenate([dataset.y_train, dataset.y_val, dataset.y_test])
+    masks, n_points = bank.train_masks, logits.shape[1]
+    chosen_on = np.random.default_rng(0).permutation(n_points)[:SELECTION_POINTS]
+    others = np.setdiff1d(np.arange(n_points), chosen_on)
+    points = np.sort(np.random.default_rng(args.seed + 1).choice(others, args.points, replace=False))
+    fitted, held = slice(0, len(masks) - HELD_OUT), slice(len(masks) - HELD_OUT, len(masks))
+    before = solver_at(BEFORE_COMMIT)
+    rows, per_logit = [], {}
+    for output in ("logits", "margins"):
+        y = subset_outputs(logits[:, points], labels[points])[output]
+        cells, fits = {}, {}
+        for label, fit in (("before", before.fit_lasso), ("now", fit_lasso)):
+            seconds, fits[label] = timed(fit, masks[fitted], y[fitted])
+            cells[label] = (seconds / y.shape[1] * 1e3, lds(fits[label], masks[held], y[held]))
+            print(f"{output} {label}: {cells[label][0]:.1f} ms/target, LDS {cells[label][1]:.4f}", flush=True)
+        same = float(np.mean(np.isclose(fits["before"].alphas, fits["now"].alphas, rtol=1e-5)))
+        rows.append(f"| {output} | {y.shape[1]:,} | {cells['before'][0]:.1f} | {cells['now'][0]:.1f} | "
+                    f"{cells['before'][0] / cells['now'][0]:.2f}x | {cells['before'][1]:.4f} | {cells['now'][1]:.4f} | "
+                    f"{same:.0%} |")
+        if output == "logits":
+            per_logit = {"ms": cells["now"][0], "ratio": cells["before"][0] / cells["now"][0]}
+    return "\n".join([
+        "## Datamodels: the lasso at 4,000 points, before and now (issue 22)",
+        "",
+        "| targets | count | ms/target before | ms/target now | ratio | LDS before | LDS now | same lambda |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        f"Per-logit target: {per_logit['ms']:.1f} ms (target <= {LASSO_TARGET_MS:.0f} ms: "
+        f"{'met' if per_logit['ms'] <= LASSO_TARGET_MS else 'missed'}), {per_logit['ratio']:.2f}x the solver of "
+        f"{BEFORE_COMMIT} (target 3x: {'met' if per_logit['ratio'] >= 3 else 'missed'}). "
+        f"{len(masks):,} subset models of the default plan on {n_points:,} points ({masks.shape[1]:,} training "
+        f"points), {len(masks) - HELD_OUT:,} fitted, the last {HELD_OUT} for the LDS; {args.points} random points "
+        f"(none of the {SELECTION_POINTS} the new defaults were chosen on), all their classes for the per-logit "
+        f"targets. Before: the path solved to tol 1e-4 with patience 3; now: the path to 3e-3 with patience 2, "
+        f"each lambda starting from the last one's residual correlations, targets in blocks of 4,096; both "
+        f"refit to 1e-4. {args.threads} torch/BLAS thread(s).",
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 targets, 10 reference targets, 1,000 ridge models")
@@ -240,7 +324,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sizes", action="store_true", help="cost per target at several sizes vs skglm (section lasso_sizes)")
     parser.add_argument("--size-targets", type=int, default=1_000, help="targets of the batched lasso with --sizes")
+    parser.add_argument("--at-4000", metavar="RESULTS", help="issue 22's lasso at 4,000 points (section lasso_4000)")
+    parser.add_argument("--points", type=int, default=300, help="points whose targets --at-4000 fits")
     args = parser.parse_args()
+    if args.at_4000:
+        start_load = os.getloadavg()[0]
+        torch.set_num_threads(args.threads)
+        with threadpool_limits(args.threads):
+            markdown = bench_at_4000(args)
+        markdown += " " + machine_note([start_load, os.getloadavg()[0]]) + "."
+        print(markdown)
+        write_section("lasso_4000", markdown)
+        return
     if args.quick:
         args.targets, args.ref_targets, args.ridge_models = 2_000, 10, 1_000
     if args.sizes:

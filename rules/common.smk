@@ -19,7 +19,7 @@ from unlearnflow.config import (
     validate_config,
 )
 from unlearnflow.core.forget_sets import split_step_name, step_name
-from unlearnflow.core.stage_table import STAGE_VERSIONS, output_template, version_of
+from unlearnflow.core.stage_table import STAGE_VERSIONS, output_template, stage, version_of
 from unlearnflow.core.store import check_writable_directory
 from unlearnflow.dmm.estimators import estimator_of
 from unlearnflow.errors import UserError, report_failed_jobs
@@ -93,6 +93,10 @@ def runtime_of(rule):
 
 def gpu_of(rule):
     return rule_resources(config, rule)["gpu"]
+
+
+def priority_of(rule):
+    return stage(rule).priority
 
 
 def chunk_ids(bank):

@@ -26,6 +26,7 @@ rule train_subset_models:
             subset_fraction=config["subset_models"]["fraction"],
         ),
     threads: threads_of("train_subset_models")
+    priority: priority_of("train_subset_models")
     resources:
         mem_mb=mem_mb_of("train_subset_models"),
         runtime=runtime_of("train_subset_models"),
@@ -62,6 +63,7 @@ rule fit_datamodels:
         progress=PROGRESS,
         version=version_of("fit_datamodels"),
     threads: threads_of("fit_datamodels")
+    priority: priority_of("fit_datamodels")
     resources:
         mem_mb=mem_mb_of("fit_datamodels"),
         runtime=runtime_of("fit_datamodels"),
@@ -88,6 +90,7 @@ rule gather_datamodels:
     params:
         version=version_of("gather_datamodels"),
     threads: threads_of("gather_datamodels")
+    priority: priority_of("gather_datamodels")
     resources:
         mem_mb=mem_mb_of("gather_datamodels"),
         runtime=runtime_of("gather_datamodels"),
@@ -116,6 +119,7 @@ rule calibrate_datamodels:
         labels=labels_flag,
         version=version_of("calibrate_datamodels"),
     threads: threads_of("calibrate_datamodels")
+    priority: priority_of("calibrate_datamodels")
     resources:
         mem_mb=mem_mb_of("calibrate_datamodels"),
         runtime=runtime_of("calibrate_datamodels"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -90,6 +91,35 @@ def test_a_target_s_lasso_does_not_depend_on_the_other_targets_of_its_batch():
         np.testing.assert_allclose(part.alphas, full.alphas[alone], rtol=1e-5)
 
 
+def test_a_fit_streamed_in_blocks_of_targets_equals_the_fit_in_one():
+    """Issue 22: the lasso fits `block` targets at a time (its memory is set by the block); the
+    blocks' datamodels are those of one fit up to float32 rounding."""
+    masks, outputs, _, _ = sparse_problem(seed=5, n=80, models=300, targets=23, noise=1.0)
+    whole, streamed = fit_lasso(masks, outputs, block=4096), fit_lasso(masks, outputs, block=5)
+    scale = np.abs(whole.weights).max()
+    np.testing.assert_allclose(streamed.weights, whole.weights, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(streamed.bias, whole.bias, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(streamed.alphas, whole.alphas, rtol=1e-5)
+    assert np.array_equal(streamed.weights != 0, whole.weights != 0)
+    with pytest.raises(UserError, match="block must be at least 1"):
+        fit_lasso(masks, outputs, block=0)
+
+
+def test_a_loose_path_picks_the_lambdas_of_a_tight_one():
+    """The path only ranks lambdas by validation MSE: solved to 3e-3 (the default) it picks the
+    lambda a path solved to 1e-8 picks for nearly every target, and the refit to `tol` gives
+    the same held-out LDS."""
+    masks, outputs, _, _ = sparse_problem(seed=6, n=80, models=500, targets=40, noise=1.0)
+    held = slice(400, 500)
+    tight = fit_lasso(masks[:400], outputs[:400], path_tol=1e-8, tol=1e-8, max_iter=5000)
+    loose = fit_lasso(masks[:400], outputs[:400], tol=1e-8, max_iter=5000)
+    assert np.mean(tight.alphas == loose.alphas) >= 0.9
+    lds = [np.nanmean(linear_datamodeling_score(fit, masks[held], outputs[held])) for fit in (tight, loose)]
+    assert abs(lds[0] - lds[1]) < 0.005
+    with pytest.raises(UserError, match="need tol > 0"):
+        fit_lasso(masks, outputs, path_tol=0.0)
+
+
 def test_lambda_path_selection_recovers_the_support():
     masks, outputs, truth, offset = sparse_problem(seed=1)
     fit = fit_lasso(masks, outputs)
@@ -111,8 +141,8 @@ def test_fit_lasso_matches_the_sklearn_reference():
     masks, outputs, _, _ = sparse_problem(seed=2, targets=8)
     train, _ = split_models(len(masks), 0.2, 0)
     grid = lambda_path(masks[train], outputs[train], n_alphas=10, alpha_min_ratio=0.01)
-    fast = fit_lasso(masks, outputs, n_alphas=10, alpha_min_ratio=0.01, tol=1e-8, max_iter=5000)
-    reference = lasso_reference(masks, outputs, grid, tol=1e-8, max_iter=100_000)
+    fast = fit_lasso(masks, outputs, n_alphas=10, alpha_min_ratio=0.01, tol=1e-8, max_iter=5000, path_tol=1e-8)
+    reference = lasso_reference(masks, outputs, grid, tol=1e-8, max_iter=100_000, path_tol=1e-8)
     np.testing.assert_array_equal(fast.alphas, reference.alphas)
     np.testing.assert_allclose(fast.weights, reference.weights, rtol=0, atol=1e-4 * np.abs(reference.weights).max())
     np.testing.assert_allclose(fast.bias, reference.bias, rtol=0, atol=1e-4 * np.abs(reference.bias).max())
@@ -268,8 +298,10 @@ def test_scattered_fit_equals_the_single_job_fit(estimator, tmp_path):
     whole = fit_datamodel_set(masks, logits, labels, sizes, estimator, **common)
     chunks = point_chunks(52, 3)
     assert chunks == [(0, 17), (17, 34), (34, 52)]
-    for index, points in enumerate(chunks):  # each part goes through its artifact, as in the workflow
-        part = fit_datamodel_set(masks, logits, labels, sizes, estimator, points=points, **common)
+    for index, points in enumerate(chunks):  # each part reads its points alone and goes through its artifact,
+        start, stop = points  # as in the workflow
+        part = fit_datamodel_set(masks, logits[:, start:stop], labels, sizes, estimator, points=points,
+                                 logits_from=start, **common)
         write_datamodels(tmp_path / f"part{index}.h5", part, {}, kind=PART_KIND)
     parts = [read_datamodels(tmp_path / f"part{index}.h5", kind=PART_KIND) for index in (2, 0, 1)]
     gathered = gather_datamodel_sets(parts)
@@ -322,6 +354,8 @@ def test_scatter_errors_are_user_errors():
         fit_datamodel_set(masks, logits, labels, sizes, "ridge", 60, splits=["val"])
     with pytest.raises(UserError, match="outside the 40 points"):
         fit_datamodel_set(masks, logits, labels, sizes, "ridge", 60, splits=["train"], points=(30, 45))
+    with pytest.raises(UserError, match=re.escape("the logits from point 10 on do not cover points [0, 20)")):
+        fit_datamodel_set(masks, logits[:, 10:30], labels, sizes, "ridge", 60, points=(0, 20), logits_from=10)
     first, last = (fit_datamodel_set(masks, logits, labels, sizes, "ridge", 60, log=lambda _: None, points=points)
                    for points in ((0, 20), (30, 50)))
     with pytest.raises(UserError, match="do not tile the 50 fitted points"):

@@ -475,6 +475,23 @@ def test_resources_come_from_the_config_and_every_rule_has_defaults(tmp_path):
     assert result.returncode != 0 and "resources: unknown rule(s) unlaern" in result.stdout + result.stderr
 
 
+def test_the_datamodels_chain_goes_first_among_the_jobs_ready_to_run(tmp_path):
+    """Issue 22: subset models, the fit, its gather and the calibration carry the stage table's
+    priority into the plan (the longest path of the default run); every other job has none."""
+    from unlearnflow.core.stage_table import CRITICAL_PATH, STAGES
+    config = load_config_file(REPO / "config.yaml")
+    config.pop("experiments")
+    write_config(tmp_path, config)
+    priorities = {}
+    for job in dry_run_jobs(tmp_path):
+        priorities.setdefault(job["rule"], set()).add(job["priority"])
+    chain = {"train_subset_models", "fit_datamodels", "gather_datamodels", "calibrate_datamodels"}
+    assert {rule: {STAGES[rule].priority} for rule in priorities if rule in STAGES} == {
+        rule: found for rule, found in priorities.items() if rule in STAGES}
+    assert {rule for rule, found in priorities.items() if found != {0}} == chain
+    assert all(priorities[rule] == {CRITICAL_PATH} for rule in chain)
+
+
 def test_several_experiments_run_the_same_rules_under_their_own_results(tmp_path):
     second = {"model": {"arch": "linear"}, "forget_sets": {"r3": {"kind": "random", "size": 3}},
               "methods": {"gradient_ascent": {}}}

@@ -21,7 +21,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900)
 
 
 def dry_run_jobs(workdir: Path, *args: str) -> list[dict]:
-    """Every job a dry run plans: its rule, inputs, outputs, wildcards and resources, from the printed plan."""
+    """Every job a dry run plans: its rule, inputs, outputs, wildcards, resources and priority, from the printed plan."""
     output = snakemake(workdir, "--dry-run", *args).stdout
     jobs = []
     for block in re.split(r"^(?:localrule|rule) ", output, flags=re.M)[1:]:
@@ -30,5 +30,5 @@ def dry_run_jobs(workdir: Path, *args: str) -> list[dict]:
         jobs.append({"rule": rule.strip(), "input": [p for p in fields.get("input", "").split(", ") if p],
                      "output": [p for p in fields.get("output", "").split(", ") if p],
                      "wildcards": dict(pair.split("=", 1) for pair in fields.get("wildcards", "").split(", ") if pair),
-                     "resources": fields.get("resources", "")})
+                     "resources": fields.get("resources", ""), "priority": int(fields.get("priority", 0))})
     return jobs

@@ -463,8 +463,10 @@ def fit_datamodels(*, data: str, subset_models: Sequence[str], spec: Mapping[str
         raise UserError(f"the {estimator.name} estimator is one job: it cannot be scattered over chunks")
     n_points = sum(sizes[split] for split in splits)
     points = None if chunk is None else point_chunks(n_points, chunks)[chunk]
-    subset = concatenate_banks([read_bank(path, with_weights=False, role="subset", lineage=lineage)
-                                for path in subset_models])
+    # a regression reads the logits of its points alone (every split's points in order)
+    read_points = None if points is None or not estimator.regression else _split_parts(sizes, points)
+    subset = concatenate_banks([read_bank(path, with_weights=False, role="subset", lineage=lineage,
+                                          points=read_points) for path in subset_models])
     torch_device = resolve_device(device)
     checkpoints, point_inputs = (), None
     if estimator.checkpoints:  # the original models, e.g. TRAK's ensemble
@@ -476,6 +478,7 @@ def fit_datamodels(*, data: str, subset_models: Sequence[str], spec: Mapping[str
         point_inputs = point_inputs.to(torch_device)
     logits = np.concatenate([subset.logits[split] for split in SPLITS], axis=1)
     fit_inputs = FitInputs(masks=subset.train_masks, logits=logits, labels=labels, split_sizes=sizes, splits=splits,
+                           logits_from=0 if read_points is None else points[0],
                            heldout_models=spec["heldout_models"], outputs=spec["outputs"], seed=seed,
                            device=str(torch_device), points=points, checkpoints=checkpoints, inputs=point_inputs,
                            progress=progress)
@@ -491,6 +494,15 @@ def fit_datamodels(*, data: str, subset_models: Sequence[str], spec: Mapping[str
               f"written to {out}: " + ", ".join(f"{name} {value:.3f}" for name, value in result.summary().items()))
         return
     _write_gathered(out, [result], record)
+
+
+def _split_parts(sizes: Mapping[str, int], points: tuple[int, int]) -> dict[str, slice]:
+    """The slice of each split's points (train, val, test in order) inside `points` = (start, stop)."""
+    parts, first = {}, 0
+    for split in SPLITS:
+        parts[split] = slice(min(max(points[0] - first, 0), sizes[split]), min(max(points[1] - first, 0), sizes[split]))
+        first += sizes[split]
+    return parts
 
 
 def gather_datamodels(*, parts: Sequence[str], out: str) -> None:

@@ -118,10 +118,13 @@ def write_bank(path: str | Path, bank: ModelBank, provenance: Mapping[str, Any])
 
 
 def read_bank(path: str | Path, with_weights: bool = True, role: str | None = None,
-              lineage: Mapping[str, str] | None = None) -> ModelBank:
+              lineage: Mapping[str, str] | None = None, points: Mapping[str, slice] | None = None) -> ModelBank:
     """A model bank; with `role` and `lineage`, it must be of that role (``original``,
-    ``oracle/<set>``, ``retrain/<set>``, ``subset``, ``ulira_base``) and made from those roots."""
-    artifact = read_artifact(path, "model_bank", skip_groups=() if with_weights else ("weights",))
+    ``oracle/<set>``, ``retrain/<set>``, ``subset``, ``ulira_base``) and made from those roots.
+    `points` (split -> slice of its points) reads only those points' logits (a split it leaves
+    out: all of them)."""
+    parts = {f"logits/{split}": np.s_[:, where] for split, where in (points or {}).items()}
+    artifact = read_artifact(path, "model_bank", skip_groups=() if with_weights else ("weights",), parts=parts)
     expect(artifact, role=role, lineage=lineage)
     weights = {name[len("weights/"):]: value for name, value in artifact.arrays.items()
                if name.startswith("weights/")}

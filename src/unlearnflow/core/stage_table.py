@@ -53,7 +53,9 @@ class Stage:
     files its job writes besides its outputs (a ledger). The estimate's work model: a job's work
     (what its seconds are proportional to) is the product of its `work` factors, what it writes
     that of its `size` factors (:data:`unlearnflow.ops.estimate.FACTORS`; none: a constant), and
-    `records_seconds` says its outputs record their compute time (training banks, U-LiRA)."""
+    `records_seconds` says its outputs record their compute time (training banks, U-LiRA).
+    `priority` is the rule's Snakemake priority: among the jobs ready to run, those of higher
+    priority start first (the datamodels' chain, the longest path of a run that fits them)."""
 
     outputs: Mapping[str, str]
     kind: str
@@ -63,7 +65,13 @@ class Stage:
     size: tuple[str, ...] = ()
     records_seconds: bool = False
     also_writes: tuple[str, ...] = ()
+    priority: int = 0
 
+
+#: The priority of the datamodels' chain: subset models, then the fit, are the longest path of a
+#: run that fits datamodels (the fit starts only when every subset model is trained), so its jobs
+#: go before the others that are ready (measured at 4,000 points: bench/RESULTS.md, "default_4000").
+CRITICAL_PATH = 10
 
 #: rule -> stage, in the order the workflow runs them; a path matches the first stage it fits
 #: (``unlearned/retrain/...`` is retrain's before ``unlearned/{method}/...`` is unlearn's).
@@ -107,15 +115,16 @@ STAGES: dict[str, Stage] = {
                    records_seconds=True),
     "train_subset_models": Stage({"": "subset_models/chunk_{chunk}.h5"}, "model_bank", gpu=True,
                                  work=("chunk_models", "epochs", "subset_fraction", "n_train", "macs"),
-                                 size=("chunk_models", "bank_floats"), records_seconds=True),
+                                 size=("chunk_models", "bank_floats"), records_seconds=True,
+                                 priority=CRITICAL_PATH),
     # a part of a scattered fit is a datamodels_part artifact, checked against the datamodels version
     "fit_datamodels": Stage({"": "datamodels/chunk_{part}_of_{jobs}.h5"}, "datamodels", {"mem_mb": 8000},
                             gpu=True, work=("subset_models", "n_train", "datamodel_targets", "per_job"),
-                            size=("n_train", "datamodel_targets", "per_job")),
+                            size=("n_train", "datamodel_targets", "per_job"), priority=CRITICAL_PATH),
     "gather_datamodels": Stage({"": "datamodels.h5"}, "datamodels", {"mem_mb": 8000, "runtime": 30},
-                               size=("n_train", "datamodel_targets", "per_job")),
+                               size=("n_train", "datamodel_targets", "per_job"), priority=CRITICAL_PATH),
     "calibrate_datamodels": Stage({"": "datamodel_calibration.h5"}, "datamodel_calibration", {"runtime": 10},
-                                  work=("n_train", "datamodel_targets")),
+                                  work=("n_train", "datamodel_targets"), priority=CRITICAL_PATH),
     "report": Stage({"table": "report/summary.md", "csv": "report/summary.csv", "klom": "report/klom_vs_compute.png",
                      "entropy": "report/entropy_{forget_set}.png", "roc": "report/mia_roc_{forget_set}.png"},
                     "report", {"mem_mb": 2000, "runtime": 10, "threads": 2}, work=("evaluations", "reported_methods")),

@@ -261,14 +261,17 @@ def write_artifact(path: str | os.PathLike, kind: str, arrays: Mapping[str, np.n
 
 
 def read_artifact(path: str | os.PathLike, kind: str, names: Iterable[str] | None = None,
-                  version: int | None = None, skip_groups: Sequence[str] = ()) -> Artifact:
+                  version: int | None = None, skip_groups: Sequence[str] = (),
+                  parts: Mapping[str, Any] | None = None) -> Artifact:
     """Read an artifact, checking that it is of `kind` at the current stage version.
 
     `names` restricts which arrays are loaded (all by default; ``()`` reads the attributes and
     provenance only); arrays under the groups in `skip_groups` (e.g. ``"weights"``) are not
-    read at all. A missing or damaged file (a fletcher32 checksum that fails, broken HDF5
-    metadata), a file that is not an unlearnflow artifact, another kind or another version is a
-    UserError naming the file and the rule that rebuilds it.
+    read at all; `parts` maps an array's name to the index of the part of it to read (e.g.
+    ``np.s_[:, 100:200]``: HDF5 reads only the chunks that hold it). A missing or damaged file
+    (a fletcher32 checksum that fails, broken HDF5 metadata), a file that is not an unlearnflow
+    artifact, another kind or another version is a UserError naming the file and the rule that
+    rebuilds it.
     """
     path = Path(path)
     expected_version = STAGE_VERSIONS[kind] if version is None else version
@@ -295,7 +298,8 @@ def read_artifact(path: str | os.PathLike, kind: str, names: Iterable[str] | Non
                 return
             if isinstance(node, h5py.Dataset) and (wanted is None or name in wanted):
                 is_text = h5py.check_string_dtype(node.dtype) is not None
-                arrays[name] = node.asstr()[()] if is_text else node[()]
+                index = (parts or {}).get(name, ())
+                arrays[name] = node.asstr()[index] if is_text else node[index]
 
         if wanted is None or wanted:
             h5.visititems(collect)

@@ -46,7 +46,8 @@ class Estimator:
 #: estimator name -> its entry, in the order the config's schema lists them
 ESTIMATORS: dict[str, Estimator] = {
     "lasso": Estimator("lasso", "unlearnflow.dmm.datamodel_set:fit_regression",
-                       {"n_alphas": 20, "alpha_min_ratio": 0.01, "val_fraction": 0.2, "tol": 1e-4, "max_iter": 1000}),
+                       {"n_alphas": 20, "alpha_min_ratio": 0.01, "val_fraction": 0.2, "tol": 1e-4, "max_iter": 1000,
+                        "path_tol": 3e-3, "patience": 2}),
     "ridge": Estimator("ridge", "unlearnflow.dmm.datamodel_set:fit_regression",
                        {"alphas": [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0], "val_fraction": 0.2}),
     # TRAK: projected per-example gradients of the original models; scored on every subset model
