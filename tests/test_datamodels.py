@@ -16,6 +16,7 @@ from unlearnflow.dmm.datamodel_set import (
     gather_datamodel_sets,
     point_chunks,
     read_datamodels,
+    subset_outputs,
     write_datamodels,
 )
 from unlearnflow.dmm.regression import (
@@ -31,6 +32,7 @@ from unlearnflow.dmm.regression import (
     split_models,
 )
 from unlearnflow.errors import UserError
+from unlearnflow.metrics.margins import margins
 
 
 def sparse_problem(seed=0, n=60, models=400, targets=30, noise=0.3):
@@ -103,6 +105,9 @@ def test_a_fit_streamed_in_blocks_of_targets_equals_the_fit_in_one():
     assert np.array_equal(streamed.weights != 0, whole.weights != 0)
     with pytest.raises(UserError, match="block must be at least 1"):
         fit_lasso(masks, outputs, block=0)
+    logits, labels = np.random.default_rng(0).normal(size=(300, 9, 4)), np.arange(9) % 4
+    np.testing.assert_array_equal(subset_outputs(logits, labels, models_per_block=7)["margins"],
+                                  margins(logits, labels).astype(np.float32))
 
 
 def test_a_loose_path_picks_the_lambdas_of_a_tight_one():

@@ -102,9 +102,13 @@ class DatamodelSet:
         return {name.replace("/", "_"): float(np.nanmean(values)) for name, values in self.scores.items()}
 
 
-def subset_outputs(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """The regression targets of subset models: margins (models, points) and logits (models, points * C)."""
-    return {"margins": margins(logits, labels).astype(np.float32), "logits": logits.reshape(len(logits), -1)}
+def subset_outputs(logits: np.ndarray, labels: np.ndarray, models_per_block: int = 128) -> dict[str, np.ndarray]:
+    """The regression targets of subset models: margins (models, points) and logits (models, points * C).
+    Margins are computed (in float64) `models_per_block` models at a time, so that their
+    temporaries stay small beside the logits."""
+    margin_blocks = [margins(logits[first : first + models_per_block], labels).astype(np.float32)
+                     for first in range(0, max(len(logits), 1), models_per_block)]
+    return {"margins": np.concatenate(margin_blocks), "logits": logits.reshape(len(logits), -1)}
 
 
 def check_splits(splits: Sequence[str]) -> list[str]:
