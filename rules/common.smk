@@ -261,14 +261,16 @@ def report_side_inputs(wildcards):
             for key, paths in side_inputs(method, shared_only=True).items()}
 
 
-def train_params(training, first_id, n_models, role="original", subset_fraction=None, per_pass=None):
+def train_params(training, first_id, n_models, role="original", subset_fraction=None, per_pass=None,
+                 outputs_only=False):
     """Params of every rule that trains a bank with `python -m unlearnflow train`.
 
     `first_id` and `n_models` are numbers or functions of the wildcards; a job of more models
     than `per_pass` (a bank's chunk size) trains them in passes of that many, one after the
     other, so that it needs no more device memory than a chunk job; the forget set to
     retrain without (a prefix NAME@R of a sequence: without its first R requests) and the
-    poisoned labels come from the rule's input when it has them.
+    poisoned labels come from the rule's input when it has them; `outputs_only` stores the
+    models' masks and logits without their weights.
     """
 
     def flags(wildcards, input):
@@ -277,6 +279,8 @@ def train_params(training, first_id, n_models, role="original", subset_fraction=
             parts += [f"--forget-set {input.forget_set}", requests_flag(wildcards)]
         if subset_fraction:
             parts.append(f"--subset-fraction {subset_fraction}")
+        if outputs_only:
+            parts.append("--outputs-only")
         if per_pass and not callable(n_models) and n_models > per_pass:
             parts.append(f"--models-per-pass {per_pass}")
         if input.labels:

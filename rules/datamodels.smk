@@ -24,6 +24,7 @@ rule train_subset_models:
             chunk_size,
             role="subset",
             subset_fraction=config["subset_models"]["fraction"],
+            outputs_only=not config["subset_models"]["store_weights"],
         ),
     threads: threads_of("train_subset_models")
     priority: priority_of("train_subset_models")

@@ -18,6 +18,7 @@ from unlearnflow.config import experiments, load_config_file, load_schema, valid
 from unlearnflow.core.artifacts import concatenate_banks, read_bank, read_dataset, read_forget_set
 from unlearnflow.core.store import read_artifact
 from unlearnflow.dmm.datamodel_set import fit_datamodel_set, read_calibration, read_datamodels
+from unlearnflow.errors import UserError
 from unlearnflow.evaluation.rows import read_csv
 from unlearnflow.runner import read_unlearned
 
@@ -132,6 +133,14 @@ def test_the_fit_is_scattered_over_fit_jobs_and_fits_only_what_the_methods_read(
                             "datamodels": {**given, "outputs": ["margins", "logits"]}})
     commands = fit_commands(tmp_path)
     assert len(commands) == 2 and fitted_spec(commands[0])["outputs"] == ["margins", "logits"]
+    # subset models keep their weights only when asked to
+    def train_commands() -> list[str]:
+        plan = snakemake(tmp_path, "--dry-run", "--printshellcmds").stdout
+        return [line for line in plan.splitlines() if "unlearnflow train " in line and "--role subset" in line]
+    assert train_commands() and all("--outputs-only" in line for line in train_commands())
+    write_config(tmp_path, {**TINY, **DATAMODELS, "methods": {"dmm": {}},
+                            "subset_models": {**DATAMODELS["subset_models"], "store_weights": True}})
+    assert train_commands() and not any("--outputs-only" in line for line in train_commands())
 
 
 def test_trak_fits_from_the_originals_and_calibration_is_built_only_when_used(tmp_path):
@@ -160,8 +169,12 @@ def test_real_run_with_datamodel_methods(tmp_path):
     assert datamodels.attrs["fitted_models"] == 30 and np.isfinite(datamodels.summary()["margins_lds"])
     # gathered from 4 jobs, it equals one fit of every point
     assert datamodels.attrs["fit_jobs"] == 4
-    subset = concatenate_banks([read_bank(path, with_weights=False) for path in
-                                sorted((results / "subset_models").glob("chunk_*.h5"))])
+    chunks = sorted((results / "subset_models").glob("chunk_*.h5"))
+    # issue 22: a chunk stores masks and logits, not weights (subset_models.store_weights: false)
+    assert not read_bank(chunks[0]).weights
+    with pytest.raises(UserError, match="subset bank stores its models' masks and logits, not their weights"):
+        read_bank(chunks[0]).load_models((64,), 10)
+    subset = concatenate_banks([read_bank(path, with_weights=False) for path in chunks])
     data = read_dataset(results / "data.h5")
     labels = np.concatenate([data.y_train, data.y_val, data.y_test])
     logits = np.concatenate([subset.logits[split] for split in ("train", "val", "test")], axis=1)

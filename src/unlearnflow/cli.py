@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train at most this many models at once on the device (0: all of them)")
     sub.add_argument("--state-dicts", nargs="+", default=(), metavar="PATH",
                      help="import these trained models (one state-dict file per model) instead of training")
+    sub.add_argument("--outputs-only", dest="store_weights", action="store_false",
+                     help="store the models' masks and logits, not their weights (subset models)")
     torch_options(sub)
     sub.add_argument("--out", required=True)
 

@@ -148,7 +148,8 @@ def make_forget_samples(*, data: str, forget_set: str, labels_from: str | None, 
 def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[str, Any], seed: int, first_id: int,
           count: int, out: str, forget_set: str | None = None, requests: int | None = None,
           labels_from: str | None = None, subset_fraction: float | None = None, device: str = "auto",
-          threads: int = 0, progress: bool = False, models_per_pass: int = 0, state_dicts: Sequence[str] = ()) -> None:
+          threads: int = 0, progress: bool = False, models_per_pass: int = 0, state_dicts: Sequence[str] = (),
+          store_weights: bool = True) -> None:
     """Train models ``first_id .. first_id + count - 1`` of a role into one bank chunk; with
     `state_dicts` (one file per model), import models trained elsewhere instead
     (:func:`~unlearnflow.core.artifacts.import_bank`; the config's ``originals.state_dicts``).
@@ -157,6 +158,8 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
     (0: all) splits the chunk into passes of at most that many models, trained one after the
     other, so that a job of many large models (retraining 100 ResNet-9s) fits on one GPU. A
     model does not depend on the models trained with it, so the bank is the same either way.
+    Without `store_weights` the chunk keeps the models' masks and logits alone (subset models:
+    the datamodels read nothing else; ``subset_models.store_weights``).
     Linear models of the ``lbfgs`` recipe are trained to optimum one by one
     (:func:`~unlearnflow.sourcefree.linear.train_linear_chunk`).
     """
@@ -201,6 +204,8 @@ def train(*, data: str, role: str, model: Mapping[str, Any], training: Mapping[s
         banks = [train_bank(build, model["arch"], options, role, model_ids[part], seeds[part], dataset, labels,
                             masks[part], config, resolve_device(device), progress=progress) for part in passes]
         bank = banks[0] if len(banks) == 1 else concatenate_banks(banks)
+    if not store_weights:
+        bank = dataclasses.replace(bank, weights={})
     inputs = [data] + [path for path in (forget_set, labels_from) if path] + list(state_dicts)
     write_bank(out, bank, provenance({"model": model, "training": dict(training) if linear else config.to_dict()},
                                      {"global_seed": seed, "model_seeds": seeds}, inputs,

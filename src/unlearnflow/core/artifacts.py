@@ -100,6 +100,9 @@ class ModelBank:
 
     def load_models(self, input_shape: Sequence[int], num_classes: int) -> list[nn.Module]:
         """The bank's models as modules in eval mode."""
+        if not self.weights:
+            raise UserError(f"the {self.attrs.get('role', '')} bank stores its models' masks and logits, not their "
+                            "weights (subset models: set subset_models.store_weights: true to keep them)")
         build = self.builder(input_shape, num_classes)
         models = []
         for index in range(len(self)):

@@ -115,7 +115,7 @@ STAGES: dict[str, Stage] = {
                    records_seconds=True),
     "train_subset_models": Stage({"": "subset_models/chunk_{chunk}.h5"}, "model_bank", gpu=True,
                                  work=("chunk_models", "epochs", "subset_fraction", "n_train", "macs"),
-                                 size=("chunk_models", "bank_floats"), records_seconds=True,
+                                 size=("chunk_models", "subset_floats"), records_seconds=True,
                                  priority=CRITICAL_PATH),
     # a part of a scattered fit is a datamodels_part artifact, checked against the datamodels version
     "fit_datamodels": Stage({"": "datamodels/chunk_{part}_of_{jobs}.h5"}, "datamodels", {"mem_mb": 8000},

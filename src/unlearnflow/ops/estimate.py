@@ -245,6 +245,9 @@ FACTORS: dict[str, Callable[[Job, Mapping[str, Any], Sizes, Mapping[str, int]], 
     "reported_methods": lambda job, config, sizes, n_jobs: len(REFERENCES) + len(config["methods"]),
     "bank_floats": lambda job, config, sizes, n_jobs: _bank_floats(sizes),
     "bank_outputs": lambda job, config, sizes, n_jobs: sizes.parameters + sizes.n_points * sizes.classes,
+    # subset-model chunks keep their weights only with subset_models.store_weights
+    "subset_floats": lambda job, config, sizes, n_jobs: _bank_floats(sizes) - (
+        0 if config["subset_models"].get("store_weights") else sizes.parameters),
     # the originals' gather also writes the weights alone (original_models.h5)
     "bank_and_weights": lambda job, config, sizes, n_jobs: _bank_floats(sizes) + sizes.parameters,
     "unlearned_floats": lambda job, config, sizes, n_jobs: (
