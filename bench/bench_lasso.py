@@ -314,6 +314,17 @@ def bench_at_4000(args: argparse.Namespace) -> str:
     ])
 
 
+def run_section(name: str, bench, args: argparse.Namespace) -> None:
+    """Run `bench(args)` at `args.threads` threads and write its markdown as section `name`."""
+    start_load = os.getloadavg()[0]
+    torch.set_num_threads(args.threads)
+    with threadpool_limits(args.threads):
+        markdown = bench(args)
+    markdown += " " + machine_note([start_load, os.getloadavg()[0]]) + "."
+    print(markdown)
+    write_section(name, markdown)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 targets, 10 reference targets, 1,000 ridge models")
@@ -328,27 +339,13 @@ def main() -> None:
     parser.add_argument("--at-4000", metavar="RESULTS", help="issue 22's lasso at 4,000 points (section lasso_4000)")
     parser.add_argument("--points", type=int, default=300, help="points whose targets --at-4000 fits")
     args = parser.parse_args()
-    if args.at_4000:
-        start_load = os.getloadavg()[0]
-        torch.set_num_threads(args.threads)
-        with threadpool_limits(args.threads):
-            markdown = bench_at_4000(args)
-        markdown += " " + machine_note([start_load, os.getloadavg()[0]]) + "."
-        print(markdown)
-        write_section("lasso_4000", markdown)
-        return
     if args.quick:
         args.targets, args.ref_targets, args.ridge_models = 2_000, 10, 1_000
+    if args.at_4000:
+        return run_section("lasso_4000", bench_at_4000, args)
     if args.sizes:
         args.ref_targets = min(args.ref_targets, 20)
-        start_load = os.getloadavg()[0]
-        torch.set_num_threads(args.threads)
-        with threadpool_limits(args.threads):
-            markdown = bench_sizes(args)
-        markdown += " " + machine_note([start_load, os.getloadavg()[0]]) + "."
-        print(markdown)
-        write_section("lasso_sizes", markdown)
-        return
+        return run_section("lasso_sizes", bench_sizes, args)
 
     load = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
