@@ -13,8 +13,7 @@ Writes bench/RESULTS.md (section "default_run"); exits with status 1 when a cell
 
 ``--at-4000`` runs the default config with ``data:`` changed to a 4,000-point 10-class image
 set (Fashion-MNIST from Debian's ``dataset-fashion-mnist``: 2,800 training points, 600
-validation, 600 test) and the linear experiment's pool to 4 x 4 features, this commit alone (the
-issue's before took over an hour), and writes section "default_4000": wall time, job-seconds per
+validation, 600 test), this commit alone (the issue's before took over an hour), and writes section "default_4000": wall time, job-seconds per
 stage, the slowest jobs and the fit jobs' peak memory (the rules' benchmark files), against
 issue 22's 20 minutes.
 """
@@ -42,10 +41,6 @@ TARGET_SECONDS = 360
 TARGET_4000_SECONDS, TARGET_FIT_RSS_MB = 1200, 3000
 FASHION_4000 = {"loader": "idx", "path": "/usr/share/datasets/fashion-mnist", "validation_fraction": 0.5,
                 "max_train": 2800, "max_test": 1200, "seed": 0}
-#: besides data: the linear experiment's features pooled to 4 x 4 as on digits (28 / 7); its pool 2
-#: gives 196 features, whose Hessian the source-free Newton step's 500 perturbations cannot identify
-#: (the unlearn job stops with that line)
-LINEAR_POOL_4000 = 7
 
 
 def git(*args: str) -> str:
@@ -60,9 +55,6 @@ def default_run(commit: str, where: Path, data: dict | None = None) -> float:
     if data is not None:
         import yaml
         config = yaml.safe_load((where / "config.yaml").read_text())
-        for experiment in config.get("experiments", {}).values():
-            if "features" in experiment:
-                experiment["features"]["pool"] = LINEAR_POOL_4000
         (where / "config.yaml").write_text(yaml.safe_dump({**config, "data": data}, sort_keys=False))
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2"], cwd=where, check=True, capture_output=True,
@@ -138,10 +130,8 @@ def at_4000(args: argparse.Namespace, head: str) -> None:
         f"{'met' if wall <= TARGET_4000_SECONDS else 'missed'}); {total:.0f} job-seconds on 2 cores. "
         f"Peak RSS of a datamodel fit job: **{fit_rss / 1000:.2f} GB** (target {TARGET_FIT_RSS_MB / 1000:.0f} GB: "
         f"{'met' if fit_rss <= TARGET_FIT_RSS_MB else 'missed'}). The eight largest stages:\n\n" + "\n".join(rows) + "\n\n"
-        f"The default config.yaml at {head} with `data:` changed to Fashion-MNIST (2,800 training, 600 "
-        "validation, 600 test points: 4,000 points, 10 classes; IDX files of Debian's dataset-fashion-mnist) and "
-        f"the linear experiment's `features.pool` to {LINEAR_POOL_4000} (4 x 4 features as on digits: with data "
-        "alone, its source-free Newton step stops on 196 features it cannot identify), "
+        f"The default config.yaml at {head} with only `data:` changed, to Fashion-MNIST (2,800 training, 600 "
+        "validation, 600 test points: 4,000 points, 10 classes; IDX files of Debian's dataset-fashion-mnist), "
         f"`snakemake --cores 2` in a worktree. {machine_note((load, os.getloadavg()[0]))}; "
         "`python bench/bench_default_run.py --at-4000` to rerun.")
     print(section)

@@ -2,6 +2,7 @@
 backbone from a local state-dict file, the config checks, and the lbfgs recipe the trainer
 dispatches to (source-free unlearning, Sec. 5; Guo et al., Sec. 4)."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,19 @@ def test_pooling_averages_pixel_blocks_before_normalising(digits):
     assert features.x_train[0, 0] == pytest.approx(block / np.linalg.norm(pooled), rel=1e-5)
     with pytest.raises(UserError, match="features.pool: 3 must divide the image sides"):
         extract_features(digits, {"backbone": "identity", "pool": 3})
+    # side: the pooled images' side, whatever the data's (digits 8x8 -> pool 2; 28x28 -> pool 7)
+    by_side = extract_features(digits, {"backbone": "identity", "side": 4})
+    np.testing.assert_array_equal(by_side.x_train, features.x_train)
+    rng = np.random.default_rng(0)
+    large = dataclasses.replace(digits, **{f"x_{split}": rng.random((len(getattr(digits, f"y_{split}")), 1, 28, 28),
+                                                                    dtype=np.float32) for split in ("train", "val", "test")})
+    fashion_sized = extract_features(large, {"backbone": "identity", "side": 4})
+    assert fashion_sized.x_train.shape == (len(digits.y_train), 16)
+    np.testing.assert_array_equal(fashion_sized.x_test, extract_features(large, {"backbone": "identity", "pool": 7}).x_test)
+    with pytest.raises(UserError, match=r"features.side: 3 must divide the side of square images"):
+        extract_features(digits, {"backbone": "identity", "side": 3})
+    with pytest.raises(UserError, match="give pool .a factor. or side"):
+        extract_features(digits, {"backbone": "identity", "pool": 2, "side": 4})
 
 def test_a_resnet18_backbone_loads_a_local_state_dict_and_embeds_every_split(digits, tmp_path):
     options = {"width": 4}
@@ -121,7 +135,7 @@ def test_the_feature_stage_records_the_public_points_and_forget_sets_come_from_t
     ({**PUBLIC, "arch": "linear"}, "features.arch: the public backbone trains one of mlp"),
     ({**PUBLIC, "training": {"epoch": 3}}, "config: features.training: unknown key"),
     ({**PUBLIC, "pool": 2}, "backbone public takes public_fraction, seed"),
-    ({"backbone": "identity", "weights": "w.pt"}, "backbone identity takes pool, not weights"),
+    ({"backbone": "identity", "weights": "w.pt"}, "backbone identity takes pool, side, not weights"),
     ({"backbone": "resnet18"}, "the resnet18 backbone needs a local state-dict file"),
 ])
 def test_a_bad_features_spec_is_one_line(spec, message):

@@ -56,7 +56,7 @@ def linear_recipe(training: Mapping) -> tuple[str, float, float]:
 
 BACKBONES = ("identity", "public", "resnet18")
 #: keys each backbone takes besides ``backbone``
-BACKBONE_KEYS = {"identity": ("pool",), "resnet18": ("weights", "options", "batch_size"),
+BACKBONE_KEYS = {"identity": ("pool", "side"), "resnet18": ("weights", "options", "batch_size"),
                  "public": ("public_fraction", "seed", "arch", "options", "training", "batch_size", "mixed_linear")}
 #: architectures a public backbone may train (a penultimate layer feeding an nn.Linear classifier)
 PUBLIC_ARCHS = ("mlp", "smallvgg", "allcnn", "resnet9", "resnet18")
@@ -71,6 +71,8 @@ def check_features_spec(spec: Mapping[str, Any]) -> None:
     if unknown:
         allowed = ", ".join(BACKBONE_KEYS[backbone]) or "no other keys"
         raise UserError(f"config: features: backbone {backbone} takes {allowed}, not {', '.join(unknown)}")
+    if backbone == "identity" and "pool" in spec and "side" in spec:
+        raise UserError("config: features: give pool (a factor) or side (the pooled images' side), not both")
     if backbone == "resnet18" and not spec.get("weights"):
         raise UserError("config: features.weights: the resnet18 backbone needs a local state-dict file")
     if backbone == "public":

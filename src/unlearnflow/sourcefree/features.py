@@ -7,7 +7,9 @@ Backbones (config ``features: {backbone: ...}``):
 
 - ``identity``: the flattened inputs (digits: d = 64), :func:`~unlearnflow.sourcefree.linear.identity_features`;
   with ``pool: k``, images are first average-pooled over k x k blocks (digits with k = 2:
-  d = 16). A data-independent way to a small d: the source-free fit of Eq. (3) is identifiable
+  d = 16); ``side: s`` pools them to s x s whatever their size (s = 4: digits' k = 2,
+  Fashion-MNIST's k = 7, d = 16 for one channel). A data-independent way to a small d: the
+  source-free fit of Eq. (3) is identifiable
   only from m >= d(d+1)/2 perturbations (2,080 at d = 64, 136 at d = 16), and its cost grows
   with d^2 m.
 - ``public``: a network trained on a disjoint "public" part of the training split (source-free
@@ -52,7 +54,7 @@ def extract_features(dataset: Dataset, spec: Mapping[str, Any]) -> Dataset:
     """Every split of `dataset` through the backbone of `spec`, rows L2-normalised (float32)."""
     check_features_spec(spec)
     if spec["backbone"] == "identity":
-        return identity_features(average_pool(dataset, int(spec.get("pool", 1))))
+        return identity_features(average_pool(dataset, _pool_factor(dataset, spec)))
     if spec["backbone"] == "public":
         return _public_features(dataset, spec)
     return _network_features(dataset, spec)
@@ -105,6 +107,17 @@ def _public_features(dataset: Dataset, spec: Mapping[str, Any]) -> Dataset:
         return _embedded(private_inputs, lambda x: torch.from_numpy(linearised.rows(x)), batch,
                          f"{name}/mixed-linear-{spec['mixed_linear']['layers']}", normalise=False)
     return _embedded(private_inputs, lambda x: penultimate_features(model, x), batch, name)
+
+
+def _pool_factor(dataset: Dataset, spec: Mapping[str, Any]) -> int:
+    """The pooling factor of an identity backbone: ``pool``, or the one that pools to ``side``."""
+    if "side" not in spec:
+        return int(spec.get("pool", 1))
+    side, shape = int(spec["side"]), dataset.input_shape
+    if side < 1 or len(shape) != 3 or shape[1] != shape[2] or shape[1] % side:
+        raise UserError(f"config: features.side: {side} must divide the side of square images (C, H, W), got "
+                        f"input shape {shape}")
+    return shape[1] // side
 
 
 def average_pool(dataset: Dataset, factor: int) -> Dataset:
