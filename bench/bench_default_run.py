@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results import machine_note, write_section  # noqa: E402
+from bench.results import machine_note, publish  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"unlearn_seconds", "retrain_seconds", "precompute_seconds"}
@@ -134,8 +134,7 @@ def at_4000(args: argparse.Namespace, head: str) -> None:
         "validation, 600 test points: 4,000 points, 10 classes; IDX files of Debian's dataset-fashion-mnist), "
         f"`snakemake --cores 2` in a worktree. {machine_note((load, os.getloadavg()[0]))}; "
         "`python bench/bench_default_run.py --at-4000` to rerun.")
-    print(section)
-    write_section("default_4000", section)
+    publish("default_4000", section)
 
 
 def main() -> None:
@@ -182,10 +181,7 @@ def main() -> None:
                f"first; {cells}. Target (issue 20): <= {TARGET_SECONDS // 60} minutes, "
                f"{'met' if walls['this'] <= TARGET_SECONDS else 'missed'} ({walls['this'] / 60:.1f} min). "
                f"{machine_note((load, os.getloadavg()[0]))}; `python bench/bench_default_run.py` to rerun.")
-    print(section)
-    write_section("default_run", section)
-    if moved:
-        sys.exit(1)
+    publish("default_run", section, mismatch=bool(moved))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results import machine_note, write_section  # noqa: E402
+from bench.results import machine_note, publish, write_section  # noqa: E402
 from unlearnflow.dmm.regression import (  # noqa: E402
     DEFAULT_RIDGE_ALPHAS,
     Datamodels,
@@ -320,9 +320,7 @@ def run_section(name: str, bench, args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     with threadpool_limits(args.threads):
         markdown = bench(args)
-    markdown += " " + machine_note([start_load, os.getloadavg()[0]]) + "."
-    print(markdown)
-    write_section(name, markdown)
+    publish(name, markdown + " " + machine_note([start_load, os.getloadavg()[0]]) + ".")
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results import machine_note, write_section  # noqa: E402
+from bench.results import machine_note, publish  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,10 +128,7 @@ def main() -> None:
                f">= 4x. Whole benchmark {time.perf_counter() - started:.0f} s. "
                f"{machine_note((load, os.getloadavg()[0]))}; `python bench/bench_unlearn.py` to rerun (needs the "
                "default run's results).")
-    print(section)
-    write_section("unlearn", section)
-    if differing:
-        sys.exit(1)
+    publish("unlearn", section, mismatch=bool(differing))
 
 
 if __name__ == "__main__":

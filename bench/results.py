@@ -22,6 +22,15 @@ def write_section(name: str, markdown: str, path: Path = RESULTS_PATH) -> None:
     path.write_text(text)
 
 
+def publish(name: str, markdown: str, mismatch: bool = False) -> None:
+    """Print a benchmark's section, write it into RESULTS.md, and exit with status 1 when the
+    benchmark found results that should have been equal and were not (`mismatch`)."""
+    print(markdown)
+    write_section(name, markdown)
+    if mismatch:
+        raise SystemExit(1)
+
+
 def machine_note(loads: tuple[float, float] | list[float]) -> str:
     """The footnote every benchmark writes: the machine and the 1-min load average before and after."""
     return (f"Machine: {machine()}; other processes share it: 1-min load average {loads[0]:.2f} at the start, "

@@ -395,7 +395,8 @@ def fit_lasso(
 
     Targets are fitted `block` at a time (each is its own regression; the masks' Gram is
     shared), so the solver's memory is set by `block`, not by the number of targets: about 12
-    (n_train x block) float32 arrays (0.55 GB at 2,800 training points).
+    (n_train x block) float32 arrays by count (0.55 GB at 2,800 training points), beside the
+    masks' (n_train x n_train) Gram and its copies, which grow with the training set.
     """
     masks, outputs = _check_inputs(masks, outputs)
     _check_solver(tol, max_iter)
